@@ -1,0 +1,25 @@
+//! # armv7-mm
+//!
+//! Page tables, TLB maintenance and a Linux-style `mmu_gather` for `no_std` kernels on
+//! ARMv7-A.
+//!
+//! Layout:
+//! - [`addr`]: typed virtual/physical addresses, pages, frames and ranges;
+//! - [`arch`] (only on `target_arch = "arm"`): the one place with CP15 instructions and
+//!   barriers.
+
+#![no_std]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+#![deny(missing_docs)]
+
+#[cfg(any(test, feature = "std"))]
+extern crate std;
+
+pub mod addr;
+#[cfg(target_arch = "arm")]
+pub mod arch;
+pub mod memory;
+
+pub use addr::{Frame, Page, PhysAddr, VirtAddr, VirtRange, PAGE_SIZE};
+pub use memory::Memory;

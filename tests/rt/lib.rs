@@ -1,0 +1,118 @@
+//! The shared runtime of the boot-test kernels (one copy for all of them).
+//!
+//! - [`start`]: reset entry, per-CPU stacks, exception vectors;
+//! - [`console`]: PL011 output (`print!`/`println!`);
+//! - [`semihosting`]: exit status and command-line arguments from QEMU;
+//! - [`fault`]: expected-fault probes and the abort handlers;
+//! - [`frames`]: the physical frame allocator, and [`frames::KernelMemory`];
+//! - [`cases`]: named cases reported as `case <name> ... ok|FAILED`;
+//! - [`mmu`]: a minimal identity map to turn the MMU on.
+//!
+//! A test kernel is a `#![no_std] #![no_main]` binary that calls [`entry!`] with its main
+//! function.
+
+#![no_std]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+pub mod cases;
+pub mod console;
+pub mod fault;
+pub mod frames;
+pub mod mmu;
+pub mod semihosting;
+pub mod start;
+
+pub use cases::{Case, CaseResult};
+
+use armv7_mm::arch::cp15::{MPIDR, MPIDR_BITS};
+use tock_registers::interfaces::Readable;
+
+/// This CPU's number (`MPIDR.Aff0`).
+pub fn cpu_id() -> usize {
+    MPIDR.read(MPIDR_BITS::AFF0) as usize
+}
+
+static mut CMDLINE: [u8; 256] = [0; 256];
+static mut CMDLINE_LEN: usize = 0;
+
+/// The whole semihosting command line (`-semihosting-config arg=...` words, space separated).
+pub fn cmdline() -> &'static str {
+    // SAFETY: written once by CPU 0 in `rt_primary_entry` before any test code runs and
+    // never again.
+    unsafe {
+        let len = *core::ptr::addr_of!(CMDLINE_LEN);
+        let all: &'static [u8; 256] = &*core::ptr::addr_of!(CMDLINE);
+        core::str::from_utf8_unchecked(&all[..len])
+    }
+}
+
+/// The value of `key=value` on the command line, if present.
+pub fn arg(key: &str) -> Option<&'static str> {
+    cmdline().split(' ').find_map(|w| {
+        let (k, v) = w.split_once('=')?;
+        (k == key).then_some(v)
+    })
+}
+
+/// Whether the bare word `flag` is on the command line.
+pub fn flag(flag: &str) -> bool {
+    cmdline().split(' ').any(|w| w == flag)
+}
+
+/// RAM size in bytes (`mem=<MiB>` argument; 128 MiB when absent).
+pub fn ram_size() -> u64 {
+    arg("mem")
+        .and_then(|m| m.parse::<u64>().ok())
+        .unwrap_or(128)
+        << 20
+}
+
+/// Fails the run now: prints the failing case (if any) and exits with status 1.
+pub fn fail_now() -> ! {
+    if let Some(case) = cases::current() {
+        console::_print_unlocked(format_args!("case {} ... FAILED\n", case));
+    }
+    semihosting::exit(1)
+}
+
+extern "Rust" {
+    fn rt_kernel_main() -> !;
+}
+
+#[no_mangle]
+extern "C" fn rt_primary_entry(_cpu: usize) -> ! {
+    // SAFETY: CPU 0, before any other code reads CMDLINE.
+    unsafe {
+        let buf = &mut *core::ptr::addr_of_mut!(CMDLINE);
+        let len = semihosting::cmdline(buf).len();
+        *core::ptr::addr_of_mut!(CMDLINE_LEN) = len;
+    }
+    frames::init(ram_size());
+    // SAFETY: the test kernel defines `rt_kernel_main` through `entry!`.
+    unsafe { rt_kernel_main() }
+}
+
+#[no_mangle]
+extern "C" fn rt_secondary_entry(cpu: usize) -> ! {
+    console::_print_unlocked(format_args!("cpu {} started with no work\n", cpu));
+    fail_now()
+}
+
+/// Declares the test kernel's main function: `rt::entry!(main);` with `fn main() -> !`.
+#[macro_export]
+macro_rules! entry {
+    ($main:path) => {
+        #[no_mangle]
+        fn rt_kernel_main() -> ! {
+            let f: fn() -> ! = $main;
+            f()
+        }
+    };
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    console::_print_unlocked(format_args!("\npanic on cpu {}: {}\n", cpu_id(), info));
+    fail_now()
+}

@@ -1,0 +1,672 @@
+//! `cargo xtask`: builds the armv7-mm test kernels and boots them in QEMU.
+//!
+//! Commands:
+//! - `cargo xtask test [--filter NAME] [--jobs N] [--skip-host]`: `cargo fmt --check`,
+//!   `cargo clippy` (host, warnings denied, and the test kernels for the ARM target), the host
+//!   tests, then every boot test in every QEMU configuration it declares. Prints one line per
+//!   result and ends with `N passed, N failed`.
+//! - `cargo xtask run`: boots the demo kernel and shows its console.
+//! - `cargo xtask qemu <test> [--cpu C] [--smp N] [--mem MiB] [--arg A]... [--gdb]`: boots one
+//!   test kernel interactively (`Ctrl-A x` quits QEMU). `--gdb` adds `-s -S`: QEMU waits for
+//!   `gdb-multiarch <elf> -ex 'target remote :1234'`.
+//!
+//! A boot test is a file `tests/<name>.rs` whose doc header declares how to boot it:
+//!
+//! ```text
+//! //! qemu: cpu=cortex-a15,cortex-a7 smp=1,4 mem=128
+//! //! timeout: 60
+//! //! expect: fail "text the console must show"
+//! //! variant: <suffix> arg=<word> ... expect=fail "text"
+//! ```
+//!
+//! `qemu:` gives the configurations (the cross product of the lists; `mem` in MiB). `expect:`
+//! is `pass` (default), `fail` (the kernel must exit non-zero, and print the text if given)
+//! or `timeout`. A `variant:` line boots the same kernel again with extra semihosting
+//! arguments, under its own name `<name>:<suffix>` and its own expectation: that is how a test
+//! shows its teeth (the same scenario with the bug switched on must fail).
+
+use std::collections::BTreeMap;
+use std::env;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{exit, Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+const TARGET: &str = "armv7a-none-eabi";
+const TESTS_PACKAGE: &str = "armv7-mm-tests";
+const DEFAULT_TIMEOUT_S: u64 = 60;
+
+fn main() {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let code = match args.first().map(String::as_str) {
+        Some("test") => cmd_test(&args[1..]),
+        Some("run") => cmd_run(&args[1..]),
+        Some("qemu") => cmd_qemu(&args[1..]),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <test [--filter NAME] [--jobs N] [--skip-host] | run | \
+                 qemu <test> [--cpu C] [--smp N] [--mem MiB] [--arg A]... [--gdb]>"
+            );
+            2
+        }
+    };
+    exit(code);
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+/// Runs a command with inherited output; true if it succeeded.
+fn step(name: &str, mut cmd: Command) -> bool {
+    println!("==> {name}");
+    let _ = io::stdout().flush();
+    match cmd.status() {
+        Ok(s) if s.success() => true,
+        Ok(s) => {
+            println!("{name} ... FAILED ({s})");
+            false
+        }
+        Err(e) => {
+            println!("{name} ... FAILED (could not run: {e})");
+            false
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Test declarations
+
+#[derive(Clone, Debug, PartialEq)]
+enum Expect {
+    Pass,
+    Fail(Option<String>),
+    Timeout,
+}
+
+#[derive(Clone, Debug)]
+struct Boot {
+    /// Display name: `<test>` or `<test>:<variant>`.
+    name: String,
+    /// The kernel binary.
+    bin: String,
+    cpu: String,
+    smp: u32,
+    mem: u32,
+    args: Vec<String>,
+    expect: Expect,
+    timeout: Duration,
+}
+
+impl Boot {
+    fn label(&self) -> String {
+        let mut s = format!("{} [{}, smp {}", self.name, self.cpu, self.smp);
+        if self.mem != 128 {
+            s += &format!(", {} MiB", self.mem);
+        }
+        s + "]"
+    }
+}
+
+fn parse_expect(s: &str) -> Result<Expect, String> {
+    let s = s.trim();
+    let (word, rest) = s.split_once(' ').unwrap_or((s, ""));
+    let text = rest.trim().trim_matches('"');
+    match word {
+        "pass" => Ok(Expect::Pass),
+        "timeout" => Ok(Expect::Timeout),
+        "fail" => Ok(Expect::Fail((!text.is_empty()).then(|| text.to_string()))),
+        _ => Err(format!("unknown expectation '{word}'")),
+    }
+}
+
+/// Reads the `//!` header of `tests/<bin>.rs`; `None` if it is not a boot test.
+fn parse_test(path: &Path) -> Result<Option<Vec<Boot>>, String> {
+    let bin = path.file_stem().unwrap().to_string_lossy().to_string();
+    let text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let header: Vec<&str> = text
+        .lines()
+        .take_while(|l| l.starts_with("//!"))
+        .map(|l| l.trim_start_matches("//!").trim())
+        .collect();
+    let Some(qemu) = header.iter().find_map(|l| l.strip_prefix("qemu:")) else {
+        return Ok(None);
+    };
+    let err = |m: String| format!("{}: {m}", path.display());
+    let mut cpus = vec!["cortex-a15".to_string()];
+    let mut smps = vec![1u32];
+    let mut mem = 128u32;
+    for kv in qemu.split_whitespace() {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| err(format!("bad qemu item '{kv}'")))?;
+        match k {
+            "cpu" => cpus = v.split(',').map(str::to_string).collect(),
+            "smp" => {
+                smps = v
+                    .split(',')
+                    .map(|n| n.parse().map_err(|_| err(format!("bad smp '{n}'"))))
+                    .collect::<Result<_, _>>()?
+            }
+            "mem" => mem = v.parse().map_err(|_| err(format!("bad mem '{v}'")))?,
+            _ => return Err(err(format!("unknown qemu key '{k}'"))),
+        }
+    }
+    let mut expect = Expect::Pass;
+    let mut timeout = Duration::from_secs(DEFAULT_TIMEOUT_S);
+    // (suffix, args, expect)
+    let mut variants: Vec<(String, Vec<String>, Expect)> = Vec::new();
+    for l in &header {
+        if let Some(e) = l.strip_prefix("expect:") {
+            expect = parse_expect(e).map_err(err)?;
+        } else if let Some(t) = l.strip_prefix("timeout:") {
+            let s: u64 = t
+                .trim()
+                .parse()
+                .map_err(|_| err(format!("bad timeout '{t}'")))?;
+            timeout = Duration::from_secs(s);
+        } else if let Some(v) = l.strip_prefix("variant:") {
+            let v = v.trim();
+            let (suffix, rest) = v.split_once(' ').unwrap_or((v, ""));
+            let (args_part, exp) = match rest.find("expect=") {
+                Some(i) => (&rest[..i], parse_expect(&rest[i + 7..]).map_err(err)?),
+                None => (rest, Expect::Pass),
+            };
+            let args = args_part
+                .split_whitespace()
+                .map(|a| {
+                    a.strip_prefix("arg=")
+                        .map(str::to_string)
+                        .ok_or_else(|| err(format!("bad variant item '{a}'")))
+                })
+                .collect::<Result<_, _>>()?;
+            variants.push((suffix.to_string(), args, exp));
+        }
+    }
+    let mut boots = Vec::new();
+    let all = std::iter::once((String::new(), Vec::new(), expect)).chain(variants);
+    for (suffix, args, expect) in all {
+        for cpu in &cpus {
+            for &smp in &smps {
+                boots.push(Boot {
+                    name: if suffix.is_empty() {
+                        bin.clone()
+                    } else {
+                        format!("{bin}:{suffix}")
+                    },
+                    bin: bin.clone(),
+                    cpu: cpu.clone(),
+                    smp,
+                    mem,
+                    args: args.clone(),
+                    expect: expect.clone(),
+                    timeout,
+                });
+            }
+        }
+    }
+    Ok(Some(boots))
+}
+
+fn discover() -> Result<Vec<Boot>, String> {
+    let dir = root().join("tests");
+    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "rs") && p.is_file())
+        .collect();
+    files.sort();
+    let manifest = fs::read_to_string(dir.join("Cargo.toml")).map_err(|e| e.to_string())?;
+    let mut boots = Vec::new();
+    for f in files {
+        if let Some(b) = parse_test(&f)? {
+            let file = f.file_name().unwrap().to_string_lossy().to_string();
+            if !manifest.contains(&format!("path = \"{file}\"")) {
+                return Err(format!(
+                    "tests/{file} declares a boot test but has no [[bin]] in tests/Cargo.toml"
+                ));
+            }
+            boots.extend(b);
+        }
+    }
+    Ok(boots)
+}
+
+// ---------------------------------------------------------------------------------------
+// QEMU
+
+fn qemu_binary() -> Result<String, String> {
+    if let Ok(q) = env::var("QEMU_SYSTEM_ARM") {
+        return Ok(q);
+    }
+    let found = |name: &str| {
+        env::var_os("PATH")
+            .map(|p| env::split_paths(&p).any(|d| d.join(name).is_file()))
+            .unwrap_or(false)
+    };
+    if found("qemu-system-arm") {
+        return Ok("qemu-system-arm".into());
+    }
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false);
+    if is_root && found("apt-get") {
+        println!("qemu-system-arm not found: installing it with apt-get (Debian package qemu-system-arm)");
+        let ok = Command::new("apt-get")
+            .arg("update")
+            .status()
+            .is_ok_and(|s| s.success())
+            && Command::new("apt-get")
+                .args([
+                    "install",
+                    "-y",
+                    "--no-install-recommends",
+                    "qemu-system-arm",
+                ])
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .status()
+                .is_ok_and(|s| s.success());
+        if ok && found("qemu-system-arm") {
+            return Ok("qemu-system-arm".into());
+        }
+        return Err("installing qemu-system-arm with apt-get failed".into());
+    }
+    Err("qemu-system-arm not found. Install it with:\n    \
+         sudo apt-get install -y --no-install-recommends qemu-system-arm\n\
+         (or set QEMU_SYSTEM_ARM to the binary)"
+        .into())
+}
+
+fn elf_path(bin: &str) -> PathBuf {
+    let target_dir = env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root().join("target"));
+    target_dir.join(TARGET).join("release").join(bin)
+}
+
+fn build_kernels(bins: &[String]) -> bool {
+    let mut c = cargo();
+    c.args([
+        "build",
+        "--release",
+        "--target",
+        TARGET,
+        "-p",
+        TESTS_PACKAGE,
+    ]);
+    for b in bins {
+        c.args(["--bin", b]);
+    }
+    step("build test kernels", c)
+}
+
+fn qemu_command(qemu: &str, b: &Boot) -> Command {
+    let mut semi = String::from("enable=on,target=native");
+    for a in std::iter::once(format!("mem={}", b.mem)).chain(b.args.iter().cloned()) {
+        semi += &format!(",arg={}", a.replace(',', ",,"));
+    }
+    let mut c = Command::new(qemu);
+    c.args(["-M", "virt", "-cpu", &b.cpu, "-smp", &b.smp.to_string()])
+        .args(["-m", &format!("{}M", b.mem), "-nographic", "-nic", "none"])
+        .args(["-semihosting-config", &semi])
+        .arg("-kernel")
+        .arg(elf_path(&b.bin));
+    c
+}
+
+struct Outcome {
+    status: Option<ExitStatus>,
+    console: String,
+    elapsed: Duration,
+}
+
+/// Boots one configuration with its output captured; kills QEMU at the timeout.
+fn boot(qemu: &str, b: &Boot) -> Outcome {
+    let start = Instant::now();
+    let mut cmd = qemu_command(qemu, b);
+    cmd.args(["-monitor", "none"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child: Child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            return Outcome {
+                status: None,
+                console: format!("could not start {qemu}: {e}"),
+                elapsed: start.elapsed(),
+            }
+        }
+    };
+    let console = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let mut readers = Vec::new();
+    for mut pipe in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
+        let sink = Arc::clone(&console);
+        readers.push(thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        }));
+    }
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break Some(s),
+            Ok(None) if start.elapsed() >= b.timeout => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            Ok(None) => thread::sleep(Duration::from_millis(20)),
+            Err(_) => break None,
+        }
+    };
+    for r in readers {
+        let _ = r.join();
+    }
+    let console = String::from_utf8_lossy(&console.lock().unwrap()).replace('\r', "");
+    Outcome {
+        status,
+        console,
+        elapsed: start.elapsed(),
+    }
+}
+
+/// Judges an outcome against the expectation: `Ok(note)` or `Err(reason)`.
+fn judge(b: &Boot, o: &Outcome) -> Result<String, String> {
+    let secs = o.elapsed.as_secs_f32();
+    match (&b.expect, o.status) {
+        (Expect::Pass, Some(s)) if s.success() => Ok(format!("{secs:.1}s")),
+        (Expect::Pass, Some(s)) => Err(format!("kernel exited with {s}")),
+        (Expect::Pass, None) => Err(format!("timed out after {}s", b.timeout.as_secs())),
+        (Expect::Timeout, None) => Ok(format!("timed out as expected after {secs:.1}s")),
+        (Expect::Timeout, Some(s)) => Err(format!("expected a timeout, but it exited with {s}")),
+        (Expect::Fail(_), None) => Err(format!(
+            "expected a failing exit, but it timed out after {}s",
+            b.timeout.as_secs()
+        )),
+        (Expect::Fail(_), Some(s)) if s.success() => {
+            Err("expected a failure, but the kernel exited 0".into())
+        }
+        (Expect::Fail(Some(text)), Some(_)) if !o.console.contains(text.as_str()) => Err(format!(
+            "failed, but the console does not show the expected \"{text}\""
+        )),
+        (Expect::Fail(_), Some(s)) => Ok(format!("failed as expected ({s})")),
+    }
+}
+
+fn cmd_test(args: &[String]) -> i32 {
+    let mut filter: Option<String> = None;
+    let mut jobs = thread::available_parallelism().map_or(1, |n| n.get());
+    let mut skip_host = false;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--filter" => filter = it.next().cloned(),
+            "--jobs" => jobs = it.next().and_then(|j| j.parse().ok()).unwrap_or(1).max(1),
+            "--skip-host" => skip_host = true,
+            _ => {
+                eprintln!("unknown argument {a}");
+                return 2;
+            }
+        }
+    }
+    let (mut passed, mut failed) = (0u32, 0u32);
+    let finish = |p: u32, f: u32| {
+        println!("{p} passed, {f} failed");
+        i32::from(f > 0 || p == 0)
+    };
+
+    if !skip_host {
+        let mut fmt = cargo();
+        fmt.args(["fmt", "--all", "--", "--check"]);
+        let mut clippy = cargo();
+        clippy.args([
+            "clippy",
+            "--workspace",
+            "--exclude",
+            TESTS_PACKAGE,
+            "--all-targets",
+            "--all-features",
+            "--",
+            "-D",
+            "warnings",
+        ]);
+        let mut clippy_arm = cargo();
+        clippy_arm.args([
+            "clippy",
+            "--target",
+            TARGET,
+            "-p",
+            "armv7-mm",
+            "-p",
+            TESTS_PACKAGE,
+            "--",
+            "-D",
+            "warnings",
+        ]);
+        let mut host = cargo();
+        host.args([
+            "test",
+            "--workspace",
+            "--exclude",
+            TESTS_PACKAGE,
+            "--all-features",
+        ]);
+        for (name, cmd) in [
+            ("cargo fmt --check", fmt),
+            ("cargo clippy (host)", clippy),
+            ("cargo clippy (armv7a-none-eabi)", clippy_arm),
+            ("host tests", host),
+        ] {
+            if step(name, cmd) {
+                println!("{name} ... ok");
+                passed += 1;
+            } else {
+                failed += 1;
+                return finish(passed, failed);
+            }
+        }
+    }
+
+    let boots = match discover() {
+        Ok(b) => b,
+        Err(e) => {
+            println!("boot tests ... FAILED: {e}");
+            return finish(passed, failed + 1);
+        }
+    };
+    let boots: Vec<Boot> = boots
+        .into_iter()
+        .filter(|b| filter.as_ref().is_none_or(|f| b.name.contains(f.as_str())))
+        .collect();
+    if boots.is_empty() {
+        println!("no boot test matched");
+        return finish(passed, failed + 1);
+    }
+    let qemu = match qemu_binary() {
+        Ok(q) => q,
+        Err(e) => {
+            println!("{e}");
+            return finish(passed, failed + 1);
+        }
+    };
+    let mut bins: Vec<String> = boots.iter().map(|b| b.bin.clone()).collect();
+    bins.dedup();
+    if !build_kernels(&bins) {
+        return finish(passed, failed + 1);
+    }
+
+    println!(
+        "==> boot tests ({} boots, {jobs} at a time, {qemu})",
+        boots.len()
+    );
+    let queue = Arc::new(Mutex::new(
+        boots.into_iter().enumerate().collect::<Vec<_>>(),
+    ));
+    let (tx, rx) = mpsc::channel::<(Boot, Outcome)>();
+    let mut workers = Vec::new();
+    for _ in 0..jobs {
+        let (queue, tx, qemu) = (Arc::clone(&queue), tx.clone(), qemu.clone());
+        workers.push(thread::spawn(move || loop {
+            let next = {
+                let mut q = queue.lock().unwrap();
+                if q.is_empty() {
+                    None
+                } else {
+                    Some(q.remove(0))
+                }
+            };
+            let Some((_, b)) = next else { break };
+            let o = boot(&qemu, &b);
+            if tx.send((b, o)).is_err() {
+                break;
+            }
+        }));
+    }
+    drop(tx);
+    let mut failures: BTreeMap<String, String> = BTreeMap::new();
+    for (b, o) in rx {
+        match judge(&b, &o) {
+            Ok(note) => {
+                passed += 1;
+                println!("{} ... ok ({note})", b.label());
+            }
+            Err(why) => {
+                failed += 1;
+                println!("{} ... FAILED: {why}", b.label());
+                println!("---- console of {} ----", b.label());
+                print!("{}", o.console);
+                if !o.console.ends_with('\n') {
+                    println!();
+                }
+                println!("---- end of console ----");
+                failures.insert(b.label(), why);
+            }
+        }
+        let _ = io::stdout().flush();
+    }
+    for w in workers {
+        let _ = w.join();
+    }
+    if !failures.is_empty() {
+        println!("failed boots:");
+        for (l, why) in &failures {
+            println!("    {l}: {why}");
+        }
+    }
+    finish(passed, failed)
+}
+
+fn cmd_run(_args: &[String]) -> i32 {
+    let qemu = match qemu_binary() {
+        Ok(q) => q,
+        Err(e) => {
+            eprintln!("{e}");
+            return 1;
+        }
+    };
+    if !build_kernels(&["demo".into()]) {
+        return 1;
+    }
+    let b = Boot {
+        name: "demo".into(),
+        bin: "demo".into(),
+        cpu: "cortex-a15".into(),
+        smp: 1,
+        mem: 128,
+        args: vec![],
+        expect: Expect::Pass,
+        timeout: Duration::from_secs(DEFAULT_TIMEOUT_S),
+    };
+    let o = boot(&qemu, &b);
+    print!("{}", o.console);
+    match judge(&b, &o) {
+        Ok(_) => 0,
+        Err(why) => {
+            eprintln!("demo failed: {why}");
+            1
+        }
+    }
+}
+
+fn cmd_qemu(args: &[String]) -> i32 {
+    let Some(test) = args.first() else {
+        eprintln!(
+            "usage: cargo xtask qemu <test> [--cpu C] [--smp N] [--mem MiB] [--arg A]... [--gdb]"
+        );
+        return 2;
+    };
+    let mut b = Boot {
+        name: test.clone(),
+        bin: test.clone(),
+        cpu: "cortex-a15".into(),
+        smp: 1,
+        mem: 128,
+        args: vec![],
+        expect: Expect::Pass,
+        timeout: Duration::MAX,
+    };
+    let mut gdb = false;
+    let mut it = args[1..].iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--cpu" => b.cpu = it.next().cloned().unwrap_or(b.cpu),
+            "--smp" => b.smp = it.next().and_then(|v| v.parse().ok()).unwrap_or(1),
+            "--mem" => b.mem = it.next().and_then(|v| v.parse().ok()).unwrap_or(128),
+            "--arg" => b.args.extend(it.next().cloned()),
+            "--gdb" => gdb = true,
+            _ => {
+                eprintln!("unknown argument {a}");
+                return 2;
+            }
+        }
+    }
+    let qemu = match qemu_binary() {
+        Ok(q) => q,
+        Err(e) => {
+            eprintln!("{e}");
+            return 1;
+        }
+    };
+    if !build_kernels(std::slice::from_ref(test)) {
+        return 1;
+    }
+    let mut c = qemu_command(&qemu, &b);
+    if gdb {
+        println!(
+            "QEMU waits for gdb: gdb-multiarch {} -ex 'target remote :1234'",
+            elf_path(test).display()
+        );
+        c.args(["-s", "-S"]);
+    }
+    println!("(Ctrl-A x quits QEMU)");
+    match c.status() {
+        Ok(s) => s.code().unwrap_or(1),
+        Err(e) => {
+            eprintln!("could not start {qemu}: {e}");
+            1
+        }
+    }
+}
