@@ -5,6 +5,9 @@
 //!
 //! Layout:
 //! - [`addr`]: typed virtual/physical addresses, pages, frames and ranges;
+//! - [`memory`]: the kernel's memory model, through which every frame comes and goes;
+//! - [`sink`]: what walkers report when they clear entries or unlink tables;
+//! - [`tlb`]: the TLB backend interface and its implementations;
 //! - [`arch`] (only on `target_arch = "arm"`): the one place with CP15 instructions and
 //!   barriers.
 
@@ -20,6 +23,10 @@ pub mod addr;
 #[cfg(target_arch = "arm")]
 pub mod arch;
 pub mod memory;
+pub mod sink;
+pub mod tlb;
 
 pub use addr::{Frame, Page, PhysAddr, VirtAddr, VirtRange, PAGE_SIZE};
 pub use memory::Memory;
+pub use sink::{ClearedLeaf, MapSize, UnmapSink};
+pub use tlb::{Asid, TlbBackend, TlbCounters};
