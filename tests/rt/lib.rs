@@ -6,7 +6,8 @@
 //! - [`fault`]: expected-fault probes and the abort handlers;
 //! - [`frames`]: the physical frame allocator, and [`frames::KernelMemory`];
 //! - [`cases`]: named cases reported as `case <name> ... ok|FAILED`;
-//! - [`mmu`]: a minimal identity map to turn the MMU on.
+//! - [`mmu`]: a minimal identity map to turn the MMU on;
+//! - [`smp`]: starting secondary CPUs (PSCI `CPU_ON`) and running work on them.
 //!
 //! A test kernel is a `#![no_std] #![no_main]` binary that calls [`entry!`] with its main
 //! function.
@@ -21,6 +22,7 @@ pub mod fault;
 pub mod frames;
 pub mod mmu;
 pub mod semihosting;
+pub mod smp;
 pub mod start;
 
 pub use cases::{Case, CaseResult};
@@ -95,8 +97,7 @@ extern "C" fn rt_primary_entry(_cpu: usize) -> ! {
 
 #[no_mangle]
 extern "C" fn rt_secondary_entry(cpu: usize) -> ! {
-    console::_print_unlocked(format_args!("cpu {} started with no work\n", cpu));
-    fail_now()
+    smp::secondary_main(cpu)
 }
 
 /// Declares the test kernel's main function: `rt::entry!(main);` with `fn main() -> !`.

@@ -317,7 +317,10 @@ fn build_kernels(bins: &[String]) -> bool {
 
 fn qemu_command(qemu: &str, b: &Boot) -> Command {
     let mut semi = String::from("enable=on,target=native");
-    for a in std::iter::once(format!("mem={}", b.mem)).chain(b.args.iter().cloned()) {
+    for a in [format!("mem={}", b.mem), format!("smp={}", b.smp)]
+        .into_iter()
+        .chain(b.args.iter().cloned())
+    {
         semi += &format!(",arg={}", a.replace(',', ",,"));
     }
     let mut c = Command::new(qemu);

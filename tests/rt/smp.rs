@@ -1,0 +1,141 @@
+//! Secondary CPUs: started with PSCI `CPU_ON` through `hvc #0`, each on its own stack and
+//! vectors (the shared `_start` path), with the MMU configured exactly as CPU 0 had it when
+//! it started them, then running the function CPU 0 gave them.
+//!
+//! ```ignore
+//! rt::smp::start(1, reader);     // CPU 1 runs `reader(1)`
+//! ...
+//! rt::smp::wait(1);              // until `reader` returned
+//! ```
+
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+
+use armv7_mm::arch::barrier::{dsb_sy, isb};
+use armv7_mm::arch::cp15::{CONTEXTIDR, DACR, NMRR, PRRR, SCTLR, TTBCR, TTBR0, TTBR1};
+use armv7_mm::arch::tlbi;
+use tock_registers::interfaces::{Readable, Writeable};
+
+use crate::start::MAX_CPUS;
+
+const PSCI_CPU_ON: u32 = 0x8400_0003;
+
+/// CPU state: 0 = off, 1 = starting, 2 = running its function, 3 = done.
+static STATE: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
+static WORK: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
+
+/// CPU 0's MMU context, copied into each secondary before it turns its MMU on.
+#[derive(Clone, Copy)]
+struct MmuContext {
+    ttbcr: u32,
+    ttbr0: u32,
+    ttbr1: u32,
+    dacr: u32,
+    prrr: u32,
+    nmrr: u32,
+    contextidr: u32,
+    sctlr: u32,
+}
+
+static CONTEXT: spin::Mutex<Option<MmuContext>> = spin::Mutex::new(None);
+
+fn psci_cpu_on(target: u32, entry: u32) -> i32 {
+    let ret: u32;
+    // SAFETY: QEMU's `virt` implements PSCI through `hvc #0` when it boots the kernel
+    // without EL2/EL3 firmware; the call only powers the target CPU on at `entry`.
+    unsafe {
+        core::arch::asm!(
+            ".arch_extension virt",
+            "hvc #0",
+            inout("r0") PSCI_CPU_ON => ret,
+            in("r1") target,
+            in("r2") entry,
+            in("r3") 0u32,
+            options(nostack)
+        );
+    }
+    ret as i32
+}
+
+/// Starts `cpu` (1..MAX_CPUS) running `work(cpu)` with this CPU's current translation
+/// regime. Panics if PSCI refuses (the test then fails with the PSCI error).
+pub fn start(cpu: usize, work: fn(usize)) {
+    assert!(cpu > 0 && cpu < MAX_CPUS, "no such secondary CPU {cpu}");
+    *CONTEXT.lock() = Some(MmuContext {
+        ttbcr: TTBCR.get(),
+        ttbr0: TTBR0.get(),
+        ttbr1: TTBR1.get(),
+        dacr: DACR.get(),
+        prrr: PRRR.get(),
+        nmrr: NMRR.get(),
+        contextidr: CONTEXTIDR.get(),
+        sctlr: SCTLR.get(),
+    });
+    WORK[cpu].store(work as usize, Ordering::SeqCst);
+    let previous = STATE[cpu].swap(1, Ordering::SeqCst);
+    if previous == 3 {
+        // Already running our idle loop from an earlier `start`: it picks the work up.
+        dsb_sy();
+        // SAFETY: `sev` only wakes CPUs waiting in `wfe`.
+        unsafe { core::arch::asm!("sev", options(nomem, nostack)) };
+        return;
+    }
+    assert_eq!(previous, 0, "cpu {cpu} is still busy");
+    extern "C" {
+        fn _start();
+    }
+    let rc = psci_cpu_on(cpu as u32, _start as *const () as usize as u32);
+    assert_eq!(rc, 0, "PSCI CPU_ON({cpu}) failed with {rc}");
+}
+
+/// Waits until `cpu` has returned from the function given to [`start`].
+pub fn wait(cpu: usize) {
+    while STATE[cpu].load(Ordering::SeqCst) != 3 {
+        core::hint::spin_loop();
+    }
+}
+
+/// Whether `cpu` has returned from its function.
+pub fn done(cpu: usize) -> bool {
+    STATE[cpu].load(Ordering::SeqCst) == 3
+}
+
+/// Number of CPUs QEMU was started with (`smp=<n>` argument from the harness; 1 if absent).
+pub fn cpus() -> usize {
+    crate::arg("smp")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1)
+        .min(MAX_CPUS)
+}
+
+pub(crate) fn secondary_main(cpu: usize) -> ! {
+    let ctx = (*CONTEXT.lock()).expect("secondary started without a context");
+    // Turn the MMU on with CPU 0's translation regime. The MMU is off, so the TLB may hold
+    // nothing useful; invalidate it locally first.
+    TTBCR.set(ctx.ttbcr);
+    TTBR0.set(ctx.ttbr0);
+    TTBR1.set(ctx.ttbr1);
+    DACR.set(ctx.dacr);
+    PRRR.set(ctx.prrr);
+    NMRR.set(ctx.nmrr);
+    CONTEXTIDR.set(ctx.contextidr);
+    tlbi::tlbiall(0);
+    tlbi::iciallu(0);
+    tlbi::bpiall(0);
+    dsb_sy();
+    isb();
+    SCTLR.set(ctx.sctlr);
+    isb();
+    loop {
+        let work = WORK[cpu].load(Ordering::SeqCst);
+        STATE[cpu].store(2, Ordering::SeqCst);
+        // SAFETY: `start` stored a `fn(usize)` in WORK before setting STATE to 1.
+        let f: fn(usize) = unsafe { core::mem::transmute::<usize, fn(usize)>(work) };
+        f(cpu);
+        STATE[cpu].store(3, Ordering::SeqCst);
+        // Idle until `start` hands us more work.
+        while STATE[cpu].load(Ordering::SeqCst) == 3 {
+            // SAFETY: `wfe` only waits for an event.
+            unsafe { core::arch::asm!("wfe", options(nomem, nostack)) };
+        }
+    }
+}
