@@ -673,3 +673,77 @@ fn cmd_qemu(args: &[String]) -> i32 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    fn boots_of(header: &str) -> Vec<Boot> {
+        let dir = env::temp_dir().join(format!("xtask-test-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.rs");
+        fs::write(&path, format!("{header}\n#![no_std]\n")).unwrap();
+        let boots = parse_test(&path).unwrap().unwrap_or_default();
+        fs::remove_file(&path).unwrap();
+        boots
+    }
+
+    fn outcome(code: Option<i32>, console: &str) -> Outcome {
+        Outcome {
+            status: code.map(|c| ExitStatus::from_raw(c << 8)),
+            console: console.into(),
+            elapsed: Duration::from_millis(5),
+        }
+    }
+
+    #[test]
+    fn header_gives_cross_product_and_variants() {
+        let boots = boots_of(
+            "//! qemu: cpu=cortex-a15,cortex-a7 smp=1,4 mem=256\n\
+             //! timeout: 7\n\
+             //! variant: noflush arg=skip-flush arg=x=1 expect=fail \"stale\"",
+        );
+        assert_eq!(boots.len(), 8);
+        assert_eq!(boots[0].label(), "t [cortex-a15, smp 1, 256 MiB]");
+        assert!(boots.iter().all(|b| b.timeout == Duration::from_secs(7)));
+        let v: Vec<_> = boots.iter().filter(|b| b.name == "t:noflush").collect();
+        assert_eq!(v.len(), 4);
+        assert_eq!(v[0].args, vec!["skip-flush".to_string(), "x=1".to_string()]);
+        assert_eq!(v[0].expect, Expect::Fail(Some("stale".into())));
+        assert!(boots_of("//! just docs").is_empty());
+    }
+
+    #[test]
+    fn judge_never_passes_a_bad_boot() {
+        let pass = &boots_of("//! qemu: cpu=cortex-a15")[0];
+        assert!(judge(pass, &outcome(Some(0), "")).is_ok());
+        assert!(judge(pass, &outcome(Some(1), "")).is_err());
+        assert!(
+            judge(pass, &outcome(None, "")).is_err(),
+            "a timeout must fail"
+        );
+
+        let fail = &boots_of("//! qemu: cpu=cortex-a15\n//! expect: fail \"boom\"")[0];
+        assert!(judge(fail, &outcome(Some(1), "..boom..")).is_ok());
+        assert!(
+            judge(fail, &outcome(Some(1), "other")).is_err(),
+            "wrong reason"
+        );
+        assert!(judge(fail, &outcome(Some(0), "boom")).is_err(), "exit 0");
+        assert!(judge(fail, &outcome(None, "boom")).is_err(), "timeout");
+
+        let hang = &boots_of("//! qemu: cpu=cortex-a15\n//! expect: timeout")[0];
+        assert!(judge(hang, &outcome(None, "")).is_ok());
+        assert!(judge(hang, &outcome(Some(0), "")).is_err());
+    }
+
+    #[test]
+    fn every_test_file_is_discovered_with_a_bin() {
+        let boots = discover().expect("tests/ parses");
+        assert!(boots.iter().any(|b| b.name == "boot"));
+        assert!(boots
+            .iter()
+            .any(|b| b.name == "selfcheck_hang" && b.expect == Expect::Timeout));
+    }
+}
