@@ -22,6 +22,7 @@ extern crate std;
 pub mod addr;
 #[cfg(target_arch = "arm")]
 pub mod arch;
+pub mod asid;
 pub mod memory;
 pub mod sink;
 pub mod tlb;
