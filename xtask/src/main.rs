@@ -680,12 +680,15 @@ mod tests {
     use std::os::unix::process::ExitStatusExt;
 
     fn boots_of(header: &str) -> Vec<Boot> {
-        let dir = env::temp_dir().join(format!("xtask-test-{}", std::process::id()));
+        // Tests run in parallel: one directory per call, the file always named `t.rs`.
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir = env::temp_dir().join(format!("xtask-test-{}-{n}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         let path = dir.join("t.rs");
         fs::write(&path, format!("{header}\n#![no_std]\n")).unwrap();
         let boots = parse_test(&path).unwrap().unwrap_or_default();
-        fs::remove_file(&path).unwrap();
+        fs::remove_dir_all(&dir).unwrap();
         boots
     }
 
