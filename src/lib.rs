@@ -8,7 +8,7 @@
 //! - [`memory`]: the kernel's memory model, through which every frame comes and goes;
 //! - [`sink`]: what walkers report when they clear entries or unlink tables;
 //! - [`tlb`]: the TLB backend interface and its implementations;
-//! - [`arch`] (only on `target_arch = "arm"`): the one place with CP15 instructions and
+//! - `arch` (only on `target_arch = "arm"`): the one place with CP15 instructions and
 //!   barriers.
 
 #![no_std]

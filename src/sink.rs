@@ -2,7 +2,7 @@
 //!
 //! Walkers never free anything that the hardware may still reach. When `unmap` clears a
 //! leaf entry, or `free_tables` unlinks a page table, it reports it here; the
-//! [`crate::gather::MmuGather`] is the production implementation, which invalidates the TLB
+//! `MmuGather` (module `gather`) is the production implementation, which invalidates the TLB
 //! and only then hands frames back.
 
 use crate::addr::{PhysAddr, VirtAddr};

@@ -469,6 +469,9 @@ fn cmd_test(args: &[String]) -> i32 {
             "-D",
             "warnings",
         ]);
+        let mut doc = cargo();
+        doc.args(["doc", "--no-deps", "-p", "armv7-mm", "--all-features"])
+            .env("RUSTDOCFLAGS", "-D warnings");
         let mut host = cargo();
         host.args([
             "test",
@@ -481,6 +484,7 @@ fn cmd_test(args: &[String]) -> i32 {
             ("cargo fmt --check", fmt),
             ("cargo clippy (host)", clippy),
             ("cargo clippy (armv7a-none-eabi)", clippy_arm),
+            ("cargo doc", doc),
             ("host tests", host),
         ] {
             if step(name, cmd) {
