@@ -8,8 +8,8 @@
 //! - [`memory`]: the kernel's memory model, through which every frame comes and goes;
 //! - [`sink`]: what walkers report when they clear entries or unlink tables;
 //! - [`tlb`]: the TLB backend interface and its implementations;
-//! - `arch` (only on `target_arch = "arm"`): the one place with CP15 instructions and
-//!   barriers.
+//! - [`arch`]: the one place with CP15 instructions and barriers (those only on
+//!   `target_arch = "arm"`; the register layouts in `arch::fields` everywhere).
 
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -20,7 +20,6 @@
 extern crate std;
 
 pub mod addr;
-#[cfg(target_arch = "arm")]
 pub mod arch;
 pub mod asid;
 pub mod memory;

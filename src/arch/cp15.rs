@@ -10,12 +10,12 @@
 //! documents why the value it writes keeps the current context valid. Kernels using these
 //! directly carry the same obligation.
 
-// `register_bitfields!` generates items (field value enums, `Register` types) that cannot
-// carry doc comments; the fields themselves are documented.
-#![allow(missing_docs)]
+// The accessor types in `reg` are documented by their constants; the field layouts live in
+// `super::fields` (re-exported here), which host code can use too.
 
 use tock_registers::interfaces::{Readable, Writeable};
-use tock_registers::register_bitfields;
+
+pub use super::fields::*;
 
 /// Defines a zero-sized 32-bit CP15 register accessor.
 macro_rules! cp15_register {
@@ -62,6 +62,51 @@ macro_rules! cp15_register {
     };
 }
 
+/// Defines a zero-sized 64-bit CP15 register accessor (`mrrc`/`mcrr`, LPAE registers).
+macro_rules! cp15_register64 {
+    ($(#[$doc:meta])* $name:ident, $bits:ty, $op1:literal, $crm:literal) => {
+        $(#[$doc])*
+        #[allow(non_upper_case_globals)]
+        pub const $name: reg::$name = reg::$name;
+        impl Readable for reg::$name {
+            type T = u64;
+            type R = $bits;
+            #[inline(always)]
+            fn get(&self) -> u64 {
+                let (lo, hi): (u32, u32);
+                // SAFETY: reading a 64-bit CP15 register has no side effects; the register
+                // exists on CPUs with LPAE, which the accessor's documentation requires.
+                unsafe {
+                    core::arch::asm!(
+                        concat!("mrrc p15, ", $op1, ", {0}, {1}, ", $crm),
+                        out(reg) lo,
+                        out(reg) hi,
+                        options(nomem, nostack, preserves_flags)
+                    )
+                }
+                (u64::from(hi) << 32) | u64::from(lo)
+            }
+        }
+        impl Writeable for reg::$name {
+            type T = u64;
+            type R = $bits;
+            #[inline(always)]
+            fn set(&self, value: u64) {
+                // SAFETY: as for the 32-bit accessors: the encoding names an existing PL1
+                // register (on LPAE CPUs) and the value is the caller's responsibility.
+                unsafe {
+                    core::arch::asm!(
+                        concat!("mcrr p15, ", $op1, ", {0}, {1}, ", $crm),
+                        in(reg) value as u32,
+                        in(reg) (value >> 32) as u32,
+                        options(nostack, preserves_flags)
+                    )
+                }
+            }
+        }
+    };
+}
+
 /// The zero-sized accessor types; use the constants of the same name.
 #[allow(non_camel_case_types)]
 pub mod reg {
@@ -74,70 +119,9 @@ pub mod reg {
     }
     types!(
         SCTLR, TTBCR, TTBR0, TTBR1, DACR, CONTEXTIDR, PRRR, NMRR, PAR, DFSR, DFAR, IFSR, IFAR,
-        MPIDR, MIDR, REVIDR, ID_MMFR0, ID_MMFR1, ID_MMFR2, ID_MMFR3, VBAR
+        MPIDR, MIDR, REVIDR, ID_MMFR0, ID_MMFR1, ID_MMFR2, ID_MMFR3, VBAR, TTBR0_64, TTBR1_64,
+        PAR_64
     );
-}
-
-register_bitfields! {u32,
-    /// System Control Register.
-    pub SCTLR_BITS [
-        /// MMU enable.
-        M OFFSET(0) NUMBITS(1) [Disable = 0, Enable = 1],
-        /// Alignment fault checking.
-        A OFFSET(1) NUMBITS(1) [],
-        /// Data and unified caches enable.
-        C OFFSET(2) NUMBITS(1) [],
-        /// Branch prediction enable.
-        Z OFFSET(11) NUMBITS(1) [],
-        /// Instruction cache enable.
-        I OFFSET(12) NUMBITS(1) [],
-        /// High exception vectors.
-        V OFFSET(13) NUMBITS(1) [],
-        /// Write implies XN.
-        WXN OFFSET(19) NUMBITS(1) [],
-        /// TEX remap enable.
-        TRE OFFSET(28) NUMBITS(1) [],
-        /// Access flag enable.
-        AFE OFFSET(29) NUMBITS(1) [],
-        /// Thumb exception entry.
-        TE OFFSET(30) NUMBITS(1) []
-    ],
-    /// Translation Table Base Control Register (short-descriptor view, plus EAE).
-    pub TTBCR_BITS [
-        /// Width of the TTBR0 region: TTBR0 translates VAs below `1 << (32 - N)`.
-        N OFFSET(0) NUMBITS(3) [],
-        /// Translation table walks through TTBR0 disabled.
-        PD0 OFFSET(4) NUMBITS(1) [],
-        /// Translation table walks through TTBR1 disabled.
-        PD1 OFFSET(5) NUMBITS(1) [],
-        /// Extended address enable (LPAE long descriptors).
-        EAE OFFSET(31) NUMBITS(1) []
-    ],
-    /// Physical Address Register after an `ATS1C**` operation (short-descriptor format).
-    pub PAR_BITS [
-        /// The translation aborted.
-        F OFFSET(0) NUMBITS(1) [],
-        /// On a fault: fault status (FS[4:0] in bits \[5:1\]).
-        FST OFFSET(1) NUMBITS(6) [],
-        /// Successful translation: bits \[31:12\] of the physical address.
-        PA OFFSET(12) NUMBITS(20) []
-    ],
-    /// Multiprocessor Affinity Register.
-    pub MPIDR_BITS [
-        /// Affinity level 0 (CPU number in a cluster).
-        AFF0 OFFSET(0) NUMBITS(8) [],
-        /// Affinity level 1.
-        AFF1 OFFSET(8) NUMBITS(8) [],
-        /// Uniprocessor system.
-        U OFFSET(30) NUMBITS(1) [],
-        /// Multiprocessing extensions implemented (format bit).
-        MP OFFSET(31) NUMBITS(1) []
-    ],
-    /// Plain 32-bit register without named fields.
-    pub RAW [
-        /// The whole register.
-        VALUE OFFSET(0) NUMBITS(32) []
-    ]
 }
 
 cp15_register!(
@@ -148,34 +132,34 @@ cp15_register!(
     TTBCR, TTBCR_BITS::Register, "c2", "0", "c0", "2", rw);
 cp15_register!(
     /// Translation Table Base Register 0, 32-bit view (`c2, 0, c0, 0`).
-    TTBR0, RAW::Register, "c2", "0", "c0", "0", rw);
+    TTBR0, TTBR_BITS::Register, "c2", "0", "c0", "0", rw);
 cp15_register!(
     /// Translation Table Base Register 1, 32-bit view (`c2, 0, c0, 1`).
-    TTBR1, RAW::Register, "c2", "0", "c0", "1", rw);
+    TTBR1, TTBR_BITS::Register, "c2", "0", "c0", "1", rw);
 cp15_register!(
     /// Domain Access Control Register (`c3, 0, c0, 0`).
-    DACR, RAW::Register, "c3", "0", "c0", "0", rw);
+    DACR, DACR_BITS::Register, "c3", "0", "c0", "0", rw);
 cp15_register!(
     /// Context ID Register: ASID in bits \[7:0\] (`c13, 0, c0, 1`).
-    CONTEXTIDR, RAW::Register, "c13", "0", "c0", "1", rw);
+    CONTEXTIDR, CONTEXTIDR_BITS::Register, "c13", "0", "c0", "1", rw);
 cp15_register!(
     /// Primary Region Remap Register (`c10, 0, c2, 0`).
-    PRRR, RAW::Register, "c10", "0", "c2", "0", rw);
+    PRRR, PRRR_BITS::Register, "c10", "0", "c2", "0", rw);
 cp15_register!(
     /// Normal Memory Remap Register (`c10, 0, c2, 1`).
-    NMRR, RAW::Register, "c10", "0", "c2", "1", rw);
+    NMRR, NMRR_BITS::Register, "c10", "0", "c2", "1", rw);
 cp15_register!(
     /// Physical Address Register, 32-bit view (`c7, 0, c4, 0`).
     PAR, PAR_BITS::Register, "c7", "0", "c4", "0", rw);
 cp15_register!(
     /// Data Fault Status Register (`c5, 0, c0, 0`).
-    DFSR, RAW::Register, "c5", "0", "c0", "0", rw);
+    DFSR, DFSR_BITS::Register, "c5", "0", "c0", "0", rw);
 cp15_register!(
     /// Data Fault Address Register (`c6, 0, c0, 0`).
     DFAR, RAW::Register, "c6", "0", "c0", "0", rw);
 cp15_register!(
     /// Instruction Fault Status Register (`c5, 0, c0, 1`).
-    IFSR, RAW::Register, "c5", "0", "c0", "1", rw);
+    IFSR, IFSR_BITS::Register, "c5", "0", "c0", "1", rw);
 cp15_register!(
     /// Instruction Fault Address Register (`c6, 0, c0, 2`).
     IFAR, RAW::Register, "c6", "0", "c0", "2", rw);
@@ -187,22 +171,36 @@ cp15_register!(
     MPIDR, MPIDR_BITS::Register, "c0", "0", "c0", "5", ro);
 cp15_register!(
     /// Main ID Register (`c0, 0, c0, 0`).
-    MIDR, RAW::Register, "c0", "0", "c0", "0", ro);
+    MIDR, MIDR_BITS::Register, "c0", "0", "c0", "0", ro);
 cp15_register!(
     /// Revision ID Register (`c0, 0, c0, 6`).
-    REVIDR, RAW::Register, "c0", "0", "c0", "6", ro);
+    REVIDR, REVIDR_BITS::Register, "c0", "0", "c0", "6", ro);
 cp15_register!(
     /// Memory Model Feature Register 0 (`c0, 0, c1, 4`).
-    ID_MMFR0, RAW::Register, "c0", "0", "c1", "4", ro);
+    ID_MMFR0, ID_MMFR0_BITS::Register, "c0", "0", "c1", "4", ro);
 cp15_register!(
     /// Memory Model Feature Register 1 (`c0, 0, c1, 5`).
-    ID_MMFR1, RAW::Register, "c0", "0", "c1", "5", ro);
+    ID_MMFR1, ID_MMFR1_BITS::Register, "c0", "0", "c1", "5", ro);
 cp15_register!(
     /// Memory Model Feature Register 2 (`c0, 0, c1, 6`).
-    ID_MMFR2, RAW::Register, "c0", "0", "c1", "6", ro);
+    ID_MMFR2, ID_MMFR2_BITS::Register, "c0", "0", "c1", "6", ro);
 cp15_register!(
     /// Memory Model Feature Register 3 (`c0, 0, c1, 7`).
-    ID_MMFR3, RAW::Register, "c0", "0", "c1", "7", ro);
+    ID_MMFR3, ID_MMFR3_BITS::Register, "c0", "0", "c1", "7", ro);
+
+cp15_register64!(
+    /// Translation Table Base Register 0, 64-bit view (`mcrr/mrrc p15, 0, .., c2`). Only on
+    /// CPUs with LPAE (`ID_MMFR0.VMSA` >= 5); holds the ASID when `TTBCR.EAE` = 1 and
+    /// `TTBCR.A1` = 0.
+    TTBR0_64, TTBR64_BITS::Register, "0", "c2");
+cp15_register64!(
+    /// Translation Table Base Register 1, 64-bit view (`mcrr/mrrc p15, 1, .., c2`). Only on
+    /// CPUs with LPAE.
+    TTBR1_64, TTBR64_BITS::Register, "1", "c2");
+cp15_register64!(
+    /// Physical Address Register, 64-bit view (`mcrr/mrrc p15, 0, .., c7`): the format an
+    /// address translation operation uses when `TTBCR.EAE` = 1. Only on CPUs with LPAE.
+    PAR_64, PAR64_BITS::Register, "0", "c7");
 
 /// Translates `va` with the current stage-1 PL1 read permission check (`ATS1CPR`) and
 /// returns the resulting `PAR`.

@@ -1,9 +1,15 @@
 //! The only module that executes ARMv7-A system instructions.
 //!
-//! Everything here is compiled only for `target_arch = "arm"`; host builds of the crate
-//! see none of it. Other modules reach the hardware only through these functions and
-//! through the TLB backends in [`crate::tlb`].
+//! The instruction modules (`barrier`, `cp15`, `tlbi`) are compiled only for
+//! `target_arch = "arm"`; host builds of the crate see none of them. [`fields`] (register
+//! layouts, no instructions) is compiled everywhere so that host code and host tests can
+//! decode register values with the same definitions. Other modules reach the hardware only
+//! through these functions and through the TLB backends in [`crate::tlb`].
 
+#[cfg(target_arch = "arm")]
 pub mod barrier;
+#[cfg(target_arch = "arm")]
 pub mod cp15;
+pub mod fields;
+#[cfg(target_arch = "arm")]
 pub mod tlbi;
