@@ -1,0 +1,294 @@
+//! CPU errata that change how the inner-shareable backend issues TLB maintenance.
+//!
+//! Both are opt-in: a backend starts with [`ErrataConfig::NONE`], and the kernel passes the
+//! configuration it wants (usually [`ErrataConfig::for_cpu`] of the boot CPU's `MIDR` and
+//! `REVIDR`). The decisions are pure functions of those register values, so host tests
+//! cover every revision boundary.
+//!
+//! - **Cortex-A9 erratum 720789** (r0pX and r1pX): `TLBIASIDIS` and `TLBIMVAIS` may
+//!   broadcast a corrupted ASID, so other CPUs invalidate the wrong entries. Workaround:
+//!   never broadcast an ASID. An ASID flush becomes `TLBIALLIS`, a by-VA flush becomes
+//!   `TLBIMVAAIS` (the VA for every ASID). Both over-invalidate, never under-invalidate.
+//! - **Cortex-A15 erratum 798181** (r0p0..r3p2 without the ECO fix, and Brahma-B15
+//!   r0p0..r0p2): a broadcast TLB invalidate followed by `dsb ish` may not yet have taken
+//!   effect for an access in flight on another CPU. Workaround, once per batch after its
+//!   invalidates: a dummy `TLBIMVAIS` for VA 0 / ASID 0 and another `dsb ish` (the
+//!   *partial* variant, enough with the first ECO fix), and in the *full* variant also an
+//!   IPI to the other CPUs that may use the affected translations, each executing a `dmb`
+//!   before answering. The crate cannot send IPIs: the kernel supplies an [`IpiHook`].
+//!   `REVIDR` bit 4 (the ECO fix, from r2p2) and bit 9 (its update, r2p4..r3p2) say which
+//!   variant a CPU needs.
+
+use tock_registers::LocalRegisterCopy;
+
+use super::select::{
+    MainId, IMPLEMENTER_ARM, IMPLEMENTER_BROADCOM, PART_BRAHMA_B15, PART_CORTEX_A15, PART_CORTEX_A9,
+};
+use super::Asid;
+use crate::arch::fields::REVIDR_BITS;
+
+/// What the Cortex-A15 798181 workaround must do on a CPU.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum A15Erratum798181 {
+    /// Not affected (another CPU, r3p3 or later, or both ECO fixes present).
+    NotAffected,
+    /// Dummy `TLBIMVAIS` + `dsb ish` after each batch.
+    Partial,
+    /// The partial workaround plus an IPI to the other CPUs using the translations.
+    Full,
+}
+
+/// Whether a CPU with this `MIDR` has Cortex-A9 erratum 720789 (Cortex-A9 before r2p0).
+#[must_use]
+pub fn a9_720789_affected(midr: u32) -> bool {
+    let id = MainId::from_midr(midr);
+    id.is(IMPLEMENTER_ARM, PART_CORTEX_A9) && id.variant < 2
+}
+
+/// Which 798181 workaround a CPU with this `MIDR` and `REVIDR` needs.
+///
+/// - Cortex-A15 r0p0..r2p1: full (no ECO fix exists for them);
+/// - r2p2, r2p3: partial if `REVIDR[4]` reports the ECO fix, else full (`REVIDR[9]` is
+///   not defined on these revisions and is ignored);
+/// - r2p4..r3p2: not affected if `REVIDR[4]` and `REVIDR[9]` are both set, partial with
+///   `REVIDR[4]` alone, else full;
+/// - r3p3 and later: not affected;
+/// - Brahma-B15 r0p0..r0p2: full.
+#[must_use]
+pub fn a15_798181(midr: u32, revidr: u32) -> A15Erratum798181 {
+    let id = MainId::from_midr(midr);
+    let revidr = LocalRegisterCopy::<u32, REVIDR_BITS::Register>::new(revidr);
+    let fix = revidr.is_set(REVIDR_BITS::A15_798181_FIX);
+    let fix_update = revidr.is_set(REVIDR_BITS::A15_798181_FIX_UPDATE);
+    if id.is(IMPLEMENTER_BROADCOM, PART_BRAHMA_B15) {
+        return if id.rev() <= (0, 2) {
+            A15Erratum798181::Full
+        } else {
+            A15Erratum798181::NotAffected
+        };
+    }
+    if !id.is(IMPLEMENTER_ARM, PART_CORTEX_A15) {
+        return A15Erratum798181::NotAffected;
+    }
+    let rev = id.rev();
+    if rev < (2, 2) {
+        A15Erratum798181::Full
+    } else if rev < (2, 4) {
+        if fix {
+            A15Erratum798181::Partial
+        } else {
+            A15Erratum798181::Full
+        }
+    } else if rev < (3, 3) {
+        match (fix, fix_update) {
+            (true, true) => A15Erratum798181::NotAffected,
+            (true, false) => A15Erratum798181::Partial,
+            _ => A15Erratum798181::Full,
+        }
+    } else {
+        A15Erratum798181::NotAffected
+    }
+}
+
+/// Which CPUs the full 798181 workaround must interrupt after a batch.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum IpiTarget {
+    /// Every batch invalidate was for this one ASID: the other CPUs that run (or may hold
+    /// translations of) this ASID.
+    Asid(Asid),
+    /// The batch touched global entries, several ASIDs or everything: all other CPUs.
+    AllCpus,
+}
+
+/// The kernel's IPI for the full 798181 workaround: it must interrupt the other CPUs
+/// named by the target and return only after each has executed a `dmb` (an empty IPI
+/// handler does, on exception entry and return in practice; a `dmb` in the handler makes
+/// it explicit). Called once per completed batch that issued a broadcast TLB invalidate,
+/// after the dummy invalidate and its `dsb ish`.
+pub type IpiHook = fn(IpiTarget);
+
+/// How the 798181 workaround is applied.
+#[derive(Clone, Copy, Debug)]
+pub enum A15Workaround {
+    /// Not applied.
+    Off,
+    /// Dummy `TLBIMVAIS` (VA 0, ASID 0) + `dsb ish` once per batch.
+    DummyInvalidate,
+    /// The dummy invalidate, then the kernel's IPI.
+    DummyInvalidateAndIpi(IpiHook),
+}
+
+impl PartialEq for A15Workaround {
+    fn eq(&self, other: &Self) -> bool {
+        // Hooks compare as equal whatever function they point at: the variant is what
+        // matters for a configuration (and fn pointer comparison is unreliable anyway).
+        core::mem::discriminant(self) == core::mem::discriminant(other)
+    }
+}
+
+/// The errata workarounds a backend applies. Only the [`Scope::InnerShareable`]
+/// backend is affected: both errata concern broadcast maintenance.
+///
+/// [`Scope::InnerShareable`]: super::Scope::InnerShareable
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub struct ErrataConfig {
+    /// Cortex-A9 720789: no ASID in broadcast operations.
+    pub a9_720789: bool,
+    /// Cortex-A15 798181.
+    pub a15_798181: A15Workaround,
+}
+
+/// [`ErrataConfig::for_cpu`] could not build a complete configuration.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ErrataError {
+    /// The CPU needs the full 798181 workaround, which needs the kernel's IPI hook.
+    IpiHookRequired,
+}
+
+impl core::fmt::Display for ErrataError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ErrataError::IpiHookRequired => f.write_str(
+                "this CPU needs the full Cortex-A15 798181 workaround, which needs an IPI hook",
+            ),
+        }
+    }
+}
+
+impl ErrataConfig {
+    /// No workarounds.
+    pub const NONE: ErrataConfig = ErrataConfig {
+        a9_720789: false,
+        a15_798181: A15Workaround::Off,
+    };
+
+    /// The workarounds a CPU with this `MIDR` and `REVIDR` needs. `ipi` is the kernel's
+    /// IPI hook (used only if the CPU needs the full 798181 workaround; a uniprocessor
+    /// kernel passes `None` and gets an error only on a CPU that needs it).
+    ///
+    /// # Errors
+    /// [`ErrataError::IpiHookRequired`] if the CPU needs the full 798181 workaround and
+    /// `ipi` is `None`. (A kernel that runs on one CPU may then choose
+    /// [`A15Workaround::DummyInvalidate`] itself, or the `Local` scope, which is not
+    /// affected.)
+    pub fn for_cpu(midr: u32, revidr: u32, ipi: Option<IpiHook>) -> Result<Self, ErrataError> {
+        let a15_798181 = match (a15_798181(midr, revidr), ipi) {
+            (A15Erratum798181::NotAffected, _) => A15Workaround::Off,
+            (A15Erratum798181::Partial, _) => A15Workaround::DummyInvalidate,
+            (A15Erratum798181::Full, Some(hook)) => A15Workaround::DummyInvalidateAndIpi(hook),
+            (A15Erratum798181::Full, None) => return Err(ErrataError::IpiHookRequired),
+        };
+        Ok(Self {
+            a9_720789: a9_720789_affected(midr),
+            a15_798181,
+        })
+    }
+
+    /// [`ErrataConfig::for_cpu`] with this CPU's `MIDR` and `REVIDR`.
+    ///
+    /// # Errors
+    /// As [`ErrataConfig::for_cpu`].
+    #[cfg(target_arch = "arm")]
+    pub fn detect(ipi: Option<IpiHook>) -> Result<Self, ErrataError> {
+        use crate::arch::cp15::{MIDR, REVIDR};
+        use tock_registers::interfaces::Readable;
+        Self::for_cpu(MIDR.get(), REVIDR.get(), ipi)
+    }
+}
+
+impl Default for ErrataConfig {
+    fn default() -> Self {
+        Self::NONE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `MIDR` value for `implementer`'s `part` at `rNpM`.
+    fn midr(implementer: u32, part: u32, r: u32, p: u32) -> u32 {
+        (implementer << 24) | (r << 20) | (0xF << 16) | (part << 4) | p
+    }
+    fn a15(r: u32, p: u32) -> u32 {
+        midr(0x41, 0xC0F, r, p)
+    }
+    const BIT4: u32 = 1 << 4;
+    const BIT9: u32 = 1 << 9;
+
+    #[test]
+    fn a15_798181_revision_table() {
+        use A15Erratum798181::*;
+        // (r, p, revidr, expected)
+        let table = [
+            (0, 0, 0, Full),
+            (2, 1, BIT4 | BIT9, Full), // no ECO exists before r2p2: REVIDR ignored
+            (2, 2, 0, Full),
+            (2, 2, BIT4, Partial),
+            (2, 3, BIT4 | BIT9, Partial), // bit 9 undefined on r2p2/r2p3
+            (2, 3, BIT9, Full),
+            (2, 4, 0, Full),
+            (2, 4, BIT4, Partial),
+            (2, 4, BIT4 | BIT9, NotAffected),
+            (3, 0, BIT9, Full),
+            (3, 2, BIT4 | BIT9, NotAffected),
+            (3, 2, BIT4, Partial),
+            (3, 3, 0, NotAffected),
+            (4, 0, 0, NotAffected),
+        ];
+        for (r, p, revidr, want) in table {
+            assert_eq!(
+                a15_798181(a15(r, p), revidr),
+                want,
+                "r{r}p{p} REVIDR {revidr:#x}"
+            );
+        }
+    }
+
+    #[test]
+    fn a15_798181_other_cpus() {
+        use A15Erratum798181::*;
+        assert_eq!(a15_798181(midr(0x41, 0xC07, 0, 5), 0), NotAffected); // Cortex-A7
+        assert_eq!(a15_798181(midr(0x41, 0xC09, 1, 0), 0), NotAffected); // Cortex-A9
+        assert_eq!(a15_798181(midr(0x42, 0x00F, 0, 0), 0), Full); // Brahma-B15 r0p0
+        assert_eq!(a15_798181(midr(0x42, 0x00F, 0, 2), 0), Full);
+        assert_eq!(a15_798181(midr(0x42, 0x00F, 0, 3), 0), NotAffected);
+        // Same part number from another implementer.
+        assert_eq!(a15_798181(midr(0x51, 0xC0F, 0, 0), 0), NotAffected);
+    }
+
+    #[test]
+    fn a9_720789_before_r2p0_only() {
+        assert!(a9_720789_affected(midr(0x41, 0xC09, 0, 0)));
+        assert!(a9_720789_affected(midr(0x41, 0xC09, 1, 4)));
+        assert!(!a9_720789_affected(midr(0x41, 0xC09, 2, 0)));
+        assert!(!a9_720789_affected(midr(0x41, 0xC0F, 0, 0)));
+        assert!(!a9_720789_affected(midr(0x42, 0xC09, 0, 0)));
+    }
+
+    fn hook(_: IpiTarget) {}
+
+    #[test]
+    fn config_for_cpu() {
+        // QEMU's Cortex-A15 is r2p1: full workaround, needs the hook.
+        assert_eq!(
+            ErrataConfig::for_cpu(0x412F_C0F1, 0, None),
+            Err(ErrataError::IpiHookRequired)
+        );
+        let c = ErrataConfig::for_cpu(0x412F_C0F1, 0, Some(hook)).unwrap();
+        assert_eq!(c.a15_798181, A15Workaround::DummyInvalidateAndIpi(hook));
+        assert!(!c.a9_720789);
+        // Partial needs no hook.
+        let c = ErrataConfig::for_cpu(a15(2, 2), BIT4, None).unwrap();
+        assert_eq!(c.a15_798181, A15Workaround::DummyInvalidate);
+        // Cortex-A7: nothing.
+        assert_eq!(
+            ErrataConfig::for_cpu(0x410F_C075, 0, None),
+            Ok(ErrataConfig::NONE)
+        );
+        // Cortex-A9 r1p0.
+        let c = ErrataConfig::for_cpu(midr(0x41, 0xC09, 1, 0), 0, None).unwrap();
+        assert!(c.a9_720789);
+        assert_eq!(c.a15_798181, A15Workaround::Off);
+    }
+}
