@@ -7,6 +7,7 @@
 //! - [`frames`]: the physical frame allocator, and [`frames::KernelMemory`];
 //! - [`cases`]: named cases reported as `case <name> ... ok|FAILED`;
 //! - [`mmu`]: a minimal identity map to turn the MMU on;
+//! - [`pmu`]: the cycle counter, for the benchmark kernel;
 //! - [`smp`]: starting secondary CPUs (PSCI `CPU_ON`) and running work on them.
 //!
 //! A test kernel is a `#![no_std] #![no_main]` binary that calls [`entry!`] with its main
@@ -21,6 +22,7 @@ pub mod console;
 pub mod fault;
 pub mod frames;
 pub mod mmu;
+pub mod pmu;
 pub mod semihosting;
 pub mod smp;
 pub mod start;

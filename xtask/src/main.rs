@@ -6,6 +6,9 @@
 //!   tests, then every boot test in every QEMU configuration it declares. Prints one line per
 //!   result and ends with `N passed, N failed`.
 //! - `cargo xtask run`: boots the demo kernel and shows its console.
+//! - `cargo xtask bench [--runs N]`: boots the benchmark kernel `tests/bench.rs` (not a boot
+//!   test: it has no `qemu:` header) under `-icount shift=0` N times (at least 2), checks
+//!   every run prints the same numbers, and prints them with a Markdown table (BENCHMARKS.md).
 //! - `cargo xtask qemu <test> [--cpu C] [--smp N] [--mem MiB] [--arg A]... [--gdb]`: boots one
 //!   test kernel interactively (`Ctrl-A x` quits QEMU). `--gdb` adds `-s -S`: QEMU waits for
 //!   `gdb-multiarch <elf> -ex 'target remote :1234'`.
@@ -46,10 +49,11 @@ fn main() {
         Some("test") => cmd_test(&args[1..]),
         Some("run") => cmd_run(&args[1..]),
         Some("qemu") => cmd_qemu(&args[1..]),
+        Some("bench") => cmd_bench(&args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <test [--filter NAME] [--jobs N] [--skip-host] | run | \
-                 qemu <test> [--cpu C] [--smp N] [--mem MiB] [--arg A]... [--gdb]>"
+                 bench [--runs N] | qemu <test> [--cpu C] [--smp N] [--mem MiB] [--arg A]... [--gdb]>"
             );
             2
         }
@@ -340,9 +344,15 @@ struct Outcome {
 
 /// Boots one configuration with its output captured; kills QEMU at the timeout.
 fn boot(qemu: &str, b: &Boot) -> Outcome {
+    boot_with(qemu, b, &[])
+}
+
+/// [`boot`] with extra QEMU arguments.
+fn boot_with(qemu: &str, b: &Boot, extra: &[&str]) -> Outcome {
     let start = Instant::now();
     let mut cmd = qemu_command(qemu, b);
-    cmd.args(["-monitor", "none"])
+    cmd.args(extra)
+        .args(["-monitor", "none"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -618,6 +628,161 @@ fn cmd_run(_args: &[String]) -> i32 {
     }
 }
 
+/// One result line of the benchmark kernel:
+/// `bench <workload>: armv7-mm=<n> page_table_multiarch=<m> <unit>`.
+#[derive(Debug, PartialEq)]
+struct BenchLine {
+    workload: String,
+    ours: Option<u64>,
+    peer: u64,
+    unit: String,
+}
+
+fn parse_bench_line(line: &str) -> Option<BenchLine> {
+    let rest = line.strip_prefix("bench ")?;
+    let (workload, rest) = rest.split_once(": ")?;
+    let mut words = rest.split_whitespace();
+    let ours = words.next()?.strip_prefix("armv7-mm=")?;
+    let peer = words.next()?.strip_prefix("page_table_multiarch=")?;
+    let unit = words.next()?;
+    if words.next().is_some() {
+        return None;
+    }
+    Some(BenchLine {
+        workload: workload.to_string(),
+        ours: if ours == "n/a" {
+            None
+        } else {
+            Some(ours.parse().ok()?)
+        },
+        peer: peer.parse().ok()?,
+        unit: unit.to_string(),
+    })
+}
+
+/// The Markdown table of BENCHMARKS.md for the result lines.
+fn bench_table(lines: &[BenchLine]) -> String {
+    let mut t = String::from(
+        "| workload | unit | armv7-mm | page_table_multiarch | armv7-mm / peer |\n\
+         | --- | --- | ---: | ---: | ---: |\n",
+    );
+    for l in lines {
+        let (ours, ratio) = match l.ours {
+            Some(n) if l.peer > 0 => (n.to_string(), format!("{:.3}", n as f64 / l.peer as f64)),
+            Some(n) => (n.to_string(), "-".to_string()),
+            None => ("n/a".to_string(), "-".to_string()),
+        };
+        t += &format!(
+            "| {} | {} | {} | {} | {} |\n",
+            l.workload, l.unit, ours, l.peer, ratio
+        );
+    }
+    t
+}
+
+/// The benchmark kernel and the QEMU configuration it is measured in.
+fn bench_boot() -> Boot {
+    Boot {
+        name: "bench".into(),
+        bin: "bench".into(),
+        cpu: "cortex-a15".into(),
+        smp: 1,
+        mem: 1024,
+        args: vec![],
+        expect: Expect::Pass,
+        timeout: Duration::from_secs(600),
+    }
+}
+
+/// QEMU arguments of a measured run: one virtual-clock nanosecond per instruction, so the
+/// guest's cycle counter counts instructions, deterministically.
+const BENCH_QEMU_ARGS: [&str; 2] = ["-icount", "shift=0"];
+
+fn cmd_bench(args: &[String]) -> i32 {
+    let mut runs = 2usize;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--runs" => runs = it.next().and_then(|v| v.parse().ok()).unwrap_or(2).max(2),
+            _ => {
+                eprintln!("unknown argument {a}");
+                return 2;
+            }
+        }
+    }
+    let qemu = match qemu_binary() {
+        Ok(q) => q,
+        Err(e) => {
+            eprintln!("{e}");
+            return 1;
+        }
+    };
+    let b = bench_boot();
+    if !build_kernels(std::slice::from_ref(&b.bin)) {
+        return 1;
+    }
+    let mut results: Vec<Vec<String>> = Vec::new();
+    for run in 1..=runs {
+        println!(
+            "==> bench run {run}/{runs}: {} {}",
+            b.label(),
+            BENCH_QEMU_ARGS.join(" ")
+        );
+        let _ = io::stdout().flush();
+        let o = boot_with(&qemu, &b, &BENCH_QEMU_ARGS);
+        let lines: Vec<String> = o
+            .console
+            .lines()
+            .filter(|l| l.starts_with("bench ") || l.starts_with("info "))
+            .map(str::to_string)
+            .collect();
+        let complete = lines.iter().any(|l| l == "bench done");
+        if let Err(why) = judge(&b, &o).and_then(|_| {
+            complete
+                .then_some(())
+                .ok_or_else(|| "no 'bench done' line".to_string())
+        }) {
+            println!("bench run {run} FAILED: {why}");
+            println!("---- console ----\n{}---- end of console ----", o.console);
+            return 1;
+        }
+        results.push(lines);
+    }
+    let first = &results[0];
+    for (i, other) in results.iter().enumerate().skip(1) {
+        if other != first {
+            println!("bench: run {} differs from run 1:", i + 1);
+            for (a, b) in first.iter().zip(other) {
+                if a != b {
+                    println!("    run 1:     {a}\n    run {}: {b}", i + 1);
+                }
+            }
+            if first.len() != other.len() {
+                println!("    {} lines against {}", first.len(), other.len());
+            }
+            return 1;
+        }
+    }
+    for l in first {
+        println!("{l}");
+    }
+    let parsed: Vec<BenchLine> = first.iter().filter_map(|l| parse_bench_line(l)).collect();
+    let expected = first
+        .iter()
+        .filter(|l| l.starts_with("bench ") && l.as_str() != "bench done")
+        .count();
+    if parsed.len() != expected || parsed.is_empty() {
+        println!(
+            "bench: {} result lines do not parse",
+            expected - parsed.len()
+        );
+        return 1;
+    }
+    println!("bench: all {runs} runs printed identical counts\n");
+    print!("{}", bench_table(&parsed));
+    0
+}
+
 fn cmd_qemu(args: &[String]) -> i32 {
     let Some(test) = args.first() else {
         eprintln!(
@@ -743,6 +908,29 @@ mod tests {
         let hang = &boots_of("//! qemu: cpu=cortex-a15\n//! expect: timeout")[0];
         assert!(judge(hang, &outcome(None, "")).is_ok());
         assert!(judge(hang, &outcome(Some(0), "")).is_err());
+    }
+
+    #[test]
+    fn bench_lines_parse_and_the_kernel_is_no_boot_test() {
+        let l = parse_bench_line(
+            "bench teardown-256MiB: armv7-mm=12 page_table_multiarch=153 insns/page",
+        )
+        .expect("parses");
+        assert_eq!(l.workload, "teardown-256MiB");
+        assert_eq!(
+            (l.ours, l.peer, l.unit.as_str()),
+            (Some(12), 153, "insns/page")
+        );
+        let na = parse_bench_line("bench x: armv7-mm=n/a page_table_multiarch=1 bytes").unwrap();
+        assert_eq!(na.ours, None);
+        assert!(parse_bench_line("bench x: armv7-mm=1 page_table_multiarch=z bytes").is_none());
+        assert!(parse_bench_line("bench done").is_none());
+        assert!(bench_table(&[l]).contains("| teardown-256MiB | insns/page | 12 | 153 | 0.078 |"));
+        let boots = discover().expect("tests/ parses");
+        assert!(
+            boots.iter().all(|b| b.bin != "bench"),
+            "bench must not be a boot test"
+        );
     }
 
     #[test]
