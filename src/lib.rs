@@ -8,6 +8,7 @@
 //! - [`memory`]: the kernel's memory model, through which every frame comes and goes;
 //! - [`sink`]: what walkers report when they clear entries or unlink tables;
 //! - [`tlb`]: the TLB backend interface and its implementations;
+//! - [`gather`]: the `MmuGather`: invalidate once, then free what was unmapped;
 //! - [`arch`]: the one place with CP15 instructions and barriers (those only on
 //!   `target_arch = "arm"`; the register layouts in `arch::fields` everywhere).
 
@@ -22,11 +23,13 @@ extern crate std;
 pub mod addr;
 pub mod arch;
 pub mod asid;
+pub mod gather;
 pub mod memory;
 pub mod sink;
 pub mod tlb;
 
 pub use addr::{Frame, Page, PhysAddr, VirtAddr, VirtRange, PAGE_SIZE};
+pub use gather::{FlushReport, InFlight, MmuGather, Scope};
 pub use memory::Memory;
 pub use sink::{ClearedLeaf, MapSize, UnmapSink};
 pub use tlb::{Asid, TlbBackend, TlbCounters};

@@ -38,3 +38,20 @@ pub trait Memory {
         self.free_frames(pa, bytes / crate::addr::PAGE_SIZE as usize);
     }
 }
+
+/// A `&mut` to a memory handle is a memory handle (so a gather or an address space can
+/// borrow the kernel's allocator instead of owning a copy).
+impl<T: Memory + ?Sized> Memory for &mut T {
+    fn allocate_frames(&mut self, count: usize, align: usize) -> Option<PhysAddr> {
+        (**self).allocate_frames(count, align)
+    }
+    fn free_frames(&mut self, pa: PhysAddr, count: usize) {
+        (**self).free_frames(pa, count)
+    }
+    fn phys_to_virt(&self, pa: PhysAddr) -> NonNull<u8> {
+        (**self).phys_to_virt(pa)
+    }
+    fn release_mapped(&mut self, pa: PhysAddr, bytes: usize) {
+        (**self).release_mapped(pa, bytes)
+    }
+}

@@ -1,0 +1,612 @@
+//! `MmuGather`: unmap now, invalidate once, free afterwards.
+//!
+//! # The problem
+//!
+//! Taking memory out of an address space happens in two places that do not see each
+//! other. The walker clears descriptors in table memory; the TLBs of every CPU (and their
+//! walk caches, which remember *table* entries) keep serving what they loaded before.
+//! Until a TLB invalidate covering the old entry has *completed*, any CPU may still
+//! translate the old VA to the old frame, by an explicit access or a speculative one
+//! (ARMv7 cores speculate loads and table walks freely), and a cached table entry lets the
+//! walker read descriptors out of a table that is no longer linked.
+//!
+//! So the order is fixed:
+//!
+//! 1. clear the entries (the walker does this, and reports each one here);
+//! 2. invalidate every TLB entry and walk-cache entry that may still hold them, and wait
+//!    for the invalidates to complete on every CPU (the completion barrier);
+//! 3. only then hand the frames back to the allocator: mapped pages, and the table memory
+//!    itself.
+//!
+//! Freeing before step 2 completes is the bug this module exists to prevent. A data page
+//! freed early and reused is read or written through the stale translation by the old
+//! address space. A table frame freed early and reused is worse: the walker follows a
+//! cached pointer into it and interprets whatever now lives there as descriptors, mapping
+//! arbitrary physical memory. This is Russell King's 2011 "delay page freeing for SMP and
+//! ARMv7 CPUs", and the point of Peter Zijlstra's mail that founded this crate: track the
+//! ranges precisely while *zapping* and while *freeing page tables*, flush once, then free.
+//!
+//! # What the gather records
+//!
+//! [`MmuGather`] is the [`UnmapSink`] that walkers report to. Per report it keeps:
+//!
+//! - **a leaf cleared** ([`UnmapSink::leaf_cleared`]): one pending by-VA invalidate at the
+//!   leaf's VA, whatever its size. A 64 KiB large page, a 1 MiB section and a 16 MiB
+//!   supersection are each *one* TLB entry, and an invalidate by MVA removes the entry
+//!   translating that MVA, so one operation anywhere inside the mapping removes it; some
+//!   cores cache smaller pieces of big mappings (the Cortex-A15 L1 TLBs hold 4 KiB pieces
+//!   of everything), and removing all of them on a by-MVA operation is the core's job, as
+//!   Linux arm64 also relies on when it strides its block invalidates by block size. The
+//!   frames go into the *frame batch*, to be handed back with
+//!   [`Memory::release_mapped`]. An executable leaf also marks the branch predictor for
+//!   invalidation;
+//! - **a table unlinked** ([`UnmapSink::table_unlinked`]): one pending by-VA invalidate
+//!   inside the table's span, which drops the walk-cache entry for the parent descriptor
+//!   (a by-VA invalidate also removes cached table-walk entries for that VA). If a leaf
+//!   invalidate already pending lies in the span, it does that job and nothing is added:
+//!   after a sparse unmap, freeing the emptied tables costs no extra operation. With the
+//!   short-descriptor packing (several 1 KiB L2 tables per frame) the walker reports every
+//!   1 MiB region whose table lived in a freed frame, so the flush reaches each of them;
+//! - **table memory freed** ([`UnmapSink::table_memory_freed`]): into the frame batch, to
+//!   be handed back with [`Memory::free_frames`].
+//!
+//! Which invalidate a VA gets: for a non-global (nG) entry in an ASID space, by VA and
+//! ASID (TLBIMVA). For a global entry (kernel mappings) and everything in the kernel
+//! space, by VA for all ASIDs (TLBIMVAA). TLBIMVA with any ASID would also drop a global
+//! entry for the VA, but TLBIMVAA says what is meant, does not depend on which ASID the
+//! gather was given (the kernel space has none), and is the operation the Cortex-A9
+//! erratum 720789 workaround uses anyway, since ASID-tagged broadcasts are what that
+//! erratum corrupts.
+//!
+//! The record is a fixed array of at most [`MAX_PENDING`] (64) operations. Past
+//! [`GatherConfig::max_invalidates`] it stops storing VAs and remembers only that it
+//! overflowed; the flush then issues one TLBIASID instead (TLBIALL for the kernel space,
+//! or when a global entry was recorded, since TLBIASID leaves global entries alone).
+//! Nothing is lost by forgetting the VAs: the fallback covers them all. So unmapping 8
+//! scattered pages in 64 MiB costs 8 operations (Linux ARM32 issues one per 4 KiB of the
+//! tracked range: 16,384), and unmapping 64 MiB densely costs one.
+//!
+//! ## The default threshold: 64
+//!
+//! Past the threshold one TLBIASID is cheaper than the by-VA operations, but it throws
+//! away every entry the address space has in every TLB, which must then be walked again.
+//! Others chose 33 (x86), 64 (riscv), 16 (Zircon), 512 (arm64, whose TLBI is cheap and
+//! which has range operations that ARMv7 lacks). On ARMv7 the main TLB holds 64 to 128
+//! entries on Cortex-A9, 256 on Cortex-A7 and 512 on Cortex-A15 (with 32-entry L1 TLBs in
+//! front): an unmap of more than 64 mappings has removed more pages than a Cortex-A9 can
+//! even cache, so the per-VA work buys nothing there, and on the larger cores it is
+//! already a large bite of what the ASID holds. 64 is also where the fixed record stays
+//! small (256 bytes). Kernels that know better set [`GatherConfig::max_invalidates`]
+//! (0 to [`MAX_PENDING`]; 0 means "always flush the whole ASID").
+//!
+//! # Frames to free
+//!
+//! Waiting frames go first into an 8-entry batch inside the gather, then into *batch
+//! frames* borrowed from the caller's allocator with `allocate_frames(1, 4096)` (which
+//! must not block): each holds [`ENTRIES_PER_FRAME`] (1020) entries, like Linux's 1021,
+//! because an entry is one 32-bit word (frame number + kind). At most
+//! [`GatherConfig::max_batch_frames`] are borrowed (default 9, Linux's bound of about
+//! 10,000 pages: it bounds the frames held back and the length of one free loop).
+//!
+//! When the batch is full and no batch frame can be had (allocator empty, or the limit
+//! reached), the gather **flushes now**: it invalidates what it recorded so far, frees
+//! what it batched, and continues with empty batches. Every frame it was given was
+//! already cleared from the tables and recorded, so this early flush is exactly as safe as
+//! the final one. The batch frames are kept across such flushes and returned to the
+//! allocator when the gather ends. Nothing is ever dropped.
+//!
+//! # When it flushes, and how
+//!
+//! At [`MmuGather::finish`], at [`MmuGather::flush`], on drop of an unfinished gather, and
+//! early when the frame batch is full. A flush is:
+//!
+//! ```text
+//! backend.prepare()                          // descriptor writes visible to the walkers
+//! invalidate each recorded VA                // or one TLBIASID / TLBIALL (fallback)
+//! invalidate_branch_predictor()              // if an executable leaf was cleared
+//! backend.complete()                         // one completion barrier (dsb + isb)
+//! free every batched frame                   // only now
+//! ```
+//!
+//! Exactly one completion barrier per flush. A flush with nothing recorded issues no
+//! barrier at all: frames still waiting then were recorded in an earlier flush that has
+//! completed (an early flush happens just *before* the frame that triggered it is batched,
+//! and that frame's invalidate was in it), so they are freed directly.
+//!
+//! # Teardown ("full mm")
+//!
+//! [`Scope::Teardown`] is for destroying a whole address space: nothing will be mapped
+//! there again, so per-VA work is pointless. The gather records no VAs and each flush is
+//! one TLBIASID (TLBIALL if a global entry was reported).
+//!
+//! # Overlapping gathers on one address space
+//!
+//! Two CPUs may each run a gather on the same address space, with the page-table lock
+//! dropped between walker calls (two `munmap`/`madvise(DONTNEED)` of overlapping ranges,
+//! say). CPU 1 clears entry E and records it; CPU 0 then finds E already clear and records
+//! nothing for it. If CPU 0 finishes first, flushes only its own record and returns, its
+//! caller believes the range is gone, while every TLB may still hold E until CPU 1
+//! flushes: the caller may now reuse the range or rely on no one writing through the old
+//! translation (Linux's `mm_tlb_flush_nested` case). CPU 1's *frames* are safe either way
+//! (CPU 1 frees them after its own flush); the danger is CPU 0's promise.
+//!
+//! So every gather counts itself in an [`InFlight`] that the kernel keeps **next to** its
+//! address space (not inside the page tables, not behind the page-table lock: it must be
+//! shared by gathers that do not hold that lock). The count goes up when a gather starts
+//! and down after its last flush; a gather that finishes while the count shows another
+//! gather still in flight does not trust its record and invalidates the whole ASID
+//! (everything, for the kernel space), reported as [`Fallback::Nested`].
+//!
+//! # What the caller must do
+//!
+//! - Report only what is already cleared (the walkers do: they call the sink after the
+//!   descriptor write).
+//! - Not map anything new at a gathered VA before the gather has flushed: the stale entry
+//!   would break break-before-make. (Holding the address-space lock across the unmap and
+//!   the `finish`, as Linux holds `mmap_lock`, does it.)
+//! - Give the ASID that the address space's non-global entries are tagged with, and keep
+//!   it assigned to this address space until the gather ends (an allocator such as
+//!   [`crate::asid`] that reserves running ASIDs and flushes before reusing a number keeps
+//!   this true). Use a backend that reaches every CPU that may have run it (broadcast, or
+//!   IPIs).
+//! - Keep one [`InFlight`] per address space and pass it to every gather on it.
+//! - Finish or drop the gather; never `mem::forget` it: the frames would leak and the
+//!   in-flight count would stay up (every later gather would then fall back to a whole-ASID
+//!   flush: slow, never unsafe).
+//!
+//! Dropping an unfinished gather does what [`MmuGather::finish`] does (flush, then free,
+//! then return the batch frames) and discards the report: a gather never frees before it
+//! has flushed and never leaks, whichever way it ends.
+//!
+//! Software walkers that read tables without the page-table lock (Linux's `gup_fast`)
+//! are not covered: the gather frees table memory once the *hardware* can no longer reach
+//! it; a kernel with lockless software walkers must also wait for those.
+//!
+//! # Size
+//!
+//! The gather lives on the caller's stack and uses no heap: [`GATHER_STATE_BYTES`] bytes
+//! of its own state (the 64-entry record, the 8-entry batch, the report) plus the
+//! backend, the memory handle and the `&InFlight`. With references or zero-sized handles
+//! that is 416 bytes on `armv7a` and 424 on a 64-bit host (the state is 400 on both); a
+//! compile-time check keeps it under 512.
+//!
+//! # Example
+//!
+//! ```
+//! use armv7_mm::gather::{InFlight, MmuGather, Scope};
+//! use armv7_mm::{Asid, ClearedLeaf, MapSize, Memory, PhysAddr, TlbBackend, TlbCounters,
+//!                UnmapSink, VirtAddr};
+//! # use core::ptr::NonNull;
+//! # #[derive(Default)] struct Counting(TlbCounters);
+//! # impl TlbBackend for Counting {
+//! #     fn prepare(&mut self) { self.0.prepares += 1 }
+//! #     fn invalidate_va(&mut self, _: VirtAddr, _: Asid) { self.0.va += 1 }
+//! #     fn invalidate_va_all_asids(&mut self, _: VirtAddr) { self.0.va_all_asids += 1 }
+//! #     fn invalidate_asid(&mut self, _: Asid) { self.0.asid += 1 }
+//! #     fn invalidate_all(&mut self) { self.0.all += 1 }
+//! #     fn invalidate_branch_predictor(&mut self) { self.0.branch_predictor += 1 }
+//! #     fn complete(&mut self) { self.0.completions += 1 }
+//! #     fn counters(&self) -> TlbCounters { self.0 }
+//! # }
+//! # #[derive(Default)] struct Frames { freed: usize }
+//! # impl Memory for Frames {
+//! #     fn allocate_frames(&mut self, _: usize, _: usize) -> Option<PhysAddr> { None }
+//! #     fn free_frames(&mut self, _: PhysAddr, n: usize) { self.freed += n }
+//! #     fn phys_to_virt(&self, _: PhysAddr) -> NonNull<u8> { NonNull::dangling() }
+//! # }
+//! let in_flight = InFlight::new(); // kept next to the address space
+//! let mut tlb = Counting::default();
+//! let mut frames = Frames::default();
+//! let mut gather = MmuGather::new(Scope::Asid(Asid(5)), &mut tlb, &mut frames, &in_flight);
+//! // The walker (e.g. an unmap) reports what it cleared:
+//! gather.leaf_cleared(ClearedLeaf {
+//!     va: VirtAddr::new(0x0040_0000),
+//!     size: MapSize::Page4K,
+//!     pa: PhysAddr::new(0x8000_0000),
+//!     global: false,
+//!     executable: false,
+//! });
+//! let report = gather.finish(); // prepare, 1 TLBIMVA, complete, then free
+//! assert_eq!(report.invalidates.va, 1);
+//! assert_eq!(report.completions, 1);
+//! assert_eq!(frames.freed, 1);
+//! ```
+
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use crate::addr::{PhysAddr, VirtAddr};
+use crate::memory::Memory;
+use crate::sink::{ClearedLeaf, UnmapSink};
+use crate::tlb::{Asid, TlbBackend};
+
+mod batch;
+mod range;
+mod report;
+#[cfg(test)]
+mod tests;
+
+pub use batch::{ENTRIES_PER_FRAME, LOCAL_BATCH};
+pub use range::{PendingOp, MAX_PENDING};
+pub use report::{
+    linux_arm32_range_ops, Fallback, FlushReport, InvalidateCounts, LinuxArm32Estimate, Tee,
+    LINUX_ARM32_BATCH_CAPACITY,
+};
+
+use batch::{FrameBatches, Pending};
+use range::PendingInvalidates;
+
+/// Which address space a gather works on, and how.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Scope {
+    /// A user address space tagged with this ASID: non-global entries are invalidated by
+    /// VA and ASID, the fallback is one TLBIASID.
+    Asid(Asid),
+    /// The kernel (global) space: every invalidate is for all ASIDs, the fallback is
+    /// TLBIALL.
+    Kernel,
+    /// Teardown of the address space tagged with this ASID: no per-VA work, each flush is
+    /// one TLBIASID.
+    Teardown(Asid),
+}
+
+/// Tunables of a gather.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct GatherConfig {
+    /// Most by-VA invalidates one flush issues; past it the flush falls back to one
+    /// TLBIASID (TLBIALL). Clamped to [`MAX_PENDING`]. Default 64 (see the module docs).
+    pub max_invalidates: usize,
+    /// Most frames borrowed from the allocator for overflow batches. Default 9.
+    pub max_batch_frames: usize,
+}
+
+impl GatherConfig {
+    /// The defaults: 64 invalidates, 9 batch frames.
+    pub const DEFAULT: GatherConfig = GatherConfig {
+        max_invalidates: 64,
+        max_batch_frames: 9,
+    };
+}
+
+impl Default for GatherConfig {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// The count of gathers in flight on one address space.
+///
+/// The kernel keeps one next to each address space (not inside the page tables: gathers
+/// that do not hold the page-table lock share it) and passes it to every gather it starts
+/// there. See "Overlapping gathers" in the [module docs](self).
+#[derive(Debug, Default)]
+pub struct InFlight {
+    count: AtomicU32,
+}
+
+impl InFlight {
+    /// No gather in flight.
+    #[must_use]
+    pub const fn new() -> Self {
+        Self {
+            count: AtomicU32::new(0),
+        }
+    }
+
+    /// Gathers in flight right now.
+    #[must_use]
+    pub fn current(&self) -> u32 {
+        self.count.load(Ordering::SeqCst)
+    }
+}
+
+/// Bytes of a gather's own state, without the backend, the memory handle and the
+/// `&InFlight` (see "Size" in the [module docs](self)).
+pub const GATHER_STATE_BYTES: usize = core::mem::size_of::<GatherState>();
+
+/// Everything but the handles.
+struct GatherState {
+    record: PendingInvalidates,
+    batches: FrameBatches,
+    report: FlushReport,
+    scope: Scope,
+    max_batch_frames: u16,
+    global_seen: bool,
+    exec_seen: bool,
+    finished: bool,
+}
+
+/// Collects what walkers removed, invalidates it in one flush, then frees it.
+///
+/// See the [module docs](self) for the protocol. `B` is the TLB backend (`&mut B` works),
+/// `M` the kernel's memory handle (`&mut M` works).
+#[must_use = "a gather must be finished (or dropped) to flush the TLB and free its frames"]
+pub struct MmuGather<'a, B: TlbBackend, M: Memory> {
+    backend: B,
+    memory: M,
+    in_flight: &'a InFlight,
+    st: GatherState,
+}
+
+// The whole point of the design: the gather fits comfortably on a kernel stack (with
+// thin references as handles, the usual way to pass them).
+const _: () = assert!(core::mem::size_of::<MmuGather<'static, &mut Nothing, &mut Nothing>>() < 512);
+
+/// A stand-in backend and memory handle for the size check above.
+struct Nothing;
+impl Memory for Nothing {
+    fn allocate_frames(&mut self, _: usize, _: usize) -> Option<PhysAddr> {
+        None
+    }
+    fn free_frames(&mut self, _: PhysAddr, _: usize) {}
+    fn phys_to_virt(&self, _: PhysAddr) -> core::ptr::NonNull<u8> {
+        core::ptr::NonNull::dangling()
+    }
+}
+impl TlbBackend for Nothing {
+    fn prepare(&mut self) {}
+    fn invalidate_va(&mut self, _: VirtAddr, _: Asid) {}
+    fn invalidate_va_all_asids(&mut self, _: VirtAddr) {}
+    fn invalidate_asid(&mut self, _: Asid) {}
+    fn invalidate_all(&mut self) {}
+    fn invalidate_branch_predictor(&mut self) {}
+    fn complete(&mut self) {}
+    fn counters(&self) -> crate::tlb::TlbCounters {
+        crate::tlb::TlbCounters::default()
+    }
+}
+
+impl<'a, B: TlbBackend, M: Memory> MmuGather<'a, B, M> {
+    /// Starts a gather on the address space `scope` names, with the default
+    /// [`GatherConfig`]. `in_flight` is that address space's count.
+    pub fn new(scope: Scope, backend: B, memory: M, in_flight: &'a InFlight) -> Self {
+        Self::with_config(scope, backend, memory, in_flight, GatherConfig::DEFAULT)
+    }
+
+    /// Starts a gather with explicit tunables.
+    pub fn with_config(
+        scope: Scope,
+        backend: B,
+        memory: M,
+        in_flight: &'a InFlight,
+        config: GatherConfig,
+    ) -> Self {
+        in_flight.count.fetch_add(1, Ordering::SeqCst);
+        let limit = match scope {
+            Scope::Teardown(_) => 0,
+            _ => config.max_invalidates,
+        };
+        Self {
+            backend,
+            memory,
+            in_flight,
+            st: GatherState {
+                record: PendingInvalidates::new(limit),
+                batches: FrameBatches::new(),
+                report: FlushReport::default(),
+                scope,
+                max_batch_frames: config.max_batch_frames.min(u16::MAX as usize) as u16,
+                global_seen: false,
+                exec_seen: false,
+                finished: false,
+            },
+        }
+    }
+
+    /// The address space and mode.
+    pub fn scope(&self) -> Scope {
+        self.st.scope
+    }
+
+    /// The backend (e.g. to read its counters).
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// The memory handle.
+    pub fn memory(&self) -> &M {
+        &self.memory
+    }
+
+    /// By-VA invalidates recorded for the next flush, or `None` if the record overflowed
+    /// (the next flush falls back to a whole-ASID / full invalidate).
+    pub fn pending_invalidates(&self) -> Option<usize> {
+        if self.st.record.overflowed() {
+            None
+        } else {
+            Some(self.st.record.stored())
+        }
+    }
+
+    /// Frames (mapped ranges and table-memory runs) waiting for the next flush.
+    pub fn pending_frames(&self) -> usize {
+        self.st.batches.len(&self.memory)
+    }
+
+    /// Batch frames borrowed from the allocator and held now.
+    pub fn batch_frames_held(&self) -> usize {
+        self.st.batches.borrowed()
+    }
+
+    /// What the gather has done so far.
+    pub fn report(&self) -> FlushReport {
+        self.st.report
+    }
+
+    /// Flushes now: invalidates what was recorded, then frees what was batched. The gather
+    /// stays usable (e.g. before dropping a lock for long).
+    pub fn flush(&mut self) {
+        self.flush_inner(None);
+    }
+
+    /// Flushes (the whole ASID if another gather on this address space is still in
+    /// flight), frees everything, returns the batch frames, and reports what was done.
+    pub fn finish(mut self) -> FlushReport {
+        self.finish_inner();
+        self.st.report
+    }
+
+    fn finish_inner(&mut self) {
+        if self.st.finished {
+            return;
+        }
+        let nested = self.in_flight.count.load(Ordering::SeqCst) > 1;
+        self.flush_inner(if nested { Some(Fallback::Nested) } else { None });
+        self.st.batches.return_frames(&mut self.memory);
+        self.in_flight.count.fetch_sub(1, Ordering::SeqCst);
+        self.st.finished = true;
+    }
+
+    /// Whether this gather's flushes use all-ASID operations.
+    fn all_asids(&self) -> bool {
+        matches!(self.st.scope, Scope::Kernel)
+    }
+
+    /// One flush. `forced` makes it invalidate the whole ASID (everything) even with
+    /// nothing recorded.
+    fn flush_inner(&mut self, forced: Option<Fallback>) {
+        let st = &mut self.st;
+        let fallback = forced.or(if st.record.overflowed() {
+            Some(match st.scope {
+                Scope::Teardown(_) => Fallback::Teardown,
+                _ => Fallback::Threshold,
+            })
+        } else {
+            None
+        });
+        if fallback.is_some() || !st.record.is_empty() {
+            self.backend.prepare();
+            st.report.prepares += 1;
+            let inv = &mut st.report.invalidates;
+            match (fallback, st.scope) {
+                (Some(_), Scope::Kernel) => {
+                    self.backend.invalidate_all();
+                    inv.all += 1;
+                }
+                (Some(_), Scope::Asid(asid) | Scope::Teardown(asid)) => {
+                    if st.global_seen {
+                        self.backend.invalidate_all();
+                        inv.all += 1;
+                    } else {
+                        self.backend.invalidate_asid(asid);
+                        inv.asid += 1;
+                    }
+                }
+                (None, scope) => {
+                    let asid = match scope {
+                        Scope::Asid(a) | Scope::Teardown(a) => a,
+                        Scope::Kernel => Asid(0),
+                    };
+                    for op in st.record.iter() {
+                        match op {
+                            PendingOp::Va(va) => {
+                                self.backend.invalidate_va(va, asid);
+                                inv.va += 1;
+                            }
+                            PendingOp::VaAllAsids(va) => {
+                                self.backend.invalidate_va_all_asids(va);
+                                inv.va_all_asids += 1;
+                            }
+                        }
+                    }
+                }
+            }
+            if st.exec_seen {
+                self.backend.invalidate_branch_predictor();
+                inv.branch_predictor += 1;
+            }
+            self.backend.complete();
+            st.report.completions += 1;
+            st.report.flushes += 1;
+            if fallback.is_some() {
+                st.report.fallback = fallback;
+            }
+        }
+        // Everything batched is covered by a completed flush: this one, or (for frames
+        // batched after an early flush with nothing recorded since) the one before.
+        st.batches.drain(&mut self.memory, &mut st.report);
+        st.record.clear();
+        st.global_seen = false;
+        st.exec_seen = false;
+    }
+
+    /// Batches `item` for freeing after the flush, flushing early if there is no room.
+    fn batch(&mut self, item: Pending) {
+        let Some(word) = item.encode() else {
+            // Cannot be packed (PA past 2^40, misaligned, or a big table run): flush now,
+            // which covers this item's invalidate (recorded before we got here), and free
+            // it directly.
+            self.flush_inner(None);
+            item.release(&mut self.memory, &mut self.st.report);
+            return;
+        };
+        let max = self.st.max_batch_frames as usize;
+        if self
+            .st
+            .batches
+            .push(word, &mut self.memory, max, &mut self.st.report)
+            .is_ok()
+        {
+            return;
+        }
+        // No room and no batch frame: flush what we have (this item's invalidate is
+        // already recorded, so it is covered too), then batch it into the emptied batch.
+        self.st.report.early_flushes += 1;
+        self.flush_inner(None);
+        let pushed = self
+            .st
+            .batches
+            .push(word, &mut self.memory, max, &mut self.st.report);
+        debug_assert!(pushed.is_ok(), "an emptied batch always has room");
+        if pushed.is_err() {
+            // Unreachable (the local batch is empty after a flush), but never drop a frame.
+            item.release(&mut self.memory, &mut self.st.report);
+        }
+    }
+}
+
+impl<B: TlbBackend, M: Memory> UnmapSink for MmuGather<'_, B, M> {
+    fn leaf_cleared(&mut self, leaf: ClearedLeaf) {
+        let all = leaf.global || self.all_asids();
+        let st = &mut self.st;
+        st.report.leaves_cleared += 1;
+        st.global_seen |= leaf.global;
+        st.exec_seen |= leaf.executable;
+        st.record.push(if all {
+            PendingOp::VaAllAsids(leaf.va)
+        } else {
+            PendingOp::Va(leaf.va)
+        });
+        self.batch(Pending::Mapped {
+            pa: leaf.pa,
+            size: leaf.size,
+        });
+    }
+
+    fn table_unlinked(&mut self, va: VirtAddr, span: u64, global: bool) {
+        let all = global || self.all_asids();
+        let st = &mut self.st;
+        st.report.tables_unlinked += 1;
+        st.global_seen |= global;
+        if !st.record.covers_span(va, span, all) {
+            st.record.push(if all {
+                PendingOp::VaAllAsids(va)
+            } else {
+                PendingOp::Va(va)
+            });
+        }
+    }
+
+    fn table_memory_freed(&mut self, pa: PhysAddr, frames: usize) {
+        if frames == 0 {
+            return;
+        }
+        self.batch(Pending::Table { pa, frames });
+    }
+}
+
+impl<B: TlbBackend, M: Memory> Drop for MmuGather<'_, B, M> {
+    /// An unfinished gather finishes here: flush, then free, then return the batch frames.
+    fn drop(&mut self) {
+        self.finish_inner();
+    }
+}

@@ -1,0 +1,903 @@
+//! Host unit tests of the gather against a recording backend and memory that share one
+//! small "world": a list of stale TLB / walk-cache entries that only a covering invalidate
+//! *followed by a completion* removes, and the frames outstanding. Every free is checked
+//! against it at the moment it happens, so "freed before the flush completed" and "freed
+//! without a covering invalidate" are both caught (the teeth tests below break the backend
+//! and show it).
+
+use std::boxed::Box;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::format;
+use std::rc::Rc;
+use std::string::String;
+use std::vec::Vec;
+
+use super::*;
+use crate::sink::MapSize;
+use crate::tlb::TlbCounters;
+
+const MIB: u64 = 1 << 20;
+
+/// Something a CPU may still reach: a leaf translation or a walk-cache entry for a table.
+#[derive(Clone, Debug)]
+struct Stale {
+    start: u64,
+    end: u64,
+    /// Matches every ASID.
+    global: bool,
+    asid: u8,
+    /// The frame it leads to (leaf frame, or the table's frame).
+    pa: u64,
+    /// An invalidate that covers it was issued; it dies at the next completion.
+    doomed: bool,
+}
+
+#[derive(Default)]
+struct World {
+    stale: Vec<Stale>,
+    /// Frames handed to the gather (by the test) and not yet back: pa -> frames.
+    outstanding: BTreeMap<u64, usize>,
+    /// Batch frames lent to the gather.
+    batch: BTreeMap<u64, Box<[u8; 4096]>>,
+    next_batch_pa: u64,
+    /// Batch-frame allocations left before failures start (None: never fail).
+    batch_allocs_left: Option<usize>,
+    counters: TlbCounters,
+    in_batch: bool,
+    violations: Vec<String>,
+    /// Order of interesting events, for sequence checks.
+    log: Vec<&'static str>,
+    // Bugs to switch on (teeth).
+    skip_va: bool,
+    skip_complete: bool,
+}
+
+impl World {
+    fn kill(&mut self, f: impl Fn(&Stale) -> bool) {
+        for s in &mut self.stale {
+            if f(s) {
+                s.doomed = true;
+            }
+        }
+    }
+    fn check_free(&mut self, pa: u64, what: &str) {
+        if let Some(s) = self.stale.iter().find(|s| s.pa == pa) {
+            let msg = format!("{what} {pa:#x} freed while still reachable via {s:?}");
+            self.violations.push(msg);
+        }
+        if !self.outstanding.contains_key(&pa) {
+            self.violations.push(format!(
+                "{what} {pa:#x} freed but not outstanding (double free?)"
+            ));
+        }
+    }
+}
+
+type Shared = Rc<RefCell<World>>;
+
+struct Tlb(Shared);
+struct Mem(Shared);
+
+impl TlbBackend for Tlb {
+    fn prepare(&mut self) {
+        let mut w = self.0.borrow_mut();
+        if w.in_batch {
+            w.violations.push("prepare inside a batch".into());
+        }
+        w.in_batch = true;
+        w.counters.prepares += 1;
+        w.log.push("prepare");
+    }
+    fn invalidate_va(&mut self, va: VirtAddr, asid: Asid) {
+        let mut w = self.0.borrow_mut();
+        if !w.in_batch {
+            w.violations.push("invalidate outside a batch".into());
+        }
+        w.counters.va += 1;
+        w.log.push("va");
+        if w.skip_va {
+            return;
+        }
+        let a = va.as_u64();
+        w.kill(|s| a >= s.start && a < s.end && (s.global || s.asid == asid.0));
+    }
+    fn invalidate_va_all_asids(&mut self, va: VirtAddr) {
+        let mut w = self.0.borrow_mut();
+        w.counters.va_all_asids += 1;
+        w.log.push("va_all");
+        let a = va.as_u64();
+        w.kill(|s| a >= s.start && a < s.end);
+    }
+    fn invalidate_asid(&mut self, asid: Asid) {
+        let mut w = self.0.borrow_mut();
+        w.counters.asid += 1;
+        w.log.push("asid");
+        w.kill(|s| !s.global && s.asid == asid.0);
+    }
+    fn invalidate_all(&mut self) {
+        let mut w = self.0.borrow_mut();
+        w.counters.all += 1;
+        w.log.push("all");
+        w.kill(|_| true);
+    }
+    fn invalidate_branch_predictor(&mut self) {
+        let mut w = self.0.borrow_mut();
+        w.counters.branch_predictor += 1;
+        w.log.push("bp");
+    }
+    fn complete(&mut self) {
+        let mut w = self.0.borrow_mut();
+        if !w.in_batch {
+            w.violations.push("complete without prepare".into());
+        }
+        w.in_batch = false;
+        w.counters.completions += 1;
+        w.log.push("complete");
+        if !w.skip_complete {
+            w.stale.retain(|s| !s.doomed);
+        }
+    }
+    fn counters(&self) -> TlbCounters {
+        self.0.borrow().counters
+    }
+}
+
+impl Memory for Mem {
+    fn allocate_frames(&mut self, count: usize, align: usize) -> Option<PhysAddr> {
+        let mut w = self.0.borrow_mut();
+        assert_eq!(
+            (count, align),
+            (1, 4096),
+            "the gather only borrows single frames"
+        );
+        if let Some(left) = &mut w.batch_allocs_left {
+            if *left == 0 {
+                return None;
+            }
+            *left -= 1;
+        }
+        let pa = 0xF000_0000 + w.next_batch_pa;
+        w.next_batch_pa += 4096;
+        // Poison: the gather must not rely on a zeroed frame.
+        w.batch.insert(pa, Box::new([0xa5; 4096]));
+        w.log.push("alloc");
+        Some(PhysAddr::new(pa))
+    }
+    fn free_frames(&mut self, pa: PhysAddr, count: usize) {
+        let mut w = self.0.borrow_mut();
+        let pa = pa.as_u64();
+        if w.batch.remove(&pa).is_some() {
+            if count != 1 {
+                w.violations
+                    .push(format!("batch frame {pa:#x} freed as {count}"));
+            }
+            w.log.push("free_batch");
+            return;
+        }
+        w.check_free(pa, "table");
+        match w.outstanding.remove(&pa) {
+            Some(n) if n != count => w
+                .violations
+                .push(format!("table {pa:#x}: {count} frames freed, {n} given")),
+            _ => {}
+        }
+        w.log.push("free");
+    }
+    fn phys_to_virt(&self, pa: PhysAddr) -> core::ptr::NonNull<u8> {
+        let w = self.0.borrow();
+        let frame = w
+            .batch
+            .get(&pa.as_u64())
+            .expect("phys_to_virt only for lent batch frames");
+        core::ptr::NonNull::new(frame.as_ptr() as *mut u8).unwrap()
+    }
+    fn release_mapped(&mut self, pa: PhysAddr, bytes: usize) {
+        let mut w = self.0.borrow_mut();
+        let pa = pa.as_u64();
+        w.check_free(pa, "page");
+        match w.outstanding.remove(&pa) {
+            Some(n) if n * 4096 != bytes => w.violations.push(format!(
+                "mapping {pa:#x}: {bytes} bytes freed, {n} frames given"
+            )),
+            _ => {}
+        }
+        w.log.push("free");
+    }
+}
+
+/// A test harness: the world, and helpers that play the walker (they record what the
+/// hardware could still reach, then report to the sink).
+struct Rig {
+    w: Shared,
+    next_pa: u64,
+}
+
+impl Rig {
+    fn new() -> Self {
+        Self {
+            w: Rc::new(RefCell::new(World::default())),
+            next_pa: 0x4000_0000,
+        }
+    }
+    fn tlb(&self) -> Tlb {
+        Tlb(self.w.clone())
+    }
+    fn mem(&self) -> Mem {
+        Mem(self.w.clone())
+    }
+    fn gather<'a>(&self, scope: Scope, f: &'a InFlight) -> MmuGather<'a, Tlb, Mem> {
+        MmuGather::new(scope, self.tlb(), self.mem(), f)
+    }
+    fn gather_cfg<'a>(
+        &self,
+        scope: Scope,
+        f: &'a InFlight,
+        cfg: GatherConfig,
+    ) -> MmuGather<'a, Tlb, Mem> {
+        MmuGather::with_config(scope, self.tlb(), self.mem(), f, cfg)
+    }
+    fn fresh_pa(&mut self, bytes: u64) -> u64 {
+        let pa = self.next_pa.div_ceil(bytes) * bytes;
+        self.next_pa = pa + bytes;
+        pa
+    }
+    /// Clears a leaf (the TLB may hold it, tagged `asid`) and reports it.
+    fn leaf(
+        &mut self,
+        g: &mut impl UnmapSink,
+        va: u32,
+        size: MapSize,
+        asid: u8,
+        flags: (bool, bool),
+    ) {
+        let (global, executable) = flags;
+        let pa = self.fresh_pa(size.bytes());
+        let mut w = self.w.borrow_mut();
+        w.stale.push(Stale {
+            start: va as u64,
+            end: va as u64 + size.bytes(),
+            global,
+            asid,
+            pa,
+            doomed: false,
+        });
+        w.outstanding.insert(pa, (size.bytes() / 4096) as usize);
+        drop(w);
+        g.leaf_cleared(ClearedLeaf {
+            va: VirtAddr::new(va),
+            size,
+            pa: PhysAddr::new(pa),
+            global,
+            executable,
+        });
+    }
+    fn page(&mut self, g: &mut impl UnmapSink, va: u32, asid: u8) {
+        self.leaf(g, va, MapSize::Page4K, asid, (false, false));
+    }
+    /// Unlinks tables for the given 1 MiB regions, all living in one fresh table frame,
+    /// then frees that frame.
+    fn tables(&mut self, g: &mut impl UnmapSink, regions: &[u32], asid: u8, global: bool) -> u64 {
+        let pa = self.fresh_pa(4096);
+        let mut w = self.w.borrow_mut();
+        for &r in regions {
+            w.stale.push(Stale {
+                start: r as u64,
+                end: r as u64 + MIB,
+                global,
+                asid,
+                pa,
+                doomed: false,
+            });
+        }
+        w.outstanding.insert(pa, 1);
+        drop(w);
+        for &r in regions {
+            g.table_unlinked(VirtAddr::new(r), MIB, global);
+        }
+        g.table_memory_freed(PhysAddr::new(pa), 1);
+        pa
+    }
+    fn violations(&self) -> Vec<String> {
+        self.w.borrow().violations.clone()
+    }
+    /// Everything given back exactly once, batch frames returned, nothing reachable.
+    fn assert_clean(&self) {
+        let w = self.w.borrow();
+        assert_eq!(w.violations, Vec::<String>::new());
+        assert!(w.outstanding.is_empty(), "not freed: {:?}", w.outstanding);
+        assert!(w.batch.is_empty(), "batch frames kept: {}", w.batch.len());
+        assert!(w.stale.is_empty(), "still reachable: {:?}", w.stale);
+        assert!(!w.in_batch, "batch left open");
+    }
+    fn log(&self) -> Vec<&'static str> {
+        self.w.borrow().log.clone()
+    }
+}
+
+const A: u8 = 7;
+
+#[test]
+fn size_budget() {
+    let host = core::mem::size_of::<MmuGather<'static, &mut Tlb, &mut Mem>>();
+    std::println!("MmuGather: {host} bytes on this host, state {GATHER_STATE_BYTES}");
+    assert!(host < 512, "gather is {host} bytes");
+    if cfg!(target_pointer_width = "64") {
+        assert_eq!(host, 424, "update the Size section of the module docs");
+    }
+    assert_eq!(GATHER_STATE_BYTES, 400);
+}
+
+#[test]
+fn one_page_one_invalidate_then_free() {
+    let mut r = Rig::new();
+    let f = InFlight::new();
+    let mut g = r.gather(Scope::Asid(Asid(A)), &f);
+    r.page(&mut g, 0x0040_0000, A);
+    assert_eq!(g.pending_invalidates(), Some(1));
+    assert_eq!(g.pending_frames(), 1);
+    let rep = g.finish();
+    assert_eq!(r.log(), ["prepare", "va", "complete", "free"]);
+    assert_eq!(rep.invalidates.va, 1);
+    assert_eq!(rep.invalidates.tlb_ops(), 1);
+    assert_eq!((rep.prepares, rep.completions, rep.flushes), (1, 1, 1));
+    assert_eq!((rep.leaves_released, rep.bytes_released), (1, 4096));
+    assert_eq!(rep.fallback, None);
+    assert_eq!(f.current(), 0);
+    r.assert_clean();
+}
+
+#[test]
+fn empty_gather_issues_nothing() {
+    let r = Rig::new();
+    let f = InFlight::new();
+    let rep = r.gather(Scope::Asid(Asid(A)), &f).finish();
+    assert_eq!(rep, FlushReport::default());
+    assert!(r.log().is_empty());
+}
+
+#[test]
+fn one_invalidate_per_mapping_whatever_its_size() {
+    let mut r = Rig::new();
+    let f = InFlight::new();
+    let mut g = r.gather(Scope::Asid(Asid(A)), &f);
+    r.leaf(&mut g, 0x0001_0000, MapSize::Large64K, A, (false, false));
+    r.leaf(&mut g, 0x0010_0000, MapSize::Section1M, A, (false, false));
+    r.leaf(&mut g, 0x0100_0000, MapSize::Super16M, A, (false, false));
+    r.page(&mut g, 0x0200_0000, A);
+    let rep = g.finish();
+    assert_eq!(rep.invalidates.va, 4);
+    assert_eq!(rep.bytes_released, (64 << 10) + MIB + 16 * MIB + 4096);
+    r.assert_clean();
+}
+
+#[test]
+fn sparse_unmap_is_precise() {
+    // 8 pages scattered over 64 MiB: 8 invalidates (Linux ARM32: one per 4 KiB of the
+    // tracked range).
+    let mut r = Rig::new();
+    let f = InFlight::new();
+    let mut g = r.gather(Scope::Asid(Asid(A)), &f);
+    let mut est = LinuxArm32Estimate::new(false);
+    let base = 0x1000_0000u32;
+    for i in 0..8u32 {
+        let va = base + i * (9 << 20) + if i == 7 { (1 << 20) - 4096 } else { 0x3000 };
+        let mut tee = Tee::new(&mut g, &mut est);
+        r.page(&mut tee, va.min(base + (64 << 20) - 4096), A);
+    }
+    let rep = g.finish();
+    assert_eq!(rep.invalidates.tlb_ops(), 8);
+    assert!(est.finish() > 14_000, "Linux estimate {}", est.ops_so_far());
+    r.assert_clean();
+}
+
+#[test]
+fn global_leaves_use_all_asid_invalidates() {
+    let mut r = Rig::new();
+    let f = InFlight::new();
+    let mut g = r.gather(Scope::Asid(Asid(A)), &f);
+    r.leaf(&mut g, 0xc000_0000, MapSize::Page4K, 0, (true, false));
+    r.page(&mut g, 0x0000_8000, A);
+    let rep = g.finish();
+    assert_eq!((rep.invalidates.va, rep.invalidates.va_all_asids), (1, 1));
+    r.assert_clean();
+}
+
+#[test]
+fn kernel_space_uses_all_asid_ops_and_falls_back_to_all() {
+    let mut r = Rig::new();
+    let f = InFlight::new();
+    let mut g = r.gather(Scope::Kernel, &f);
+    r.leaf(&mut g, 0xc010_0000, MapSize::Page4K, 3, (true, false));
+    let rep = g.finish();
+    assert_eq!(rep.invalidates.va_all_asids, 1);
+    r.assert_clean();
+
+    let cfg = GatherConfig {
+        max_invalidates: 2,
+        ..GatherConfig::DEFAULT
+    };
+    let mut g = r.gather_cfg(Scope::Kernel, &f, cfg);
+    for i in 0..3 {
+        r.leaf(
+            &mut g,
+            0xc000_0000 + i * 4096,
+            MapSize::Page4K,
+            0,
+            (true, false),
+        );
+    }
+    let rep = g.finish();
+    assert_eq!(rep.invalidates.all, 1);
+    assert_eq!(rep.invalidates.tlb_ops(), 1);
+    assert_eq!(rep.fallback, Some(Fallback::Threshold));
+    r.assert_clean();
+}
+
+#[test]
+fn threshold_falls_back_to_one_asid_op() {
+    for limit in [0usize, 1, 5, 64] {
+        let mut r = Rig::new();
+        let f = InFlight::new();
+        let cfg = GatherConfig {
+            max_invalidates: limit,
+            ..GatherConfig::DEFAULT
+        };
+        let mut g = r.gather_cfg(Scope::Asid(Asid(A)), &f, cfg);
+        for i in 0..limit as u32 {
+            r.page(&mut g, i << 12, A);
+        }
+        assert_eq!(g.pending_invalidates(), Some(limit));
+        r.page(&mut g, 0x0800_0000, A);
+        assert_eq!(g.pending_invalidates(), None);
+        let rep = g.finish();
+        assert_eq!(rep.invalidates.asid, 1, "limit {limit}");
+        assert_eq!(rep.invalidates.tlb_ops(), 1);
+        assert_eq!(rep.fallback, Some(Fallback::Threshold));
+        r.assert_clean();
+    }
+}
+
+#[test]
+fn threshold_is_clamped_to_capacity() {
+    let mut r = Rig::new();
+    let f = InFlight::new();
+    let cfg = GatherConfig {
+        max_invalidates: 1000,
+        ..GatherConfig::DEFAULT
+    };
+    let mut g = r.gather_cfg(Scope::Asid(Asid(A)), &f, cfg);
+    for i in 0..MAX_PENDING as u32 + 1 {
+        r.page(&mut g, i << 12, A);
+    }
+    let rep = g.finish();
+    assert_eq!(rep.invalidates.tlb_ops(), 1);
+    r.assert_clean();
+}
+
+#[test]
+fn global_entry_past_threshold_needs_invalidate_all() {
+    // TLBIASID leaves global entries alone, so a fallback after a global leaf must be
+    // TLBIALL; the world would flag the stale global entry otherwise.
+    let mut r = Rig::new();
+    let f = InFlight::new();
+    let cfg = GatherConfig {
+        max_invalidates: 1,
+        ..GatherConfig::DEFAULT
+    };
+    let mut g = r.gather_cfg(Scope::Asid(Asid(A)), &f, cfg);
+    r.leaf(&mut g, 0xc000_0000, MapSize::Section1M, 0, (true, false));
+    r.page(&mut g, 0x1000, A);
+    let rep = g.finish();
+    assert_eq!((rep.invalidates.all, rep.invalidates.asid), (1, 0));
+    r.assert_clean();
+}
+
+#[test]
+fn teardown_is_one_asid_op() {
+    let mut r = Rig::new();
+    let f = InFlight::new();
+    let mut g = r.gather(Scope::Teardown(Asid(A)), &f);
+    for i in 0..300u32 {
+        r.page(&mut g, 0x0010_0000 + (i << 12), A);
+    }
+    r.tables(&mut g, &[0x0010_0000, 0x0020_0000], A, false);
+    assert_eq!(g.pending_invalidates(), None);
+    let rep = g.finish();
+    assert_eq!(rep.invalidates.asid, 1);
+    assert_eq!(rep.invalidates.tlb_ops(), 1);
+    assert_eq!(rep.fallback, Some(Fallback::Teardown));
+    assert_eq!(rep.completions, 1);
+    r.assert_clean();
+}
+
+#[test]
+fn executable_leaf_invalidates_branch_predictor() {
+    let mut r = Rig::new();
+    let f = InFlight::new();
+    let mut g = r.gather(Scope::Asid(Asid(A)), &f);
+    r.leaf(&mut g, 0x8000, MapSize::Page4K, A, (false, true));
+    let rep = g.finish();
+    assert_eq!(rep.invalidates.branch_predictor, 1);
+    assert_eq!(r.log(), ["prepare", "va", "bp", "complete", "free"]);
+    r.assert_clean();
+
+    let mut g = r.gather(Scope::Asid(Asid(A)), &f);
+    r.page(&mut g, 0x8000, A);
+    assert_eq!(g.finish().invalidates.branch_predictor, 0);
+}
+
+#[test]
+fn freed_tables_cost_one_op_per_region_unless_a_leaf_covers_it() {
+    let mut r = Rig::new();
+    let f = InFlight::new();
+    let mut g = r.gather(Scope::Asid(Asid(A)), &f);
+    // A leaf in region 1; tables for regions 0..4 in one frame (packed L2 tables).
+    r.page(&mut g, 0x0010_5000, A);
+    r.tables(
+        &mut g,
+        &[0x0000_0000, 0x0010_0000, 0x0020_0000, 0x0030_0000],
+        A,
+        false,
+    );
+    let rep = g.finish();
+    assert_eq!(rep.tables_unlinked, 4);
+    assert_eq!(rep.invalidates.va, 1 + 3, "region 1 covered by the leaf");
+    assert_eq!(rep.table_frames_freed, 1);
+    r.assert_clean();
+}
+
+#[test]
+fn global_table_is_not_covered_by_an_asid_op() {
+    let mut r = Rig::new();
+    let f = InFlight::new();
+    let mut g = r.gather(Scope::Asid(Asid(A)), &f);
+    r.page(&mut g, 0xc000_0000, A);
+    r.tables(&mut g, &[0xc000_0000], 0, true);
+    let rep = g.finish();
+    assert_eq!((rep.invalidates.va, rep.invalidates.va_all_asids), (1, 1));
+    r.assert_clean();
+}
+
+#[test]
+fn big_unmap_borrows_batch_frames_and_returns_them() {
+    let mut r = Rig::new();
+    let f = InFlight::new();
+    let mut g = r.gather(Scope::Asid(Asid(A)), &f);
+    let n = LOCAL_BATCH + 2 * ENTRIES_PER_FRAME + 5;
+    for i in 0..n as u32 {
+        r.page(&mut g, i << 12, A);
+    }
+    assert_eq!(g.pending_frames(), n);
+    assert_eq!(g.batch_frames_held(), 3);
+    assert_eq!(r.w.borrow().batch.len(), 3);
+    let rep = g.finish();
+    assert_eq!(rep.batch_frames_borrowed, 3);
+    assert_eq!(rep.leaves_released as usize, n);
+    assert_eq!((rep.flushes, rep.completions, rep.early_flushes), (1, 1, 0));
+    assert_eq!(rep.invalidates.asid, 1);
+    // Frees come after the completion, and batch frames go back last.
+    let log = r.log();
+    let complete = log.iter().position(|&e| e == "complete").unwrap();
+    let first_free = log.iter().position(|&e| e == "free").unwrap();
+    let last_free = log.iter().rposition(|&e| e == "free").unwrap();
+    let first_batch_free = log.iter().position(|&e| e == "free_batch").unwrap();
+    assert!(complete < first_free && last_free < first_batch_free);
+    r.assert_clean();
+}
+
+#[test]
+fn no_batch_frame_means_flush_now_and_continue() {
+    let mut r = Rig::new();
+    r.w.borrow_mut().batch_allocs_left = Some(0);
+    let f = InFlight::new();
+    let mut g = r.gather(Scope::Asid(Asid(A)), &f);
+    let n = 3 * LOCAL_BATCH + 2;
+    for i in 0..n as u32 {
+        r.page(&mut g, i << 12, A);
+        // Nothing is ever freed before its invalidate completed (checked by the world).
+    }
+    let rep = g.finish();
+    assert_eq!(rep.early_flushes, 3);
+    assert_eq!(rep.batch_alloc_failures, 3);
+    assert_eq!(rep.flushes, 4, "3 early + the final one");
+    assert_eq!(rep.completions, rep.flushes);
+    assert_eq!(rep.leaves_released as usize, n);
+    assert_eq!(rep.invalidates.va as usize, n, "each page invalidated once");
+    r.assert_clean();
+}
+
+#[test]
+fn batch_frame_limit_forces_early_flush_and_frames_are_reused() {
+    let mut r = Rig::new();
+    let f = InFlight::new();
+    let cfg = GatherConfig {
+        max_batch_frames: 2,
+        ..GatherConfig::DEFAULT
+    };
+    let mut g = r.gather_cfg(Scope::Asid(Asid(A)), &f, cfg);
+    let cap = LOCAL_BATCH + 2 * ENTRIES_PER_FRAME;
+    for i in 0..(2 * cap + 3) as u32 {
+        r.page(&mut g, i << 12, A);
+    }
+    let rep = g.finish();
+    assert_eq!(rep.early_flushes, 2);
+    assert_eq!(rep.batch_frames_borrowed, 2, "kept across early flushes");
+    assert_eq!(rep.flushes, 3);
+    r.assert_clean();
+}
+
+#[test]
+fn early_flush_after_all_recorded_frees_the_rest_without_another_barrier() {
+    // The frame that triggers an early flush is batched after it; if nothing is recorded
+    // afterwards, the final flush needs no TLB work (its invalidate already completed).
+    let mut r = Rig::new();
+    r.w.borrow_mut().batch_allocs_left = Some(0);
+    let f = InFlight::new();
+    let mut g = r.gather(Scope::Asid(Asid(A)), &f);
+    for i in 0..=LOCAL_BATCH as u32 {
+        r.page(&mut g, i << 12, A);
+    }
+    assert_eq!(g.pending_invalidates(), Some(0));
+    assert_eq!(g.pending_frames(), 1);
+    let rep = g.finish();
+    assert_eq!((rep.flushes, rep.completions), (1, 1));
+    assert_eq!(rep.leaves_released as usize, LOCAL_BATCH + 1);
+    r.assert_clean();
+}
+
+#[test]
+fn unpackable_items_are_flushed_and_freed_at_once() {
+    let mut r = Rig::new();
+    let f = InFlight::new();
+    let mut g = r.gather(Scope::Asid(Asid(A)), &f);
+    r.page(&mut g, 0x1000, A);
+    // A mapping of a frame past 2^40 cannot be batched: flush now, then free it.
+    let high = 1u64 << 40;
+    {
+        let mut w = r.w.borrow_mut();
+        w.stale.push(Stale {
+            start: 0x2000,
+            end: 0x3000,
+            global: false,
+            asid: A,
+            pa: high,
+            doomed: false,
+        });
+        w.outstanding.insert(high, 1);
+    }
+    g.leaf_cleared(ClearedLeaf {
+        va: VirtAddr::new(0x2000),
+        size: MapSize::Page4K,
+        pa: PhysAddr::new(high),
+        global: false,
+        executable: false,
+    });
+    assert_eq!(g.pending_frames(), 0, "flushed and freed on the spot");
+    // Table memory of 12 frames (more than one entry carries).
+    let tpa = r.fresh_pa(12 * 4096);
+    {
+        let mut w = r.w.borrow_mut();
+        w.stale.push(Stale {
+            start: 0x0100_0000,
+            end: 0x0110_0000,
+            global: false,
+            asid: A,
+            pa: tpa,
+            doomed: false,
+        });
+        w.outstanding.insert(tpa, 12);
+    }
+    g.table_unlinked(VirtAddr::new(0x0100_0000), MIB, false);
+    g.table_memory_freed(PhysAddr::new(tpa), 12);
+    let rep = g.finish();
+    assert_eq!(rep.flushes, 2);
+    assert_eq!(rep.table_frames_freed, 12);
+    r.assert_clean();
+}
+
+#[test]
+fn explicit_flush_then_more_work() {
+    let mut r = Rig::new();
+    let f = InFlight::new();
+    let mut g = r.gather(Scope::Asid(Asid(A)), &f);
+    r.page(&mut g, 0x1000, A);
+    g.flush();
+    assert_eq!(r.w.borrow().outstanding.len(), 0, "freed by the flush");
+    r.page(&mut g, 0x2000, A);
+    let rep = g.finish();
+    assert_eq!((rep.flushes, rep.invalidates.va), (2, 2));
+    r.assert_clean();
+}
+
+#[test]
+fn drop_flushes_then_frees_and_returns_batch_frames() {
+    let mut r = Rig::new();
+    let f = InFlight::new();
+    {
+        let mut g = r.gather(Scope::Asid(Asid(A)), &f);
+        for i in 0..(LOCAL_BATCH + 10) as u32 {
+            r.page(&mut g, i << 12, A);
+        }
+        r.tables(&mut g, &[0x0000_0000], A, false);
+        assert_eq!(f.current(), 1);
+        // Dropped unfinished.
+    }
+    assert_eq!(f.current(), 0);
+    let log = r.log();
+    let complete = log.iter().position(|&e| e == "complete").unwrap();
+    assert!(log.iter().position(|&e| e == "free").unwrap() > complete);
+    assert_eq!(r.w.borrow().counters.completions, 1);
+    r.assert_clean();
+}
+
+#[test]
+fn nested_gathers_fall_back_to_whole_asid() {
+    let mut r = Rig::new();
+    let f = InFlight::new();
+    let mut g1 = r.gather(Scope::Asid(Asid(A)), &f);
+    let mut g0 = r.gather(Scope::Asid(Asid(A)), &f);
+    assert_eq!(f.current(), 2);
+    // g1 cleared an entry that g0 then found clear: g0 records nothing for it.
+    r.page(&mut g1, 0x5000, A);
+    r.page(&mut g0, 0x9000, A);
+    let rep0 = g0.finish();
+    assert_eq!(rep0.fallback, Some(Fallback::Nested));
+    assert_eq!(rep0.invalidates.asid, 1);
+    // g0's flush also removed g1's stale entry, which is what g0's caller relies on.
+    assert!(r.w.borrow().stale.is_empty());
+    let rep1 = g1.finish();
+    assert_eq!(rep1.fallback, None, "last one out uses its record");
+    assert_eq!(rep1.invalidates.va, 1);
+    assert_eq!(f.current(), 0);
+    r.assert_clean();
+}
+
+#[test]
+fn nested_gather_flushes_even_with_nothing_recorded() {
+    let r = Rig::new();
+    let f = InFlight::new();
+    let g1 = r.gather(Scope::Asid(Asid(A)), &f);
+    let g0 = r.gather(Scope::Asid(Asid(A)), &f);
+    let rep0 = g0.finish();
+    assert_eq!((rep0.invalidates.asid, rep0.completions), (1, 1));
+    let rep1 = g1.finish();
+    assert_eq!(rep1.completions, 0);
+}
+
+// ---- Teeth: the world must catch a broken flush. ---------------------------------
+
+#[test]
+fn teeth_missing_invalidate_is_caught() {
+    let mut r = Rig::new();
+    r.w.borrow_mut().skip_va = true;
+    let f = InFlight::new();
+    let mut g = r.gather(Scope::Asid(Asid(A)), &f);
+    r.page(&mut g, 0x1000, A);
+    let _ = g.finish();
+    let v = r.violations();
+    assert!(v.iter().any(|m| m.contains("still reachable")), "{v:?}");
+}
+
+#[test]
+fn teeth_missing_completion_is_caught() {
+    let mut r = Rig::new();
+    r.w.borrow_mut().skip_complete = true;
+    let f = InFlight::new();
+    let mut g = r.gather(Scope::Asid(Asid(A)), &f);
+    r.tables(&mut g, &[0x0010_0000], A, false);
+    let _ = g.finish();
+    assert!(r.violations().iter().any(|m| m.contains("table")));
+}
+
+#[test]
+fn teeth_free_before_flush_is_caught() {
+    // What a gather-less unmap does (free as soon as the entry is cleared).
+    let mut r = Rig::new();
+    let f = InFlight::new();
+    let mut g = r.gather(Scope::Asid(Asid(A)), &f);
+    r.page(&mut g, 0x1000, A);
+    let pa = *r.w.borrow().outstanding.keys().next().unwrap();
+    r.mem().release_mapped(PhysAddr::new(pa), 4096);
+    assert!(r.violations().iter().any(|m| m.contains("still reachable")));
+    drop(g);
+    assert!(r.violations().iter().any(|m| m.contains("double free")));
+}
+
+#[test]
+fn teeth_wrong_asid_is_caught() {
+    let mut r = Rig::new();
+    let f = InFlight::new();
+    let mut g = r.gather(Scope::Asid(Asid(A + 1)), &f);
+    r.page(&mut g, 0x1000, A);
+    let _ = g.finish();
+    assert!(!r.violations().is_empty());
+}
+
+// ---- Randomised sequences against the world (no page tables needed). --------------
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Leaf {
+            slot: u16,
+            size: u8,
+            global: bool,
+            exec: bool,
+        },
+        Tables {
+            first: u16,
+            count: u8,
+        },
+        Flush,
+        FailAllocs(u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            8 => (0u16..4096, 0u8..4, any::<bool>(), any::<bool>()).prop_map(
+                |(slot, size, g, exec)| Op::Leaf { slot, size, global: g && slot % 7 == 0, exec }
+            ),
+            2 => (0u16..64, 1u8..5).prop_map(|(first, count)| Op::Tables { first, count }),
+            1 => Just(Op::Flush),
+            1 => (0u8..3).prop_map(Op::FailAllocs),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+        #[test]
+        fn random_sequences_never_free_early(
+            ops in proptest::collection::vec(op(), 1..400),
+            limit in 0usize..70,
+            frames in 0usize..3,
+            teardown in any::<bool>(),
+            drop_it in any::<bool>(),
+        ) {
+            let mut r = Rig::new();
+            let f = InFlight::new();
+            let cfg = GatherConfig { max_invalidates: limit, max_batch_frames: frames };
+            let scope = if teardown { Scope::Teardown(Asid(A)) } else { Scope::Asid(Asid(A)) };
+            let mut g = r.gather_cfg(scope, &f, cfg);
+            let mut leaves = 0u64;
+            let mut regions = 0u64;
+            let mut used = BTreeSet::new();
+            for op in ops {
+                match op {
+                    Op::Leaf { slot, size, global, exec } => {
+                        let size = [MapSize::Page4K, MapSize::Large64K, MapSize::Section1M, MapSize::Super16M][size as usize];
+                        let va = (slot as u64 * (1 << 16)) & !(size.bytes() - 1);
+                        if !used.insert(va) { continue; }
+                        r.leaf(&mut g, va as u32, size, if global { 0 } else { A }, (global, exec));
+                        leaves += 1;
+                    }
+                    Op::Tables { first, count } => {
+                        let regs: Vec<u32> = (first..first + count as u16).map(|i| 0x8000_0000 + ((i as u32) << 20)).collect();
+                        r.tables(&mut g, &regs, A, false);
+                        regions += regs.len() as u64;
+                    }
+                    Op::Flush => g.flush(),
+                    Op::FailAllocs(n) => r.w.borrow_mut().batch_allocs_left = Some(n as usize),
+                }
+                prop_assert_eq!(r.violations(), Vec::<String>::new());
+            }
+            let rep = if drop_it { drop(g); None } else { Some(g.finish()) };
+            r.assert_clean();
+            let c = r.w.borrow().counters;
+            prop_assert_eq!(c.prepares, c.completions);
+            if let Some(rep) = rep {
+                prop_assert_eq!(rep.completions as u64, c.completions);
+                prop_assert_eq!(rep.invalidates.tlb_ops(), c.invalidates());
+                // Per flush, either by-VA ops within the limit or one fallback op; in total
+                // never more than one per cleared leaf / unlinked table region, plus at most
+                // one fallback op per flush.
+                prop_assert!(c.va + c.va_all_asids <= leaves + regions);
+                prop_assert!(c.asid + c.all <= rep.flushes as u64);
+                if teardown { prop_assert_eq!(c.va + c.va_all_asids, 0); }
+            }
+        }
+    }
+}
