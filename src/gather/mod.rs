@@ -66,6 +66,19 @@
 //! scattered pages in 64 MiB costs 8 operations (Linux ARM32 issues one per 4 KiB of the
 //! tracked range: 16,384), and unmapping 64 MiB densely costs one.
 //!
+//! ## Fallback and the walk cache
+//!
+//! TLBIASID certainly drops the ASID's non-global *leaf* entries. Whether it also drops
+//! cached *table* entries (walk cache) is where sources differ: the Arm description of the
+//! AArch32 TLBIASID operation says it removes entries "from a level of lookup above the
+//! final level" used with that ASID, and Linux frees page tables after a `flush_tlb_mm`
+//! (TLBIASID) on teardown; but this crate's TLB model, reading the ARMv7 text
+//! conservatively, keeps walk-cache entries across TLBIASID. By default the gather does
+//! not rely on it either: a fallback flush in a flush epoch where a table was unlinked is
+//! a TLBIALL. A kernel that trusts TLBIASID with its walk caches sets
+//! [`GatherConfig::asid_flush_drops_walk_cache`] and gets TLBIASID (same operation count;
+//! only other ASIDs and global entries are spared).
+//!
 //! ## The default threshold: 64
 //!
 //! Past the threshold one TLBIASID is cheaper than the by-VA operations, but it throws
@@ -117,7 +130,8 @@
 //!
 //! [`Scope::Teardown`] is for destroying a whole address space: nothing will be mapped
 //! there again, so per-VA work is pointless. The gather records no VAs and each flush is
-//! one TLBIASID (TLBIALL if a global entry was reported).
+//! one TLBIASID (TLBIALL if a global entry was reported, or if tables were freed and
+//! TLBIASID is not trusted with the walk cache, see above).
 //!
 //! # Overlapping gathers on one address space
 //!
@@ -257,13 +271,19 @@ pub struct GatherConfig {
     pub max_invalidates: usize,
     /// Most frames borrowed from the allocator for overflow batches. Default 9.
     pub max_batch_frames: usize,
+    /// Whether a whole-ASID invalidate (TLBIASID) may be trusted to drop walk-cache
+    /// entries of that ASID. Default `false`: a fallback flush after tables were unlinked
+    /// uses TLBIALL instead (see "Fallback and the walk cache" in the module docs).
+    pub asid_flush_drops_walk_cache: bool,
 }
 
 impl GatherConfig {
-    /// The defaults: 64 invalidates, 9 batch frames.
+    /// The defaults: 64 invalidates, 9 batch frames, TLBIASID not trusted with the walk
+    /// cache.
     pub const DEFAULT: GatherConfig = GatherConfig {
         max_invalidates: 64,
         max_batch_frames: 9,
+        asid_flush_drops_walk_cache: false,
     };
 }
 
@@ -310,8 +330,10 @@ struct GatherState {
     report: FlushReport,
     scope: Scope,
     max_batch_frames: u16,
+    asid_flush_drops_walk_cache: bool,
     global_seen: bool,
     exec_seen: bool,
+    tables_seen: bool,
     finished: bool,
 }
 
@@ -385,8 +407,10 @@ impl<'a, B: TlbBackend, M: Memory> MmuGather<'a, B, M> {
                 report: FlushReport::default(),
                 scope,
                 max_batch_frames: config.max_batch_frames.min(u16::MAX as usize) as u16,
+                asid_flush_drops_walk_cache: config.asid_flush_drops_walk_cache,
                 global_seen: false,
                 exec_seen: false,
+                tables_seen: false,
                 finished: false,
             },
         }
@@ -483,7 +507,8 @@ impl<'a, B: TlbBackend, M: Memory> MmuGather<'a, B, M> {
                     inv.all += 1;
                 }
                 (Some(_), Scope::Asid(asid) | Scope::Teardown(asid)) => {
-                    if st.global_seen {
+                    let walk_cache_at_risk = st.tables_seen && !st.asid_flush_drops_walk_cache;
+                    if st.global_seen || walk_cache_at_risk {
                         self.backend.invalidate_all();
                         inv.all += 1;
                     } else {
@@ -527,6 +552,7 @@ impl<'a, B: TlbBackend, M: Memory> MmuGather<'a, B, M> {
         st.record.clear();
         st.global_seen = false;
         st.exec_seen = false;
+        st.tables_seen = false;
     }
 
     /// Batches `item` for freeing after the flush, flushing early if there is no room.
@@ -587,6 +613,7 @@ impl<B: TlbBackend, M: Memory> UnmapSink for MmuGather<'_, B, M> {
         let st = &mut self.st;
         st.report.tables_unlinked += 1;
         st.global_seen |= global;
+        st.tables_seen = true;
         if !st.record.covers_span(va, span, all) {
             st.record.push(if all {
                 PendingOp::VaAllAsids(va)

@@ -495,19 +495,36 @@ fn global_entry_past_threshold_needs_invalidate_all() {
 
 #[test]
 fn teardown_is_one_asid_op() {
+    for trust in [true, false] {
+        let mut r = Rig::new();
+        let f = InFlight::new();
+        let cfg = GatherConfig {
+            asid_flush_drops_walk_cache: trust,
+            ..GatherConfig::DEFAULT
+        };
+        let mut g = r.gather_cfg(Scope::Teardown(Asid(A)), &f, cfg);
+        for i in 0..300u32 {
+            r.page(&mut g, 0x0010_0000 + (i << 12), A);
+        }
+        r.tables(&mut g, &[0x0010_0000, 0x0020_0000], A, false);
+        assert_eq!(g.pending_invalidates(), None);
+        let rep = g.finish();
+        // With tables freed, TLBIASID only if trusted with the walk cache.
+        assert_eq!(
+            (rep.invalidates.asid, rep.invalidates.all),
+            if trust { (1, 0) } else { (0, 1) }
+        );
+        assert_eq!(rep.invalidates.tlb_ops(), 1);
+        assert_eq!(rep.fallback, Some(Fallback::Teardown));
+        assert_eq!(rep.completions, 1);
+        r.assert_clean();
+    }
+    // Without tables, TLBIASID either way.
     let mut r = Rig::new();
     let f = InFlight::new();
     let mut g = r.gather(Scope::Teardown(Asid(A)), &f);
-    for i in 0..300u32 {
-        r.page(&mut g, 0x0010_0000 + (i << 12), A);
-    }
-    r.tables(&mut g, &[0x0010_0000, 0x0020_0000], A, false);
-    assert_eq!(g.pending_invalidates(), None);
-    let rep = g.finish();
-    assert_eq!(rep.invalidates.asid, 1);
-    assert_eq!(rep.invalidates.tlb_ops(), 1);
-    assert_eq!(rep.fallback, Some(Fallback::Teardown));
-    assert_eq!(rep.completions, 1);
+    r.page(&mut g, 0x1000, A);
+    assert_eq!(g.finish().invalidates.asid, 1);
     r.assert_clean();
 }
 
@@ -856,10 +873,11 @@ mod props {
             frames in 0usize..3,
             teardown in any::<bool>(),
             drop_it in any::<bool>(),
+            trust in any::<bool>(),
         ) {
             let mut r = Rig::new();
             let f = InFlight::new();
-            let cfg = GatherConfig { max_invalidates: limit, max_batch_frames: frames };
+            let cfg = GatherConfig { max_invalidates: limit, max_batch_frames: frames, asid_flush_drops_walk_cache: trust };
             let scope = if teardown { Scope::Teardown(Asid(A)) } else { Scope::Asid(Asid(A)) };
             let mut g = r.gather_cfg(scope, &f, cfg);
             let mut leaves = 0u64;
