@@ -8,6 +8,8 @@
 //! - [`memory`]: the kernel's memory model, through which every frame comes and goes;
 //! - [`sink`]: what walkers report when they clear entries or unlink tables;
 //! - [`tlb`]: the TLB backend interface and its implementations;
+//! - [`short`]: VMSAv7 short-descriptor page tables (`AddressSpace`), with [`error`] the
+//!   typed errors of their operations;
 //! - [`gather`]: the `MmuGather`: invalidate once, then free what was unmapped;
 //! - [`arch`]: the one place with CP15 instructions and barriers (those only on
 //!   `target_arch = "arm"`; the register layouts in `arch::fields` everywhere).
@@ -23,8 +25,10 @@ extern crate std;
 pub mod addr;
 pub mod arch;
 pub mod asid;
+pub mod error;
 pub mod gather;
 pub mod memory;
+pub mod short;
 pub mod sink;
 pub mod tlb;
 
