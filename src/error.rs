@@ -117,3 +117,16 @@ display_via_debug!(
     ProtectError,
     FreeTablesError
 );
+
+/// Why switching to an address space was refused. Nothing was changed.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ActivateError {
+    /// ASID 0 is reserved for the switch sequence itself and never tags a mapping.
+    ReservedAsid,
+    /// The table base is above 4 GiB or not aligned as the current `TTBCR.N` requires.
+    BadTableBase(PhysAddr),
+    /// `TTBCR.N` must be 0..=7.
+    InvalidSplit(u8),
+}
+
+display_via_debug!(ActivateError);

@@ -111,6 +111,25 @@ impl Features {
         pa40: false,
         coherent_walk: false,
     };
+
+    /// Decodes the features from `ID_MMFR0` and `ID_MMFR3` values (`VMSA >= 4`: PXN;
+    /// `VMSA >= 5`: LPAE, hence 40-bit supersection addresses; `Supersec == 0`:
+    /// supersections; `CohWalk == 1`: coherent walks).
+    #[must_use]
+    pub fn from_id_regs(id_mmfr0: u32, id_mmfr3: u32) -> Features {
+        use crate::arch::fields::{ID_MMFR0_BITS, ID_MMFR3_BITS};
+        use tock_registers::LocalRegisterCopy;
+        let m0 = LocalRegisterCopy::<u32, ID_MMFR0_BITS::Register>::new(id_mmfr0);
+        let m3 = LocalRegisterCopy::<u32, ID_MMFR3_BITS::Register>::new(id_mmfr3);
+        let vmsa = m0.read(ID_MMFR0_BITS::VMSA);
+        let supersections = m3.read(ID_MMFR3_BITS::SUPERSEC) == 0;
+        Features {
+            pxn: vmsa >= 4,
+            supersections,
+            pa40: supersections && vmsa >= 5,
+            coherent_walk: m3.read(ID_MMFR3_BITS::COHWALK) >= 1,
+        }
+    }
 }
 
 /// A leaf mapping as the tables hold it.

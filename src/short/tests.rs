@@ -697,6 +697,22 @@ fn map_failing_at_every_allocation_loses_nothing() {
 }
 
 #[test]
+fn features_from_id_registers() {
+    // QEMU's Cortex-A15 and Cortex-A7 values.
+    assert_eq!(
+        Features::from_id_regs(0x1020_1105, 0x0210_2211),
+        Features::ALL
+    );
+    assert_eq!(
+        Features::from_id_regs(0x1010_1105, 0x0210_2211),
+        Features::ALL
+    );
+    // A VMSAv7 CPU without PXN, non-coherent walks, no supersections.
+    let f = Features::from_id_regs(0x0000_0003, 0xf000_0000);
+    assert!(!f.pxn && !f.supersections && !f.pa40 && !f.coherent_walk);
+}
+
+#[test]
 fn non_coherent_walk_features_still_work_on_host() {
     let mem = HostMemory::new();
     let mut s = AddressSpace::new(mem.clone(), Layout::Whole, Features::BASELINE).unwrap();

@@ -1,0 +1,94 @@
+//! Stage-1 address translation operations (`ATS1C**`): ask the hardware walker what a VA
+//! translates to under the current context, with a given permission check, without
+//! accessing memory. Each returns the 32-bit (short-descriptor format) `PAR`.
+//!
+//! `ATS1CPR` lives in [`super::cp15`]; the other three are here.
+
+pub use super::cp15::ats1cpr;
+use super::cp15::PAR;
+use tock_registers::interfaces::Readable;
+
+macro_rules! ats {
+    ($(#[$doc:meta])* $name:ident, $op2:literal) => {
+        $(#[$doc])*
+        #[inline]
+        #[must_use]
+        pub fn $name(va: u32) -> u32 {
+            // SAFETY: an address translation operation only writes PAR; the isb makes the
+            // result visible to the following read.
+            unsafe {
+                core::arch::asm!(
+                    concat!("mcr p15, 0, {0}, c7, c8, ", $op2),
+                    "isb",
+                    in(reg) va,
+                    options(nostack, preserves_flags)
+                );
+            }
+            PAR.get()
+        }
+    };
+}
+
+ats!(
+    /// `ATS1CPW`: translate with the PL1 write permission check.
+    ats1cpw, "1");
+ats!(
+    /// `ATS1CUR`: translate with the PL0 (unprivileged) read permission check.
+    ats1cur, "2");
+ats!(
+    /// `ATS1CUW`: translate with the PL0 (unprivileged) write permission check.
+    ats1cuw, "3");
+
+/// A 32-bit `PAR` after an `ATS1C**` operation, decoded.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ParResult {
+    /// The translation succeeded.
+    Ok {
+        /// `PA[31:12]` (`PA[31:24]` for a supersection), shifted back into place.
+        pa: u32,
+        /// The translation came from a supersection (`PAR.SS`); then only `pa[31:24]` is
+        /// meaningful (`PA[39:32]` may be in `PAR[23:16]` or lost).
+        supersection: bool,
+    },
+    /// The translation aborted with this short-descriptor fault status (`FS[4:0]`).
+    Fault {
+        /// `FS[4:0]`: 0b00101/0b00111 translation, 0b01101/0b01111 permission,
+        /// 0b01001/0b01011 domain, 0b00011/0b00110 access flag.
+        status: u8,
+    },
+}
+
+impl ParResult {
+    /// Decodes a short-descriptor-format `PAR` value.
+    #[must_use]
+    pub const fn decode(par: u32) -> Self {
+        if par & 1 != 0 {
+            // PAR[5:1] = FS[4:0] (FS[3:0] in [4:1], FS[4] in [5]).
+            ParResult::Fault {
+                status: ((par >> 1) & 0x1f) as u8,
+            }
+        } else if par & 2 != 0 {
+            ParResult::Ok {
+                pa: par & 0xff00_0000,
+                supersection: true,
+            }
+        } else {
+            ParResult::Ok {
+                pa: par & 0xffff_f000,
+                supersection: false,
+            }
+        }
+    }
+
+    /// A translation fault (section or page).
+    #[must_use]
+    pub const fn is_translation_fault(self) -> bool {
+        matches!(self, ParResult::Fault { status } if status == 0b00101 || status == 0b00111)
+    }
+
+    /// A permission fault (section or page).
+    #[must_use]
+    pub const fn is_permission_fault(self) -> bool {
+        matches!(self, ParResult::Fault { status } if status == 0b01101 || status == 0b01111)
+    }
+}
