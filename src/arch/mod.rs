@@ -7,9 +7,13 @@
 //! through these functions and through the TLB backends in [`crate::tlb`].
 
 #[cfg(target_arch = "arm")]
+pub mod ats;
+#[cfg(target_arch = "arm")]
 pub mod barrier;
 #[cfg(target_arch = "arm")]
 pub mod cp15;
 pub mod fields;
+#[cfg(target_arch = "arm")]
+pub mod mmu;
 #[cfg(target_arch = "arm")]
 pub mod tlbi;
