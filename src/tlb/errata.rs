@@ -270,7 +270,7 @@ mod tests {
 
     #[test]
     fn config_for_cpu() {
-        // QEMU's Cortex-A15 is r2p1: full workaround, needs the hook.
+        // Cortex-A15 r2p1 (no ECO fix exists): full workaround, needs the hook.
         assert_eq!(
             ErrataConfig::for_cpu(0x412F_C0F1, 0, None),
             Err(ErrataError::IpiHookRequired)

@@ -208,7 +208,7 @@ mod tests {
 
     #[test]
     fn midr_decoding() {
-        // Cortex-A15 r2p1 as QEMU reports it.
+        // Cortex-A15 r2p1.
         let id = MainId::from_midr(0x412F_C0F1);
         assert_eq!(
             id,

@@ -80,3 +80,82 @@ pub fn unmap_section(va: u32) {
     dsb_sy();
     isb();
 }
+
+// ---------------------------------------------------------------------------------------
+// Raw short-descriptor helpers for tests that build their own mappings (e.g. `tlb_ops`)
+// without the crate's page-table code.
+
+/// Small-page (4 KiB) L2 descriptor for `pa`: normal memory, write-back write-allocate,
+/// shareable, PL1 read/write only, execute-never; `not_global` sets nG (the entry is then
+/// cached per ASID).
+pub const fn small_page(pa: u32, not_global: bool) -> u32 {
+    let ng = if not_global { 1 << 11 } else { 0 };
+    (pa & 0xffff_f000) | ng | (1 << 10) | (0b001 << 6) | (0b01 << 4) | (1 << 3) | (1 << 2) | 0b11
+}
+
+/// L1 page-table descriptor pointing at the 1 KiB L2 table at `table_pa` (domain 0).
+pub const fn l1_table_desc(table_pa: u32) -> u32 {
+    (table_pa & 0xffff_fc00) | 0b01
+}
+
+/// Links the 1 KiB L2 table at `table_pa` (identity mapped, zeroed by the caller or
+/// holding valid entries) for the 1 MiB at `va` in the boot map. The L1 entry must have
+/// been a fault entry; no invalidate is needed for that (faults are never cached), the
+/// `dsb` + `isb` make the walker see it.
+pub fn link_l2_table(va: u32, table_pa: u32) {
+    // SAFETY: CPU 0 owns the boot table; a single aligned word store is atomic for the
+    // walker.
+    unsafe {
+        let l1 = &mut *core::ptr::addr_of_mut!(BOOT_L1);
+        core::ptr::write_volatile(&mut l1.0[(va >> 20) as usize], l1_table_desc(table_pa));
+    }
+    dsb_sy();
+    isb();
+}
+
+/// Clears the boot map's L1 entry for the 1 MiB at `va` *without* invalidating anything:
+/// the caller must invalidate (e.g. [`flush_local_tlb`]) before reusing the table memory.
+pub fn unlink_l2_table(va: u32) {
+    // SAFETY: as in `link_l2_table`.
+    unsafe {
+        let l1 = &mut *core::ptr::addr_of_mut!(BOOT_L1);
+        core::ptr::write_volatile(&mut l1.0[(va >> 20) as usize], 0);
+    }
+    dsb_sy();
+    isb();
+}
+
+/// Writes the L2 entry for `va` in the 1 KiB table at `table_pa` (identity mapped) and
+/// makes the store visible to the walker (`dsb` + `isb`), but invalidates *nothing*: a
+/// translation the TLB already holds for `va` stays in use until someone invalidates it.
+pub fn write_l2_entry(table_pa: u32, va: u32, desc: u32) {
+    let slot = (table_pa as usize + (((va >> 12) & 0xff) as usize) * 4) as *mut u32;
+    // SAFETY: the caller owns the table memory (identity mapped RAM); one aligned word.
+    unsafe { core::ptr::write_volatile(slot, desc) };
+    dsb_sy();
+    isb();
+}
+
+/// The current ASID (`CONTEXTIDR.ASID`).
+pub fn asid() -> u8 {
+    use armv7_mm::arch::cp15::{CONTEXTIDR, CONTEXTIDR_BITS};
+    use tock_registers::interfaces::Readable;
+    CONTEXTIDR.read(CONTEXTIDR_BITS::ASID) as u8
+}
+
+/// Switches to `asid` (`CONTEXTIDR.ASID`, keeping PROCID), followed by an `isb`. The test
+/// kernel runs from global section mappings, so the switch needs no TTBR change.
+pub fn set_asid(asid: u8) {
+    use armv7_mm::arch::cp15::{CONTEXTIDR, CONTEXTIDR_BITS};
+    CONTEXTIDR.modify(CONTEXTIDR_BITS::ASID.val(u32::from(asid)));
+    isb();
+}
+
+/// Invalidates this CPU's whole TLB (`dsb`, TLBIALL, `dsb`, `isb`): for test setup and
+/// teardown, not for the code under test.
+pub fn flush_local_tlb() {
+    dsb_sy();
+    tlbi::tlbiall(0);
+    dsb_sy();
+    isb();
+}
