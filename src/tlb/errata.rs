@@ -17,7 +17,9 @@
 //!   IPI to the other CPUs that may use the affected translations, each executing a `dmb`
 //!   before answering. The crate cannot send IPIs: the kernel supplies an [`IpiHook`].
 //!   `REVIDR` bit 4 (the ECO fix, from r2p2) and bit 9 (its update, r2p4..r3p2) say which
-//!   variant a CPU needs.
+//!   variant a CPU needs. (A CPU that does not implement `REVIDR` reads `MIDR` at its
+//!   encoding, as QEMU's models do; only Cortex-A15 r2p2..r3p2 consult it, and those
+//!   implement it.)
 
 use tock_registers::LocalRegisterCopy;
 
@@ -94,7 +96,8 @@ pub fn a15_798181(midr: u32, revidr: u32) -> A15Erratum798181 {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum IpiTarget {
     /// Every batch invalidate was for this one ASID: the other CPUs that run (or may hold
-    /// translations of) this ASID.
+    /// translations of) this ASID. (Global mappings are invalidated with
+    /// `invalidate_va_all_asids`, which makes the target [`IpiTarget::AllCpus`].)
     Asid(Asid),
     /// The batch touched global entries, several ASIDs or everything: all other CPUs.
     AllCpus,
