@@ -234,6 +234,8 @@ use crate::sink::{ClearedLeaf, UnmapSink};
 use crate::tlb::{Asid, TlbBackend};
 
 mod batch;
+#[cfg(all(test, feature = "tlb-model"))]
+mod model_tests;
 mod range;
 mod report;
 #[cfg(test)]
