@@ -1,0 +1,703 @@
+//! qemu: cpu=cortex-a15,cortex-a7 smp=1 mem=256
+//! timeout: 60
+//! variant: corrupt_answer arg=corrupt=answer expect=fail "MISMATCH"
+//! variant: corrupt_perm arg=corrupt=perm expect=fail "MISMATCH"
+//! variant: corrupt_table arg=corrupt=table expect=fail "MISMATCH"
+//!
+//! The hardware walker is the oracle for the crate's short-descriptor tables.
+//!
+//! The kernel runs on an `AddressSpace` built by the crate (RAM identity-mapped global
+//! kernel RW with supersections, the UART as a device page), switched to with
+//! `arch::mmu::activate` after `enable_tex_remap`. Then, from a printed seed (`seed=N` to
+//! replay), it maps random ranges of all four sizes with random attributes, some backed by
+//! real frames filled with a pattern, some at made-up physical addresses (never accessed).
+//! For every VA of a sample (both sides of every mapping edge, inside every mapping, and
+//! random VAs over the whole 4 GiB) it compares three answers:
+//!
+//! - the intent (the list of mappings the test asked for),
+//! - `AddressSpace::translate`,
+//! - the hardware: `ATS1CPR`, `ATS1CPW`, `ATS1CUR`, `ATS1CUW` and `PAR` — same PA (PA[31:24]
+//!   for supersections, which `PAR` reports that way), same fault/no-fault, and a
+//!   permission fault exactly where `translate`'s access permissions forbid the access.
+//!
+//! It also reads through a sample of the backed mappings (the data must come from the
+//! expected frame) and probes a sample of VAs that must fault for a privileged read.
+//! Variants give the checker teeth, each must fail: `corrupt=answer` falsifies the output
+//! address `translate` gave for one VA and `corrupt=perm` only its permissions (user RW
+//! reported as kernel RW), both after the intent check, so only the hardware comparison
+//! can catch them; `corrupt=table` rewrites one live descriptor behind the crate's back
+//! (the intent check and the reads through the mapping must catch it).
+
+#![no_std]
+#![no_main]
+
+use armv7_mm::arch::ats::{ats1cpr, ats1cpw, ats1cur, ats1cuw, ParResult};
+use armv7_mm::arch::barrier::{dsb_ish, dsb_ishst, isb};
+use armv7_mm::arch::{mmu, tlbi};
+use armv7_mm::short::{
+    Access, AddressSpace, Attributes, Execute, Features, Layout, MemoryType, Translation,
+};
+use armv7_mm::{Asid, ClearedLeaf, MapSize, PhysAddr, UnmapSink, VirtAddr, VirtRange};
+use rt::fault::{self, FaultClass};
+use rt::frames::{KernelMemory, RAM_BASE};
+use rt::{ensure, ensure_eq, println, Case, CaseResult};
+use spin::Mutex;
+
+rt::entry!(main);
+
+type Space = AddressSpace<KernelMemory>;
+
+static SPACE: Mutex<Option<Space>> = Mutex::new(None);
+
+const UART: u32 = 0x0900_0000;
+const MAGIC: u32 = 0x5a5a_c3c3;
+const MAX_MAPPINGS: usize = 320;
+const MAX_VAS: usize = 6000;
+
+fn main() -> ! {
+    rt::mmu::enable_identity(rt::ram_size());
+    let features = mmu::detect_features();
+    println!("oracle: features {:?}", features);
+    match build_kernel_space(features) {
+        Ok(space) => *SPACE.lock() = Some(space),
+        Err(()) => rt::fail_now(),
+    }
+    rt::cases::run(&[
+        Case {
+            name: "kernel_runs_on_crate_tables",
+            run: kernel_runs_on_crate_tables,
+        },
+        Case {
+            name: "oracle",
+            run: oracle,
+        },
+    ])
+}
+
+/// RAM (identity, global, kernel RW, executable) and the UART (device page), then TEX
+/// remap on and `activate`.
+fn build_kernel_space(features: Features) -> Result<Space, ()> {
+    let mut space = match AddressSpace::new(KernelMemory, Layout::Whole, features) {
+        Ok(s) => s,
+        Err(e) => {
+            println!("oracle: cannot create the address space: {:?}", e);
+            return Err(());
+        }
+    };
+    let ram = range(RAM_BASE as u32, rt::ram_size());
+    let uart = range(UART, 4096);
+    let r1 = space.map(
+        ram,
+        PhysAddr::new(RAM_BASE),
+        Attributes::KERNEL_IMAGE,
+        MapSize::Super16M,
+    );
+    let r2 = space.map(
+        uart,
+        PhysAddr::new(UART as u64),
+        Attributes::DEVICE,
+        MapSize::Page4K,
+    );
+    if r1.is_err() || r2.is_err() {
+        println!("oracle: kernel map failed: {:?} {:?}", r1, r2);
+        return Err(());
+    }
+    // SAFETY: the new tables map RAM (code, data, stacks, tables) and the UART exactly as
+    // the boot map does, with the same memory types under remap.
+    unsafe {
+        mmu::enable_tex_remap();
+        if let Err(e) = mmu::activate(space.root(), Asid(1)) {
+            println!("oracle: activate failed: {:?}", e);
+            return Err(());
+        }
+    }
+    println!(
+        "oracle: running on the crate's tables (root {}, {} KiB of tables)",
+        space.root(),
+        space.table_bytes() / 1024
+    );
+    Ok(space)
+}
+
+fn range(start: u32, len: u64) -> VirtRange {
+    match VirtRange::from_start_len(VirtAddr::new(start), len) {
+        Ok(r) => r,
+        Err(e) => panic!("bad range {:#x}+{:#x}: {:?}", start, len, e),
+    }
+}
+
+fn kernel_runs_on_crate_tables() -> CaseResult {
+    use armv7_mm::arch::cp15::TTBR0;
+    use tock_registers::interfaces::Readable;
+    let guard = SPACE.lock();
+    let Some(space) = guard.as_ref() else {
+        return Err(());
+    };
+    ensure_eq!(
+        TTBR0.get() & !0x3fff,
+        space.root().as_u64() as u32,
+        "TTBR0 is the crate's L1"
+    );
+    ensure_eq!(mmu::current_asid(), Asid(1), "ASID after activate");
+    static WORD: u32 = 0x1234_5678;
+    let va = core::ptr::addr_of!(WORD) as u32;
+    let t = space.translate(VirtAddr::new(va));
+    ensure!(t.is_some(), "image not mapped");
+    ensure_eq!(
+        ParResult::decode(ats1cpr(va)),
+        ParResult::Ok {
+            pa: va & 0xff00_0000,
+            supersection: true
+        },
+        "image through a supersection"
+    );
+    ensure_eq!(
+        fault::read32(va as usize),
+        Ok(0x1234_5678),
+        "read through the crate's tables"
+    );
+    Ok(())
+}
+
+// ----- random mappings -------------------------------------------------------------------
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// One mapping the test asked for.
+#[derive(Clone, Copy)]
+struct Intent {
+    va: u32,
+    len: u64,
+    pa: u64,
+    attrs: Attributes,
+    /// Frames allocated for it (`None`: made-up PA, never accessed).
+    backed: Option<(PhysAddr, usize)>,
+}
+
+impl Intent {
+    fn end(&self) -> u64 {
+        self.va as u64 + self.len
+    }
+}
+
+struct World {
+    intents: [Option<Intent>; MAX_MAPPINGS],
+    count: usize,
+}
+
+impl World {
+    fn lookup(&self, va: u32) -> Option<(u64, Attributes)> {
+        self.intents[..self.count].iter().flatten().find_map(|i| {
+            let v = va as u64;
+            (v >= i.va as u64 && v < i.end()).then(|| (i.pa + (v - i.va as u64), i.attrs))
+        })
+    }
+}
+
+fn random_attrs(rng: &mut Rng, features: Features) -> Attributes {
+    let memory = match rng.below(6) {
+        0 => MemoryType::StronglyOrdered,
+        1 => MemoryType::Device,
+        2 => MemoryType::NormalNonCacheable,
+        3 => MemoryType::NormalWriteThrough,
+        4 => MemoryType::NormalWriteBackNoAllocate,
+        _ => MemoryType::NormalWriteBack,
+    };
+    let access = match rng.below(6) {
+        0 => Access::None,
+        1 => Access::KernelRw,
+        2 => Access::KernelRo,
+        3 => Access::KernelRwUserRo,
+        4 => Access::UserRw,
+        _ => Access::UserRo,
+    };
+    let execute = match rng.below(3) {
+        0 => Execute::Never,
+        1 => Execute::Anywhere,
+        _ if features.pxn => Execute::UserOnly,
+        _ => Execute::Never,
+    };
+    Attributes {
+        memory,
+        access,
+        execute,
+        global: rng.below(2) == 0,
+        shareable: rng.below(2) == 0,
+    }
+}
+
+/// VA windows for random mappings: clear of the UART, RAM and the vectors.
+const WINDOWS: [(u64, u64); 2] = [(0x1000_0000, 0x4000_0000), (0x8000_0000, 0xf000_0000)];
+
+fn fill_pattern(pa: PhysAddr, frames: usize) {
+    for f in 0..frames {
+        let base = pa.as_u64() as u32 + (f as u32) * 4096;
+        for off in [0u32, 0x800, 0xffc] {
+            // SAFETY: RAM is identity-mapped and these frames were just allocated for us.
+            unsafe { core::ptr::write_volatile((base + off) as *mut u32, (base + off) ^ MAGIC) };
+        }
+    }
+}
+
+fn build_random(space: &mut Space, rng: &mut Rng, world: &mut World, features: Features) {
+    let (mut refused, mut backed_super) = (0, 0);
+    let mut by_size = [0usize; 4];
+    let mut attempts = 0;
+    while world.count < MAX_MAPPINGS - 8 && attempts < 4 * MAX_MAPPINGS {
+        attempts += 1;
+        let (class, size, units) = match rng.below(10) {
+            0 => (3, 16u64 << 20, 1 + rng.below(2)),
+            1 | 2 => (2, 1 << 20, 1 + rng.below(3)),
+            3..=5 => (1, 64 << 10, 1 + rng.below(4)),
+            _ => (0, 4096, 1 + rng.below(8)),
+        };
+        let len = size * units;
+        let (lo, hi) = WINDOWS[rng.below(2) as usize];
+        let slots = (hi - lo - len) / size;
+        let va = (lo + rng.below(slots) * size) as u32;
+        let max = [
+            MapSize::Page4K,
+            MapSize::Large64K,
+            MapSize::Section1M,
+            MapSize::Super16M,
+        ][class];
+        // Back small ones (and a couple of supersections) with real frames.
+        let want_backed = match class {
+            3 => backed_super < 2 && rng.below(2) == 0,
+            2 => rng.below(3) == 0,
+            _ => rng.below(2) == 0,
+        };
+        let mut backed = None;
+        let pa = if want_backed {
+            let frames = (len / 4096) as usize;
+            match rt::frames::alloc(frames, size as usize) {
+                Some(pa) => {
+                    fill_pattern(pa, frames);
+                    backed = Some((pa, frames));
+                    pa.as_u64()
+                }
+                None => continue,
+            }
+        } else if class == 3 && features.pa40 && rng.below(3) == 0 {
+            // A 40-bit supersection address (translated, never accessed).
+            (1 + rng.below(0xff)) << 32 | (rng.below(256) << 24)
+        } else {
+            // Made-up address in the top GiB, aligned to the size.
+            (0xc000_0000 + rng.below((0x4000_0000 - len) / size) * size) & !(size - 1)
+        };
+        let attrs = random_attrs(rng, features);
+        match space.map(range(va, len), PhysAddr::new(pa), attrs, max) {
+            Ok(()) => {
+                by_size[class] += 1;
+                if class == 3 && backed.is_some() {
+                    backed_super += 1;
+                }
+                world.intents[world.count] = Some(Intent {
+                    va,
+                    len,
+                    pa,
+                    attrs,
+                    backed,
+                });
+                world.count += 1;
+            }
+            Err(_) => {
+                refused += 1;
+                if let Some((pa, frames)) = backed {
+                    rt::frames::free(pa, frames);
+                }
+            }
+        }
+    }
+    println!(
+        "oracle: {} mappings (16M x{}, 1M x{}, 64K x{}, 4K x{}), {} refused (overlap/PXN)",
+        world.count, by_size[3], by_size[2], by_size[1], by_size[0], refused
+    );
+}
+
+// ----- the comparison --------------------------------------------------------------------
+
+/// What the hardware must say for `t` under one permission check.
+fn expected(t: Option<&Translation>, user: bool, write: bool) -> Expect {
+    match t {
+        None => Expect::Translation,
+        Some(t) if !t.mapping.attrs.access.allows(user, write) => Expect::Permission,
+        Some(t) => Expect::Pa {
+            pa: t.pa.as_u64(),
+            supersection: t.mapping.size == MapSize::Super16M,
+        },
+    }
+}
+
+/// An `ATS1C**` operation: (function, PL0?, write?, name).
+type AtsOp = (fn(u32) -> u32, bool, bool, &'static str);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expect {
+    Translation,
+    Permission,
+    Pa { pa: u64, supersection: bool },
+}
+
+fn matches(e: Expect, par: ParResult) -> bool {
+    match (e, par) {
+        (Expect::Translation, p) => p.is_translation_fault(),
+        (Expect::Permission, p) => p.is_permission_fault(),
+        (
+            Expect::Pa {
+                pa,
+                supersection: true,
+            },
+            ParResult::Ok {
+                pa: got,
+                supersection,
+            },
+        ) => supersection && got == (pa as u32) & 0xff00_0000,
+        (
+            Expect::Pa {
+                pa,
+                supersection: false,
+            },
+            ParResult::Ok {
+                pa: got,
+                supersection,
+            },
+        ) => !supersection && pa < 1 << 32 && got == (pa as u32) & 0xffff_f000,
+        _ => false,
+    }
+}
+
+struct Tally {
+    checked: u64,
+    mismatches: u64,
+    printed: u32,
+}
+
+impl Tally {
+    fn mismatch(&mut self, args: core::fmt::Arguments) {
+        self.mismatches += 1;
+        if self.printed < 12 {
+            self.printed += 1;
+            println!("    MISMATCH {}", args);
+        }
+    }
+}
+
+fn sample_vas(world: &World, rng: &mut Rng, out: &mut [u32; MAX_VAS]) -> usize {
+    let mut n = 0;
+    let mut push = |va: u64, n: &mut usize| {
+        if va < 1 << 32 && *n < MAX_VAS {
+            out[*n] = va as u32;
+            *n += 1;
+        }
+    };
+    for i in world.intents[..world.count].iter().flatten() {
+        let (s, e) = (i.va as u64, i.end());
+        // Both sides of both edges, with offsets inside the page.
+        for va in [s.wrapping_sub(4096), s, e - 4096, e] {
+            push(va, &mut n);
+            push(va + 4092, &mut n);
+        }
+        // Inside: a random page, and the page after every 64 KiB / 1 MiB boundary.
+        push(s + rng.below(i.len / 4096) * 4096 + rng.below(4096), &mut n);
+        push(s + ((i.len / 2) & !0xfff), &mut n);
+    }
+    // Random VAs over the whole space and near the kernel's own mappings.
+    while n < MAX_VAS - 200 {
+        push(rng.next() & 0xffff_ffff, &mut n);
+    }
+    for k in 0..100 {
+        push(RAM_BASE + rng.below(rt::ram_size() + (16 << 20)), &mut n);
+        push(UART as u64 - 8192 + k * 256, &mut n);
+    }
+    n
+}
+
+fn oracle() -> CaseResult {
+    let seed = rt::arg("seed")
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(0x0dd_ba11_5eed);
+    println!("oracle: seed {} (replay with --arg seed={})", seed, seed);
+    let corrupt = rt::arg("corrupt");
+    let mut rng = Rng(seed | 1);
+    let mut guard = SPACE.lock();
+    let Some(space) = guard.as_mut() else {
+        return Err(());
+    };
+    let features = space.features();
+    let frames_before = space.table_frames();
+    let mut world = World {
+        intents: [None; MAX_MAPPINGS],
+        count: 0,
+    };
+    build_random(space, &mut rng, &mut world, features);
+    println!(
+        "oracle: {} KiB of tables ({} L2 frames of 4 x 1 KiB tables)",
+        space.table_bytes() / 1024,
+        space.table_frames()
+    );
+
+    // Teeth: rewrite one live descriptor of a backed small mapping behind the crate's back
+    // (its output address moves one 4 KiB frame), then flush.
+    if corrupt == Some("table") {
+        let small_backed = |i: &&Intent| {
+            i.backed.is_some()
+                && i.attrs.access.allows(false, false)
+                && space
+                    .translate(VirtAddr::new(i.va))
+                    .is_some_and(|t| t.mapping.size == MapSize::Page4K)
+        };
+        if let Some(i) = world.intents[..world.count]
+            .iter()
+            .flatten()
+            .find(small_backed)
+        {
+            if let Some(p) = space.entry_ptr_for_test(VirtAddr::new(i.va)) {
+                // SAFETY: a word of our own live L2 table; the test owns the kernel.
+                unsafe {
+                    p.as_ptr()
+                        .write_volatile(p.as_ptr().read_volatile() ^ 0x1000)
+                };
+                flush_all();
+                println!("oracle: corrupted the descriptor of {:#010x}", i.va);
+            }
+        }
+    }
+
+    static mut VAS: [u32; MAX_VAS] = [0; MAX_VAS];
+    // SAFETY: one CPU, one case; nothing else uses the buffer.
+    let vas = unsafe { &mut *core::ptr::addr_of_mut!(VAS) };
+    let n = sample_vas(&world, &mut rng, vas);
+    let mut tally = Tally {
+        checked: 0,
+        mismatches: 0,
+        printed: 0,
+    };
+    let mut corrupted_answer = false;
+    for &va in vas[..n].iter() {
+        let mut t = space.translate(VirtAddr::new(va));
+        // Intent against the software walk.
+        let want = world.lookup(va).or_else(|| kernel_intent(va));
+        let got = t.map(|t| (t.pa.as_u64(), t.mapping.attrs));
+        if want != got {
+            tally.mismatch(format_args!(
+                "{:#010x}: intent {:x?} translate {:x?}",
+                va, want, got
+            ));
+        }
+        // Teeth for the hardware comparison alone (after the intent check): a wrong
+        // output address, or wrong permissions with the right address.
+        if !corrupted_answer {
+            if let Some(t) = t.as_mut() {
+                let a = t.mapping.attrs.access;
+                if corrupt == Some("answer") && a.allows(false, false) {
+                    t.pa = PhysAddr::new(t.pa.as_u64() ^ 0x1000_0000);
+                    corrupted_answer = true;
+                } else if corrupt == Some("perm") && a == Access::UserRw {
+                    t.mapping.attrs.access = Access::KernelRw;
+                    corrupted_answer = true;
+                }
+                if corrupted_answer {
+                    println!("oracle: corrupted translate's answer for {:#010x}", va);
+                }
+            }
+        }
+        // The software walk against the hardware walker, four permission checks.
+        let ops: [AtsOp; 4] = [
+            (ats1cpr, false, false, "ATS1CPR"),
+            (ats1cpw, false, true, "ATS1CPW"),
+            (ats1cur, true, false, "ATS1CUR"),
+            (ats1cuw, true, true, "ATS1CUW"),
+        ];
+        for (op, user, write, name) in ops {
+            let par = ParResult::decode(op(va));
+            let e = expected(t.as_ref(), user, write);
+            tally.checked += 1;
+            if !matches(e, par) {
+                tally.mismatch(format_args!(
+                    "{:#010x} {}: translate {:x?}, PAR {:x?}",
+                    va, name, e, par
+                ));
+            }
+        }
+    }
+    println!("oracle: {} VAs sampled", n);
+
+    // Data through the mappings, and faults where a privileged read is not allowed.
+    let (mut reads, mut faults) = (0u32, 0u32);
+    for i in world.intents[..world.count].iter().flatten() {
+        let pages = i.len / 4096;
+        let first = i.va as u64;
+        let last = i.end() - 4096;
+        let picks = [
+            first,
+            last,
+            first + rng.below(pages) * 4096,
+            first + rng.below(pages) * 4096,
+        ];
+        for page in picks {
+            for off in [0u64, 0x800, 0xffc] {
+                let va = (page + off) as u32;
+                let t = space.translate(VirtAddr::new(va));
+                let can_read = t.is_some_and(|t| t.mapping.attrs.access.allows(false, false));
+                if can_read && i.backed.is_none() {
+                    // A made-up PA: never accessed.
+                    continue;
+                }
+                match (can_read, fault::read32(va as usize)) {
+                    (true, Ok(v)) => {
+                        reads += 1;
+                        let pa = (i.pa + (va as u64 - i.va as u64)) as u32;
+                        if v != pa ^ MAGIC {
+                            tally.mismatch(format_args!(
+                                "{:#010x}: read {:#x}, frame {:#x} holds {:#x}",
+                                va,
+                                v,
+                                pa,
+                                pa ^ MAGIC
+                            ));
+                        }
+                    }
+                    (false, Err(f)) => {
+                        faults += 1;
+                        if f.class() != FaultClass::Permission {
+                            tally.mismatch(format_args!(
+                                "{:#010x}: expected a permission fault, got {:?}",
+                                va,
+                                f.class()
+                            ));
+                        }
+                    }
+                    (false, Ok(v)) => tally.mismatch(format_args!(
+                        "{:#010x}: read {:#x} where PL1 reads are forbidden",
+                        va, v
+                    )),
+                    (true, Err(f)) => {
+                        tally.mismatch(format_args!("{:#010x}: read faulted ({:?})", va, f.class()))
+                    }
+                }
+                tally.checked += 1;
+            }
+        }
+    }
+    println!(
+        "oracle: {} reads through mappings matched their frame, {} forbidden reads faulted",
+        reads, faults
+    );
+    println!(
+        "oracle: {} translations checked, {} mismatches",
+        tally.checked, tally.mismatches
+    );
+
+    // Tear the random mappings down: unmap, flush, free the frames and the tables.
+    let mut rec = Rec::new();
+    for (lo, hi) in WINDOWS {
+        if let Err(e) = space.unmap(range(lo as u32, hi - lo), &mut rec) {
+            println!("    unmap failed: {:?}", e);
+            return Err(());
+        }
+    }
+    let leaves = rec.leaves;
+    flush_all();
+    for (lo, hi) in WINDOWS {
+        let r = range(lo as u32, hi - lo);
+        if space.free_tables(r, r.start(), r.end(), &mut rec).is_err() {
+            return Err(());
+        }
+    }
+    flush_all();
+    rec.free_tables();
+    for i in world.intents[..world.count].iter().flatten() {
+        if let Some((pa, frames)) = i.backed {
+            rt::frames::free(pa, frames);
+        }
+    }
+    println!(
+        "oracle: torn down: {} leaves reported, tables back to {} L2 frames",
+        leaves,
+        space.table_frames()
+    );
+    ensure_eq!(
+        space.table_frames(),
+        frames_before,
+        "L2 frames after free_tables"
+    );
+    ensure_eq!(tally.mismatches, 0, "mismatches");
+    ensure!(n >= 4000, "only {} VAs sampled", n);
+    Ok(())
+}
+
+/// The kernel's own mappings (RAM identity, UART page) as intents.
+fn kernel_intent(va: u32) -> Option<(u64, Attributes)> {
+    let v = va as u64;
+    if v >= RAM_BASE && v < RAM_BASE + rt::ram_size() {
+        return Some((v, Attributes::KERNEL_IMAGE));
+    }
+    if va & !0xfff == UART {
+        return Some((v, Attributes::DEVICE));
+    }
+    None
+}
+
+fn flush_all() {
+    dsb_ishst();
+    tlbi::tlbiall(0);
+    tlbi::bpiall(0);
+    dsb_ish();
+    isb();
+}
+
+/// Counts leaves; frees table frames only after the caller's flush.
+struct Rec {
+    leaves: u32,
+    tables: [Option<PhysAddr>; 512],
+    ntables: usize,
+}
+
+impl Rec {
+    fn new() -> Self {
+        Rec {
+            leaves: 0,
+            tables: [None; 512],
+            ntables: 0,
+        }
+    }
+
+    fn free_tables(&mut self) {
+        for t in self.tables[..self.ntables].iter_mut() {
+            if let Some(pa) = t.take() {
+                rt::frames::free(pa, 1);
+            }
+        }
+        self.ntables = 0;
+    }
+}
+
+impl UnmapSink for Rec {
+    fn leaf_cleared(&mut self, _leaf: ClearedLeaf) {
+        self.leaves += 1;
+    }
+    fn table_unlinked(&mut self, _va: VirtAddr, _span: u64, _global: bool) {}
+    fn table_memory_freed(&mut self, pa: PhysAddr, frames: usize) {
+        if frames == 1 && self.ntables < self.tables.len() {
+            self.tables[self.ntables] = Some(pa);
+            self.ntables += 1;
+        } else {
+            println!("    table memory {} x{} not recorded", pa, frames);
+        }
+    }
+}
