@@ -351,6 +351,224 @@ fn big_256<S: Side>() -> Big {
 }
 
 // ---------------------------------------------------------------------------------------
+// armv7-mm: `short::AddressSpace`, unmapped through an `MmuGather` into the local ARMv7 TLB
+// backend (the peer's flushes are local too: TLBIMVA / TLBIALL).
+
+mod ours {
+    use armv7_mm::arch::mmu::detect_features;
+    use armv7_mm::gather::{GatherConfig, InFlight, MmuGather, Scope};
+    use armv7_mm::short::{AddressSpace, Attributes, Layout};
+    use armv7_mm::tlb::{self, Cp15, Cp15Tlb};
+    use armv7_mm::{
+        Asid, ClearedLeaf, MapSize, PhysAddr, TlbBackend, UnmapSink, VirtAddr, VirtRange,
+    };
+    use core::hint::black_box;
+    use rt::frames::{self, KernelMemory};
+    use rt::println;
+
+    use super::{
+        data_frames, fail, per, timed, Chunk, Side, Sizes, BIG_BYTES, DENSE_BYTES, MIB, PAGE,
+        VA_BIG, VA_WORK,
+    };
+
+    /// What the tables are used as here, and with which attributes: the peer maps kernel
+    /// read/write data (global, never executable, write-back, shareable), and so do we.
+    const ATTRS: Attributes = Attributes::KERNEL_DATA;
+    /// The ASID a teardown names (the mappings are global, so it falls back to TLBIALL).
+    const ASID: Asid = Asid(1);
+
+    pub struct Ours {
+        space: Option<AddressSpace<KernelMemory>>,
+        tlb: Cp15Tlb,
+        in_flight: InFlight,
+    }
+
+    fn range(va: u32, bytes: u32) -> VirtRange {
+        VirtRange::from_start_len(VirtAddr::new(va), u64::from(bytes)).expect("range")
+    }
+
+    impl Ours {
+        fn space(&mut self) -> &mut AddressSpace<KernelMemory> {
+            self.space.as_mut().expect("live space")
+        }
+    }
+
+    impl Side for Ours {
+        const NAME: &'static str = "armv7-mm";
+
+        fn new() -> Self {
+            Ours {
+                space: Some(
+                    AddressSpace::new(KernelMemory, Layout::Whole, detect_features())
+                        .expect("L1 table"),
+                ),
+                tlb: Cp15Tlb::new(Cp15, tlb::Scope::Local),
+                in_flight: InFlight::new(),
+            }
+        }
+
+        fn map(&mut self, chunks: &[Chunk], sizes: Sizes) {
+            let max = match sizes {
+                Sizes::Pages => MapSize::Page4K,
+                Sizes::Sections => MapSize::Section1M,
+            };
+            let space = self.space();
+            for c in chunks {
+                space
+                    .map(
+                        range(c.va, c.bytes),
+                        PhysAddr::new(u64::from(c.pa)),
+                        ATTRS,
+                        max,
+                    )
+                    .expect("map");
+            }
+        }
+
+        fn unmap_free(&mut self, ranges: &[(u32, u32)], floor: u32, ceiling: u32) {
+            let space = self.space.as_mut().expect("live space");
+            let mut g = MmuGather::new(Scope::Kernel, &mut self.tlb, KernelMemory, &self.in_flight);
+            for &(va, bytes) in ranges {
+                space.unmap(range(va, bytes), &mut g).expect("unmap");
+            }
+            for &(va, bytes) in ranges {
+                space
+                    .free_tables(
+                        range(va, bytes),
+                        VirtAddr::new(floor),
+                        u64::from(ceiling),
+                        &mut g,
+                    )
+                    .expect("free_tables");
+            }
+            g.finish();
+        }
+
+        fn translate(&self, va: u32) -> Option<u32> {
+            self.space
+                .as_ref()
+                .expect("live space")
+                .translate(VirtAddr::new(va))
+                .map(|t| t.pa.as_u64() as u32)
+        }
+
+        fn teardown(mut self, _ranges: &[(u32, u32)]) -> u64 {
+            let before = self.tlb.counters();
+            let space = self.space.take().expect("live space");
+            let mut g = MmuGather::new(
+                Scope::Teardown(ASID),
+                &mut self.tlb,
+                KernelMemory,
+                &self.in_flight,
+            );
+            space.destroy(&mut g);
+            g.finish();
+            self.tlb.counters().since(&before).invalidates()
+        }
+
+        fn invalidates(&self) -> u64 {
+            self.tlb.counters().invalidates()
+        }
+    }
+
+    /// A sink that only counts: the walker's own cost, with nothing recorded or freed.
+    struct Null(u32);
+
+    impl UnmapSink for Null {
+        fn leaf_cleared(&mut self, _: ClearedLeaf) {
+            self.0 += 1;
+        }
+        fn table_unlinked(&mut self, _: VirtAddr, _: u64, _: bool) {}
+        fn table_memory_freed(&mut self, _: PhysAddr, _: usize) {}
+    }
+
+    /// Where armv7-mm's instructions go (not a comparison, so only `info` lines): the
+    /// 64 MiB zap into a sink that does nothing, the allocator's own cost per frame freed
+    /// (both sides pay it), and a 256 MiB teardown with more batch frames than the default.
+    pub fn breakdown() {
+        let pages = DENSE_BYTES / PAGE;
+        let pa = data_frames(pages, MIB, PAGE);
+        let mut s = Ours::new();
+        let chunk = Chunk {
+            va: VA_WORK,
+            pa,
+            bytes: DENSE_BYTES,
+        };
+        s.map(&[chunk], Sizes::Pages);
+        let mut null = Null(0);
+        let space = s.space();
+        let (zap, cleared) =
+            timed(|| space.unmap(range(VA_WORK, DENSE_BYTES), black_box(&mut null)));
+        check!(
+            cleared == Ok(pages as usize) && null.0 == pages,
+            "null-sink zap cleared {cleared:?}"
+        );
+        let (free, ()) = timed(|| {
+            for i in 0..pages {
+                frames::free(PhysAddr::new(u64::from(pa + i * PAGE)), 1);
+            }
+        });
+        drop(s);
+        println!(
+            "info armv7-mm breakdown: 64MiB zap into a do-nothing sink {} insns/page; \
+             frames::free of one frame {} insns",
+            per(zap, u64::from(pages)),
+            per(free, u64::from(pages))
+        );
+
+        let big_pages = BIG_BYTES / PAGE;
+        let pa = data_frames(big_pages, MIB, PAGE);
+        let mut s = Ours::new();
+        let chunk = Chunk {
+            va: VA_BIG,
+            pa,
+            bytes: BIG_BYTES,
+        };
+        s.map(&[chunk], Sizes::Pages);
+        let before = s.tlb.counters();
+        let space = s.space.take().expect("live space");
+        let config = GatherConfig {
+            max_batch_frames: 65,
+            ..GatherConfig::DEFAULT
+        };
+        let (teardown, report) = timed(|| {
+            let mut g = MmuGather::with_config(
+                Scope::Teardown(ASID),
+                &mut s.tlb,
+                KernelMemory,
+                &s.in_flight,
+                config,
+            );
+            space.destroy(&mut g);
+            g.finish()
+        });
+        println!(
+            "info armv7-mm breakdown: 256MiB teardown with max_batch_frames=65 (default 9) \
+             {} insns/page, {} invalidates, {} flushes",
+            per(teardown, u64::from(big_pages)),
+            s.tlb.counters().since(&before).invalidates(),
+            report.flushes
+        );
+    }
+
+    impl Drop for Ours {
+        /// An address space must be destroyed (its tables may be live); not measured.
+        fn drop(&mut self) {
+            if let Some(space) = self.space.take() {
+                let mut g = MmuGather::new(
+                    Scope::Teardown(ASID),
+                    &mut self.tlb,
+                    KernelMemory,
+                    &self.in_flight,
+                );
+                space.destroy(&mut g);
+                g.finish();
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // The peer: page_table_multiarch 0.6.2, `PageTable32` with the ARMv7 short-descriptor PTE.
 
 mod peer {
@@ -681,9 +899,10 @@ fn main() -> ! {
     );
     fill_lookups();
 
+    let ours = run::<ours::Ours>();
     let peer = run::<peer::Peer>();
-    let ours: Option<Results> = None;
-    report(ours.as_ref(), &peer);
+    report(Some(&ours), &peer);
+    ours::breakdown();
     println!("bench done");
     rt::semihosting::exit(0)
 }
