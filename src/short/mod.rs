@@ -83,9 +83,9 @@
 //! # Host use
 //!
 //! Nothing here is ARM-specific except the barriers, so the address space runs on the host
-//! over any [`Memory`](crate::Memory); [`host::HostMemory`] (feature `std`) is one, and with
-//! feature `tlb-model` an address space is a
-//! [`WalkSource`](crate::tlb::model::WalkSource) for the host TLB model.
+//! over any [`Memory`](crate::Memory); `host::HostMemory` (feature `std`) is one, and with
+//! feature `tlb-model` an address space is a `tlb::model::WalkSource` for the host TLB
+//! model.
 
 pub mod attrs;
 pub mod descriptor;

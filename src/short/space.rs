@@ -975,7 +975,7 @@ impl<M: Memory> AddressSpace<M> {
                     sink.table_unlinked(VirtAddr::new((i as u64 * REGION) as u32), REGION, global);
                 }
             }
-            self.l2_frames -= 1;
+            self.l2_frames = self.l2_frames.saturating_sub(1);
             freed += 1;
             sink.table_memory_freed(PhysAddr::new(u64::from(frame)), 1);
         }
