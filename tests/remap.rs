@@ -5,7 +5,8 @@
 //!
 //! Live unmap / remap / protect on the crate's own tables, checked with real accesses.
 //!
-//! The kernel runs on a crate-built `AddressSpace` (as in `walker_oracle`). Each case
+//! The kernel runs on a crate-built `AddressSpace` (as in `walker_oracle`, but cleaning
+//! every descriptor write to the point of unification, the non-coherent-walk path). Each case
 //! changes live mappings and checks, through `rt::fault` probes, that accesses fault or
 //! succeed (and read the right frame) exactly as the tables now say. Until the gather is
 //! used here, every change is followed by a full local TLB flush (`TLBIALL` + `BPIALL`
@@ -24,7 +25,7 @@ use armv7_mm::arch::barrier::{dsb_ish, dsb_ishst, isb};
 use armv7_mm::arch::cp15::TTBR0;
 use armv7_mm::arch::{mmu, tlbi};
 use armv7_mm::error::{MapError, UnmapError};
-use armv7_mm::short::{Access, AddressSpace, Attributes, Execute, Layout};
+use armv7_mm::short::{Access, AddressSpace, Attributes, Execute, Features, Layout};
 use armv7_mm::{Asid, ClearedLeaf, MapSize, PhysAddr, UnmapSink, VirtAddr, VirtRange};
 use rt::fault::{self, AbortKind, FaultClass};
 use rt::frames::{KernelMemory, RAM_BASE};
@@ -47,7 +48,13 @@ const VA_C: u32 = 0x6000_0000;
 
 fn main() -> ! {
     rt::mmu::enable_identity(rt::ram_size());
-    let features = mmu::detect_features();
+    // Clean every descriptor write to the point of unification as if table walks were not
+    // coherent (QEMU's CPUs say they are), so the `DCCMVAU` path runs on live tables too.
+    let features = Features {
+        coherent_walk: false,
+        ..mmu::detect_features()
+    };
+    println!("remap: {:?}", features);
     let Ok(mut space) = AddressSpace::new(KernelMemory, Layout::Whole, features) else {
         println!("remap: no address space");
         rt::fail_now()
