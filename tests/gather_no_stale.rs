@@ -1,0 +1,250 @@
+//! qemu: cpu=cortex-a15,cortex-a7 smp=1 mem=128
+//! timeout: 60
+//! variant: skip_flush arg=bug=skip_flush expect=fail "STALE"
+//! variant: free_early arg=bug=free_early expect=fail "STALE"
+//!
+//! The gather never hands a frame back while a TLB can still reach it.
+//!
+//! Each case maps many pages (and some large pages and sections) of fresh frames into the
+//! process table, reads every one through its VA so QEMU's TLB holds the translations, then
+//! unmaps the window and frees its tables through an `MmuGather` and finishes it. The frame
+//! allocator's free hook (see `gather_support`) checks, at the moment each frame comes
+//! back, that its old VA no longer translates (`ATS1CPR`) and that a read through it
+//! faults; it then reuses the frame (poison for data, garbage descriptors for tables).
+//! After `finish`, every old VA must still fault: never old data, poison or the secret.
+//!
+//! Cases: a sparse unmap under the threshold (a range flush: by-VA invalidates only), a
+//! dense one over it (fallback), one where the allocator refuses the batch frame (the gather
+//! flushes early and continues), and a gather dropped without `finish`.
+//!
+//! Teeth: `bug=skip_flush` runs the same cases with a backend that drops every invalidate;
+//! `bug=free_early` frees each frame as the walker reports it (no gather). Both must be
+//! caught ("STALE").
+
+#![no_std]
+#![no_main]
+
+#[path = "gather_support/mod.rs"]
+mod support;
+
+use armv7_mm::gather::{FlushReport, InFlight, MmuGather, Scope, Tee};
+use armv7_mm::{MapSize, TlbBackend, UnmapSink, VirtAddr};
+use rt::frames::KernelMemory;
+use rt::{ensure, ensure_eq, println, Case, CaseResult};
+use support::{Bug, FreeAtOnce, Space, TableRecorder, TestTlb, ASID, USER};
+
+rt::entry!(main);
+
+const MIB: u32 = 1 << 20;
+/// The test window in the process half (below 1 GiB, clear of the UART).
+const BASE: u32 = 0x1000_0000;
+const WINDOW: u32 = 256 * MIB;
+
+static IN_FLIGHT: InFlight = InFlight::new();
+
+fn main() -> ! {
+    support::setup("gather_no_stale");
+    rt::cases::run(&[
+        Case {
+            name: "sparse_pages_range_flush",
+            run: sparse_pages_range_flush,
+        },
+        Case {
+            name: "dense_pages_large_pages_sections_fallback",
+            run: dense_fallback,
+        },
+        Case {
+            name: "no_batch_frame_flushes_early",
+            run: no_batch_frame,
+        },
+        Case {
+            name: "dropped_gather_flushes_then_frees",
+            run: dropped_gather,
+        },
+    ])
+}
+
+/// How the case ends the gather.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum End {
+    Finish,
+    Drop,
+}
+
+/// Unmaps the window and frees its tables through a gather (or, with `bug=free_early`,
+/// through a sink that frees at once); returns the report and the backend's counters.
+fn zap_window(space: &mut Space, end: End) -> Option<FlushReport> {
+    let window = support::range(BASE, WINDOW as u64);
+    let floor = VirtAddr::new(BASE);
+    let ceiling = (BASE + WINDOW) as u64;
+    let mut recorder = TableRecorder;
+    if support::bug() == Bug::FreeEarly {
+        let mut eager = FreeAtOnce;
+        let mut sink = Tee::new(&mut recorder, &mut eager);
+        space.unmap(window, &mut sink).ok()?;
+        space.free_tables(window, floor, ceiling, &mut sink).ok()?;
+        return Some(FlushReport::default());
+    }
+    let mut tlb = TestTlb::new();
+    let before = tlb.counters();
+    let mut gather = MmuGather::new(Scope::Asid(ASID), &mut tlb, KernelMemory, &IN_FLIGHT);
+    {
+        let mut sink = Tee::new(&mut recorder, &mut gather);
+        let sink: &mut dyn UnmapSink = &mut sink;
+        space.unmap(window, sink).ok()?;
+        space.free_tables(window, floor, ceiling, sink).ok()?;
+    }
+    let report = match end {
+        End::Finish => gather.finish(),
+        End::Drop => {
+            let r = gather.report();
+            drop(gather);
+            r
+        }
+    };
+    let c = tlb.counters().since(&before);
+    match end {
+        End::Finish => println!("    {report}"),
+        End::Drop => println!(
+            "    dropped unfinished; the backend then saw {} invalidates, {} completion(s)",
+            c.invalidates(),
+            c.completions
+        ),
+    }
+    if end == End::Drop && !tlb.skip && (c.completions != 1 || c.invalidates() == 0) {
+        println!("    the dropped gather did not flush");
+        return None;
+    }
+    if end == End::Finish && !tlb.skip {
+        // The backend saw exactly what the gather reports.
+        if c.invalidates() != report.invalidates.tlb_ops()
+            || c.completions != report.completions as u64
+        {
+            println!("    backend counters {c:?} disagree with the report");
+            return None;
+        }
+    }
+    Some(report)
+}
+
+/// Common tail: nothing stale at free time, nothing stale after, everything watched freed.
+fn check_clean() -> CaseResult {
+    let after = support::check_all_gone();
+    let h = support::hook_stats();
+    println!(
+        "    hook: {} pages checked at free time, {} stale; {} stale after finish; {}/{} leaves freed",
+        h.checked, h.stale, after, h.freed_leaves, h.leaves
+    );
+    ensure_eq!(h.stale, 0, "translations alive when their frames came back");
+    ensure_eq!(after, 0, "old VAs that still translate");
+    ensure_eq!(h.freed_leaves, h.leaves, "every mapped frame handed back");
+    ensure!(h.checked > 0, "the hook checked nothing");
+    Ok(())
+}
+
+fn with_space(f: impl FnOnce(&mut Space) -> CaseResult) -> CaseResult {
+    support::reset_watch();
+    let mut guard = USER.lock();
+    let Some(space) = guard.as_mut() else {
+        return Err(());
+    };
+    f(space)
+}
+
+fn sparse_pages_range_flush() -> CaseResult {
+    with_space(|space| {
+        // 48 pages: one in each of 48 different 1 MiB regions, spread over 240 MiB.
+        for i in 0..48u32 {
+            support::map_leaf(
+                space,
+                BASE + i * 5 * MIB + (i % 7) * 0x3000,
+                MapSize::Page4K,
+                false,
+            )?;
+        }
+        support::touch_all()?;
+        let r = zap_window(space, End::Finish).ok_or(())?;
+        check_clean()?;
+        if support::bug() == Bug::None {
+            ensure_eq!(r.leaves_cleared, 48, "leaves");
+            ensure_eq!(r.tables_unlinked, 48, "table regions");
+            ensure_eq!(
+                r.invalidates.va,
+                48,
+                "one per page; each table region covered"
+            );
+            ensure_eq!(r.invalidates.asid + r.invalidates.all, 0, "a range flush");
+            ensure_eq!(
+                (r.flushes, r.completions),
+                (1, 1),
+                "one flush, one completion"
+            );
+        }
+        Ok(())
+    })
+}
+
+fn dense_fallback() -> CaseResult {
+    with_space(|space| {
+        // 1 MiB of pages, 4 large pages, 2 sections, one executable page.
+        for i in 0..256u32 {
+            support::map_leaf(space, BASE + i * 4096, MapSize::Page4K, false)?;
+        }
+        for i in 0..4u32 {
+            support::map_leaf(
+                space,
+                BASE + 2 * MIB + i * 0x1_0000,
+                MapSize::Large64K,
+                false,
+            )?;
+        }
+        for i in 0..2u32 {
+            support::map_leaf(space, BASE + 4 * MIB + i * MIB, MapSize::Section1M, false)?;
+        }
+        support::map_leaf(space, BASE + 8 * MIB, MapSize::Page4K, true)?;
+        support::touch_all()?;
+        let r = zap_window(space, End::Finish).ok_or(())?;
+        check_clean()?;
+        if support::bug() == Bug::None {
+            ensure_eq!(r.leaves_cleared, 256 + 4 + 2 + 1, "leaves");
+            ensure!(r.fell_back(), "263 leaves are past the threshold");
+            ensure_eq!(r.invalidates.tlb_ops(), 1, "one fallback operation");
+            ensure_eq!(r.invalidates.branch_predictor, 1, "executable page");
+            ensure!(r.batch_frames_borrowed >= 1, "more than the on-stack batch");
+        }
+        Ok(())
+    })
+}
+
+fn no_batch_frame() -> CaseResult {
+    with_space(|space| {
+        for i in 0..40u32 {
+            support::map_leaf(space, BASE + 16 * MIB + i * 4096, MapSize::Page4K, false)?;
+        }
+        support::touch_all()?;
+        // The next allocation (the gather's first batch frame) fails.
+        rt::frames::fail_nth(Some(1));
+        let r = zap_window(space, End::Finish);
+        rt::frames::fail_nth(None);
+        let r = r.ok_or(())?;
+        check_clean()?;
+        if support::bug() == Bug::None {
+            ensure!(r.batch_alloc_failures >= 1, "the batch frame was refused");
+            ensure!(r.early_flushes >= 1, "so the gather flushed early");
+            ensure_eq!(r.completions, r.flushes, "one completion per flush");
+            ensure_eq!(r.leaves_released, 40, "pages freed");
+        }
+        Ok(())
+    })
+}
+
+fn dropped_gather() -> CaseResult {
+    with_space(|space| {
+        for i in 0..24u32 {
+            support::map_leaf(space, BASE + 32 * MIB + i * 3 * MIB, MapSize::Page4K, false)?;
+        }
+        support::touch_all()?;
+        zap_window(space, End::Drop).ok_or(())?;
+        check_clean()
+    })
+}

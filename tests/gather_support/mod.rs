@@ -1,0 +1,458 @@
+//! Shared by the gather boot tests (`gather_no_stale`, `seed_free_pgtables`): the address
+//! spaces they run on, the watch the frame allocator's free hook checks against, and the
+//! deliberately broken pieces the `bug=` variants switch on.
+//!
+//! Layout: `TTBCR.N = 2`. The kernel table (`TTBR1`, VAs from 1 GiB) identity-maps RAM with
+//! global supersections; the process table (`TTBR0`, VAs below 1 GiB, ASID 1) holds the
+//! UART page and the test's not-global mappings, so its tables are ASID-tagged (reported
+//! non-global by `free_tables`), as a process's are.
+//!
+//! The free hook runs at the moment the allocator gets a frame back. For every watched
+//! mapping whose frame that is, it checks that the old VA no longer translates for the
+//! hardware walker (`ATS1CPR`) *and* that an access through it faults (the access goes
+//! through QEMU's TLB, which keeps serving a stale entry until it is invalidated). Then it
+//! reuses the frame the way a new owner would: data frames are filled with [`POISON`],
+//! table frames with valid-looking small-page descriptors that point at the [`SECRET`]
+//! frame. Any later read through an old VA must fault, never return the old data, poison or
+//! the secret.
+
+#![allow(dead_code)]
+
+use armv7_mm::arch::ats::ParResult;
+use armv7_mm::arch::cp15::ats1cpr;
+use armv7_mm::arch::mmu;
+use armv7_mm::short::{AddressSpace, Attributes, Execute, Layout};
+use armv7_mm::tlb::Cp15Tlb;
+use armv7_mm::{
+    Asid, ClearedLeaf, MapSize, Memory, PhysAddr, TlbBackend, TlbCounters, UnmapSink, VirtAddr,
+    VirtRange,
+};
+use rt::fault::{self, FaultClass};
+use rt::frames::{KernelMemory, RAM_BASE};
+use rt::println;
+use spin::Mutex;
+
+/// The process's ASID.
+pub const ASID: Asid = Asid(1);
+/// `TTBCR.N`: the process table translates `[0, 1 GiB)`.
+pub const SPLIT: u8 = 2;
+/// What a reused data frame holds.
+pub const POISON: u32 = 0xbad0_f00d;
+/// What the frame behind the garbage descriptors holds.
+pub const SECRET: u32 = 0x5ec2_e7ed;
+const UART: u32 = 0x0900_0000;
+
+pub type Space = AddressSpace<KernelMemory>;
+
+/// The process address space (TTBR0).
+pub static USER: Mutex<Option<Space>> = Mutex::new(None);
+/// The kernel address space (TTBR1); never torn down.
+static KERNEL: Mutex<Option<Space>> = Mutex::new(None);
+/// PA of the secret frame.
+static SECRET_PA: Mutex<u32> = Mutex::new(0);
+
+/// Boots onto the crate's tables (see the module docs).
+pub fn setup(name: &str) {
+    rt::mmu::enable_identity(rt::ram_size());
+    let features = mmu::detect_features();
+    let mut kernel = AddressSpace::new(KernelMemory, Layout::Kernel { n: SPLIT }, features)
+        .unwrap_or_else(|e| panic!("kernel space: {e:?}"));
+    let ram = range(RAM_BASE as u32, rt::ram_size());
+    kernel
+        .map(
+            ram,
+            PhysAddr::new(RAM_BASE),
+            Attributes::KERNEL_IMAGE,
+            MapSize::Super16M,
+        )
+        .unwrap_or_else(|e| panic!("kernel map: {e:?}"));
+    let mut user = AddressSpace::new(KernelMemory, Layout::User { n: SPLIT }, features)
+        .unwrap_or_else(|e| panic!("user space: {e:?}"));
+    user.map(
+        range(UART, 4096),
+        PhysAddr::new(UART as u64),
+        Attributes::DEVICE,
+        MapSize::Page4K,
+    )
+    .unwrap_or_else(|e| panic!("uart map: {e:?}"));
+    // SAFETY: RAM (code, data, stacks, tables) stays identity-mapped with the same memory
+    // type through the kernel table, the UART through the process table.
+    unsafe {
+        mmu::enable_tex_remap();
+        mmu::set_split(SPLIT, kernel.root()).unwrap_or_else(|e| panic!("split: {e:?}"));
+        mmu::activate(user.root(), ASID).unwrap_or_else(|e| panic!("activate: {e:?}"));
+    }
+    let secret = rt::frames::alloc(1, 4096).expect("secret frame");
+    fill(secret.as_u64() as u32, 4096, SECRET);
+    *SECRET_PA.lock() = secret.as_u64() as u32;
+    *KERNEL.lock() = Some(kernel);
+    *USER.lock() = Some(user);
+    rt::frames::set_free_hook(Some(free_hook));
+    println!(
+        "{name}: on the crate's tables (TTBCR.N = {SPLIT}, ASID {}), bug = {}",
+        ASID.0,
+        rt::arg("bug").unwrap_or("none")
+    );
+}
+
+pub fn range(start: u32, len: u64) -> VirtRange {
+    VirtRange::from_start_len(VirtAddr::new(start), len)
+        .unwrap_or_else(|e| panic!("range {start:#x}+{len:#x}: {e:?}"))
+}
+
+fn fill(addr: u32, bytes: u32, word: u32) {
+    for off in (0..bytes).step_by(4) {
+        // SAFETY: `addr` is an identity-mapped RAM frame range the caller owns (just
+        // allocated, or handed back to the allocator and being reused by the hook).
+        unsafe { core::ptr::write_volatile((addr + off) as *mut u32, word) };
+    }
+}
+
+/// The first word of a data frame: tells which frame a read came from.
+pub fn pattern(pa: u32) -> u32 {
+    0xda7a_0000 | (pa >> 12 & 0xffff)
+}
+
+// ---- The watch ----------------------------------------------------------------------
+
+const MAX_LEAVES: usize = 1200;
+const MAX_TABLES: usize = 128;
+
+#[derive(Clone, Copy)]
+struct Watched {
+    va: u32,
+    pa: u32,
+    bytes: u32,
+    freed: bool,
+}
+
+struct Watch {
+    leaves: [Watched; MAX_LEAVES],
+    nleaves: usize,
+    tables: [u32; MAX_TABLES],
+    ntables: usize,
+    /// Failures seen by the hook.
+    stale: u32,
+    /// Pages checked by the hook.
+    checked: u32,
+    /// Table frames garbage-filled by the hook.
+    garbage_tables: u32,
+}
+
+static WATCH: Mutex<Watch> = Mutex::new(Watch {
+    leaves: [Watched {
+        va: 0,
+        pa: 0,
+        bytes: 0,
+        freed: false,
+    }; MAX_LEAVES],
+    nleaves: 0,
+    tables: [0; MAX_TABLES],
+    ntables: 0,
+    stale: 0,
+    checked: 0,
+    garbage_tables: 0,
+});
+
+/// What the hook saw since the last [`reset_watch`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HookStats {
+    pub stale: u32,
+    pub checked: u32,
+    pub garbage_tables: u32,
+    pub freed_leaves: usize,
+    pub leaves: usize,
+}
+
+pub fn reset_watch() {
+    let mut w = WATCH.lock();
+    w.nleaves = 0;
+    w.ntables = 0;
+    w.stale = 0;
+    w.checked = 0;
+    w.garbage_tables = 0;
+}
+
+pub fn hook_stats() -> HookStats {
+    let w = WATCH.lock();
+    HookStats {
+        stale: w.stale,
+        checked: w.checked,
+        garbage_tables: w.garbage_tables,
+        freed_leaves: w.leaves[..w.nleaves].iter().filter(|l| l.freed).count(),
+        leaves: w.nleaves,
+    }
+}
+
+fn watch_leaf(va: u32, pa: u32, bytes: u32) {
+    let mut w = WATCH.lock();
+    assert!(w.nleaves < MAX_LEAVES, "watch full");
+    let n = w.nleaves;
+    w.leaves[n] = Watched {
+        va,
+        pa,
+        bytes,
+        freed: false,
+    };
+    w.nleaves += 1;
+}
+
+/// Records a table frame the walkers reported freed (its reuse fills it with garbage).
+pub fn watch_table(pa: u32) {
+    let mut w = WATCH.lock();
+    if w.ntables < MAX_TABLES {
+        let n = w.ntables;
+        w.tables[n] = pa;
+        w.ntables += 1;
+    }
+}
+
+/// Checks that `va` neither translates nor reads; returns false (and says why) otherwise.
+fn gone(va: u32, what: &str) -> bool {
+    let par = ParResult::decode(ats1cpr(va));
+    let read = fault::read32(va as usize);
+    let secret = *SECRET_PA.lock();
+    match read {
+        Err(f) if f.class() == FaultClass::Translation => {
+            if let ParResult::Ok { pa, .. } = par {
+                println!("    STALE ({what}): {va:#010x}: access faults but ATS1CPR gives {pa:#x}");
+                return false;
+            }
+            true
+        }
+        Err(f) => {
+            println!(
+                "    STALE ({what}): {va:#010x}: {:?} fault, not a translation fault",
+                f.class()
+            );
+            false
+        }
+        Ok(v) => {
+            let kind = if v == POISON {
+                "poison: the frame was reused"
+            } else if v == SECRET {
+                "the secret: a walk went through a freed, reused table"
+            } else if v >> 16 == 0xda7a {
+                "the old data: the TLB still holds the translation"
+            } else {
+                "unexpected data"
+            };
+            println!(
+                "    STALE ({what}): {va:#010x} reads {v:#010x}, {kind} (secret frame {secret:#x})"
+            );
+            false
+        }
+    }
+}
+
+/// Pages of a leaf the hook probes: all of a small mapping, a sample of a big one.
+fn probe_offsets(bytes: u32) -> impl Iterator<Item = u32> {
+    let pages = bytes / 4096;
+    let step = if pages <= 16 { 1 } else { pages / 8 };
+    let last = (pages > 1 && !(pages - 1).is_multiple_of(step)).then_some(pages - 1);
+    (0..pages)
+        .step_by(step as usize)
+        .chain(last)
+        .map(|p| p * 4096)
+}
+
+/// The allocator's free hook.
+fn free_hook(pa: PhysAddr, count: usize) {
+    let (start, end) = (pa.as_u64() as u32, pa.as_u64() as u32 + count as u32 * 4096);
+    let mut leaves = [None; 16];
+    let mut n = 0;
+    let table;
+    {
+        let w = WATCH.lock();
+        for (i, l) in w.leaves[..w.nleaves].iter().enumerate() {
+            if !l.freed && l.pa < end && start < l.pa + l.bytes && n < leaves.len() {
+                leaves[n] = Some(i);
+                n += 1;
+            }
+        }
+        table = w.tables[..w.ntables].contains(&start);
+    }
+    let (mut stale, mut checked) = (0, 0);
+    for i in leaves.iter().flatten() {
+        let l = WATCH.lock().leaves[*i];
+        for off in probe_offsets(l.bytes) {
+            checked += 1;
+            if !gone(l.va + off, "at free") {
+                stale += 1;
+            }
+        }
+        WATCH.lock().leaves[*i].freed = true;
+    }
+    // Reuse: someone else now owns the frame.
+    if table {
+        let secret = *SECRET_PA.lock();
+        // Small-page descriptors, full access, to the secret frame.
+        fill(start, end - start, secret | 0x3e);
+        WATCH.lock().garbage_tables += 1;
+    } else if n > 0 {
+        fill(start, end - start, POISON);
+    }
+    let mut w = WATCH.lock();
+    w.stale += stale;
+    w.checked += checked;
+}
+
+/// After the gather: every watched VA must fault (never old data, poison or the secret).
+pub fn check_all_gone() -> u32 {
+    let copy: ([Watched; MAX_LEAVES], usize) = {
+        let w = WATCH.lock();
+        (w.leaves, w.nleaves)
+    };
+    let mut stale = 0;
+    for l in &copy.0[..copy.1] {
+        for off in probe_offsets(l.bytes) {
+            if !gone(l.va + off, "after finish") {
+                stale += 1;
+            }
+        }
+    }
+    stale
+}
+
+// ---- Mapping and touching -----------------------------------------------------------
+
+/// Maps one leaf of `size` at `va` to fresh frames holding their [`pattern`], watched.
+pub fn map_leaf(space: &mut Space, va: u32, size: MapSize, exec: bool) -> Result<(), ()> {
+    let bytes = size.bytes() as u32;
+    let frames = (bytes / 4096) as usize;
+    let Some(pa) = rt::frames::alloc(frames, bytes as usize) else {
+        println!("    out of frames mapping {va:#x}");
+        return Err(());
+    };
+    let p = pa.as_u64() as u32;
+    for f in 0..frames as u32 {
+        // SAFETY: our fresh frames, identity-mapped.
+        unsafe { core::ptr::write_volatile((p + f * 4096) as *mut u32, pattern(p + f * 4096)) };
+    }
+    let attrs = if exec {
+        Attributes::USER_DATA.with_permissions(Attributes::USER_DATA.access, Execute::Anywhere)
+    } else {
+        Attributes::USER_DATA
+    };
+    if let Err(e) = space.map(range(va, bytes as u64), pa, attrs, size) {
+        println!("    map {va:#x} ({size:?}): {e:?}");
+        rt::frames::free(pa, frames);
+        return Err(());
+    }
+    watch_leaf(va, p, bytes);
+    Ok(())
+}
+
+/// Reads every watched page sample through its VA (loads the TLB) and checks the data.
+pub fn touch_all() -> Result<(), ()> {
+    let copy: ([Watched; MAX_LEAVES], usize) = {
+        let w = WATCH.lock();
+        (w.leaves, w.nleaves)
+    };
+    for l in &copy.0[..copy.1] {
+        for off in probe_offsets(l.bytes) {
+            let got = fault::read32((l.va + off) as usize);
+            if got != Ok(pattern(l.pa + off)) {
+                println!("    touch {:#x}: {:?}", l.va + off, got);
+                return Err(());
+            }
+        }
+    }
+    Ok(())
+}
+
+// ---- The bugs the variants switch on ------------------------------------------------
+
+/// Which bug the `bug=` argument switches on.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Bug {
+    None,
+    /// The backend drops every TLB invalidate (barriers still issued).
+    SkipFlush,
+    /// No gather: frames are freed the moment the walker reports them.
+    FreeEarly,
+}
+
+pub fn bug() -> Bug {
+    match rt::arg("bug") {
+        Some("skip_flush") => Bug::SkipFlush,
+        Some("free_early") => Bug::FreeEarly,
+        _ => Bug::None,
+    }
+}
+
+/// The CPU's TLB backend, optionally broken ([`Bug::SkipFlush`]).
+pub struct TestTlb {
+    pub inner: Cp15Tlb,
+    pub skip: bool,
+}
+
+impl TestTlb {
+    pub fn new() -> Self {
+        Self {
+            inner: Cp15Tlb::detect(),
+            skip: bug() == Bug::SkipFlush,
+        }
+    }
+}
+
+impl TlbBackend for TestTlb {
+    fn prepare(&mut self) {
+        self.inner.prepare()
+    }
+    fn invalidate_va(&mut self, va: VirtAddr, asid: Asid) {
+        if !self.skip {
+            self.inner.invalidate_va(va, asid)
+        }
+    }
+    fn invalidate_va_all_asids(&mut self, va: VirtAddr) {
+        if !self.skip {
+            self.inner.invalidate_va_all_asids(va)
+        }
+    }
+    fn invalidate_asid(&mut self, asid: Asid) {
+        if !self.skip {
+            self.inner.invalidate_asid(asid)
+        }
+    }
+    fn invalidate_all(&mut self) {
+        if !self.skip {
+            self.inner.invalidate_all()
+        }
+    }
+    fn invalidate_branch_predictor(&mut self) {
+        self.inner.invalidate_branch_predictor()
+    }
+    fn complete(&mut self) {
+        self.inner.complete()
+    }
+    fn counters(&self) -> TlbCounters {
+        self.inner.counters()
+    }
+}
+
+/// [`Bug::FreeEarly`]: frees what the walker reports at once, as a kernel without a gather
+/// would.
+pub struct FreeAtOnce;
+
+impl UnmapSink for FreeAtOnce {
+    fn leaf_cleared(&mut self, leaf: ClearedLeaf) {
+        KernelMemory.release_mapped(leaf.pa, leaf.size.bytes() as usize);
+    }
+    fn table_unlinked(&mut self, _: VirtAddr, _: u64, _: bool) {}
+    fn table_memory_freed(&mut self, pa: PhysAddr, frames: usize) {
+        KernelMemory.free_frames(pa, frames);
+    }
+}
+
+/// Records the table frames the walkers free (so the hook can reuse them as garbage
+/// tables).
+pub struct TableRecorder;
+
+impl UnmapSink for TableRecorder {
+    fn leaf_cleared(&mut self, _: ClearedLeaf) {}
+    fn table_unlinked(&mut self, _: VirtAddr, _: u64, _: bool) {}
+    fn table_memory_freed(&mut self, pa: PhysAddr, _: usize) {
+        watch_table(pa.as_u64() as u32);
+    }
+}
