@@ -680,6 +680,26 @@ fn bench_table(lines: &[BenchLine]) -> String {
     t
 }
 
+/// `Ok` if every run printed the same lines as the first; otherwise what differs.
+fn runs_identical(runs: &[Vec<String>]) -> Result<(), String> {
+    let first = &runs[0];
+    for (i, other) in runs.iter().enumerate().skip(1) {
+        if other != first {
+            let mut diff = format!("bench: run {} differs from run 1:\n", i + 1);
+            for (a, b) in first.iter().zip(other) {
+                if a != b {
+                    diff += &format!("    run 1: {a}\n    run {}: {b}\n", i + 1);
+                }
+            }
+            if first.len() != other.len() {
+                diff += &format!("    {} lines against {}\n", first.len(), other.len());
+            }
+            return Err(diff);
+        }
+    }
+    Ok(())
+}
+
 /// The benchmark kernel and the QEMU configuration it is measured in.
 fn bench_boot() -> Boot {
     Boot {
@@ -748,21 +768,11 @@ fn cmd_bench(args: &[String]) -> i32 {
         }
         results.push(lines);
     }
-    let first = &results[0];
-    for (i, other) in results.iter().enumerate().skip(1) {
-        if other != first {
-            println!("bench: run {} differs from run 1:", i + 1);
-            for (a, b) in first.iter().zip(other) {
-                if a != b {
-                    println!("    run 1:     {a}\n    run {}: {b}", i + 1);
-                }
-            }
-            if first.len() != other.len() {
-                println!("    {} lines against {}", first.len(), other.len());
-            }
-            return 1;
-        }
+    if let Err(diff) = runs_identical(&results) {
+        print!("{diff}");
+        return 1;
     }
+    let first = &results[0];
     for l in first {
         println!("{l}");
     }
@@ -930,6 +940,20 @@ mod tests {
         assert!(
             boots.iter().all(|b| b.bin != "bench"),
             "bench must not be a boot test"
+        );
+
+        let run = |n: &str| {
+            vec![
+                "bench a: armv7-mm=1 page_table_multiarch=2 bytes".to_string(),
+                n.to_string(),
+            ]
+        };
+        assert!(runs_identical(&[run("x"), run("x"), run("x")]).is_ok());
+        let diff = runs_identical(&[run("x"), run("x"), run("y")]).unwrap_err();
+        assert!(diff.contains("run 3: y"), "{diff}");
+        assert!(
+            runs_identical(&[run("x"), vec![]]).is_err(),
+            "a short run differs"
         );
     }
 
