@@ -186,13 +186,29 @@ pub struct WalkCounts {
     pub l2_reads: u64,
 }
 
+/// The entries of one L2 table, as reached through `Memory::phys_to_virt`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct L2Base(*mut u32);
+
+impl L2Base {
+    fn entry(self, idx: usize) -> *mut u32 {
+        // SAFETY: `idx & 0xff` stays inside the 256-entry table.
+        unsafe { self.0.add(idx & 0xff) }
+    }
+    fn read(self, idx: usize) -> u32 {
+        // SAFETY: an aligned word of an L2 table we own; volatile because the hardware
+        // walker shares it.
+        unsafe { self.entry(idx).read_volatile() }
+    }
+}
+
 /// Where a leaf lives.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Slot {
     /// In the L1 table.
     L1,
-    /// In the L2 table at this PA, whose L1 entry has this PXN.
-    L2 { table: u32, pxn: bool },
+    /// In an L2 table whose L1 entry has this PXN.
+    L2 { base: L2Base, pxn: bool },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -352,13 +368,18 @@ impl<M: Memory> AddressSpace<M> {
         clean_for_walker(&self.features, p, 4);
     }
 
-    fn l2_ptr(&self, table: u32, idx: usize) -> *mut u32 {
+    /// Pointer to the first of the 256 entries of the L2 table at `table` (one
+    /// `phys_to_virt` per table visit, not per entry).
+    fn l2_base(&self, table: u32) -> L2Base {
         let frame = PhysAddr::new(u64::from(table & !0xfff));
         let base = self.mem.phys_to_virt(frame).cast::<u32>();
-        let word = (table as usize & 0xfff) / 4 + (idx & 0xff);
-        // SAFETY: `table` is a 1 KiB-aligned table inside a 4 KiB frame we linked, and
-        // `word < 1024`.
-        unsafe { base.as_ptr().add(word) }
+        // SAFETY: `table` is a 1 KiB-aligned table inside a 4 KiB frame we linked, so the
+        // offset stays inside the frame.
+        L2Base(unsafe { base.as_ptr().add((table as usize & 0xfff) / 4) })
+    }
+
+    fn l2_ptr(&self, table: u32, idx: usize) -> *mut u32 {
+        self.l2_base(table).entry(idx)
     }
 
     fn read_l2(&self, table: u32, idx: usize) -> L2Desc {
@@ -366,8 +387,8 @@ impl<M: Memory> AddressSpace<M> {
         L2Desc::from_bits_retain(unsafe { self.l2_ptr(table, idx).read_volatile() })
     }
 
-    fn write_l2(&mut self, table: u32, idx: usize, d: L2Desc) {
-        let p = self.l2_ptr(table, idx);
+    fn write_l2_at(&mut self, base: L2Base, idx: usize, d: L2Desc) {
+        let p = base.entry(idx);
         // SAFETY: as in `read_l2`; single-copy atomic word store.
         unsafe { p.write_volatile(d.raw()) };
         clean_for_walker(&self.features, p, 4);
@@ -427,11 +448,16 @@ impl<M: Memory> AddressSpace<M> {
                 }
                 L1Kind::Table { pa: table, pxn } => {
                     let stop = ((va & !(REGION - 1)) + REGION).min(end);
+                    let base = self.l2_base(table);
+                    let slot = Slot::L2 { base, pxn };
                     while va < stop {
                         counts.l2_reads += 1;
-                        let i = ((va >> 12) & 0xff) as usize;
-                        let slot = Slot::L2 { table, pxn };
-                        match self.read_l2(table, i).kind(pxn) {
+                        let raw = base.read(((va >> 12) & 0xff) as usize);
+                        if raw & 3 == 0 {
+                            va += PAGE;
+                            continue;
+                        }
+                        match L2Desc::from_bits_retain(raw).kind(pxn) {
                             L2Kind::Fault => va += PAGE,
                             L2Kind::Small { pa, attrs } => {
                                 return Some(Leaf {
@@ -460,9 +486,29 @@ impl<M: Memory> AddressSpace<M> {
         None
     }
 
+    /// The leaf holding `va`: one L1 read, and one L2 read under a table entry.
     fn leaf_at(&self, va: u64) -> Option<Leaf> {
-        let l = self.next_leaf(va, va + 1, &mut WalkCounts::default())?;
-        (l.va <= va && va < l.end()).then_some(l)
+        let (size, pa, attrs, slot) = match self.l1_kind((va >> 20) as usize) {
+            L1Kind::Fault => return None,
+            L1Kind::Section { pa, attrs } => (MapSize::Section1M, u64::from(pa), attrs, Slot::L1),
+            L1Kind::Supersection { pa, attrs } => (MapSize::Super16M, pa, attrs, Slot::L1),
+            L1Kind::Table { pa: table, pxn } => {
+                let base = self.l2_base(table);
+                let slot = Slot::L2 { base, pxn };
+                match L2Desc::from_bits_retain(base.read(((va >> 12) & 0xff) as usize)).kind(pxn) {
+                    L2Kind::Fault => return None,
+                    L2Kind::Small { pa, attrs } => (MapSize::Page4K, u64::from(pa), attrs, slot),
+                    L2Kind::Large { pa, attrs } => (MapSize::Large64K, u64::from(pa), attrs, slot),
+                }
+            }
+        };
+        Some(Leaf {
+            va: va & !(size.bytes() - 1),
+            size,
+            pa,
+            attrs,
+            slot,
+        })
     }
 
     /// The leaf cut by a boundary of `[start, end)`, if any.
@@ -493,10 +539,10 @@ impl<M: Memory> AddressSpace<M> {
                     self.write_l1(i, l1);
                 }
             }
-            Slot::L2 { table, .. } => {
+            Slot::L2 { base, .. } => {
                 let first = ((leaf.va >> 12) & 0xff) as usize;
                 for i in first..first + copies {
-                    self.write_l2(table, i, l2);
+                    self.write_l2_at(base, i, l2);
                 }
             }
         }
@@ -625,6 +671,8 @@ impl<M: Memory> AddressSpace<M> {
         };
         let mut need = 0;
         let mut last_new_group = None;
+        // The L1 entry (and L2 table) of the region the last page chunk was in.
+        let mut region: Option<(usize, L1Kind, Option<L2Base>)> = None;
         let mut va = start;
         let mut pa = pa0;
         while va < end {
@@ -640,29 +688,40 @@ impl<M: Memory> AddressSpace<M> {
             }
             if matches!(size, MapSize::Page4K | MapSize::Large64K) {
                 let idx = (va >> 20) as usize;
-                match self.l1_kind(idx) {
-                    L1Kind::Fault => {
-                        let g = idx / 4;
-                        if last_new_group != Some(g) && self.group_frame(g).is_none() {
-                            need += 1;
-                            last_new_group = Some(g);
+                let (kind, base) = match region {
+                    Some((i, k, b)) if i == idx => (k, b),
+                    _ => {
+                        let k = self.l1_kind(idx);
+                        let b = match k {
+                            L1Kind::Table { pa: table, .. } => Some(self.l2_base(table)),
+                            _ => None,
+                        };
+                        if let L1Kind::Fault = k {
+                            let g = idx / 4;
+                            if last_new_group != Some(g) && self.group_frame(g).is_none() {
+                                need += 1;
+                                last_new_group = Some(g);
+                            }
                         }
+                        region = Some((idx, k, b));
+                        (k, b)
                     }
-                    L1Kind::Table { pa: table, pxn } => {
+                };
+                match (kind, base) {
+                    (L1Kind::Fault, _) => {}
+                    (L1Kind::Table { pxn, .. }, Some(base)) => {
                         if want_pxn.is_some_and(|w| w != pxn) {
                             return Err(MapError::PxnConflict(VirtAddr::new(va as u32)));
                         }
                         let first = ((va >> 12) & 0xff) as usize;
                         for k in 0..(bytes / PAGE) as usize {
-                            if !self.read_l2(table, first + k).is_fault() {
+                            if base.read(first + k) & 3 != 0 {
                                 let at = va + k as u64 * PAGE;
                                 return Err(MapError::AlreadyMapped(VirtAddr::new(at as u32)));
                             }
                         }
                     }
-                    L1Kind::Section { .. } | L1Kind::Supersection { .. } => {
-                        return Err(MapError::AlreadyMapped(VirtAddr::new(va as u32)));
-                    }
+                    _ => return Err(MapError::AlreadyMapped(VirtAddr::new(va as u32))),
                 }
             }
             va += bytes;
@@ -718,6 +777,11 @@ impl<M: Memory> AddressSpace<M> {
         list: &mut u64,
     ) {
         let (start, end) = (range.start().as_u64(), range.end());
+        // Attribute bits of the page descriptors, computed once.
+        let small = L2Desc::small(0, attrs).raw();
+        let large = L2Desc::large(0, attrs).raw();
+        // The region the last page chunk went into, and its table.
+        let mut region: Option<(usize, L2Base)> = None;
         let mut va = start;
         let mut pa = pa0;
         while va < end {
@@ -732,53 +796,68 @@ impl<M: Memory> AddressSpace<M> {
                 }
                 MapSize::Section1M => self.write_l1(idx, L1Desc::section(pa as u32, attrs)),
                 _ => {
-                    let table = match self.l1_kind(idx) {
-                        L1Kind::Table { pa: t, .. } => t,
+                    let base = match region {
+                        Some((i, b)) if i == idx => b,
                         _ => {
-                            let frame = match self.group_frame(idx / 4) {
-                                Some(f) => f,
-                                None => {
-                                    let Some(f) = self.pop_frame(list) else {
-                                        debug_assert!(false, "map planned too few frames");
-                                        return;
-                                    };
-                                    let p = self.mem.phys_to_virt(PhysAddr::new(u64::from(f)));
-                                    // SAFETY: a fresh frame we own, not yet linked.
-                                    unsafe { core::ptr::write_bytes(p.as_ptr(), 0, PAGE as usize) };
-                                    clean_for_walker(
-                                        &self.features,
-                                        p.as_ptr().cast::<u8>(),
-                                        PAGE as usize,
-                                    );
-                                    self.l2_frames += 1;
-                                    f
-                                }
+                            let Some(t) = self.table_for(idx, attrs.execute, list) else {
+                                return;
                             };
-                            let t = frame + (idx as u32 % 4) * L2_TABLE_BYTES;
-                            // The slot of an unlinked region is zero already (tables are
-                            // emptied before their frame is unlinked); clear it anyway so a
-                            // stray word can never become live.
-                            for k in 0..256 {
-                                self.write_l2(t, k, L2Desc::FAULT);
-                            }
-                            let pxn = self.table_pxn_for_new(attrs.execute);
-                            self.write_l1(idx, L1Desc::table(t, pxn));
-                            t
+                            let b = self.l2_base(t);
+                            region = Some((idx, b));
+                            b
                         }
                     };
                     let first = ((va >> 12) & 0xff) as usize;
                     if size == MapSize::Large64K {
-                        let d = L2Desc::large(pa as u32, attrs);
+                        let d = L2Desc::from_bits_retain(large | (pa as u32 & 0xffff_0000));
                         for i in first..first + 16 {
-                            self.write_l2(table, i, d);
+                            self.write_l2_at(base, i, d);
                         }
                     } else {
-                        self.write_l2(table, first, L2Desc::small(pa as u32, attrs));
+                        let d = L2Desc::from_bits_retain(small | (pa as u32 & 0xffff_f000));
+                        self.write_l2_at(base, first, d);
                     }
                 }
             }
             va += size.bytes();
             pa += size.bytes();
+        }
+    }
+
+    /// The L2 table of region `idx`, linking a new one (in the group's frame, or in a frame
+    /// from `list`) if the region has none. Only called for regions `plan_map` checked.
+    fn table_for(&mut self, idx: usize, execute: Execute, list: &mut u64) -> Option<u32> {
+        match self.l1_kind(idx) {
+            L1Kind::Table { pa: t, .. } => Some(t),
+            _ => {
+                let frame = match self.group_frame(idx / 4) {
+                    Some(f) => f,
+                    None => {
+                        let Some(f) = self.pop_frame(list) else {
+                            // Cannot happen: `plan_map` counted this group.
+                            debug_assert!(false, "map planned too few frames");
+                            return None;
+                        };
+                        let p = self.mem.phys_to_virt(PhysAddr::new(u64::from(f)));
+                        // SAFETY: a fresh frame we own, not yet linked.
+                        unsafe { core::ptr::write_bytes(p.as_ptr(), 0, PAGE as usize) };
+                        clean_for_walker(&self.features, p.as_ptr().cast::<u8>(), PAGE as usize);
+                        self.l2_frames += 1;
+                        f
+                    }
+                };
+                let t = frame + (idx as u32 % 4) * L2_TABLE_BYTES;
+                // The slot of an unlinked region is zero already (tables are
+                // emptied before their frame is unlinked); clear it anyway so a
+                // stray word can never become live.
+                let base = self.l2_base(t);
+                for k in 0..256 {
+                    self.write_l2_at(base, k, L2Desc::FAULT);
+                }
+                let pxn = self.table_pxn_for_new(execute);
+                self.write_l1(idx, L1Desc::table(t, pxn));
+                Some(t)
+            }
         }
     }
 
@@ -814,17 +893,77 @@ impl<M: Memory> AddressSpace<M> {
         }
         let mut cleared = 0;
         let mut va = start;
-        while let Some(leaf) = self.next_leaf(va, end, &mut WalkCounts::default()) {
-            self.write_leaf(&leaf, L1Desc::FAULT, L2Desc::FAULT);
-            cleared += 1;
-            sink.leaf_cleared(ClearedLeaf {
-                va: VirtAddr::new(leaf.va as u32),
-                size: leaf.size,
-                pa: PhysAddr::new(leaf.pa),
-                global: leaf.attrs.global,
-                executable: leaf.attrs.execute != Execute::Never,
-            });
-            va = leaf.end();
+        while va < end {
+            let idx = (va >> 20) as usize;
+            let region_end = (va & !(REGION - 1)) + REGION;
+            match self.l1_kind(idx) {
+                L1Kind::Fault => va = region_end,
+                L1Kind::Section { pa, attrs } => {
+                    self.write_l1(idx, L1Desc::FAULT);
+                    cleared += 1;
+                    report(
+                        sink,
+                        va & !(REGION - 1),
+                        MapSize::Section1M,
+                        u64::from(pa),
+                        attrs,
+                    );
+                    va = region_end;
+                }
+                L1Kind::Supersection { pa, attrs } => {
+                    let first = va & !(SUPER - 1);
+                    let i0 = (first >> 20) as usize;
+                    for i in i0..i0 + 16 {
+                        self.write_l1(i, L1Desc::FAULT);
+                    }
+                    cleared += 1;
+                    report(sink, first, MapSize::Super16M, pa, attrs);
+                    va = first + SUPER;
+                }
+                L1Kind::Table { pa: table, .. } => {
+                    // The hot loop: one `phys_to_virt` per table, a raw word per entry,
+                    // and only the bits a `ClearedLeaf` needs decoded.
+                    let base = self.l2_base(table);
+                    let stop = region_end.min(end);
+                    while va < stop {
+                        let i = ((va >> 12) & 0xff) as usize;
+                        let raw = base.read(i);
+                        if raw & 3 == 0 {
+                            va += PAGE;
+                            continue;
+                        }
+                        let d = L2Desc::from_bits_retain(raw);
+                        let (size, pa, xn) = if d.contains(L2Desc::SMALL) {
+                            (
+                                MapSize::Page4K,
+                                raw & 0xffff_f000,
+                                d.contains(L2Desc::TYPE0),
+                            )
+                        } else {
+                            (
+                                MapSize::Large64K,
+                                raw & 0xffff_0000,
+                                d.contains(L2Desc::LARGE_XN),
+                            )
+                        };
+                        let first = va & !(size.bytes() - 1);
+                        let i0 = ((first >> 12) & 0xff) as usize;
+                        let copies = if size == MapSize::Large64K { 16 } else { 1 };
+                        for k in i0..i0 + copies {
+                            self.write_l2_at(base, k, L2Desc::FAULT);
+                        }
+                        cleared += 1;
+                        sink.leaf_cleared(ClearedLeaf {
+                            va: VirtAddr::new(first as u32),
+                            size,
+                            pa: PhysAddr::new(u64::from(pa)),
+                            global: !d.contains(L2Desc::NG),
+                            executable: !xn,
+                        });
+                        va = first + size.bytes();
+                    }
+                }
+            }
         }
         publish(&self.features);
         Ok(cleared)
@@ -1033,6 +1172,17 @@ impl<M: Memory> AddressSpace<M> {
             _ => NonNull::new(self.l1_ptr(idx)),
         }
     }
+}
+
+/// Reports a cleared L1 leaf.
+fn report<S: UnmapSink + ?Sized>(sink: &mut S, va: u64, size: MapSize, pa: u64, a: Attributes) {
+    sink.leaf_cleared(ClearedLeaf {
+        va: VirtAddr::new(va as u32),
+        size,
+        pa: PhysAddr::new(pa),
+        global: a.global,
+        executable: a.execute != Execute::Never,
+    });
 }
 
 /// Iterator over the leaf mappings of a range; see [`AddressSpace::mappings`].
