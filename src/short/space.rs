@@ -200,6 +200,17 @@ impl L2Base {
         // walker shares it.
         unsafe { self.entry(idx).read_volatile() }
     }
+    /// Whether all 256 entries are faults: the type bits of every word OR-ed together,
+    /// without a branch per entry (the walker only reads tables; with `&self`/`&mut self`
+    /// held nobody else writes them, so plain loads are enough).
+    fn is_empty(self) -> bool {
+        // SAFETY: the 256 aligned words of an L2 table we own.
+        let words = unsafe { core::slice::from_raw_parts(self.0.cast_const(), 256) };
+        words.chunks_exact(8).fold(0, |acc, c| {
+            acc | c[0] | c[1] | c[2] | c[3] | c[4] | c[5] | c[6] | c[7]
+        }) & 3
+            == 0
+    }
 }
 
 /// Where a leaf lives.
@@ -830,8 +841,20 @@ impl<M: Memory> AddressSpace<M> {
         match self.l1_kind(idx) {
             L1Kind::Table { pa: t, .. } => Some(t),
             _ => {
-                let frame = match self.group_frame(idx / 4) {
-                    Some(f) => f,
+                let t = match self.group_frame(idx / 4) {
+                    Some(f) => {
+                        let t = f + (idx as u32 % 4) * L2_TABLE_BYTES;
+                        // The slot of an unlinked region is zero already (tables are
+                        // emptied before their frame is unlinked); clear it anyway so a
+                        // stray word can never become live. Not linked yet, so plain
+                        // stores are enough.
+                        let base = self.l2_base(t);
+                        // SAFETY: the 1 KiB slot of a frame we own, not referenced by
+                        // any L1 entry.
+                        unsafe { core::ptr::write_bytes(base.0, 0, 256) };
+                        clean_for_walker(&self.features, base.0, L2_TABLE_BYTES as usize);
+                        t
+                    }
                     None => {
                         let Some(f) = self.pop_frame(list) else {
                             // Cannot happen: `plan_map` counted this group.
@@ -843,17 +866,9 @@ impl<M: Memory> AddressSpace<M> {
                         unsafe { core::ptr::write_bytes(p.as_ptr(), 0, PAGE as usize) };
                         clean_for_walker(&self.features, p.as_ptr().cast::<u8>(), PAGE as usize);
                         self.l2_frames += 1;
-                        f
+                        f + (idx as u32 % 4) * L2_TABLE_BYTES
                     }
                 };
-                let t = frame + (idx as u32 % 4) * L2_TABLE_BYTES;
-                // The slot of an unlinked region is zero already (tables are
-                // emptied before their frame is unlinked); clear it anyway so a
-                // stray word can never become live.
-                let base = self.l2_base(t);
-                for k in 0..256 {
-                    self.write_l2_at(base, k, L2Desc::FAULT);
-                }
                 let pxn = self.table_pxn_for_new(execute);
                 self.write_l1(idx, L1Desc::table(t, pxn));
                 Some(t)
@@ -1102,7 +1117,7 @@ impl<M: Memory> AddressSpace<M> {
                 continue;
             };
             let empty = (4 * g..4 * g + 4).all(|i| match self.l1_kind(i) {
-                L1Kind::Table { pa, .. } => (0..256).all(|k| self.read_l2(pa, k).is_fault()),
+                L1Kind::Table { pa, .. } => self.l2_base(pa).is_empty(),
                 _ => true,
             });
             if !empty {
