@@ -393,6 +393,7 @@ impl<M: Memory> AddressSpace<M> {
         self.l2_base(table).entry(idx)
     }
 
+    #[cfg(any(test, feature = "tlb-model"))]
     fn read_l2(&self, table: u32, idx: usize) -> L2Desc {
         // SAFETY: an aligned word of an L2 table we own; volatile as for L1.
         L2Desc::from_bits_retain(unsafe { self.l2_ptr(table, idx).read_volatile() })
@@ -400,7 +401,7 @@ impl<M: Memory> AddressSpace<M> {
 
     fn write_l2_at(&mut self, base: L2Base, idx: usize, d: L2Desc) {
         let p = base.entry(idx);
-        // SAFETY: as in `read_l2`; single-copy atomic word store.
+        // SAFETY: an aligned word of an L2 table we own; single-copy atomic word store.
         unsafe { p.write_volatile(d.raw()) };
         clean_for_walker(&self.features, p, 4);
     }
