@@ -118,6 +118,7 @@
 //! invalidate each recorded VA                // or one TLBIASID / TLBIALL (fallback)
 //! invalidate_branch_predictor()              // if an executable leaf was cleared
 //! backend.complete()                         // one completion barrier (dsb + isb)
+//! table_sync.sync_before_table_free()        // only if table memory waits, and a hook is set
 //! free every batched frame                   // only now
 //! ```
 //!
@@ -172,9 +173,41 @@
 //! then return the batch frames) and discards the report: a gather never frees before it
 //! has flushed and never leaks, whichever way it ends.
 //!
-//! Software walkers that read tables without the page-table lock (Linux's `gup_fast`)
-//! are not covered: the gather frees table memory once the *hardware* can no longer reach
-//! it; a kernel with lockless software walkers must also wait for those.
+//! # Lockless software walkers
+//!
+//! The TLB flush makes a freed table unreachable for the *hardware* walkers. A kernel may
+//! also walk tables in software without the page-table lock (Linux's `gup_fast`, a
+//! lockless `translate` in a fault path or a profiler): such a walker reads a table entry,
+//! then follows it into the next table. If the table is unlinked, flushed and freed
+//! between those two reads, and its frame is reused, the walker reads whatever now lives
+//! there as descriptors.
+//!
+//! So the gather has a sync point for them: [`MmuGather::with_table_sync`] gives it a
+//! [`TableFreeSync`], whose `sync_before_table_free` it calls once per flush that is
+//! about to hand back table memory, after that flush's TLB completion and before the first
+//! table frame is freed. The kernel implements it with whatever tells it that every walker
+//! that may have read the old parent entry has finished: an IPI round to the CPUs (the
+//! walkers keep interrupts off, so a CPU that took the IPI is outside any walk: Linux's
+//! `tlb_remove_table_sync_one`), a grace period (Linux's RCU table freeing), or per-CPU
+//! walk epochs ([`crate::lockless::WalkEpochs`], which [`crate::locked`] wires up with a
+//! lockless translate). The unlinking stores are made visible first (a full barrier just
+//! before the call), so a walker starting after the sync began cannot find the table.
+//!
+//! Mapped pages are not synced: a software walker that wants to use the page it found must
+//! pin it by other means (take a reference, then re-check the entry, as `gup_fast` does).
+//! Without a hook (the default, same as [`NoTableSync`]) the gather frees table memory as
+//! soon as the hardware can no longer reach it: right for kernels whose only lockless
+//! walker is the MMU. [`FlushReport::table_syncs`] counts the calls.
+//!
+//! # ASIDs
+//!
+//! The ASID in the [`Scope`] is the one every flush names. When an ASID allocator (such as
+//! [`crate::asid`]) may give the address space another ASID while the gather is open (an
+//! address space that runs nowhere may be renumbered at a rollover and switched to again
+//! on another CPU before the unmap reaches a VA), the flush must name the ASID assigned at
+//! flush time: [`MmuGather::with_asid_source`] makes every flush read it from the space's
+//! [`AsidContext`]. Entries under the old number need no flush: the allocator has every
+//! CPU invalidate its TLB before it uses an ASID of the new generation.
 //!
 //! # Against Linux's ARM32 policy
 //!
@@ -201,9 +234,9 @@
 //!
 //! The gather lives on the caller's stack and uses no heap: [`GATHER_STATE_BYTES`] bytes
 //! of its own state (the 64-entry record, the 8-entry batch, the report) plus the
-//! backend, the memory handle and the `&InFlight`. With references or zero-sized handles
-//! that is 416 bytes on `armv7a` and 424 on a 64-bit host (the state is 400 on both); a
-//! compile-time check keeps it under 512.
+//! backend, the memory handle, the `&InFlight` and the optional table-sync hook and ASID
+//! source. With references or zero-sized handles that is 432 bytes on `armv7a` and 456 on
+//! a 64-bit host (the state is 408 on both); a compile-time check keeps it under 512.
 //!
 //! # Example
 //!
@@ -250,6 +283,7 @@
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use crate::addr::{PhysAddr, VirtAddr};
+use crate::asid::AsidContext;
 use crate::memory::Memory;
 use crate::sink::{ClearedLeaf, UnmapSink};
 use crate::tlb::{Asid, TlbBackend};
@@ -259,6 +293,7 @@ mod batch;
 mod model_tests;
 mod range;
 mod report;
+mod table_sync;
 #[cfg(test)]
 mod tests;
 
@@ -268,6 +303,7 @@ pub use report::{
     linux_arm32_range_ops, Fallback, FlushReport, InvalidateCounts, LinuxArm32Estimate, Tee,
     LINUX_ARM32_BATCH_CAPACITY,
 };
+pub use table_sync::{NoTableSync, TableFreeSync};
 
 use batch::{FrameBatches, Pending};
 use range::PendingInvalidates;
@@ -357,6 +393,8 @@ struct GatherState {
     global_seen: bool,
     exec_seen: bool,
     tables_seen: bool,
+    /// Table memory waits in the batches (the next drain must sync first).
+    tables_pending: bool,
     finished: bool,
 }
 
@@ -369,6 +407,10 @@ pub struct MmuGather<'a, B: TlbBackend, M: Memory> {
     backend: B,
     memory: M,
     in_flight: &'a InFlight,
+    /// Called before table memory is handed back (lockless software walkers).
+    table_sync: Option<&'a dyn TableFreeSync>,
+    /// Where each flush reads the address space's ASID now (overrides the scope's).
+    asid_source: Option<&'a AsidContext>,
     st: GatherState,
 }
 
@@ -424,6 +466,8 @@ impl<'a, B: TlbBackend, M: Memory> MmuGather<'a, B, M> {
             backend,
             memory,
             in_flight,
+            table_sync: None,
+            asid_source: None,
             st: GatherState {
                 record: PendingInvalidates::new(limit),
                 batches: FrameBatches::new(),
@@ -434,14 +478,51 @@ impl<'a, B: TlbBackend, M: Memory> MmuGather<'a, B, M> {
                 global_seen: false,
                 exec_seen: false,
                 tables_seen: false,
+                tables_pending: false,
                 finished: false,
             },
         }
     }
 
-    /// The address space and mode.
+    /// The same gather, calling `sync` after the TLB completion and before any table
+    /// memory is handed back (see "Lockless software walkers" in the [module docs](self)).
+    /// Without it the gather frees table memory as soon as the hardware can no longer
+    /// reach it.
+    pub fn with_table_sync(mut self, sync: &'a dyn TableFreeSync) -> Self {
+        self.table_sync = Some(sync);
+        self
+    }
+
+    /// The same gather, reading the ASID to invalidate from `ctx` at every flush instead
+    /// of using the number in its [`Scope`] (whose variant still chooses the mode). For an
+    /// address space whose ASID an allocator may change while the gather is open: the
+    /// flush must name the ASID that entries created up to the unmap may carry, which is
+    /// the one assigned when the flush runs (see "ASIDs" in the [module docs](self)). A
+    /// context that was never assigned leaves the scope's number in use.
+    pub fn with_asid_source(mut self, ctx: &'a AsidContext) -> Self {
+        self.asid_source = Some(ctx);
+        self
+    }
+
+    /// The address space and mode (with the ASID a flush would use now).
     pub fn scope(&self) -> Scope {
-        self.st.scope
+        self.current_scope()
+    }
+
+    /// The in-flight count this gather is counted in (identifies its address space).
+    pub fn in_flight(&self) -> &'a InFlight {
+        self.in_flight
+    }
+
+    fn current_scope(&self) -> Scope {
+        let Some(asid) = self.asid_source.and_then(AsidContext::asid) else {
+            return self.st.scope;
+        };
+        match self.st.scope {
+            Scope::Asid(_) => Scope::Asid(asid),
+            Scope::Teardown(_) => Scope::Teardown(asid),
+            Scope::Kernel => Scope::Kernel,
+        }
     }
 
     /// The backend (e.g. to read its counters).
@@ -511,9 +592,10 @@ impl<'a, B: TlbBackend, M: Memory> MmuGather<'a, B, M> {
     /// One flush. `forced` makes it invalidate the whole ASID (everything) even with
     /// nothing recorded.
     fn flush_inner(&mut self, forced: Option<Fallback>) {
+        let scope = self.current_scope();
         let st = &mut self.st;
         let fallback = forced.or(if st.record.overflowed() {
-            Some(match st.scope {
+            Some(match scope {
                 Scope::Teardown(_) => Fallback::Teardown,
                 _ => Fallback::Threshold,
             })
@@ -524,7 +606,7 @@ impl<'a, B: TlbBackend, M: Memory> MmuGather<'a, B, M> {
             self.backend.prepare();
             st.report.prepares += 1;
             let inv = &mut st.report.invalidates;
-            match (fallback, st.scope) {
+            match (fallback, scope) {
                 (Some(_), Scope::Kernel) => {
                     self.backend.invalidate_all();
                     inv.all += 1;
@@ -571,6 +653,18 @@ impl<'a, B: TlbBackend, M: Memory> MmuGather<'a, B, M> {
         }
         // Everything batched is covered by a completed flush: this one, or (for frames
         // batched after an early flush with nothing recorded since) the one before.
+        // Lockless software walkers are waited for after that completion and before any
+        // table memory goes back.
+        if st.tables_pending {
+            if let Some(sync) = self.table_sync {
+                // The unlinking stores must be visible before the sync looks for walkers
+                // (the completion above is a full barrier, but a drain may run without one).
+                core::sync::atomic::fence(Ordering::SeqCst);
+                sync.sync_before_table_free();
+                st.report.table_syncs += 1;
+            }
+            st.tables_pending = false;
+        }
         st.batches.drain(&mut self.memory, &mut st.report);
         st.record.clear();
         st.global_seen = false;
@@ -580,6 +674,11 @@ impl<'a, B: TlbBackend, M: Memory> MmuGather<'a, B, M> {
 
     /// Batches `item` for freeing after the flush, flushing early if there is no room.
     fn batch(&mut self, item: Pending) {
+        if matches!(item, Pending::Table { .. }) {
+            // The next drain syncs with lockless walkers before anything goes back; if this
+            // item triggers a flush below, that one syncs for it before it is freed.
+            self.st.tables_pending = true;
+        }
         let Some(word) = item.encode() else {
             // Cannot be packed (PA past 2^40, misaligned, or a big table run): flush now,
             // which covers this item's invalidate (recorded before we got here), and free
@@ -599,6 +698,8 @@ impl<'a, B: TlbBackend, M: Memory> MmuGather<'a, B, M> {
         }
         // No room and no batch frame: flush what we have (this item's invalidate is
         // already recorded, so it is covered too), then batch it into the emptied batch.
+        // If the item is table memory, that flush already synced for it (it was unlinked
+        // before the sync, so no walker starting later can reach it).
         self.st.report.early_flushes += 1;
         self.flush_inner(None);
         let pushed = self

@@ -71,6 +71,9 @@ pub struct FlushReport {
     pub batch_alloc_failures: u32,
     /// The last reason a flush fell back to a whole-ASID / full invalidate, if any did.
     pub fallback: Option<Fallback>,
+    /// Calls of the [`super::TableFreeSync`] hook (one per flush that handed back table
+    /// memory, when a hook is set).
+    pub table_syncs: u32,
 }
 
 impl FlushReport {
@@ -88,7 +91,8 @@ impl fmt::Display for FlushReport {
             f,
             "cleared {} leaves, unlinked {} tables; freed {} ranges ({} KiB) + {} table frames; \
              invalidates: {} va, {} va-all-asids, {} asid, {} all, {} bp; \
-             {} flushes ({} early), {} prepare, {} complete; batch frames {} (alloc failures {})",
+             {} flushes ({} early), {} prepare, {} complete; batch frames {} (alloc failures {}); \
+             table syncs {}",
             self.leaves_cleared,
             self.tables_unlinked,
             self.leaves_released,
@@ -105,6 +109,7 @@ impl fmt::Display for FlushReport {
             self.completions,
             self.batch_frames_borrowed,
             self.batch_alloc_failures,
+            self.table_syncs,
         )?;
         match self.fallback {
             Some(r) => write!(f, "; fallback: {r:?}"),
