@@ -35,9 +35,33 @@
 //! ASID 0, `isb`, write TTBR0, `isb`, set the new ASID, `isb`, so that no speculative walk
 //! can combine the new ASID with the old tables or the reverse. No non-global entry is
 //! ever tagged with ASID 0.
+//!
+//! # Switching
+//!
+//! `AsidAllocator::activate` (ARM only) is the whole context switch of `TTBR0`: it asks
+//! the allocator for the ASID, then runs `crate::arch::mmu::switch_context`, which is
+//! the reserved-ASID sequence above with the owed local `TLBIALL` done while ASID 0 is
+//! current (after the new `TTBR0`, before the new ASID), and nothing but a `TTBR0` write
+//! when the ASID does not change. [`crate::locked::LockedAddressSpace`] keeps the
+//! [`AsidContext`] next to the page-table lock, so its gathers name the ASID the space
+//! has when they flush.
+//!
+//! # Teardown and immediate reuse
+//!
+//! A destroyed address space's ASID is normally just forgotten: its number stays taken
+//! until the next rollover, whose local flushes clear any entries still tagged with it.
+//! A kernel that tears down many short-lived spaces can instead hand the number back with
+//! [`AsidAllocator::release`] once the teardown flush (a *broadcast* whole-ASID or full
+//! invalidate, as the teardown gather issues with a broadcast backend) has completed:
+//! then no TLB holds an entry tagged with it, and the next space may use it at once.
+//! That is the one case in which [`Switch::flush_local_tlb`] is not needed although the
+//! number had an earlier owner: the broadcast flush did the job for every CPU.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
+#[cfg(target_arch = "arm")]
+use crate::addr::PhysAddr;
+use crate::error::ActivateError;
 use crate::tlb::Asid;
 
 /// Number of ASID values (8-bit ASIDs).
@@ -71,7 +95,7 @@ impl AsidContext {
     /// rollover happened since; [`AsidAllocator::switch_to`] refreshes it).
     #[must_use]
     pub fn asid(&self) -> Option<Asid> {
-        match self.id.load(Ordering::Relaxed) {
+        match self.id.load(Ordering::Acquire) {
             0 => None,
             id => Some(Asid((id & ASID_MASK) as u8)),
         }
@@ -89,6 +113,18 @@ pub struct Switch {
     pub flush_local_tlb: bool,
     /// This switch had to allocate a new ASID (slow path).
     pub allocated: bool,
+}
+
+/// Why `AsidAllocator::activate` (ARM only) failed.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum SwitchError {
+    /// The CPU number is not below the allocator's `CPUS`.
+    NoSuchCpu(usize),
+    /// The architected switch refused the table.
+    Activate(ActivateError),
+    /// The address space is not a `TTBR0` table (a [`crate::short::Layout::Kernel`]
+    /// space is loaded once into `TTBR1`, not switched to).
+    NotTtbr0,
 }
 
 struct Inner<const CPUS: usize> {
@@ -173,7 +209,7 @@ impl<const CPUS: usize> AsidAllocator<CPUS> {
         let mut allocated = false;
         if id == 0 || !same_generation(id, self.generation.load(Ordering::Relaxed)) {
             id = self.new_id(&mut inner, id);
-            ctx.id.store(id, Ordering::Relaxed);
+            ctx.id.store(id, Ordering::Release);
             allocated = true;
         }
         let flush_local_tlb = core::mem::take(&mut inner.flush_pending[cpu]);
@@ -183,6 +219,61 @@ impl<const CPUS: usize> AsidAllocator<CPUS> {
             flush_local_tlb,
             allocated,
         })
+    }
+
+    /// Hands the ASID of a destroyed address space back for reuse in this generation, and
+    /// makes it the next one handed out. Returns it, or `None` if there is nothing to give
+    /// back (never assigned, or assigned in an earlier generation: the number is then
+    /// free already or reserved for a CPU that still runs it since the rollover).
+    ///
+    /// Call it only after a *broadcast* invalidate of that ASID (or of everything) has
+    /// completed with every CPU switched away from the destroyed tables (or parked on a
+    /// table without non-global entries): the teardown gather of
+    /// [`crate::locked::LockedAddressSpace::destroy`] with an inner-shareable backend does
+    /// both. Otherwise a CPU could still hold entries of the old space under the number
+    /// and the next owner would see them.
+    pub fn release(&self, ctx: AsidContext) -> Option<Asid> {
+        let id = ctx.id.load(Ordering::Acquire);
+        let mut inner = self.inner.lock();
+        if id == 0 || !same_generation(id, self.generation.load(Ordering::Relaxed)) {
+            return None;
+        }
+        let asid = (id & ASID_MASK) as usize;
+        let (w, b) = (asid / 32, asid % 32);
+        inner.map[w] &= !(1 << b);
+        inner.next = asid;
+        Some(asid_of(id))
+    }
+
+    /// Switches this CPU (`cpu`, below `CPUS`) to the address space of `ctx`, whose
+    /// `TTBR0` table is at `root`: [`AsidAllocator::switch_to`], then
+    /// [`crate::arch::mmu::switch_context`] with the ASID it gave and the local flush it
+    /// owes. Returns what the allocator decided.
+    ///
+    /// # Errors
+    /// [`SwitchError::NoSuchCpu`] (nothing changed); [`SwitchError::Activate`] if the
+    /// table base is unusable (the ASID was assigned, the registers were not changed).
+    ///
+    /// # Safety
+    /// As [`crate::arch::mmu::activate`]: everything the CPU uses after the switch must be
+    /// mapped identically by `root` (below the `TTBCR` split) and `TTBR1`. `ctx` must be
+    /// the context of the space at `root`, and `cpu` this CPU's number.
+    #[cfg(target_arch = "arm")]
+    pub unsafe fn activate(
+        &self,
+        cpu: usize,
+        ctx: &AsidContext,
+        root: PhysAddr,
+    ) -> Result<Switch, SwitchError> {
+        let sw = self
+            .switch_to(cpu, ctx)
+            .ok_or(SwitchError::NoSuchCpu(cpu))?;
+        // SAFETY: the caller's contract for the mappings; the allocator guarantees that
+        // this CPU's entries under `sw.asid` belong to `ctx`'s space unless it asks for the
+        // local flush, which `switch_context` then does.
+        unsafe { crate::arch::mmu::switch_context(root, sw.asid, sw.flush_local_tlb) }
+            .map_err(SwitchError::Activate)?;
+        Ok(sw)
     }
 
     fn new_id(&self, inner: &mut Inner<CPUS>, old: u64) -> u64 {
@@ -364,6 +455,108 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn release_hands_the_number_to_the_next_space() {
+        let alloc = AsidAllocator::<2>::new();
+        assert_eq!(alloc.release(AsidContext::new()), None, "never assigned");
+        let a = AsidContext::new();
+        let b = AsidContext::new();
+        let asid_a = alloc.switch_to(1, &a).unwrap().asid;
+        let _ = alloc.switch_to(0, &b).unwrap();
+        assert_eq!(alloc.release(a), Some(asid_a));
+        let c = AsidContext::new();
+        let sw = alloc.switch_to(0, &c).unwrap();
+        assert_eq!(sw.asid, asid_a, "the released number is handed out next");
+        assert!(sw.allocated && !sw.flush_local_tlb);
+        // Released numbers are unique again: nobody else of this generation has it.
+        let d = AsidContext::new();
+        assert_ne!(alloc.switch_to(0, &d).unwrap().asid, asid_a);
+    }
+
+    #[test]
+    fn release_of_an_old_generation_gives_nothing_back() {
+        let alloc = AsidAllocator::<1>::new();
+        let old = AsidContext::new();
+        let _ = alloc.switch_to(0, &old).unwrap();
+        let others: Vec<AsidContext> = (0..300).map(|_| AsidContext::new()).collect();
+        for c in &others {
+            let _ = alloc.switch_to(0, c).unwrap();
+        }
+        assert!(alloc.rollovers() >= 1);
+        assert_eq!(alloc.release(old), None);
+    }
+
+    /// Spaces are created, run on random CPUs and destroyed; a destroyed space's ASID is
+    /// released after a broadcast flush of it (or, with the bug, without one). The model
+    /// TLBs must never show a CPU entries of another space under its current ASID.
+    fn run_with_teardown(broadcast_flush: bool) -> Result<u64, String> {
+        const CPUS: usize = 4;
+        let alloc = AsidAllocator::<CPUS>::new();
+        let mut live: Vec<(usize, AsidContext)> = Vec::new();
+        let mut next_space = 0usize;
+        let mut tlbs: Vec<HashMap<u8, usize>> = (0..CPUS).map(|_| HashMap::new()).collect();
+        // What each CPU runs: (space, asid), or parked with the ASID of a dead space.
+        let mut running: Vec<Option<usize>> = std::vec![None; CPUS];
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for step in 0..20_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let op = seed % 8;
+            if live.len() < 3 || op < 2 {
+                live.push((next_space, AsidContext::new()));
+                next_space += 1;
+            } else if op == 2 {
+                // Destroy a space no CPU runs, flush its ASID everywhere, release it.
+                let idx = (seed >> 8) as usize % live.len();
+                let (space, _) = &live[idx];
+                if running.contains(&Some(*space)) {
+                    continue;
+                }
+                let (space, ctx) = live.swap_remove(idx);
+                if let Some(a) = ctx.asid() {
+                    if broadcast_flush {
+                        for t in &mut tlbs {
+                            t.retain(|&k, &mut owner| !(k == a.0 && owner == space));
+                        }
+                    }
+                }
+                let _ = alloc.release(ctx);
+            } else {
+                let cpu = (seed >> 16) as usize % CPUS;
+                let idx = (seed >> 24) as usize % live.len();
+                let (space, ctx) = &live[idx];
+                let sw = alloc.switch_to(cpu, ctx).unwrap();
+                if sw.flush_local_tlb {
+                    tlbs[cpu].clear();
+                }
+                if let Some(&owner) = tlbs[cpu].get(&sw.asid.0) {
+                    if owner != *space {
+                        return Err(format!(
+                            "step {step}: cpu {cpu} runs space {space} with ASID {} and \
+                             sees entries of space {owner}",
+                            sw.asid.0
+                        ));
+                    }
+                }
+                tlbs[cpu].insert(sw.asid.0, *space);
+                running[cpu] = Some(*space);
+            }
+        }
+        Ok(alloc.rollovers())
+    }
+
+    #[test]
+    fn released_numbers_are_safe_after_a_broadcast_flush() {
+        let rollovers = run_with_teardown(true).unwrap();
+        assert!(rollovers >= 1, "no rollover exercised");
+    }
+
+    #[test]
+    fn teeth_release_without_the_broadcast_flush_is_caught() {
+        assert!(run_with_teardown(false).is_err());
     }
 
     #[test]

@@ -8,9 +8,15 @@
 //! - [`memory`]: the kernel's memory model, through which every frame comes and goes;
 //! - [`sink`]: what walkers report when they clear entries or unlink tables;
 //! - [`tlb`]: the TLB backend interface and its implementations;
-//! - [`short`]: VMSAv7 short-descriptor page tables (`AddressSpace`), with [`error`] the
-//!   typed errors of their operations;
+//! - [`table`]: the one table walker (`AddressSpace<F, M>`), generic over the descriptor
+//!   format, with [`error`] the typed errors of its operations;
+//! - [`short`]: VMSAv7 short-descriptor page tables (`short::AddressSpace`);
+//! - [`lpae`]: long-descriptor (LPAE) page tables (`lpae::AddressSpace`), through the same
+//!   walker;
 //! - [`gather`]: the `MmuGather`: invalidate once, then free what was unmapped;
+//! - [`asid`]: 8-bit ASID allocation with generations, and the switch to an address space;
+//! - [`locked`]: the address-space lock and what must be held for each operation;
+//! - [`lockless`]: software table walks without the lock, synced with table freeing;
 //! - [`arch`]: the one place with CP15 instructions and barriers (those only on
 //!   `target_arch = "arm"`; the register layouts in `arch::fields` everywhere).
 
@@ -27,9 +33,13 @@ pub mod arch;
 pub mod asid;
 pub mod error;
 pub mod gather;
+pub mod locked;
+pub mod lockless;
+pub mod lpae;
 pub mod memory;
 pub mod short;
 pub mod sink;
+pub mod table;
 pub mod tlb;
 
 pub use addr::{Frame, Page, PhysAddr, VirtAddr, VirtRange, PAGE_SIZE};

@@ -7,7 +7,8 @@
 //! - [`enable_tex_remap`]: `PRRR`/`NMRR` from [`crate::short::attrs`], `SCTLR.TRE = 1`,
 //!   `AFE = 0`;
 //! - [`set_split`]: `TTBR1` + `TTBCR.N`;
-//! - [`activate`]: the architected `TTBR0` + ASID switch;
+//! - [`activate`]: the architected `TTBR0` + ASID switch; [`switch_context`]: the same
+//!   with an ASID allocator's owed local flush (see [`crate::asid`]);
 //! - [`clean_dcache_to_pou`] / [`publish_table_writes`]: walk coherency, used by the
 //!   address space after it writes descriptors.
 
@@ -142,6 +143,76 @@ pub unsafe fn activate(root: PhysAddr, asid: Asid) -> Result<(), ActivateError> 
     isb();
     TTBR0.set(ttbr_value(root));
     isb();
+    CONTEXTIDR.modify(CONTEXTIDR_BITS::ASID.val(u32::from(asid.0)));
+    isb();
+    tlbi::bpiall(0);
+    dsb_ish();
+    isb();
+    Ok(())
+}
+
+/// [`activate`] as an ASID allocator needs it ([`crate::asid`]): the allocator's owed
+/// local invalidate folded into the sequence, and no ASID dance when the ASID does not
+/// change.
+///
+/// ```text
+/// same ASID as now, no flush owed:
+///   TTBR0 already `root`: nothing at all
+///   else: dsb ishst ; TTBR0 = root ; isb
+/// otherwise:
+///   dsb ishst
+///   CONTEXTIDR.ASID = 0 ; isb       reserved ASID while the tables change
+///   TTBR0 = root ; isb
+///   [TLBIALL ; dsb nsh]             `flush_local_tlb`: after a rollover, before any ASID
+///                                   of the new generation is used on this CPU
+///   CONTEXTIDR.ASID = asid ; isb
+///   BPIALL ; dsb ish ; isb
+/// ```
+///
+/// The same-ASID shortcut is sound because every non-global entry this CPU holds under
+/// `asid` then belongs to `root`'s space: either it is the space this CPU already runs
+/// (another thread of the same process), or the CPU was parked (`TTBR0` on a table with
+/// no non-global entries, ASID kept, as Linux does for lazy switches) and the ASID was
+/// handed to `root`'s space after a broadcast invalidate of it (the teardown gather of the
+/// previous owner, then [`crate::asid::AsidAllocator::release`]).
+///
+/// # Errors
+/// As [`activate`].
+///
+/// # Safety
+/// As [`activate`]; and no entry tagged `asid` in this CPU's TLB may belong to another
+/// table than `root` unless `flush_local_tlb` is set (what the allocator guarantees).
+pub unsafe fn switch_context(
+    root: PhysAddr,
+    asid: Asid,
+    flush_local_tlb: bool,
+) -> Result<(), ActivateError> {
+    if asid.0 == 0 {
+        return Err(ActivateError::ReservedAsid);
+    }
+    let n = TTBCR.read(TTBCR_BITS::N);
+    let align = (16384u64 >> n).max(128);
+    if !root.is_aligned(align) || root.as_u64() >= 1 << 32 {
+        return Err(ActivateError::BadTableBase(root));
+    }
+    let ttbr = ttbr_value(root);
+    if !flush_local_tlb && current_asid() == asid {
+        if TTBR0.get() != ttbr {
+            dsb_ishst();
+            TTBR0.set(ttbr);
+            isb();
+        }
+        return Ok(());
+    }
+    dsb_ishst();
+    CONTEXTIDR.modify(CONTEXTIDR_BITS::ASID.val(0));
+    isb();
+    TTBR0.set(ttbr);
+    isb();
+    if flush_local_tlb {
+        tlbi::tlbiall(0);
+        super::barrier::dsb_nsh();
+    }
     CONTEXTIDR.modify(CONTEXTIDR_BITS::ASID.val(u32::from(asid.0)));
     isb();
     tlbi::bpiall(0);
