@@ -18,6 +18,11 @@ pub enum Feature {
     Supersections,
     /// Physical addresses above 4 GiB in supersections (LPAE-capable CPUs).
     Pa40,
+    /// Access permissions only the short format's three-bit `AP[2:0]` expresses
+    /// ([`Access::None`](crate::table::attrs::Access::None) and
+    /// [`Access::KernelRwUserRo`](crate::table::attrs::Access::KernelRwUserRo)); long
+    /// descriptors have `AP[2:1]` only.
+    ThreeBitAp,
 }
 
 /// Why an address space could not be created.

@@ -120,7 +120,7 @@ pub mod reg {
     types!(
         SCTLR, TTBCR, TTBR0, TTBR1, DACR, CONTEXTIDR, PRRR, NMRR, PAR, DFSR, DFAR, IFSR, IFAR,
         MPIDR, MIDR, REVIDR, ID_MMFR0, ID_MMFR1, ID_MMFR2, ID_MMFR3, VBAR, TTBR0_64, TTBR1_64,
-        PAR_64
+        PAR_64, MAIR0, MAIR1
     );
 }
 
@@ -148,6 +148,14 @@ cp15_register!(
 cp15_register!(
     /// Normal Memory Remap Register (`c10, 0, c2, 1`).
     NMRR, NMRR_BITS::Register, "c10", "0", "c2", "1", rw);
+cp15_register!(
+    /// Memory Attribute Indirection Register 0 (`c10, 0, c2, 0`, the encoding of `PRRR`):
+    /// attribute slots 0 to 3 when `TTBCR.EAE` = 1.
+    MAIR0, RAW::Register, "c10", "0", "c2", "0", rw);
+cp15_register!(
+    /// Memory Attribute Indirection Register 1 (`c10, 0, c2, 1`, the encoding of `NMRR`):
+    /// attribute slots 4 to 7 when `TTBCR.EAE` = 1.
+    MAIR1, RAW::Register, "c10", "0", "c2", "1", rw);
 cp15_register!(
     /// Physical Address Register, 32-bit view (`c7, 0, c4, 0`).
     PAR, PAR_BITS::Register, "c7", "0", "c4", "0", rw);

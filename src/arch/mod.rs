@@ -14,6 +14,8 @@ pub mod barrier;
 pub mod cp15;
 pub mod fields;
 #[cfg(target_arch = "arm")]
+pub mod lpae;
+#[cfg(target_arch = "arm")]
 pub mod mmu;
 #[cfg(target_arch = "arm")]
 pub mod tlbi;

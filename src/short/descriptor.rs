@@ -191,13 +191,27 @@ impl L1Desc {
     /// 16 MiB and above 40 bits ignored).
     #[must_use]
     pub fn supersection(pa: u64, attrs: Attributes) -> Self {
-        let lo = (pa as u32) & 0xff00_0000;
-        let pa35_32 = ((pa >> 32) as u32 & 0xf) << 20;
-        let pa39_36 = ((pa >> 36) as u32 & 0xf) << 5;
-        L1Desc::from_bits_retain(lo | pa35_32 | pa39_36)
+        L1Desc::from_bits_retain(Self::supersection_base(pa))
             | L1Desc::TYPE1
             | L1Desc::SUPER
             | l1_attr_bits(attrs.raw())
+    }
+
+    /// The address bits of a supersection at `pa`: `PA[31:24]` in place, `PA[35:32]` at
+    /// bits \[23:20\], `PA[39:36]` at bits \[8:5\].
+    #[must_use]
+    pub const fn supersection_base(pa: u64) -> u32 {
+        let lo = (pa as u32) & 0xff00_0000;
+        let pa35_32 = ((pa >> 32) as u32 & 0xf) << 20;
+        let pa39_36 = ((pa >> 36) as u32 & 0xf) << 5;
+        lo | pa35_32 | pa39_36
+    }
+
+    /// The output address of a supersection entry (up to 40 bits).
+    #[must_use]
+    pub const fn supersection_pa(raw: u32) -> u64 {
+        let b = raw as u64;
+        (b & 0xff00_0000) | ((b >> 20) & 0xf) << 32 | ((b >> 5) & 0xf) << 36
     }
 
     /// The raw word.
@@ -238,8 +252,7 @@ impl L1Desc {
                 };
                 let attrs = Attributes::from_raw(raw);
                 if self.contains(L1Desc::SUPER) {
-                    let b = self.bits() as u64;
-                    let pa = (b & 0xff00_0000) | ((b >> 20) & 0xf) << 32 | ((b >> 5) & 0xf) << 36;
+                    let pa = Self::supersection_pa(self.bits());
                     L1Kind::Supersection { pa, attrs }
                 } else {
                     L1Kind::Section {

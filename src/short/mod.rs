@@ -4,8 +4,12 @@
 //! - [`attrs`]: memory type, permissions, execute, global and shareable, and their one
 //!   translation to bits (TEX remap; [`attrs::PRRR`]/[`attrs::NMRR`] are the values the
 //!   kernel programs);
+//! - [`Short`]: the [`Format`](crate::table::Format) the generic walker of
+//!   [`crate::table`] uses for these tables, and [`Features`];
 //! - [`AddressSpace`]: an L1 table and its L2 tables, with `map`, `translate`,
-//!   `mappings` (walk), `protect`, `unmap` and `free_tables`.
+//!   `mappings` (walk), `protect`, `unmap` and `free_tables` — the generic
+//!   [`crate::table::AddressSpace`] with the format filled in. The long-descriptor tables
+//!   ([`crate::lpae`]) run through the same code; the rules below hold for both.
 //!
 //! # Table packing
 //!
@@ -13,7 +17,7 @@
 //! consecutive 1 MiB regions of one 4 MiB-aligned VA *group* share one 4 KiB frame; the
 //! table of region `r` sits at byte offset `(r % 4) * 1 KiB`. The frame is allocated when
 //! the first of the four tables is needed and is released only by
-//! [`AddressSpace::free_tables`], when all four tables are empty and the whole 4 MiB group
+//! `AddressSpace::free_tables`, when all four tables are empty and the whole 4 MiB group
 //! lies within `[floor, ceiling)` — the group is the unit of table freeing (as a PMD-sized
 //! unit is in Linux). A densely mapped 1 GiB of 4 KiB pages therefore costs exactly 1 MiB
 //! of L2 tables (256 frames) plus the L1 table (16 KiB); 256 MiB costs 256 KiB.
@@ -89,14 +93,20 @@
 
 pub mod attrs;
 pub mod descriptor;
+mod format;
 #[cfg(any(test, feature = "std"))]
 pub mod host;
-mod space;
 #[cfg(test)]
 mod tests;
 
+pub use crate::table::{Changed, Layout, Mapping, Translation, WalkCounts};
 pub use attrs::{Access, Attributes, Execute, MemoryType, NMRR, PRRR};
 pub use descriptor::{L1Desc, L1Kind, L2Desc, L2Kind};
-pub use space::{
-    AddressSpace, Changed, Features, Layout, Mapping, Mappings, Translation, WalkCounts,
-};
+pub use format::{Features, Short};
+
+/// A short-descriptor address space: one L1 table and the L2 tables it points to (the
+/// generic [`crate::table::AddressSpace`] in the [`Short`] format).
+pub type AddressSpace<M> = crate::table::AddressSpace<Short, M>;
+
+/// Iterator over the leaf mappings of a range of a short-descriptor space.
+pub type Mappings<'a, M> = crate::table::Mappings<'a, Short, M>;

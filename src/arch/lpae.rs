@@ -1,0 +1,162 @@
+//! MMU set-up and context switching for long-descriptor tables
+//! ([`crate::lpae::AddressSpace`]), and their single-copy-atomic descriptor store.
+//!
+//! - [`detect_features`]: whether the CPU has LPAE, and its walk coherency;
+//! - [`store_descriptor`]: one `strd` of a 64-bit descriptor;
+//! - [`enable`]: `MAIR0`/`MAIR1` from [`crate::lpae::attrs`], `TTBR0` (+ ASID) and
+//!   `TTBR1`, then `TTBCR.EAE = 1` with `T0SZ`, the walk attributes and `A1 = 0`;
+//! - [`activate`]: a context switch, one 64-bit `TTBR0` write (table and ASID together);
+//! - [`current_asid`], [`ttbr_value`].
+
+use tock_registers::interfaces::{Readable, Writeable};
+
+use super::barrier::{dsb_ish, dsb_ishst, dsb_sy, isb};
+use super::cp15::{ID_MMFR0, ID_MMFR3, MAIR0, MAIR1, TTBCR, TTBCR_BITS, TTBR0_64, TTBR1_64};
+use super::tlbi;
+use crate::addr::PhysAddr;
+use crate::error::ActivateError;
+use crate::lpae::{attrs, Features};
+use crate::tlb::Asid;
+
+/// The long-descriptor features of this CPU, or `None` without LPAE.
+#[must_use]
+pub fn detect_features() -> Option<Features> {
+    Features::from_id_regs(ID_MMFR0.get(), ID_MMFR3.get())
+}
+
+/// Writes the 64-bit descriptor `v` at `p` with one `strd`, which LPAE makes single-copy
+/// atomic for an 8-byte-aligned address: a table walker sees the old or the new value,
+/// never one half of each.
+///
+/// # Safety
+/// `p` is an 8-byte-aligned, writable descriptor of a table the caller owns.
+#[inline(always)]
+pub unsafe fn store_descriptor(p: *mut u64, v: u64) {
+    // SAFETY: the caller guarantees `p` is aligned and writable. `strd` in A32 needs an
+    // even/odd register pair, hence r2/r3; little-endian: the low word at the lower
+    // address.
+    unsafe {
+        core::arch::asm!(
+            "strd r2, r3, [{p}]",
+            p = in(reg) p,
+            in("r2") v as u32,
+            in("r3") (v >> 32) as u32,
+            options(nostack, preserves_flags)
+        )
+    }
+}
+
+/// `TTBR0`/`TTBR1` value: the table base (bits \[39:x\]) and the ASID in bits \[55:48\].
+#[must_use]
+pub const fn ttbr_value(root: PhysAddr, asid: Asid) -> u64 {
+    (root.as_u64() & 0xff_ffff_ffff) | (asid.0 as u64) << 48
+}
+
+/// A root table address `TTBRn` can hold with `TxSZ = tsz`: below 1 TiB and aligned to
+/// `2^x` bytes (`x = 5 - tsz` for `tsz` 0 or 1, `14 - tsz` otherwise).
+fn root_ok(root: PhysAddr, tsz: u8) -> bool {
+    let x = if tsz <= 1 { 5 - tsz } else { 14 - tsz };
+    root.is_aligned(1 << x) && root.as_u64() < 1 << 40
+}
+
+/// Switches translation to the long-descriptor format: `MAIR0`/`MAIR1`, `TTBR1` (for
+/// `n > 0`: the table at `kernel_root` translates VAs from `1 << (32 - n)` up), `TTBR0`
+/// (the table at `root` with `asid`), then `TTBCR` with `EAE = 1`, `T0SZ = n`,
+/// `T1SZ = 0`, `A1 = 0` (ASID from `TTBR0`), walks inner and outer write-back
+/// write-allocate and inner shareable, `EPD1` set when there is no split. Invalidates
+/// this CPU's TLB and branch predictor afterwards (entries of the old format must go).
+/// Run once per CPU.
+///
+/// # Errors
+/// [`ActivateError::InvalidSplit`] for `n > 7`; [`ActivateError::BadTableBase`] for a
+/// root table `TTBR0`/`TTBR1` cannot hold.
+///
+/// # Safety
+/// The code, stack and data in use must be mapped identically, with the same memory
+/// types, before and after: through `root` below the split (everything when `n = 0`),
+/// through `kernel_root` above. `PRRR`/`NMRR` are the registers `MAIR0`/`MAIR1` replace,
+/// so the current short-descriptor map must not rely on TEX remap (`SCTLR.TRE = 0`, as
+/// the test runtime's boot map) while this runs, or must mean the same under both.
+pub unsafe fn enable(
+    n: u8,
+    root: PhysAddr,
+    asid: Asid,
+    kernel_root: PhysAddr,
+) -> Result<(), ActivateError> {
+    if n > 7 {
+        return Err(ActivateError::InvalidSplit(n));
+    }
+    if !root_ok(root, n) {
+        return Err(ActivateError::BadTableBase(root));
+    }
+    if n > 0 && !root_ok(kernel_root, 0) {
+        return Err(ActivateError::BadTableBase(kernel_root));
+    }
+    dsb_sy();
+    MAIR0.set(attrs::MAIR0);
+    MAIR1.set(attrs::MAIR1);
+    if n > 0 {
+        TTBR1_64.set(ttbr_value(kernel_root, Asid(0)));
+    }
+    TTBR0_64.set(ttbr_value(root, asid));
+    isb();
+    TTBCR.write(
+        TTBCR_BITS::EAE::SET
+            + TTBCR_BITS::T0SZ.val(u32::from(n))
+            + TTBCR_BITS::IRGN0::WriteBackWriteAllocate
+            + TTBCR_BITS::ORGN0::WriteBackWriteAllocate
+            + TTBCR_BITS::SH0::InnerShareable
+            + TTBCR_BITS::T1SZ.val(0)
+            + TTBCR_BITS::IRGN1.val(1)
+            + TTBCR_BITS::ORGN1.val(1)
+            + TTBCR_BITS::SH1.val(3)
+            + TTBCR_BITS::A1::CLEAR
+            + TTBCR_BITS::EPD1.val(u32::from(n == 0)),
+    );
+    isb();
+    tlbi::tlbiall(0);
+    tlbi::bpiall(0);
+    dsb_sy();
+    isb();
+    Ok(())
+}
+
+/// Switches `TTBR0` to the table at `root` and the current ASID to `asid` in one 64-bit
+/// register write (with `TTBCR.A1 = 0` the ASID is part of `TTBR0`, so no walk can see the
+/// new table with the old ASID or the reverse), then invalidates the branch predictor.
+///
+/// ```text
+/// dsb ishst                 table writes visible to the walker
+/// TTBR0 = root | asid << 48 ; isb
+/// BPIALL ; dsb ish ; isb
+/// ```
+///
+/// No TLB flush is needed when every non-global mapping of `root` is tagged with `asid`
+/// (the ASID allocator guarantees a reused ASID is flushed first).
+///
+/// # Errors
+/// [`ActivateError::BadTableBase`] if `root` is not a table `TTBR0` can hold with the
+/// current `T0SZ`.
+///
+/// # Safety
+/// [`enable`] has run on this CPU, and everything the CPU uses after the switch must be
+/// mapped identically by the new context.
+pub unsafe fn activate(root: PhysAddr, asid: Asid) -> Result<(), ActivateError> {
+    let n = TTBCR.read(TTBCR_BITS::T0SZ) as u8;
+    if !root_ok(root, n) {
+        return Err(ActivateError::BadTableBase(root));
+    }
+    dsb_ishst();
+    TTBR0_64.set(ttbr_value(root, asid));
+    isb();
+    tlbi::bpiall(0);
+    dsb_ish();
+    isb();
+    Ok(())
+}
+
+/// The ASID in `TTBR0` now (long-descriptor format, `TTBCR.A1 = 0`).
+#[must_use]
+pub fn current_asid() -> Asid {
+    Asid((TTBR0_64.get() >> 48) as u8)
+}

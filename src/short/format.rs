@@ -1,0 +1,265 @@
+//! The short-descriptor [`Format`]: what the generic walker needs to know about L1/L2
+//! entries, their sizes and the CPU features they depend on.
+
+use super::descriptor::{L1Desc, L1Kind, L2Desc, L2Kind};
+use crate::error::Feature;
+use crate::sink::MapSize;
+use crate::table::attrs::{Access, Attributes, Execute};
+use crate::table::{Format, Kind, Layout, LeafShape, RootShape};
+
+/// The VMSAv7 short-descriptor format (`TTBCR.EAE = 0`): level 1 with 1 MiB sections and
+/// 16 MiB supersections, level 2 with 64 KiB large pages and 4 KiB small pages, 32-bit
+/// entries, 1 KiB L2 tables packed four to a frame.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Short;
+
+/// Optional VMSAv7 features the tables may use. `crate::arch::mmu::detect_features` reads
+/// them from the ID registers on the target.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Features {
+    /// The PXN bit exists (`ID_MMFR0.VMSA >= 4`); L1 type `0b11` is a section with PXN.
+    pub pxn: bool,
+    /// Supersections exist (`ID_MMFR3.Supersec == 0`).
+    pub supersections: bool,
+    /// Supersections reach 40-bit physical addresses (LPAE-capable CPUs).
+    pub pa40: bool,
+    /// Table walks are coherent with the data cache (`ID_MMFR3.CohWalk == 1`); otherwise
+    /// every descriptor write is cleaned to the point of unification.
+    pub coherent_walk: bool,
+}
+
+impl Features {
+    /// Everything (Cortex-A7/A15 and QEMU's models of them).
+    pub const ALL: Features = Features {
+        pxn: true,
+        supersections: true,
+        pa40: true,
+        coherent_walk: true,
+    };
+    /// The VMSAv7 baseline: no PXN, supersections with 32-bit PA, non-coherent walks.
+    pub const BASELINE: Features = Features {
+        pxn: false,
+        supersections: true,
+        pa40: false,
+        coherent_walk: false,
+    };
+
+    /// Decodes the features from `ID_MMFR0` and `ID_MMFR3` values (`VMSA >= 4`: PXN;
+    /// `VMSA >= 5`: LPAE, hence 40-bit supersection addresses; `Supersec == 0`:
+    /// supersections; `CohWalk == 1`: coherent walks).
+    #[must_use]
+    pub fn from_id_regs(id_mmfr0: u32, id_mmfr3: u32) -> Features {
+        use crate::arch::fields::{ID_MMFR0_BITS, ID_MMFR3_BITS};
+        use tock_registers::LocalRegisterCopy;
+        let m0 = LocalRegisterCopy::<u32, ID_MMFR0_BITS::Register>::new(id_mmfr0);
+        let m3 = LocalRegisterCopy::<u32, ID_MMFR3_BITS::Register>::new(id_mmfr3);
+        let vmsa = m0.read(ID_MMFR0_BITS::VMSA);
+        let supersections = m3.read(ID_MMFR3_BITS::SUPERSEC) == 0;
+        Features {
+            pxn: vmsa >= 4,
+            supersections,
+            pa40: supersections && vmsa >= 5,
+            coherent_walk: m3.read(ID_MMFR3_BITS::COHWALK) >= 1,
+        }
+    }
+}
+
+const MIB: u64 = 1 << 20;
+const TOP: u64 = 1 << 32;
+
+impl Format for Short {
+    type Word = u32;
+    type Features = Features;
+    /// The PXN bit of the L1 entry of an L2 table (`None` for L1 entries, which have no
+    /// table above them).
+    type TableCtx = Option<bool>;
+
+    const LAST_LEVEL: u8 = 2;
+    const SHIFT: [u32; 4] = [0, 20, 12, 0];
+    const ENTRIES: [usize; 4] = [0, 4096, 256, 0];
+    const LEAVES: &'static [LeafShape] = &[
+        LeafShape {
+            size: MapSize::Super16M,
+            level: 1,
+            copies: 16,
+        },
+        LeafShape {
+            size: MapSize::Section1M,
+            level: 1,
+            copies: 1,
+        },
+        LeafShape {
+            size: MapSize::Large64K,
+            level: 2,
+            copies: 16,
+        },
+        LeafShape {
+            size: MapSize::Page4K,
+            level: 2,
+            copies: 1,
+        },
+    ];
+    const VALID_MASK: u64 = 3;
+    const TABLE_PA_LIMIT: u64 = TOP;
+    const ROOT_CTX: Option<bool> = None;
+
+    fn root(layout: Layout) -> RootShape {
+        match layout {
+            Layout::Whole | Layout::Kernel { .. } => RootShape {
+                level: 1,
+                entries: 4096,
+                frames: 4,
+                align: 16384,
+            },
+            Layout::User { n } => {
+                let bytes = 16384usize >> n;
+                RootShape {
+                    level: 1,
+                    entries: 4096 >> n,
+                    frames: bytes.div_ceil(4096),
+                    align: bytes.max(4096),
+                }
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn coherent_walk(features: &Features) -> bool {
+        features.coherent_walk
+    }
+
+    fn size_usable(features: &Features, size: MapSize) -> bool {
+        size != MapSize::Super16M || features.supersections
+    }
+
+    fn pa_limit(features: &Features, size: MapSize) -> u64 {
+        if size == MapSize::Super16M && features.pa40 {
+            1 << 40
+        } else {
+            TOP
+        }
+    }
+
+    fn check_permissions(features: &Features, _: Access, execute: Execute) -> Result<(), Feature> {
+        if execute == Execute::UserOnly && !features.pxn {
+            Err(Feature::Pxn)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn new_table_ctx(layout: Layout, features: &Features, execute: Execute) -> Option<bool> {
+        Some(match execute {
+            Execute::UserOnly => true,
+            Execute::Anywhere => false,
+            Execute::Never => matches!(layout, Layout::User { .. }) && features.pxn,
+        })
+    }
+
+    fn table_allows(ctx: Option<bool>, execute: Execute) -> bool {
+        match (ctx, execute) {
+            (Some(pxn), Execute::UserOnly) => pxn,
+            (Some(pxn), Execute::Anywhere) => !pxn,
+            _ => true,
+        }
+    }
+
+    #[inline(always)]
+    fn kind(features: &Features, level: u8, raw: u32) -> Kind {
+        if level == 1 {
+            match raw & 3 {
+                0 => Kind::Invalid,
+                1 => Kind::Table,
+                3 if !features.pxn => Kind::Invalid,
+                _ if raw & L1Desc::SUPER.bits() != 0 => Kind::Leaf(MapSize::Super16M),
+                _ => Kind::Leaf(MapSize::Section1M),
+            }
+        } else {
+            match raw & 3 {
+                0 => Kind::Invalid,
+                1 => Kind::Leaf(MapSize::Large64K),
+                _ => Kind::Leaf(MapSize::Page4K),
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn table_pa(raw: u32) -> u64 {
+        u64::from(raw & 0xffff_fc00)
+    }
+
+    #[inline(always)]
+    fn table_ctx(raw: u32) -> Option<bool> {
+        Some(raw & L1Desc::TABLE_PXN.bits() != 0)
+    }
+
+    #[inline(always)]
+    fn leaf_pa(raw: u32, size: MapSize) -> u64 {
+        match size {
+            MapSize::Super16M => L1Desc::supersection_pa(raw),
+            MapSize::Section1M => u64::from(raw & 0xfff0_0000),
+            MapSize::Large64K => u64::from(raw & 0xffff_0000),
+            _ => u64::from(raw & 0xffff_f000),
+        }
+    }
+
+    #[inline(always)]
+    fn leaf_global(raw: u32, size: MapSize) -> bool {
+        let ng = if size >= MapSize::Section1M {
+            L1Desc::NG.bits()
+        } else {
+            L2Desc::NG.bits()
+        };
+        raw & ng == 0
+    }
+
+    #[inline(always)]
+    fn leaf_executable(raw: u32, size: MapSize) -> bool {
+        let xn = match size {
+            MapSize::Page4K => L2Desc::TYPE0.bits(),
+            MapSize::Large64K => L2Desc::LARGE_XN.bits(),
+            _ => L1Desc::XN.bits(),
+        };
+        raw & xn == 0
+    }
+
+    fn leaf_attrs(raw: u32, size: MapSize, ctx: Option<bool>) -> Attributes {
+        if size >= MapSize::Section1M {
+            match L1Desc::from_bits_retain(raw).kind(true) {
+                L1Kind::Section { attrs, .. } | L1Kind::Supersection { attrs, .. } => attrs,
+                // Not reached: the walker only asks about leaves.
+                _ => Attributes::KERNEL_DATA,
+            }
+        } else {
+            match L2Desc::from_bits_retain(raw).kind(ctx.unwrap_or(false)) {
+                L2Kind::Small { attrs, .. } | L2Kind::Large { attrs, .. } => attrs,
+                L2Kind::Fault => Attributes::KERNEL_DATA,
+            }
+        }
+    }
+
+    fn encode_table(pa: u64, ctx: Option<bool>) -> u32 {
+        L1Desc::table(pa as u32, ctx.unwrap_or(false)).raw()
+    }
+
+    fn encode_leaf(size: MapSize, pa: u64, attrs: Attributes) -> u32 {
+        match size {
+            MapSize::Super16M => L1Desc::supersection(pa, attrs).raw(),
+            MapSize::Section1M => L1Desc::section(pa as u32, attrs).raw(),
+            MapSize::Large64K => L2Desc::large(pa as u32, attrs).raw(),
+            _ => L2Desc::small(pa as u32, attrs).raw(),
+        }
+    }
+
+    #[inline(always)]
+    fn pa_field(size: MapSize, pa: u64) -> u32 {
+        match size {
+            MapSize::Super16M => L1Desc::supersection_base(pa),
+            MapSize::Section1M => pa as u32 & 0xfff0_0000,
+            MapSize::Large64K => pa as u32 & 0xffff_0000,
+            _ => pa as u32 & 0xffff_f000,
+        }
+    }
+}
+
+const _: () = assert!(Short::ENTRIES[2] * 4 * 4 == 4096 && MIB == 1 << Short::SHIFT[1]);

@@ -1,0 +1,1242 @@
+//! The address space: a root table, the tables below it, and the operations on them,
+//! written once over a [`Format`].
+//!
+//! See the [module documentation](super) for the split between this walker and the
+//! formats, and [`crate::short`] for the rules every operation follows.
+
+use core::marker::PhantomData;
+use core::ops::ControlFlow;
+use core::ptr::NonNull;
+
+use super::attrs::{Access, Attributes, Execute};
+use super::{
+    check_layout, Changed, Format, Kind, Layout, LeafShape, Mapping, RootShape, Translation,
+    WalkCounts, Word,
+};
+use crate::addr::{PhysAddr, VirtAddr, VirtRange, PAGE_SIZE};
+use crate::error::{CreateError, FreeTablesError, MapError, ProtectError, UnmapError};
+use crate::memory::Memory;
+use crate::sink::{ClearedLeaf, MapSize, UnmapSink};
+
+const PAGE: u64 = PAGE_SIZE as u64;
+const TOP: u64 = 1 << 32;
+/// End marker of the list of frames taken for a `map`.
+const LIST_END: u64 = u64::MAX;
+
+/// A table: the root (possibly several frames) or one reached through `phys_to_virt`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Table<W> {
+    Root,
+    At(*mut W),
+}
+
+/// A leaf entry the walker found.
+struct Found<F: Format> {
+    size: MapSize,
+    /// Its (first) descriptor.
+    raw: F::Word,
+    /// First VA (aligned to `size`).
+    va: u64,
+    /// Its first entry.
+    slot: *mut F::Word,
+    /// The context of the table holding it.
+    ctx: F::TableCtx,
+}
+
+impl<F: Format> Clone for Found<F> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<F: Format> Copy for Found<F> {}
+
+impl<F: Format> Found<F> {
+    fn end(&self) -> u64 {
+        self.va + self.size.bytes()
+    }
+    fn pa(&self) -> u64 {
+        F::leaf_pa(self.raw, self.size)
+    }
+    fn attrs(&self) -> Attributes {
+        F::leaf_attrs(self.raw, self.size, self.ctx)
+    }
+    fn mapping(&self) -> Mapping {
+        Mapping {
+            va: VirtAddr::new(self.va as u32),
+            pa: PhysAddr::new(self.pa()),
+            size: self.size,
+            attrs: self.attrs(),
+        }
+    }
+}
+
+/// An address space in descriptor format `F`: one root table and the tables below it, in
+/// memory obtained from the kernel's [`Memory`].
+///
+/// `crate::short::AddressSpace<M>` and `crate::lpae::AddressSpace<M>` name the two
+/// formats. All table memory is owned by the space. Dropping a space without
+/// [`AddressSpace::destroy`] leaks its tables (they may still be live in a TTBR or a TLB,
+/// so the space cannot free them on its own).
+pub struct AddressSpace<F: Format, M: Memory> {
+    mem: M,
+    layout: Layout,
+    features: F::Features,
+    root: RootShape,
+    root_pa: PhysAddr,
+    /// Pointer to each 4 KiB frame of the root table (unused slots repeat frame 0).
+    root_virt: [NonNull<u8>; 4],
+    /// Frames of tables below the root currently linked.
+    table_frames: usize,
+    _format: PhantomData<F>,
+}
+
+// SAFETY: the pointers refer to table memory owned exclusively by this value; moving it
+// to another thread moves that ownership. Every access goes through `&self`/`&mut self`.
+// The format's types are plain data.
+unsafe impl<F: Format, M: Memory + Send> Send for AddressSpace<F, M> {}
+
+/// Makes descriptor writes at `p..p+len` visible to a non-coherent table walker.
+#[inline(always)]
+fn clean_for_walker<T>(coherent: bool, p: *const T, len: usize) {
+    if !coherent {
+        #[cfg(target_arch = "arm")]
+        crate::arch::mmu::clean_dcache_to_pou(p as usize, len);
+        #[cfg(not(target_arch = "arm"))]
+        let _ = (p, len);
+    }
+}
+
+/// Completes descriptor writes for every table walker in the inner shareable domain and
+/// resynchronizes this CPU's context.
+#[inline]
+fn publish(coherent: bool) {
+    #[cfg(target_arch = "arm")]
+    crate::arch::mmu::publish_table_writes(coherent);
+    #[cfg(not(target_arch = "arm"))]
+    let _ = coherent;
+}
+
+/// Writes one live descriptor (single-copy atomic) and cleans it for the walker.
+#[inline(always)]
+fn write_entry<W: Word>(coherent: bool, p: *mut W, v: W) {
+    // SAFETY: callers pass an entry of a table the space owns (found by the walker or
+    // computed from a checked index).
+    unsafe { W::store(p, v) };
+    clean_for_walker(coherent, p, W::BYTES);
+}
+
+impl<F: Format, M: Memory> AddressSpace<F, M> {
+    /// Creates an empty address space, allocating its root table from `mem`.
+    ///
+    /// # Errors
+    /// [`CreateError::InvalidSplit`] for `n` outside 1..=7; [`CreateError::OutOfMemory`];
+    /// [`CreateError::TableUnreachable`] if the allocator returned memory above 4 GiB or
+    /// misaligned (the frames are returned first).
+    pub fn new(mut mem: M, layout: Layout, features: F::Features) -> Result<Self, CreateError> {
+        check_layout(layout)?;
+        let root = F::root(layout);
+        let pa = mem
+            .allocate_frames(root.frames, root.align)
+            .ok_or(CreateError::OutOfMemory)?;
+        let bytes = (root.frames as u64) * PAGE;
+        if !pa.is_aligned(root.align as u64) || pa.as_u64() + bytes > TOP {
+            mem.free_frames(pa, root.frames);
+            return Err(CreateError::TableUnreachable(pa));
+        }
+        let first = mem.phys_to_virt(pa);
+        let mut root_virt = [first; 4];
+        for (i, slot) in root_virt.iter_mut().enumerate().take(root.frames) {
+            *slot = mem.phys_to_virt(PhysAddr::new(pa.as_u64() + i as u64 * PAGE));
+        }
+        let space = AddressSpace {
+            mem,
+            layout,
+            features,
+            root,
+            root_pa: pa,
+            root_virt,
+            table_frames: 0,
+            _format: PhantomData,
+        };
+        let coherent = space.coherent();
+        for f in &space.root_virt[..root.frames] {
+            // SAFETY: each root frame is ours (just allocated) and reachable through its
+            // pointer per the `Memory` contract; it is not linked anywhere yet.
+            unsafe { core::ptr::write_bytes(f.as_ptr(), 0, PAGE as usize) };
+            clean_for_walker(coherent, f.as_ptr(), PAGE as usize);
+        }
+        publish(coherent);
+        Ok(space)
+    }
+
+    /// Physical address of the root table (what goes in `TTBR0`/`TTBR1`, before the walk
+    /// attribute bits and, for long descriptors, the ASID).
+    #[must_use]
+    pub fn root(&self) -> PhysAddr {
+        self.root_pa
+    }
+
+    /// The layout given at creation.
+    #[must_use]
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// The features given at creation.
+    #[must_use]
+    pub fn features(&self) -> F::Features {
+        self.features
+    }
+
+    /// 4 KiB frames of tables below the root currently linked (a short-descriptor frame
+    /// holds up to four 1 KiB L2 tables; a long-descriptor frame one table).
+    #[must_use]
+    pub fn table_frames(&self) -> usize {
+        self.table_frames
+    }
+
+    /// Bytes of table memory held: the root frames plus the frames below.
+    #[must_use]
+    pub fn table_bytes(&self) -> u64 {
+        (self.root.frames + self.table_frames) as u64 * PAGE
+    }
+
+    /// The kernel memory model the space allocates from.
+    #[must_use]
+    pub fn memory(&self) -> &M {
+        &self.mem
+    }
+
+    /// The kernel memory model, mutably (e.g. for a gather freeing what it collected).
+    pub fn memory_mut(&mut self) -> &mut M {
+        &mut self.mem
+    }
+
+    // ----- geometry and raw entry access --------------------------------------------------
+
+    #[inline(always)]
+    fn coherent(&self) -> bool {
+        F::coherent_walk(&self.features)
+    }
+
+    /// Entries of a table at `level`.
+    #[inline(always)]
+    fn entries(&self, level: u8) -> usize {
+        if level == self.root.level {
+            self.root.entries
+        } else {
+            F::ENTRIES[level as usize]
+        }
+    }
+
+    /// VA bytes one entry at `level` translates.
+    #[inline(always)]
+    const fn span(level: u8) -> u64 {
+        1 << F::SHIFT[level as usize]
+    }
+
+    /// Tables at `level` that share one 4 KiB frame.
+    #[inline(always)]
+    const fn per_frame(level: u8) -> usize {
+        PAGE as usize / (F::ENTRIES[level as usize] * F::Word::BYTES)
+    }
+
+    /// Index of the entry translating `va` in a table at `level`.
+    #[inline(always)]
+    fn index(&self, level: u8, va: u64) -> usize {
+        (va >> F::SHIFT[level as usize]) as usize & (self.entries(level) - 1)
+    }
+
+    /// Pointer to entry `idx` of table `t`.
+    #[inline(always)]
+    fn slot(&self, t: Table<F::Word>, idx: usize) -> *mut F::Word {
+        match t {
+            // SAFETY: `idx` is below the table's entry count (an index computed with
+            // `index`, or a copy/group offset that stays inside the table).
+            Table::At(base) => unsafe { base.add(idx) },
+            Table::Root => {
+                let byte = idx * F::Word::BYTES;
+                // SAFETY: the byte offset stays inside the 4 KiB frame `root_virt[frame]`
+                // points to (the root has at most four frames).
+                unsafe {
+                    self.root_virt[(byte >> 12) & 3]
+                        .as_ptr()
+                        .add(byte & 0xfff)
+                        .cast()
+                }
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn load(&self, t: Table<F::Word>, idx: usize) -> F::Word {
+        // SAFETY: an aligned entry of a table we own.
+        unsafe { F::Word::load(self.slot(t, idx)) }
+    }
+
+    /// The table at physical address `pa` (one `phys_to_virt` per table visit).
+    #[inline(always)]
+    fn table_at(&self, pa: u64) -> *mut F::Word {
+        let base = self.mem.phys_to_virt(PhysAddr::new(pa & !0xfff));
+        // SAFETY: `pa` is a table inside a 4 KiB frame we linked, so the offset stays
+        // inside the frame.
+        unsafe { base.as_ptr().add((pa & 0xfff) as usize).cast() }
+    }
+
+    /// What `raw` is, with the one-mask test for the common empty entry first.
+    #[inline(always)]
+    fn kind(&self, level: u8, raw: F::Word) -> Kind {
+        if raw.to_u64() & F::VALID_MASK == 0 {
+            Kind::Invalid
+        } else {
+            F::kind(&self.features, level, raw)
+        }
+    }
+
+    /// The frame of the tables of the group holding entry `idx` of `t` (a table at
+    /// `level`), found through any of the group's table entries.
+    fn group_frame(&self, t: Table<F::Word>, level: u8, idx: usize) -> Option<u64> {
+        let pf = Self::per_frame(level + 1);
+        let i0 = idx & !(pf - 1);
+        (i0..i0 + pf).find_map(|i| {
+            let raw = self.load(t, i);
+            (self.kind(level, raw) == Kind::Table).then(|| F::table_pa(raw) & !0xfff)
+        })
+    }
+
+    /// Whether the `level + 1` table at `p` has no valid entry (the mask of every entry
+    /// OR-ed together, without a branch per entry).
+    fn table_empty(&self, p: *mut F::Word, level: u8) -> bool {
+        // SAFETY: a table of `ENTRIES[level]` aligned descriptors we own; with `&mut self`
+        // held nobody else writes it.
+        let words =
+            unsafe { core::slice::from_raw_parts(p.cast_const(), F::ENTRIES[level as usize]) };
+        words
+            .chunks(8)
+            .fold(0, |acc, c| c.iter().fold(acc, |a, w| a | w.to_u64()))
+            & F::VALID_MASK
+            == 0
+    }
+
+    fn check_range(&self, range: &VirtRange) -> bool {
+        let (lo, hi) = self.layout.bounds();
+        range.start().as_u64() >= lo && range.end() <= hi
+    }
+
+    // ----- leaf discovery -----------------------------------------------------------------
+
+    /// Calls `f` for every leaf overlapping `[start, end)` below table `t` (at `level`, with
+    /// `ctx`), in VA order, each once (the first of its copies). An invalid entry costs one
+    /// read; a table is entered with one `phys_to_virt`. Stops when `f` breaks.
+    #[allow(clippy::too_many_arguments)]
+    fn visit<B>(
+        &self,
+        t: Table<F::Word>,
+        level: u8,
+        ctx: F::TableCtx,
+        start: u64,
+        end: u64,
+        counts: &mut WalkCounts,
+        f: &mut impl FnMut(Found<F>) -> ControlFlow<B>,
+    ) -> ControlFlow<B> {
+        let shift = F::SHIFT[level as usize];
+        let span = 1u64 << shift;
+        let mask = self.entries(level) - 1;
+        let mut va = start;
+        while va < end {
+            let idx = (va >> shift) as usize & mask;
+            counts.bump(level);
+            let raw = self.load(t, idx);
+            let next = (va & !(span - 1)) + span;
+            match self.kind(level, raw) {
+                Kind::Invalid => va = next,
+                Kind::Table => {
+                    let child = Table::At(self.table_at(F::table_pa(raw)));
+                    let stop = end.min(next);
+                    self.visit(child, level + 1, F::table_ctx(raw), va, stop, counts, f)?;
+                    va = next;
+                }
+                Kind::Leaf(size) => {
+                    let first = idx & !(F::shape(size).copies - 1);
+                    let leaf_va = va & !(size.bytes() - 1);
+                    f(Found {
+                        size,
+                        raw,
+                        va: leaf_va,
+                        slot: self.slot(t, first),
+                        ctx,
+                    })?;
+                    va = leaf_va + size.bytes();
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// Visits every leaf overlapping `[start, end)` from the root.
+    fn visit_range<B>(
+        &self,
+        start: u64,
+        end: u64,
+        counts: &mut WalkCounts,
+        f: &mut impl FnMut(Found<F>) -> ControlFlow<B>,
+    ) -> ControlFlow<B> {
+        self.visit(
+            Table::Root,
+            self.root.level,
+            F::ROOT_CTX,
+            start,
+            end,
+            counts,
+            f,
+        )
+    }
+
+    /// The first leaf that overlaps `[va, end)` (it may start before `va`).
+    fn next_leaf(&self, va: u64, end: u64, counts: &mut WalkCounts) -> Option<Found<F>> {
+        match self.visit_range(va, end, counts, &mut ControlFlow::Break) {
+            ControlFlow::Break(l) => Some(l),
+            ControlFlow::Continue(()) => None,
+        }
+    }
+
+    /// The leaf holding `va`: one read per level.
+    fn leaf_at(&self, va: u64) -> Option<Found<F>> {
+        let mut t = Table::Root;
+        let mut level = self.root.level;
+        let mut ctx = F::ROOT_CTX;
+        loop {
+            let idx = self.index(level, va);
+            let raw = self.load(t, idx);
+            match self.kind(level, raw) {
+                Kind::Invalid => return None,
+                Kind::Table => {
+                    t = Table::At(self.table_at(F::table_pa(raw)));
+                    ctx = F::table_ctx(raw);
+                    level += 1;
+                }
+                Kind::Leaf(size) => {
+                    let first = idx & !(F::shape(size).copies - 1);
+                    return Some(Found {
+                        size,
+                        raw,
+                        va: va & !(size.bytes() - 1),
+                        slot: self.slot(t, first),
+                        ctx,
+                    });
+                }
+            }
+        }
+    }
+
+    /// The leaf cut by a boundary of `[start, end)`, if any.
+    fn straddling(&self, start: u64, end: u64) -> Option<Found<F>> {
+        if let Some(l) = self.leaf_at(start) {
+            if l.va < start {
+                return Some(l);
+            }
+        }
+        if let Some(l) = self.leaf_at(end - PAGE) {
+            if l.end() > end {
+                return Some(l);
+            }
+        }
+        None
+    }
+
+    /// Writes every copy of `leaf`'s entry with `raw`.
+    fn write_leaf(&self, leaf: &Found<F>, raw: F::Word) {
+        let coherent = self.coherent();
+        for k in 0..F::shape(leaf.size).copies {
+            // SAFETY: the copies of a leaf are consecutive entries of its table.
+            write_entry(coherent, unsafe { leaf.slot.add(k) }, raw);
+        }
+    }
+
+    // ----- translate and walk -------------------------------------------------------------
+
+    /// What `va` translates to through these tables, as the hardware walker would see it
+    /// now, or `None` for a translation fault (including VAs outside this table's part of
+    /// the address space).
+    #[must_use]
+    pub fn translate(&self, va: VirtAddr) -> Option<Translation> {
+        let (lo, hi) = self.layout.bounds();
+        if va.as_u64() < lo || va.as_u64() >= hi {
+            return None;
+        }
+        let l = self.leaf_at(va.as_u64())?;
+        Some(Translation {
+            pa: PhysAddr::new(l.pa() + (va.as_u64() - l.va)),
+            mapping: l.mapping(),
+        })
+    }
+
+    /// Every leaf mapping overlapping `range`, in VA order, each once (a replicated
+    /// large page or supersection once, not 16 times). An empty entry costs one read;
+    /// tables are read only under entries that point at them. A range outside this
+    /// table's part of the address space yields nothing there.
+    #[must_use]
+    pub fn mappings(&self, range: VirtRange) -> Mappings<'_, F, M> {
+        let (lo, hi) = self.layout.bounds();
+        Mappings {
+            space: self,
+            next: range.start().as_u64().max(lo),
+            end: range.end().min(hi),
+            counts: WalkCounts::default(),
+        }
+    }
+
+    // ----- map ----------------------------------------------------------------------------
+
+    /// Whether `copies` entries at `level` for `va` are free: the walk reaches an invalid
+    /// entry above `level`, or all of them are invalid (not a leaf, not an even empty
+    /// table).
+    fn free_at(&self, va: u64, level: u8, copies: usize) -> bool {
+        let mut t = Table::Root;
+        let mut l = self.root.level;
+        loop {
+            let idx = self.index(l, va);
+            if l == level {
+                return (idx..idx + copies).all(|i| self.load(t, i).to_u64() & F::VALID_MASK == 0);
+            }
+            let raw = self.load(t, idx);
+            if raw.to_u64() & F::VALID_MASK == 0 {
+                return true;
+            }
+            match F::kind(&self.features, l, raw) {
+                Kind::Table => {
+                    t = Table::At(self.table_at(F::table_pa(raw)));
+                    l += 1;
+                }
+                _ => return false,
+            }
+        }
+    }
+
+    /// The leaf shape of the next chunk of a map at `va -> pa` ending at `end`: the
+    /// largest size up to `max` that the CPU has, that VA and PA alignment and the
+    /// remaining length allow, and whose entries are free.
+    fn choose(&self, va: u64, pa: u64, end: u64, max: MapSize) -> LeafShape {
+        for &s in F::LEAVES {
+            if s.size > max || !F::size_usable(&self.features, s.size) {
+                continue;
+            }
+            let b = s.size.bytes();
+            if va & (b - 1) != 0 || pa & (b - 1) != 0 || end - va < b {
+                continue;
+            }
+            if s.level == F::LAST_LEVEL || self.free_at(va, s.level, s.copies) {
+                return s;
+            }
+        }
+        F::LEAVES[F::LEAVES.len() - 1]
+    }
+
+    /// Maps `range` to the physical range starting at `pa` with `attrs`, using the largest
+    /// mappings up to `max` that alignment (of both VA and PA) and the tables allow (a
+    /// region that already has a table is mapped with smaller leaves). Sizes the format
+    /// does not have count as the next smaller one (short: 2 MiB / 1 GiB mean 1 MiB /
+    /// 16 MiB; long: 64 KiB / 1 MiB mean 4 KiB, 16 MiB means 2 MiB).
+    ///
+    /// Nothing is written before everything is checked and every needed table frame is
+    /// allocated, so on error the tables are exactly as before and every frame taken has
+    /// been returned. New entries are published to the table walkers before this returns
+    /// (`dsb` + `isb` on the target); no TLB maintenance is needed because only invalid
+    /// entries are written — but if the range was unmapped or its tables freed, that
+    /// flush must have completed first.
+    ///
+    /// # Errors
+    /// [`MapError::OutOfRange`], [`MapError::Misaligned`], [`MapError::PhysUnreachable`],
+    /// [`MapError::AlreadyMapped`] (some VA of the range is mapped), [`MapError::PxnConflict`],
+    /// [`MapError::Unsupported`], [`MapError::OutOfMemory`], [`MapError::TableUnreachable`].
+    pub fn map(
+        &mut self,
+        range: VirtRange,
+        pa: PhysAddr,
+        attrs: Attributes,
+        max: MapSize,
+    ) -> Result<(), MapError> {
+        if range.is_empty() {
+            return Ok(());
+        }
+        if !self.check_range(&range) {
+            return Err(MapError::OutOfRange);
+        }
+        if !pa.is_aligned(PAGE) {
+            return Err(MapError::Misaligned(pa));
+        }
+        if pa.checked_add(range.len()).is_none() {
+            return Err(MapError::PhysUnreachable(pa));
+        }
+        F::check_permissions(&self.features, attrs.access, attrs.execute)
+            .map_err(MapError::Unsupported)?;
+        let (start, end) = (range.start().as_u64(), range.end());
+        let need = self.plan_map(start, end, pa.as_u64(), attrs.execute, max)?;
+        let mut list = self.take_frames(need)?;
+        self.apply_map(start, end, pa.as_u64(), attrs, max, &mut list);
+        // Nothing should be left; if a bug left frames, give them back rather than leak.
+        while let Some(f) = self.pop_frame(&mut list) {
+            debug_assert!(false, "map took more frames than it used");
+            self.mem.free_frames(PhysAddr::new(f), 1);
+        }
+        publish(self.coherent());
+        Ok(())
+    }
+
+    /// The table at `level` (below the root) that the last chunk used, if `va` is in it.
+    fn cached(
+        cache: Option<(u8, u64, Table<F::Word>)>,
+        level: u8,
+        va: u64,
+    ) -> Option<Table<F::Word>> {
+        match cache {
+            Some((l, base, t)) if l == level && va >= base && va - base < Self::span(l - 1) => {
+                Some(t)
+            }
+            _ => None,
+        }
+    }
+
+    /// Phase 1 of `map`: check everything, count the table frames to allocate.
+    fn plan_map(
+        &self,
+        start: u64,
+        end: u64,
+        pa0: u64,
+        execute: Execute,
+        max: MapSize,
+    ) -> Result<usize, MapError> {
+        let mut need = 0;
+        // By level: end of the last group this map will allocate a frame for.
+        let mut planned = [0u64; 4];
+        let mut cache = None;
+        let mut va = start;
+        let mut pa = pa0;
+        while va < end {
+            let s = self.choose(va, pa, end, max);
+            let bytes = s.size.bytes();
+            if pa + bytes > F::pa_limit(&self.features, s.size) {
+                return Err(MapError::PhysUnreachable(PhysAddr::new(pa)));
+            }
+            let table = if s.level == self.root.level {
+                Some(Table::Root)
+            } else if let Some(t) = Self::cached(cache, s.level, va) {
+                Some(t)
+            } else {
+                let t = self.plan_path(va, s.level, execute, &mut need, &mut planned)?;
+                if let Some(t) = t {
+                    cache = Some((s.level, va & !(Self::span(s.level - 1) - 1), t));
+                }
+                t
+            };
+            if let Some(t) = table {
+                let idx = self.index(s.level, va);
+                for k in 0..s.copies {
+                    if self.load(t, idx + k).to_u64() & F::VALID_MASK != 0 {
+                        let at = va + k as u64 * Self::span(s.level);
+                        return Err(MapError::AlreadyMapped(VirtAddr::new(at as u32)));
+                    }
+                }
+            }
+            va += bytes;
+            pa += bytes;
+        }
+        Ok(need)
+    }
+
+    /// Walks towards the table at `target` for `va`: the existing table, or `None` when
+    /// the walk reaches an invalid entry (then counts the frames of the new tables, once
+    /// per group, skipping groups whose frame exists or that this map already counted).
+    fn plan_path(
+        &self,
+        va: u64,
+        target: u8,
+        execute: Execute,
+        need: &mut usize,
+        planned: &mut [u64; 4],
+    ) -> Result<Option<Table<F::Word>>, MapError> {
+        let mut t = Table::Root;
+        let mut level = self.root.level;
+        while level < target {
+            let idx = self.index(level, va);
+            let raw = self.load(t, idx);
+            match self.kind(level, raw) {
+                Kind::Table => {
+                    if !F::table_allows(F::table_ctx(raw), execute) {
+                        return Err(MapError::PxnConflict(VirtAddr::new(va as u32)));
+                    }
+                    t = Table::At(self.table_at(F::table_pa(raw)));
+                    level += 1;
+                }
+                Kind::Leaf(_) => return Err(MapError::AlreadyMapped(VirtAddr::new(va as u32))),
+                Kind::Invalid => {
+                    for l in level + 1..=target {
+                        let group = Self::span(l - 1) * Self::per_frame(l) as u64;
+                        if va < planned[l as usize] {
+                            continue;
+                        }
+                        if l == level + 1 && self.group_frame(t, level, idx).is_some() {
+                            continue;
+                        }
+                        *need += 1;
+                        planned[l as usize] = (va & !(group - 1)) + group;
+                    }
+                    return Ok(None);
+                }
+            }
+        }
+        Ok(Some(t))
+    }
+
+    /// Allocates `need` table frames, chained through their first word; all or nothing.
+    fn take_frames(&mut self, need: usize) -> Result<u64, MapError> {
+        let mut list = LIST_END;
+        for _ in 0..need {
+            let err = match self.mem.allocate_frames(1, PAGE as usize) {
+                Some(f) if f.is_aligned(PAGE) && f.as_u64() + PAGE <= F::TABLE_PA_LIMIT => {
+                    let p = self.mem.phys_to_virt(f).cast::<u64>();
+                    // SAFETY: a frame we own and have not linked; 8-byte aligned.
+                    unsafe { p.as_ptr().write(list) };
+                    list = f.as_u64();
+                    continue;
+                }
+                Some(f) => {
+                    self.mem.free_frames(f, 1);
+                    MapError::TableUnreachable(f)
+                }
+                None => MapError::OutOfMemory,
+            };
+            while let Some(f) = self.pop_frame(&mut list) {
+                self.mem.free_frames(PhysAddr::new(f), 1);
+            }
+            return Err(err);
+        }
+        Ok(list)
+    }
+
+    fn pop_frame(&mut self, list: &mut u64) -> Option<u64> {
+        if *list == LIST_END {
+            return None;
+        }
+        let f = *list;
+        let p = self.mem.phys_to_virt(PhysAddr::new(f)).cast::<u64>();
+        // SAFETY: `f` is a frame `take_frames` allocated and chained; not linked.
+        *list = unsafe { p.as_ptr().read() };
+        Some(f)
+    }
+
+    /// Phase 2 of `map`: write. Makes exactly the decisions `plan_map` checked.
+    fn apply_map(
+        &mut self,
+        start: u64,
+        end: u64,
+        pa0: u64,
+        attrs: Attributes,
+        max: MapSize,
+        list: &mut u64,
+    ) {
+        // The attribute bits of each leaf size, computed once.
+        let mut templates = [F::Word::ZERO; 4];
+        for (t, s) in templates.iter_mut().zip(F::LEAVES) {
+            *t = F::encode_leaf(s.size, 0, attrs);
+        }
+        let coherent = self.coherent();
+        let mut cache = None;
+        let mut va = start;
+        let mut pa = pa0;
+        while va < end {
+            let s = self.choose(va, pa, end, max);
+            let t = if s.level == self.root.level {
+                Table::Root
+            } else if let Some(t) = Self::cached(cache, s.level, va) {
+                t
+            } else {
+                let Some(t) = self.make_path(va, s.level, attrs.execute, list) else {
+                    return;
+                };
+                cache = Some((s.level, va & !(Self::span(s.level - 1) - 1), t));
+                t
+            };
+            let i = F::LEAVES.iter().position(|l| l.size == s.size).unwrap_or(0);
+            let raw = F::Word::from_u64(templates[i].to_u64() | F::pa_field(s.size, pa).to_u64());
+            let idx = self.index(s.level, va);
+            for k in idx..idx + s.copies {
+                write_entry(coherent, self.slot(t, k), raw);
+            }
+            va += s.size.bytes();
+            pa += s.size.bytes();
+        }
+    }
+
+    /// The table at `target` for `va`, linking new tables on the way (in their group's
+    /// frame, or in a frame from `list`). Only called for paths `plan_map` checked.
+    fn make_path(
+        &mut self,
+        va: u64,
+        target: u8,
+        execute: Execute,
+        list: &mut u64,
+    ) -> Option<Table<F::Word>> {
+        let mut t = Table::Root;
+        let mut level = self.root.level;
+        while level < target {
+            let idx = self.index(level, va);
+            let raw = self.load(t, idx);
+            let child = match self.kind(level, raw) {
+                Kind::Table => self.table_at(F::table_pa(raw)),
+                _ => self.link_table(t, level, idx, execute, list)?,
+            };
+            t = Table::At(child);
+            level += 1;
+        }
+        Some(t)
+    }
+
+    /// Links a new, empty table under entry `idx` of `t` (a table at `level`).
+    fn link_table(
+        &mut self,
+        t: Table<F::Word>,
+        level: u8,
+        idx: usize,
+        execute: Execute,
+        list: &mut u64,
+    ) -> Option<*mut F::Word> {
+        let child = level + 1;
+        let bytes = F::ENTRIES[child as usize] * F::Word::BYTES;
+        let pf = Self::per_frame(child);
+        let coherent = self.coherent();
+        let offset = ((idx & (pf - 1)) * bytes) as u64;
+        let table = match self.group_frame(t, level, idx) {
+            Some(frame) => {
+                let table = frame + offset;
+                // The slot of an unlinked entry is zero already (tables are emptied before
+                // their frame is unlinked); clear it anyway so a stray word can never
+                // become live. Not linked yet, so plain stores are enough.
+                let p = self.table_at(table);
+                // SAFETY: the slot of a frame we own, not referenced by any entry.
+                unsafe { core::ptr::write_bytes(p.cast::<u8>(), 0, bytes) };
+                clean_for_walker(coherent, p, bytes);
+                table
+            }
+            None => {
+                let Some(f) = self.pop_frame(list) else {
+                    // Cannot happen: `plan_map` counted this group.
+                    debug_assert!(false, "map planned too few frames");
+                    return None;
+                };
+                let p = self.mem.phys_to_virt(PhysAddr::new(f));
+                // SAFETY: a fresh frame we own, not yet linked.
+                unsafe { core::ptr::write_bytes(p.as_ptr(), 0, PAGE as usize) };
+                clean_for_walker(coherent, p.as_ptr(), PAGE as usize);
+                self.table_frames += 1;
+                f + offset
+            }
+        };
+        // The zeroes must reach the walkers before the entry that makes them reachable.
+        publish(coherent);
+        let ctx = F::new_table_ctx(self.layout, &self.features, execute);
+        write_entry(coherent, self.slot(t, idx), F::encode_table(table, ctx));
+        Some(self.table_at(table))
+    }
+
+    // ----- unmap --------------------------------------------------------------------------
+
+    /// Clears every leaf mapping in `range` and reports each to `sink` once, with its size
+    /// (a replicated large page or supersection, a block of any size, is one report),
+    /// right *after* its entries were cleared — so a sink may flush and free from inside
+    /// `leaf_cleared`. Empty entries are skipped in one read each. Returns the number of
+    /// leaves cleared.
+    ///
+    /// Table memory is not freed here; see [`AddressSpace::free_tables`].
+    ///
+    /// # Errors
+    /// [`UnmapError::OutOfRange`]; [`UnmapError::PartialBlock`] if the range cuts a leaf
+    /// bigger than a page (checked before anything is cleared).
+    pub fn unmap<S: UnmapSink + ?Sized>(
+        &mut self,
+        range: VirtRange,
+        sink: &mut S,
+    ) -> Result<usize, UnmapError> {
+        if range.is_empty() {
+            return Ok(0);
+        }
+        if !self.check_range(&range) {
+            return Err(UnmapError::OutOfRange);
+        }
+        let (start, end) = (range.start().as_u64(), range.end());
+        if let Some(l) = self.straddling(start, end) {
+            return Err(UnmapError::PartialBlock {
+                va: VirtAddr::new(l.va as u32),
+                size: l.size,
+            });
+        }
+        let coherent = self.coherent();
+        let mut cleared = 0;
+        let _ = self.visit_range(start, end, &mut WalkCounts::default(), &mut |l: Found<
+            F,
+        >| {
+            for k in 0..F::shape(l.size).copies {
+                // SAFETY: the copies of a leaf are consecutive entries of its table.
+                write_entry(coherent, unsafe { l.slot.add(k) }, F::Word::ZERO);
+            }
+            cleared += 1;
+            sink.leaf_cleared(ClearedLeaf {
+                va: VirtAddr::new(l.va as u32),
+                size: l.size,
+                pa: PhysAddr::new(l.pa()),
+                global: F::leaf_global(l.raw, l.size),
+                executable: F::leaf_executable(l.raw, l.size),
+            });
+            ControlFlow::<()>::Continue(())
+        });
+        publish(coherent);
+        Ok(cleared)
+    }
+
+    // ----- protect ------------------------------------------------------------------------
+
+    /// Changes the access and execute permissions of every leaf in `range`, keeping output
+    /// address, size, memory type, shareability and global-ness (changing those needs
+    /// break-before-make: unmap, flush, map). A permission-only change of a live entry is
+    /// allowed without break-before-make; the caller flushes the returned span before
+    /// relying on it. Returns `None` when nothing changed.
+    ///
+    /// # Errors
+    /// [`ProtectError::OutOfRange`], [`ProtectError::PartialBlock`],
+    /// [`ProtectError::PxnConflict`] (a short-descriptor page's table has the other PXN),
+    /// [`ProtectError::Unsupported`]; all checked before anything is written.
+    pub fn protect(
+        &mut self,
+        range: VirtRange,
+        access: Access,
+        execute: Execute,
+    ) -> Result<Option<Changed>, ProtectError> {
+        if range.is_empty() {
+            return Ok(None);
+        }
+        if !self.check_range(&range) {
+            return Err(ProtectError::OutOfRange);
+        }
+        F::check_permissions(&self.features, access, execute).map_err(ProtectError::Unsupported)?;
+        let (start, end) = (range.start().as_u64(), range.end());
+        if let Some(l) = self.straddling(start, end) {
+            return Err(ProtectError::PartialBlock {
+                va: VirtAddr::new(l.va as u32),
+                size: l.size,
+            });
+        }
+        let conflict = self.visit_range(start, end, &mut WalkCounts::default(), &mut |l| {
+            if F::table_allows(l.ctx, execute) {
+                ControlFlow::Continue(())
+            } else {
+                ControlFlow::Break(l.va)
+            }
+        });
+        if let ControlFlow::Break(va) = conflict {
+            return Err(ProtectError::PxnConflict(VirtAddr::new(va as u32)));
+        }
+        let mut first = None;
+        let mut changed = Changed {
+            span: range,
+            leaves: 0,
+            global: false,
+            executable: false,
+        };
+        let mut last_end = 0;
+        let _ = self.visit_range(start, end, &mut WalkCounts::default(), &mut |l| {
+            // The check above makes `execute` agree with the table's context.
+            let old = l.attrs();
+            let new = old.with_permissions(access, execute);
+            if new != old {
+                self.write_leaf(&l, F::encode_leaf(l.size, l.pa(), new));
+                first.get_or_insert(l.va);
+                last_end = l.end();
+                changed.leaves += 1;
+                changed.global |= old.global;
+                changed.executable |=
+                    old.execute != Execute::Never || new.execute != Execute::Never;
+            }
+            ControlFlow::<()>::Continue(())
+        });
+        publish(self.coherent());
+        let Some(first) = first else {
+            return Ok(None);
+        };
+        changed.span =
+            VirtRange::new(VirtAddr::new(first as u32), last_end).unwrap_or(changed.span);
+        Ok(Some(changed))
+    }
+
+    // ----- free tables --------------------------------------------------------------------
+
+    /// Frees empty tables over `range` with Linux `free_pgd_range` semantics: the unit is a
+    /// group (the tables sharing one frame: a 4 MiB group of four short L2 tables, one
+    /// LPAE table of 2 MiB or 1 GiB); a group's frame is released only if all its tables are
+    /// empty and the whole group lies within `[floor, ceiling)` (what neighbouring users
+    /// of the address space still need lies outside). Lower levels go first, so an LPAE
+    /// level-2 table whose level-3 tables were all freed here is freed too. For each freed
+    /// frame, every entry that pointed into it is cleared and reported with
+    /// `table_unlinked(entry VA, entry span, global)`, then the frame with
+    /// `table_memory_freed(frame, 1)`. Nothing is freed directly. Returns the number of
+    /// frames released.
+    ///
+    /// `global` is true unless the layout is [`Layout::User`] (whose walks are tagged
+    /// with the process's ASID). VAs outside the layout's bounds count as unused: a
+    /// `floor` at the layout's start, or a `ceiling` at its end, reaches past them.
+    ///
+    /// # Errors
+    /// [`FreeTablesError::OutOfRange`]; [`FreeTablesError::BadBounds`] unless
+    /// `floor <= range.start` and `range.end <= ceiling <= 4 GiB`.
+    pub fn free_tables<S: UnmapSink + ?Sized>(
+        &mut self,
+        range: VirtRange,
+        floor: VirtAddr,
+        ceiling: u64,
+        sink: &mut S,
+    ) -> Result<usize, FreeTablesError> {
+        if !self.check_range(&range) {
+            return Err(FreeTablesError::OutOfRange);
+        }
+        if floor > range.start() || range.end() > ceiling || ceiling > TOP {
+            return Err(FreeTablesError::BadBounds);
+        }
+        if range.is_empty() {
+            return Ok(0);
+        }
+        let global = !matches!(self.layout, Layout::User { .. });
+        // VAs outside the layout are never mapped through this table: bounds at the
+        // layout's edges reach past them (a long-descriptor `Kernel` root entry spans VAs
+        // below the split).
+        let (lo, hi) = self.layout.bounds();
+        let floor = if floor.as_u64() <= lo {
+            0
+        } else {
+            floor.as_u64()
+        };
+        let ceiling = if ceiling >= hi { TOP } else { ceiling };
+        let bounds = (range.start().as_u64(), range.end(), floor, ceiling);
+        let freed = self.free_level(Table::Root, self.root.level, bounds, global, sink);
+        publish(self.coherent());
+        Ok(freed)
+    }
+
+    /// `free_tables` below table `t` (at `level`): `(start, end, floor, ceiling)`.
+    fn free_level<S: UnmapSink + ?Sized>(
+        &mut self,
+        t: Table<F::Word>,
+        level: u8,
+        (start, end, floor, ceiling): (u64, u64, u64, u64),
+        global: bool,
+        sink: &mut S,
+    ) -> usize {
+        if level >= F::LAST_LEVEL {
+            return 0;
+        }
+        let child = level + 1;
+        let span = Self::span(level);
+        let pf = Self::per_frame(child);
+        let group = span * pf as u64;
+        let coherent = self.coherent();
+        let mut freed = 0;
+        let mut g = start & !(group - 1);
+        while g < end {
+            let i0 = self.index(level, g);
+            // Lower levels first: their tables' entries here are cleared as they go.
+            if child < F::LAST_LEVEL {
+                for k in 0..pf {
+                    let e = g + k as u64 * span;
+                    let raw = self.load(t, i0 + k);
+                    if e < end && e + span > start && self.kind(level, raw) == Kind::Table {
+                        let below = Table::At(self.table_at(F::table_pa(raw)));
+                        let clip = (start.max(e), end.min(e + span), floor, ceiling);
+                        freed += self.free_level(below, child, clip, global, sink);
+                    }
+                }
+            }
+            if g >= floor && g + group <= ceiling {
+                if let Some(frame) = self.group_frame(t, level, i0) {
+                    let empty = (i0..i0 + pf).all(|i| {
+                        let raw = self.load(t, i);
+                        self.kind(level, raw) != Kind::Table
+                            || self.table_empty(self.table_at(F::table_pa(raw)), child)
+                    });
+                    if empty {
+                        for k in 0..pf {
+                            let raw = self.load(t, i0 + k);
+                            if self.kind(level, raw) == Kind::Table {
+                                write_entry(coherent, self.slot(t, i0 + k), F::Word::ZERO);
+                                let va = VirtAddr::new((g + k as u64 * span) as u32);
+                                sink.table_unlinked(va, span, global);
+                            }
+                        }
+                        self.table_frames = self.table_frames.saturating_sub(1);
+                        freed += 1;
+                        sink.table_memory_freed(PhysAddr::new(frame), 1);
+                    }
+                }
+            }
+            g += group;
+        }
+        freed
+    }
+
+    /// Tears the space down: unmaps everything (reporting every leaf), unlinks and reports
+    /// every table frame, and finally reports the root frames with `table_memory_freed`.
+    /// The caller must have switched every CPU away from this table; the flush its sink
+    /// does then covers any walk-cache entries left. Returns the memory model.
+    pub fn destroy<S: UnmapSink + ?Sized>(mut self, sink: &mut S) -> M {
+        let (lo, hi) = self.layout.bounds();
+        // The bounds are page aligned, so this range always exists; neither call can fail
+        // over the whole space (no leaf straddles its bounds).
+        if let Ok(all) = VirtRange::new(VirtAddr::new(lo as u32), hi) {
+            let _ = self.unmap(all, sink);
+            let _ = self.free_tables(all, VirtAddr::new(lo as u32), hi, sink);
+        }
+        debug_assert_eq!(self.table_frames, 0);
+        sink.table_memory_freed(self.root_pa, self.root.frames);
+        self.mem
+    }
+
+    /// Test hook: a raw pointer to the entry that translates `va` at the level where the
+    /// walk ends (for tests that corrupt a descriptor behind the space's back to show a
+    /// checker catches it); `None` if the walk ends at an invalid entry.
+    #[doc(hidden)]
+    pub fn entry_ptr_for_test(&self, va: VirtAddr) -> Option<NonNull<F::Word>> {
+        let mut t = Table::Root;
+        let mut level = self.root.level;
+        loop {
+            let p = self.slot(t, self.index(level, va.as_u64()));
+            // SAFETY: an aligned entry of a table we own.
+            let raw = unsafe { F::Word::load(p) };
+            match self.kind(level, raw) {
+                Kind::Invalid => return None,
+                Kind::Leaf(_) => return NonNull::new(p),
+                Kind::Table => {
+                    t = Table::At(self.table_at(F::table_pa(raw)));
+                    level += 1;
+                }
+            }
+        }
+    }
+
+    /// Every entry of every table, as `(level, VA of the entry, raw)`: a snapshot to
+    /// compare before and after a refused operation.
+    #[cfg(test)]
+    pub(crate) fn snapshot(&self) -> std::vec::Vec<(u8, u64, u64)> {
+        let mut v = std::vec::Vec::new();
+        self.snapshot_table(Table::Root, self.root.level, 0, &mut v);
+        v
+    }
+
+    #[cfg(test)]
+    fn snapshot_table(
+        &self,
+        t: Table<F::Word>,
+        level: u8,
+        base: u64,
+        v: &mut std::vec::Vec<(u8, u64, u64)>,
+    ) {
+        for i in 0..self.entries(level) {
+            let va = base + i as u64 * Self::span(level);
+            let raw = self.load(t, i);
+            v.push((level, va, raw.to_u64()));
+            if self.kind(level, raw) == Kind::Table {
+                let child = Table::At(self.table_at(F::table_pa(raw)));
+                self.snapshot_table(child, level + 1, va, v);
+            }
+        }
+    }
+}
+
+/// Iterator over the leaf mappings of a range; see [`AddressSpace::mappings`].
+pub struct Mappings<'a, F: Format, M: Memory> {
+    space: &'a AddressSpace<F, M>,
+    next: u64,
+    end: u64,
+    counts: WalkCounts,
+}
+
+impl<F: Format, M: Memory> Mappings<'_, F, M> {
+    /// Entries read so far.
+    #[must_use]
+    pub fn counts(&self) -> WalkCounts {
+        self.counts
+    }
+}
+
+impl<F: Format, M: Memory> Iterator for Mappings<'_, F, M> {
+    type Item = Mapping;
+    fn next(&mut self) -> Option<Mapping> {
+        let leaf = self
+            .space
+            .next_leaf(self.next, self.end, &mut self.counts)?;
+        self.next = leaf.end();
+        Some(leaf.mapping())
+    }
+}
+
+#[cfg(feature = "tlb-model")]
+mod model_impl {
+    use super::*;
+    use crate::tlb::model::{Walk, WalkLeaf, WalkSource, WalkTable};
+
+    impl<F: Format, M: Memory> AddressSpace<F, M> {
+        /// Walks from table `t` at `level` (entered with `ctx`), recording tables below.
+        fn walk_below(&self, mut t: Table<F::Word>, mut level: u8, va: u64) -> Walk {
+            let mut w = Walk::default();
+            let mut n = 0;
+            loop {
+                let raw = self.load(t, self.index(level, va));
+                match self.kind(level, raw) {
+                    Kind::Invalid => return w,
+                    Kind::Leaf(size) => {
+                        w.leaf = Some(WalkLeaf {
+                            va: VirtAddr::new((va & !(size.bytes() - 1)) as u32),
+                            size,
+                            pa: PhysAddr::new(F::leaf_pa(raw, size)),
+                            global: F::leaf_global(raw, size),
+                        });
+                        return w;
+                    }
+                    Kind::Table => {
+                        let pa = F::table_pa(raw);
+                        let span = Self::span(level);
+                        if let Some(slot) = w.tables.get_mut(n) {
+                            *slot = Some(WalkTable {
+                                level,
+                                span_va: VirtAddr::new((va & !(span - 1)) as u32),
+                                span,
+                                table: PhysAddr::new(pa),
+                            });
+                        }
+                        n += 1;
+                        t = Table::At(self.table_at(pa));
+                        level += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    impl<F: Format, M: Memory> WalkSource for AddressSpace<F, M> {
+        fn walk(&self, va: VirtAddr) -> Walk {
+            let (lo, hi) = self.layout.bounds();
+            let v = va.as_u64();
+            if v < lo || v >= hi {
+                return Walk::default();
+            }
+            self.walk_below(Table::Root, self.root.level, v)
+        }
+
+        fn walk_from(&self, level: u8, table: PhysAddr, va: VirtAddr) -> Walk {
+            if level < self.root.level
+                || level >= F::LAST_LEVEL
+                || table.as_u64() >= F::TABLE_PA_LIMIT
+            {
+                return Walk::default();
+            }
+            let t = Table::At(self.table_at(table.as_u64()));
+            self.walk_below(t, level + 1, va.as_u64())
+        }
+    }
+}

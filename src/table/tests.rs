@@ -1,0 +1,689 @@
+//! Host tests of the generic walker, run over both formats: a property test against a
+//! reference model with frame accounting, the seeds it found, and failure injection at
+//! every allocation. The format-specific tests (encodings, sizes, packing numbers) live in
+//! `short::tests` and `lpae::tests` and share the helpers here.
+
+use std::collections::BTreeMap;
+use std::vec;
+use std::vec::Vec;
+
+use proptest::prelude::*;
+
+use super::attrs::{Access, Attributes, Execute, MemoryType};
+use super::{AddressSpace, Format, Kind, Layout, Mapping, Word};
+use crate::addr::{PhysAddr, VirtAddr, VirtRange};
+use crate::error::{MapError, UnmapError};
+use crate::lpae::Lpae;
+use crate::memory::Memory;
+use crate::short::host::HostMemory;
+use crate::short::Short;
+use crate::sink::{ClearedLeaf, MapSize, UnmapSink};
+
+pub(crate) const KIB: u64 = 1 << 10;
+pub(crate) const MIB: u64 = 1 << 20;
+pub(crate) const GIB: u64 = 1 << 30;
+
+/// The features tests use per format.
+pub(crate) trait TestFormat: Format {
+    /// Everything on.
+    const ALL: Self::Features;
+    /// The least capable CPU the format runs on.
+    const BASELINE: Self::Features;
+}
+
+impl TestFormat for Short {
+    const ALL: Self::Features = crate::short::Features::ALL;
+    const BASELINE: Self::Features = crate::short::Features::BASELINE;
+}
+
+impl TestFormat for Lpae {
+    const ALL: Self::Features = crate::lpae::Features::ALL;
+    const BASELINE: Self::Features = crate::lpae::Features::BASELINE;
+}
+
+/// Records what the walkers report; `flush` plays the gather: frees table memory after
+/// the (imaginary) TLB flush.
+#[derive(Default, Debug)]
+pub(crate) struct Rec {
+    pub leaves: Vec<ClearedLeaf>,
+    pub unlinked: Vec<(VirtAddr, u64, bool)>,
+    pub freed: Vec<(PhysAddr, usize)>,
+}
+
+impl UnmapSink for Rec {
+    fn leaf_cleared(&mut self, leaf: ClearedLeaf) {
+        self.leaves.push(leaf);
+    }
+    fn table_unlinked(&mut self, va: VirtAddr, span: u64, global: bool) {
+        self.unlinked.push((va, span, global));
+    }
+    fn table_memory_freed(&mut self, pa: PhysAddr, frames: usize) {
+        self.freed.push((pa, frames));
+    }
+}
+
+impl Rec {
+    pub(crate) fn flush(&mut self, mem: &mut HostMemory) {
+        for (pa, n) in self.freed.drain(..) {
+            mem.free_frames(pa, n);
+        }
+        self.leaves.clear();
+        self.unlinked.clear();
+    }
+}
+
+pub(crate) fn r(start: u64, len: u64) -> VirtRange {
+    VirtRange::from_start_len(VirtAddr::new(start as u32), len).unwrap()
+}
+
+pub(crate) fn all() -> VirtRange {
+    r(0, 1 << 32)
+}
+
+pub(crate) fn whole<F: TestFormat>(mem: &HostMemory) -> AddressSpace<F, HostMemory> {
+    AddressSpace::new(mem.clone(), Layout::Whole, F::ALL).unwrap()
+}
+
+/// Destroys the space, frees what it reported, and checks no frame is left.
+pub(crate) fn teardown<F: Format>(space: AddressSpace<F, HostMemory>, mem: &HostMemory) {
+    let mut rec = Rec::default();
+    let mut m = space.destroy(&mut rec);
+    rec.flush(&mut m);
+    assert_eq!(mem.outstanding(), 0, "frames leaked");
+}
+
+pub(crate) fn sizes<F: Format>(
+    space: &AddressSpace<F, HostMemory>,
+    range: VirtRange,
+) -> Vec<(u64, MapSize)> {
+    space
+        .mappings(range)
+        .map(|m| (m.va.as_u64(), m.size))
+        .collect()
+}
+
+/// Bytes one entry at the level whose entries span `span` covers together with the
+/// sibling tables sharing a frame below it: the free-tables group of a table unlinked
+/// with that span.
+fn group_of<F: Format>(span: u64) -> u64 {
+    let level = (1..=F::LAST_LEVEL)
+        .find(|&l| 1u64 << F::SHIFT[l as usize] == span)
+        .expect("a span of some level");
+    let child = F::ENTRIES[level as usize + 1] * <F::Word as super::Word>::BYTES;
+    span * (4096 / child) as u64
+}
+
+// ----- property test against a reference model -----------------------------------------
+
+#[derive(Clone, Debug)]
+enum Op {
+    Map {
+        page: u32,
+        pages: u32,
+        pa_page: u32,
+        /// PA above 4 GiB (`+ 64 GiB`).
+        high: bool,
+        attrs: Attributes,
+        max: MapSize,
+    },
+    Unmap {
+        page: u32,
+        pages: u32,
+    },
+    Protect {
+        page: u32,
+        pages: u32,
+        access: Access,
+        execute: Execute,
+    },
+    FreeTables {
+        page: u32,
+        pages: u32,
+        /// Pages below the range start (saturating: `u32::MAX` is a floor of 0).
+        floor_back: u32,
+        /// Pages above the range end (clamped: `u32::MAX` is a ceiling of 4 GiB).
+        ceil_fwd: u32,
+    },
+    Translate {
+        page: u32,
+    },
+}
+
+/// The model's VA window starts here. Most ops play in its first 64 MiB (sixteen 4 MiB
+/// short groups, thirty-two 2 MiB LPAE tables) so they collide; some cover a whole
+/// GiB-aligned GiB further up (1 GiB blocks, LPAE level-2 tables freed).
+const WIN: u64 = 0x3000_0000;
+const DENSE_PAGES: u32 = (64 * MIB / 4096) as u32;
+/// Up to 0xc000_0000.
+const WIN_PAGES: u32 = ((0xc000_0000 - WIN) / 4096) as u32;
+/// Page of the first GiB-aligned GiB (0x4000_0000).
+const GIB_PAGE: u32 = ((GIB - WIN) / 4096) as u32;
+const GIB_PAGES: u32 = (GIB / 4096) as u32;
+/// PA of window page 0: congruent to `WIN` modulo 1 GiB, so blocks of every size fit.
+const PA_BASE: u64 = 0x7000_0000;
+const PA_HIGH: u64 = 1 << 36;
+
+fn arb_access() -> impl Strategy<Value = Access> {
+    prop_oneof![
+        Just(Access::KernelRw),
+        Just(Access::KernelRo),
+        Just(Access::KernelRwUserRo),
+        Just(Access::UserRw),
+        Just(Access::UserRo),
+    ]
+}
+
+fn arb_execute() -> impl Strategy<Value = Execute> {
+    prop_oneof![
+        Just(Execute::Never),
+        Just(Execute::Anywhere),
+        Just(Execute::UserOnly)
+    ]
+}
+
+fn arb_attrs() -> impl Strategy<Value = Attributes> {
+    (
+        prop_oneof![
+            Just(MemoryType::NormalWriteBack),
+            Just(MemoryType::Device),
+            Just(MemoryType::NormalNonCacheable),
+            Just(MemoryType::StronglyOrdered),
+        ],
+        arb_access(),
+        arb_execute(),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(memory, access, execute, global, shareable)| Attributes {
+            memory,
+            access,
+            execute,
+            global,
+            shareable,
+        })
+}
+
+/// Page counts and alignments that make every size likely.
+fn arb_extent() -> impl Strategy<Value = (u32, u32)> {
+    prop_oneof![
+        8 => (0..DENSE_PAGES, 1..40u32),
+        8 => (0..DENSE_PAGES / 16, 1..40u32).prop_map(|(p, n)| (p * 16, n * 16)),
+        8 => (0..DENSE_PAGES / 256, 1..6u32).prop_map(|(p, n)| (p * 256, n * 256)),
+        8 => (0..4u32, 1..3u32).prop_map(|(p, n)| (p * 4096, n * 4096)),
+        2 => (0..2u32).prop_map(|g| (GIB_PAGE + g * GIB_PAGES, GIB_PAGES)),
+        2 => (0..64u32, 1..40u32).prop_map(|(p, n)| (GIB_PAGE + p * 16, n)),
+    ]
+}
+
+fn arb_bound() -> impl Strategy<Value = u32> {
+    prop_oneof![4 => 0..2048u32, 1 => Just(u32::MAX)]
+}
+
+fn arb_op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (arb_extent(), any::<bool>(), 0..8u32, arb_attrs(), prop_oneof![
+            Just(MapSize::Page4K), Just(MapSize::Large64K),
+            Just(MapSize::Section1M), Just(MapSize::Block2M),
+            Just(MapSize::Super16M), Just(MapSize::Block1G)])
+            .prop_map(|((page, pages), same_align, high, attrs, max)| {
+                let gib = pages >= GIB_PAGES;
+                Op::Map {
+                    page,
+                    pages,
+                    // Same alignment as the VA (blocks possible) or off by one page; a
+                    // whole GiB always aligned, with every size allowed (else a million
+                    // pages).
+                    pa_page: if same_align || gib { page } else { page + 1 },
+                    high: high == 0,
+                    attrs,
+                    max: if gib { MapSize::Block1G } else { max },
+                }
+            }),
+        3 => arb_extent().prop_map(|(page, pages)| Op::Unmap { page, pages }),
+        1 => (arb_extent(), arb_access(), arb_execute())
+            .prop_map(|((page, pages), access, execute)| Op::Protect { page, pages, access, execute }),
+        2 => (arb_extent(), arb_bound(), arb_bound())
+            .prop_map(|((page, pages), floor_back, ceil_fwd)| Op::FreeTables { page, pages, floor_back, ceil_fwd }),
+        2 => (0..DENSE_PAGES).prop_map(|page| Op::Translate { page }),
+    ]
+}
+
+/// Model: leaf mappings by first VA.
+type Model = BTreeMap<u64, Mapping>;
+
+fn model_leaf(m: &Model, va: u64) -> Option<Mapping> {
+    let (_, l) = m.range(..=va).next_back()?;
+    (va < l.end()).then_some(*l)
+}
+
+fn window_range(page: u32, pages: u32) -> VirtRange {
+    let start = WIN + u64::from(page) * 4096;
+    let end = (start + u64::from(pages) * 4096).min(WIN + u64::from(WIN_PAGES) * 4096);
+    VirtRange::new(VirtAddr::new(start as u32), end).unwrap()
+}
+
+fn check_against_model<F: Format>(s: &AddressSpace<F, HostMemory>, model: &Model) {
+    let got: Vec<Mapping> = s.mappings(all()).collect();
+    let want: Vec<Mapping> = model.values().copied().collect();
+    assert_eq!(got, want);
+}
+
+/// Runs `ops` on a whole-space table of format `F` next to the model, checking after each
+/// op: the mappings equal the model's, refused ops changed no entry and kept no frame,
+/// free-tables freed exactly the eligible empty groups (after the sink's flush only), and
+/// the frames out are exactly the table frames the space counts; teardown returns all.
+fn run_ops<F: TestFormat>(ops: &[Op], features: F::Features) {
+    let mem = HostMemory::new();
+    let mut s = AddressSpace::<F, _>::new(mem.clone(), Layout::Whole, features).unwrap();
+    let mut model = Model::new();
+    let mut rec = Rec::default();
+    for op in ops {
+        let before = s.snapshot();
+        let before_out = mem.outstanding();
+        match *op {
+            Op::Map {
+                page,
+                pages,
+                pa_page,
+                high,
+                attrs,
+                max,
+            } => {
+                let range = window_range(page, pages);
+                let pa = PA_BASE + u64::from(pa_page) * 4096 + if high { PA_HIGH } else { 0 };
+                let overlap = model
+                    .values()
+                    .any(|m| m.va.as_u64() < range.end() && m.end() > range.start().as_u64());
+                let encodable = F::check_permissions(&features, attrs.access, attrs.execute);
+                match s.map(range, PhysAddr::new(pa), attrs, max) {
+                    Ok(()) => {
+                        assert!(!overlap, "map over a mapping succeeded");
+                        assert!(encodable.is_ok(), "unencodable attributes mapped");
+                        let new: Vec<Mapping> = s.mappings(range).collect();
+                        // They tile the range exactly, in order, with the intent's PA and
+                        // attributes, and at most `max`.
+                        let mut at = range.start().as_u64();
+                        for m in &new {
+                            assert_eq!(m.va.as_u64(), at);
+                            assert_eq!(m.pa.as_u64(), pa + (at - range.start().as_u64()));
+                            assert!(m.size <= max);
+                            assert_eq!(m.va.as_u64() % m.size.bytes(), 0);
+                            assert_eq!(m.attrs, attrs);
+                            at += m.size.bytes();
+                            model.insert(m.va.as_u64(), *m);
+                        }
+                        assert_eq!(at, range.end());
+                    }
+                    Err(e) => {
+                        match e {
+                            MapError::AlreadyMapped(va) => {
+                                assert!(overlap);
+                                assert!(model_leaf(&model, va.as_u64()).is_some());
+                            }
+                            MapError::PxnConflict(_) => {}
+                            MapError::Unsupported(_) => assert!(encodable.is_err()),
+                            MapError::PhysUnreachable(_) => assert!(high),
+                            e => panic!("unexpected {e:?}"),
+                        }
+                        assert_eq!(s.snapshot(), before, "refused map changed the tables");
+                        assert_eq!(mem.outstanding(), before_out);
+                    }
+                }
+            }
+            Op::Unmap { page, pages } => {
+                let range = window_range(page, pages);
+                let (a, b) = (range.start().as_u64(), range.end());
+                let straddle = model
+                    .values()
+                    .find(|m| {
+                        m.va.as_u64() < b && m.end() > a && (m.va.as_u64() < a || m.end() > b)
+                    })
+                    .copied();
+                match s.unmap(range, &mut rec) {
+                    Ok(n) => {
+                        assert!(straddle.is_none());
+                        let gone: Vec<Mapping> = model.range(a..b).map(|(_, m)| *m).collect();
+                        assert_eq!(n, gone.len());
+                        let reported: Vec<ClearedLeaf> = rec.leaves.drain(..).collect();
+                        assert_eq!(reported.len(), gone.len());
+                        for (l, m) in reported.iter().zip(&gone) {
+                            assert_eq!((l.va, l.size, l.pa), (m.va, m.size, m.pa));
+                            assert_eq!(l.global, m.attrs.global);
+                            assert_eq!(l.executable, m.attrs.execute != Execute::Never);
+                            model.remove(&m.va.as_u64());
+                        }
+                    }
+                    Err(UnmapError::PartialBlock { va, size }) => {
+                        let m = straddle.expect("refused without a straddling block");
+                        assert_eq!((va, size), (m.va, m.size));
+                        assert!(rec.leaves.is_empty());
+                        assert_eq!(s.snapshot(), before);
+                    }
+                    Err(e) => panic!("unexpected {e:?}"),
+                }
+            }
+            Op::Protect {
+                page,
+                pages,
+                access,
+                execute,
+            } => {
+                let range = window_range(page, pages);
+                match s.protect(range, access, execute) {
+                    Ok(_) => {
+                        let (a, b) = (range.start().as_u64(), range.end());
+                        for m in model.range_mut(a..b).map(|(_, m)| m) {
+                            m.attrs = m.attrs.with_permissions(access, execute);
+                        }
+                    }
+                    Err(_) => assert_eq!(s.snapshot(), before),
+                }
+            }
+            Op::FreeTables {
+                page,
+                pages,
+                floor_back,
+                ceil_fwd,
+            } => {
+                let range = window_range(page, pages);
+                let floor = range
+                    .start()
+                    .as_u64()
+                    .saturating_sub(u64::from(floor_back) * 4096);
+                let ceiling = (range.end() + u64::from(ceil_fwd) * 4096).min(1 << 32);
+                let frames = s.table_frames();
+                let n = s
+                    .free_tables(range, VirtAddr::new(floor as u32), ceiling, &mut rec)
+                    .unwrap();
+                assert_eq!(s.table_frames(), frames - n);
+                assert_eq!(rec.freed.len(), n);
+                for &(pa, frames) in &rec.freed {
+                    assert_eq!(frames, 1);
+                    assert!(mem.is_allocated(pa), "table frame freed before the flush");
+                }
+                // Each unlinked table's group was inside [floor, ceiling), touched the
+                // range, and had no mapping left.
+                for &(va, span, global) in &rec.unlinked {
+                    let group = group_of::<F>(span);
+                    let g = va.as_u64() & !(group - 1);
+                    assert!(global, "a whole-space table reports global tables");
+                    assert!(g >= floor && g + group <= ceiling);
+                    assert!(g < range.end() && g + group > range.start().as_u64());
+                    assert!(model
+                        .range(va.as_u64()..va.as_u64() + span)
+                        .next()
+                        .is_none());
+                }
+                // And every eligible group was freed: a table left whose group is inside
+                // the bounds and touches the range has a valid entry in its group.
+                let snap = s.snapshot();
+                for &(level, e, raw) in &snap {
+                    if F::kind(&features, level, F::Word::from_u64(raw)) != Kind::Table {
+                        continue;
+                    }
+                    let group = group_of::<F>(1 << F::SHIFT[level as usize]);
+                    let g = e & !(group - 1);
+                    if g < floor || g + group > ceiling {
+                        continue;
+                    }
+                    if g >= range.end() || g + group <= range.start().as_u64() {
+                        continue;
+                    }
+                    assert!(
+                        snap.iter().any(|&(l, va, raw)| l == level + 1
+                            && (g..g + group).contains(&va)
+                            && raw & F::VALID_MASK != 0),
+                        "empty group {g:#x} at level {} kept",
+                        level + 1
+                    );
+                }
+                rec.flush(&mut mem.clone());
+            }
+            Op::Translate { page } => {
+                let va = WIN + u64::from(page) * 4096 + 0x123;
+                let t = s.translate(VirtAddr::new(va as u32));
+                let m = model_leaf(&model, va);
+                assert_eq!(t.map(|t| t.mapping), m);
+                if let (Some(t), Some(m)) = (t, m) {
+                    assert_eq!(t.pa.as_u64(), m.pa.as_u64() + (va - m.va.as_u64()));
+                }
+            }
+        }
+        check_against_model(&s, &model);
+        // Frame accounting: the root and the linked table frames are exactly what is out.
+        assert_eq!(mem.outstanding() as u64 * 4096, s.table_bytes());
+    }
+    // Teardown returns every frame.
+    let mut m = s.destroy(&mut rec);
+    rec.flush(&mut m);
+    assert_eq!(mem.outstanding(), 0);
+}
+
+/// `UserOnly` turned into `Anywhere` (CPUs without PXN).
+fn without_pxn(ops: Vec<Op>) -> Vec<Op> {
+    ops.into_iter()
+        .map(|op| match op {
+            Op::Map {
+                page,
+                pages,
+                pa_page,
+                high,
+                mut attrs,
+                max,
+            } => {
+                if attrs.execute == Execute::UserOnly {
+                    attrs.execute = Execute::Anywhere;
+                }
+                Op::Map {
+                    page,
+                    pages,
+                    pa_page,
+                    high,
+                    attrs,
+                    max,
+                }
+            }
+            op => op,
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn short_random_ops_match_the_model(ops in proptest::collection::vec(arb_op(), 1..60)) {
+        run_ops::<Short>(&ops, Short::ALL);
+    }
+
+    #[test]
+    fn short_random_ops_match_the_model_baseline(ops in proptest::collection::vec(arb_op(), 1..40)) {
+        run_ops::<Short>(&without_pxn(ops), Short::BASELINE);
+    }
+
+    #[test]
+    fn lpae_random_ops_match_the_model(ops in proptest::collection::vec(arb_op(), 1..60)) {
+        run_ops::<Lpae>(&ops, Lpae::ALL);
+    }
+
+    #[test]
+    fn lpae_random_ops_match_the_model_non_coherent(ops in proptest::collection::vec(arb_op(), 1..40)) {
+        run_ops::<Lpae>(&ops, Lpae::BASELINE);
+    }
+}
+
+/// The cases proptest found while the walkers were mutation-tested (formerly seeds in
+/// `proptest-regressions/short/tests.txt`), as explicit op lists, for both formats.
+fn seed_cases() -> Vec<Vec<Op>> {
+    let data = Attributes {
+        memory: MemoryType::NormalWriteBack,
+        access: Access::KernelRw,
+        execute: Execute::Never,
+        global: false,
+        shareable: false,
+    };
+    let map = |page, pages, pa_page, max| Op::Map {
+        page,
+        pages,
+        pa_page,
+        high: false,
+        attrs: data,
+        max,
+    };
+    vec![
+        vec![map(0, 16, 0, MapSize::Large64K)],
+        vec![
+            map(9472, 1024, 9473, MapSize::Page4K),
+            Op::Unmap {
+                page: 8192,
+                pages: 4096,
+            },
+            Op::FreeTables {
+                page: 9477,
+                pages: 1,
+                floor_back: 0,
+                ceil_fwd: 762,
+            },
+        ],
+        vec![
+            map(8192, 4096, 8193, MapSize::Page4K),
+            Op::Unmap {
+                page: 4096,
+                pages: 8192,
+            },
+            Op::FreeTables {
+                page: 8590,
+                pages: 1,
+                floor_back: 0,
+                ceil_fwd: 625,
+            },
+        ],
+        // A GiB of blocks next to pages in the GiB below, then everything freed.
+        vec![
+            map(GIB_PAGE, GIB_PAGES, GIB_PAGE, MapSize::Block1G),
+            map(GIB_PAGE - 600, 40, GIB_PAGE - 600, MapSize::Block1G),
+            Op::Unmap {
+                page: 0,
+                pages: WIN_PAGES,
+            },
+            Op::FreeTables {
+                page: 0,
+                pages: WIN_PAGES,
+                floor_back: u32::MAX,
+                ceil_fwd: u32::MAX,
+            },
+        ],
+    ]
+}
+
+#[test]
+fn seed_cases_short() {
+    for ops in seed_cases() {
+        run_ops::<Short>(&ops, Short::ALL);
+        run_ops::<Short>(&ops, Short::BASELINE);
+    }
+}
+
+#[test]
+fn seed_cases_lpae() {
+    for ops in seed_cases() {
+        run_ops::<Lpae>(&ops, Lpae::ALL);
+    }
+}
+
+// ----- failure injection ------------------------------------------------------------------
+
+/// A map needing `k` new table frames, failed at every allocation 1..=k: the tables and the
+/// allocator are exactly as before each time; then it succeeds. `setup` builds the
+/// existing tables, `range`/`pa` is the map; returns `k`.
+fn fail_at_every_allocation<F: TestFormat>(
+    setup: impl Fn(&HostMemory) -> AddressSpace<F, HostMemory>,
+    range: VirtRange,
+    pa: PhysAddr,
+) -> usize {
+    let attrs = Attributes::KERNEL_DATA;
+    // How many frames does it need? Count on a copy of the situation.
+    let need = {
+        let m2 = HostMemory::new();
+        let mut s2 = setup(&m2);
+        let f0 = s2.table_frames();
+        s2.map(range, pa, attrs, MapSize::Block1G).unwrap();
+        let n = s2.table_frames() - f0;
+        teardown(s2, &m2);
+        n
+    };
+    let mem = HostMemory::new();
+    let mut s = setup(&mem);
+    let before = s.snapshot();
+    let before_out = mem.outstanding();
+    let frames_before = s.table_frames();
+    for n in 1..=need as u64 {
+        mem.fail_nth(Some(n));
+        assert_eq!(
+            s.map(range, pa, attrs, MapSize::Block1G),
+            Err(MapError::OutOfMemory),
+            "n = {n}"
+        );
+        mem.fail_nth(None);
+        assert_eq!(mem.outstanding(), before_out, "n = {n}: frames kept");
+        assert_eq!(s.table_frames(), frames_before);
+        assert_eq!(s.snapshot(), before, "n = {n}: tables changed");
+    }
+    mem.fail_nth(Some(need as u64 + 1));
+    s.map(range, pa, attrs, MapSize::Block1G).unwrap();
+    mem.fail_nth(None);
+    assert_eq!(s.table_frames(), frames_before + need);
+    assert_eq!(
+        s.mappings(range).count() as u64,
+        range.page_count(),
+        "all pages (PA not aligned with VA beyond 4 KiB)"
+    );
+    teardown(s, &mem);
+    need
+}
+
+/// Existing tables: pages just outside both ends of the big map (sharing its first and
+/// last tables), and two empty tables in the middle (frames linked, slots empty).
+fn failure_setup<F: TestFormat>(mem: &HostMemory) -> AddressSpace<F, HostMemory> {
+    let mut s = whole::<F>(mem);
+    let mut rec = Rec::default();
+    for va in [0x1010_0000u64, 0x17f0_0000, 0x1400_0000, 0x1550_0000] {
+        s.map(
+            r(va, 4096),
+            PhysAddr::new(0x1000),
+            Attributes::KERNEL_DATA,
+            MapSize::Page4K,
+        )
+        .unwrap();
+    }
+    s.unmap(r(0x1400_0000, 4096), &mut rec).unwrap();
+    s.unmap(r(0x1550_0000, 4096), &mut rec).unwrap();
+    s
+}
+
+#[test]
+fn map_failing_at_every_allocation_loses_nothing() {
+    // About 126 MiB with the PA 4 KiB off the VA's alignment: small pages everywhere.
+    let range = r(0x1011_0000, 0x17f0_0000 - 0x1011_0000);
+    let pa = PhysAddr::new(0x4000_1000);
+    let short = fail_at_every_allocation::<Short>(failure_setup, range, pa);
+    assert_eq!(
+        short,
+        32 - 4,
+        "short: one frame per 4 MiB group without one"
+    );
+    let lpae = fail_at_every_allocation::<Lpae>(failure_setup, range, pa);
+    assert_eq!(
+        lpae,
+        64 - 4,
+        "lpae: one level-3 table per 2 MiB without one"
+    );
+    // In a GiB with no table yet, LPAE needs the level-2 table as well.
+    let range = r(0x4000_0000, 5 * MIB);
+    let lpae = fail_at_every_allocation::<Lpae>(whole::<Lpae>, range, pa);
+    assert_eq!(
+        lpae,
+        1 + 3,
+        "lpae: a level-2 table and three level-3 tables"
+    );
+}
