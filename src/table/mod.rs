@@ -175,6 +175,19 @@ pub trait Word: sealed::Sealed + Copy + Eq + fmt::Debug + 'static {
     /// # Safety
     /// `p` is an aligned descriptor of a table the caller owns and may write.
     unsafe fn store(p: *mut Self, v: Self);
+    /// Every descriptor of `words` OR-ed together, without a branch per entry (an
+    /// emptiness test of a whole table).
+    fn or_all(words: &[Self]) -> u64;
+}
+
+macro_rules! or_all {
+    ($words:expr) => {{
+        let chunks = $words.chunks_exact(8);
+        let rest = chunks.remainder().iter().fold(0, |a, w| a | w);
+        chunks.fold(rest, |acc, c| {
+            acc | c[0] | c[1] | c[2] | c[3] | c[4] | c[5] | c[6] | c[7]
+        })
+    }};
 }
 
 impl Word for u32 {
@@ -198,6 +211,10 @@ impl Word for u32 {
     unsafe fn store(p: *mut Self, v: Self) {
         // SAFETY: as in `load`; an aligned 32-bit store is single-copy atomic.
         unsafe { p.write_volatile(v) }
+    }
+    #[inline]
+    fn or_all(words: &[Self]) -> u64 {
+        u64::from(or_all!(words))
     }
 }
 
@@ -232,6 +249,10 @@ impl Word for u64 {
         unsafe {
             p.write_volatile(v)
         };
+    }
+    #[inline]
+    fn or_all(words: &[Self]) -> u64 {
+        or_all!(words)
     }
 }
 

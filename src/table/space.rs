@@ -304,18 +304,18 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
         })
     }
 
-    /// Whether the `level + 1` table at `p` has no valid entry (the mask of every entry
-    /// OR-ed together, without a branch per entry).
+    /// Whether the table at `p` (at `level`, below the root) has no valid entry (the mask
+    /// of every entry OR-ed together, without a branch per entry).
     fn table_empty(&self, p: *mut F::Word, level: u8) -> bool {
-        // SAFETY: a table of `ENTRIES[level]` aligned descriptors we own; with `&mut self`
-        // held nobody else writes it.
-        let words =
-            unsafe { core::slice::from_raw_parts(p.cast_const(), F::ENTRIES[level as usize]) };
-        words
-            .chunks(8)
-            .fold(0, |acc, c| c.iter().fold(acc, |a, w| a | w.to_u64()))
-            & F::VALID_MASK
-            == 0
+        // Every table below the root has the last level's size in both formats; a
+        // constant length lets the compiler vectorize the loop.
+        const { assert!(F::ENTRIES[2] == F::ENTRIES[F::LAST_LEVEL as usize]) };
+        debug_assert!(level >= 2);
+        let n = F::ENTRIES[F::LAST_LEVEL as usize];
+        // SAFETY: a table of `n` aligned descriptors we own; with `&mut self` held nobody
+        // else writes it.
+        let words = unsafe { core::slice::from_raw_parts(p.cast_const(), n) };
+        F::Word::or_all(words) & F::VALID_MASK == 0
     }
 
     fn check_range(&self, range: &VirtRange) -> bool {
@@ -532,6 +532,37 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
         F::LEAVES[F::LEAVES.len() - 1]
     }
 
+    /// How many consecutive chunks from `va -> pa` have shape `s`, in one table: 1, or for
+    /// the smallest leaf every one up to the end of its table, of the range, or the next
+    /// VA where a bigger leaf could start (so `map` checks and writes runs of pages in one
+    /// loop, calling `choose` once per run).
+    #[inline]
+    fn run(&self, s: LeafShape, va: u64, pa: u64, end: u64, max: MapSize) -> u64 {
+        let (smaller, smallest) = F::LEAVES.split_at(F::LEAVES.len() - 1);
+        let b = s.size.bytes();
+        if s.size != smallest[0].size {
+            return 1;
+        }
+        let mut stop = end;
+        if s.level > self.root.level {
+            let span = Self::span(s.level - 1);
+            stop = stop.min((va & !(span - 1)) + span);
+        }
+        // The next bigger size that could be chosen; if VA and PA disagree modulo it, no
+        // bigger size ever fits.
+        if let Some(l) = smaller
+            .iter()
+            .rev()
+            .find(|l| l.size <= max && F::size_usable(&self.features, l.size))
+        {
+            let lb = l.size.bytes();
+            if (va ^ pa) & (lb - 1) == 0 {
+                stop = stop.min((va & !(lb - 1)) + lb);
+            }
+        }
+        ((stop - va) / b).max(1)
+    }
+
     /// Maps `range` to the physical range starting at `pa` with `attrs`, using the largest
     /// mappings up to `max` that alignment (of both VA and PA) and the tables allow (a
     /// region that already has a table is mapped with smaller leaves). Sizes the format
@@ -614,9 +645,14 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
         let mut pa = pa0;
         while va < end {
             let s = self.choose(va, pa, end, max);
-            let bytes = s.size.bytes();
-            if pa + bytes > F::pa_limit(&self.features, s.size) {
-                return Err(MapError::PhysUnreachable(PhysAddr::new(pa)));
+            let n = self.run(s, va, pa, end, max);
+            let bytes = n * s.size.bytes();
+            let limit = F::pa_limit(&self.features, s.size);
+            if pa + bytes > limit {
+                // The first chunk that does not fit.
+                let fit = limit.saturating_sub(pa) / s.size.bytes();
+                let at = pa + fit * s.size.bytes();
+                return Err(MapError::PhysUnreachable(PhysAddr::new(at)));
             }
             let table = if s.level == self.root.level {
                 Some(Table::Root)
@@ -631,7 +667,7 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
             };
             if let Some(t) = table {
                 let idx = self.index(s.level, va);
-                for k in 0..s.copies {
+                for k in 0..n as usize * s.copies {
                     if self.load(t, idx + k).to_u64() & F::VALID_MASK != 0 {
                         let at = va + k as u64 * Self::span(s.level);
                         return Err(MapError::AlreadyMapped(VirtAddr::new(at as u32)));
@@ -758,13 +794,18 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
                 t
             };
             let i = F::LEAVES.iter().position(|l| l.size == s.size).unwrap_or(0);
-            let raw = F::Word::from_u64(templates[i].to_u64() | F::pa_field(s.size, pa).to_u64());
-            let idx = self.index(s.level, va);
-            for k in idx..idx + s.copies {
-                write_entry(coherent, self.slot(t, k), raw);
+            let n = self.run(s, va, pa, end, max);
+            let mut idx = self.index(s.level, va);
+            for _ in 0..n {
+                let raw = templates[i].to_u64() | F::pa_field(s.size, pa).to_u64();
+                let raw = F::Word::from_u64(raw);
+                for k in idx..idx + s.copies {
+                    write_entry(coherent, self.slot(t, k), raw);
+                }
+                idx += s.copies;
+                va += s.size.bytes();
+                pa += s.size.bytes();
             }
-            va += s.size.bytes();
-            pa += s.size.bytes();
         }
     }
 
