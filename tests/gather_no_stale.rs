@@ -253,7 +253,10 @@ fn one_invalidate_per_block() -> CaseResult {
 
 fn no_batch_frame() -> CaseResult {
     with_space(|space| {
-        for i in 0..40u32 {
+        // Mapped from the top down, so the frames behind ascending VAs descend: no two
+        // are physically consecutive, each is its own batch entry (no run), and 40 of them
+        // overflow the on-stack batch.
+        for i in (0..40u32).rev() {
             support::map_leaf(space, BASE + 16 * MIB + i * 4096, MapSize::Page4K, false)?;
         }
         support::touch_all()?;

@@ -1,16 +1,38 @@
-//! Frames waiting for the flush: a small on-stack batch, then batches in frames borrowed
-//! from the allocator.
+//! Frames waiting for the flush: an open *run*, a small on-stack batch, then batches in
+//! frames borrowed from the allocator.
 //!
-//! Each waiting item is one 32-bit word: the frame number (PA >> 12, so PAs below 2^40,
-//! all that ARMv7-A can map) in bits 31..4 and a 4-bit code: 0..=5 for a mapped leaf of
-//! that [`MapSize`], 6..=15 for 1..=10 frames of table memory. Whatever does not fit (a PA
-//! at or past 2^40, a misaligned PA, table memory of more than 10 frames) is never put in
-//! a batch: the gather flushes at once and frees it directly (see [`Pending::encode`]).
+//! # Runs
+//!
+//! Unmapping walks VAs in order, and the frames behind consecutive VAs are often physically
+//! consecutive too (a process heap from a contiguous allocation, a linear map, a big
+//! buffer). So the gather keeps one *open run*: leaves of one [`MapSize`] whose frames
+//! follow each other. A leaf that extends the run costs a compare and an add; anything
+//! else closes the run into the batch and opens a new one. A whole run takes one or two
+//! batch words, so a big unmap of contiguous memory needs no batch frame and no early
+//! flush. At the flush every leaf of a run still goes back with its own
+//! [`Memory::release_mapped`] call, as the `Memory` contract says. For scattered frames
+//! every run has one leaf and the cost is what per-leaf batching costs anyway.
+//!
+//! # Batch words
+//!
+//! An entry is one or two 32-bit words. The first holds the frame number (PA >> 12, so PAs
+//! below 2^40, all that ARMv7-A can map) in bits 31..4 and a 4-bit code:
+//!
+//! | code | entry | second word |
+//! | --- | --- | --- |
+//! | 0..=5 | one mapped leaf of that [`MapSize`] | none |
+//! | 6..=11 | a run of leaves of size `code - 6` | the number of leaves |
+//! | 12 | table memory | the number of frames |
+//!
+//! Whatever does not fit (a PA at or past 2^40, a misaligned PA) is never put in a batch:
+//! the gather flushes at once and frees it directly (see [`Pending::packable`]).
 //!
 //! A borrowed batch frame is 1024 words: `[count, next_lo, next_hi, magic]` then
-//! [`ENTRIES_PER_FRAME`] entries. The frames form a singly linked list that is kept across
-//! intermediate flushes (emptied, then refilled) and returned to the allocator when the
-//! gather ends.
+//! [`ENTRIES_PER_FRAME`] words of entries (a two-word entry never straddles two frames).
+//! The frames form a singly linked list that is kept across intermediate flushes (emptied,
+//! then refilled) and returned to the allocator when the gather ends. The frame being
+//! filled is reached through a pointer and a count cached in [`FrameBatches`], not through
+//! its header, so appending costs two stores.
 
 use crate::addr::{PhysAddr, PAGE_SIZE};
 use crate::memory::Memory;
@@ -18,11 +40,12 @@ use crate::sink::MapSize;
 
 use super::report::FlushReport;
 
-/// Entries in the on-stack batch.
+/// Words in the on-stack batch.
 pub const LOCAL_BATCH: usize = 8;
 const WORDS_PER_FRAME: usize = PAGE_SIZE as usize / 4;
 const HEADER_WORDS: usize = 4;
-/// Entries one borrowed 4 KiB batch frame holds.
+/// Entry words one borrowed 4 KiB batch frame holds (a single leaf or a whole run of leaves
+/// takes one or two).
 pub const ENTRIES_PER_FRAME: usize = WORDS_PER_FRAME - HEADER_WORDS;
 const NONE: u64 = u64::MAX;
 const MAGIC: u32 = 0x6761_7468;
@@ -30,9 +53,8 @@ const MAGIC: u32 = 0x6761_7468;
 const CODE_BITS: u32 = 4;
 const CODE_MASK: u32 = (1 << CODE_BITS) - 1;
 const PFN_LIMIT: u64 = 1 << (32 - CODE_BITS);
-const TABLE_BASE: u32 = 5;
-/// Most table frames one entry can carry.
-const MAX_TABLE_FRAMES: usize = (CODE_MASK - TABLE_BASE) as usize;
+const RUN_BASE: u32 = 6;
+const TABLE_CODE: u32 = 12;
 
 const SIZES: [MapSize; 6] = [
     MapSize::Page4K,
@@ -43,53 +65,88 @@ const SIZES: [MapSize; 6] = [
     MapSize::Block1G,
 ];
 
+const fn size_code(size: MapSize) -> u32 {
+    match size {
+        MapSize::Page4K => 0,
+        MapSize::Large64K => 1,
+        MapSize::Section1M => 2,
+        MapSize::Block2M => 3,
+        MapSize::Super16M => 4,
+        MapSize::Block1G => 5,
+    }
+}
+
 /// One thing to hand back after the flush.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Pending {
-    /// A mapped range: [`Memory::release_mapped`].
-    Mapped { pa: PhysAddr, size: MapSize },
+    /// `count` mapped leaves of `size`, physically consecutive from `pa`:
+    /// [`Memory::release_mapped`] for each.
+    Mapped {
+        pa: PhysAddr,
+        size: MapSize,
+        count: u32,
+    },
     /// Table memory: [`Memory::free_frames`].
     Table { pa: PhysAddr, frames: usize },
 }
 
 impl Pending {
-    /// The batch word for this item, or `None` if it cannot be packed.
-    pub(crate) fn encode(self) -> Option<u32> {
-        let (pa, code) = match self {
-            Pending::Mapped { pa, size } => {
-                let idx = SIZES.iter().position(|&s| s == size)?;
-                (pa, idx as u32)
-            }
-            Pending::Table { pa, frames } => {
-                if frames == 0 || frames > MAX_TABLE_FRAMES {
-                    return None;
-                }
-                (pa, TABLE_BASE + frames as u32)
-            }
-        };
-        if !pa.is_aligned(PAGE_SIZE as u64) {
-            return None;
-        }
-        let pfn = pa.as_u64() / PAGE_SIZE as u64;
-        if pfn >= PFN_LIMIT {
-            return None;
-        }
-        Some(((pfn as u32) << CODE_BITS) | code)
+    /// One mapped leaf.
+    pub(crate) const fn leaf(pa: PhysAddr, size: MapSize) -> Self {
+        Pending::Mapped { pa, size, count: 1 }
     }
 
-    /// The item a batch word stands for.
-    pub(crate) fn decode(word: u32) -> Self {
-        let pa = PhysAddr::new((word >> CODE_BITS) as u64 * PAGE_SIZE as u64);
-        let code = word & CODE_MASK;
-        if code <= TABLE_BASE {
+    /// Whether the item can be stored in a batch (a frame number below 2^28, and counts
+    /// that fit a word).
+    pub(crate) fn packable(self) -> bool {
+        let (pa, n) = match self {
+            Pending::Mapped { pa, count, .. } => (pa, count as u64),
+            Pending::Table { pa, frames } => (pa, frames as u64),
+        };
+        pa.is_aligned(PAGE_SIZE as u64)
+            && pa.as_u64() / (PAGE_SIZE as u64) < PFN_LIMIT
+            && n >= 1
+            && n <= u32::MAX as u64
+    }
+
+    /// The batch words for this item (the second is `None` for a single leaf). The item
+    /// must be [`Pending::packable`].
+    fn encode(self) -> (u32, Option<u32>) {
+        let head = |pa: PhysAddr, code: u32| (((pa.as_u64() >> 12) as u32) << CODE_BITS) | code;
+        match self {
+            Pending::Mapped { pa, size, count: 1 } => (head(pa, size_code(size)), None),
+            Pending::Mapped { pa, size, count } => {
+                (head(pa, RUN_BASE + size_code(size)), Some(count))
+            }
+            Pending::Table { pa, frames } => (head(pa, TABLE_CODE), Some(frames as u32)),
+        }
+    }
+
+    /// How many words the entry starting with `head` takes.
+    const fn words(head: u32) -> usize {
+        if head & CODE_MASK < RUN_BASE {
+            1
+        } else {
+            2
+        }
+    }
+
+    /// The item an entry stands for (`second` is read only for two-word entries).
+    fn decode(head: u32, second: u32) -> Self {
+        let pa = PhysAddr::new((head >> CODE_BITS) as u64 * PAGE_SIZE as u64);
+        let code = head & CODE_MASK;
+        if code < RUN_BASE {
+            Pending::leaf(pa, SIZES[code as usize])
+        } else if code < TABLE_CODE {
             Pending::Mapped {
                 pa,
-                size: SIZES[code as usize],
+                size: SIZES[(code - RUN_BASE) as usize],
+                count: second,
             }
         } else {
             Pending::Table {
                 pa,
-                frames: (code - TABLE_BASE) as usize,
+                frames: second as usize,
             }
         }
     }
@@ -97,10 +154,17 @@ impl Pending {
     /// Hands the item back to `memory` and counts it in `report`. Only after the flush.
     pub(crate) fn release<M: Memory>(self, memory: &mut M, report: &mut FlushReport) {
         match self {
-            Pending::Mapped { pa, size } => {
-                memory.release_mapped(pa, size.bytes() as usize);
-                report.leaves_released += 1;
-                report.bytes_released += size.bytes();
+            Pending::Mapped { pa, size, count } => {
+                // One call per mapping, as the `Memory` contract promises; the run only
+                // saved batch space and bookkeeping.
+                let bytes = size.bytes();
+                let mut at = pa.as_u64();
+                for _ in 0..count {
+                    memory.release_mapped(PhysAddr::new(at), bytes as usize);
+                    at += bytes;
+                }
+                report.leaves_released += count;
+                report.bytes_released += bytes * count as u64;
             }
             Pending::Table { pa, frames } => {
                 memory.free_frames(pa, frames);
@@ -118,9 +182,30 @@ pub(crate) struct BatchFull {
     pub(crate) alloc_failed: bool,
 }
 
+/// The open run: leaves of one size whose frames follow each other.
+#[derive(Clone, Copy, Debug)]
+struct Run {
+    /// Frame number of the first leaf (below 2^28: only packable items are pushed).
+    pfn: u32,
+    size: MapSize,
+    count: u32,
+}
+
+impl Run {
+    fn pending(self) -> Pending {
+        Pending::Mapped {
+            pa: PhysAddr::new(self.pfn as u64 * PAGE_SIZE as u64),
+            size: self.size,
+            count: self.count,
+        }
+    }
+}
+
 /// The batches of one gather.
 #[derive(Debug)]
 pub(crate) struct FrameBatches {
+    /// The run being extended, not yet in a batch.
+    run: Option<Run>,
     local: [u32; LOCAL_BATCH],
     local_len: u8,
     /// Borrowed frames in the list.
@@ -129,26 +214,33 @@ pub(crate) struct FrameBatches {
     first: u64,
     /// PA of the borrowed frame being filled, or `NONE`.
     cur: u64,
+    /// Where `cur` is mapped (an exposed address from [`Memory::phys_to_virt`], kept as an
+    /// integer so the gather stays `Send`), and how many entry words it holds; its header
+    /// count is written when the frame is left or drained.
+    cur_virt: usize,
+    cur_len: u16,
+}
+
+/// Pointer to word `index` of the batch frame at `frame`.
+fn word_ptr<M: Memory>(memory: &M, frame: u64, index: usize) -> *mut u32 {
+    debug_assert!(index < WORDS_PER_FRAME);
+    let base = memory.phys_to_virt(PhysAddr::new(frame)).as_ptr();
+    // SAFETY: `index < WORDS_PER_FRAME`, so the offset stays inside the 4 KiB frame that
+    // `phys_to_virt` maps.
+    unsafe { base.cast::<u32>().add(index) }
 }
 
 /// Reads word `index` of batch frame `frame`.
 fn read_word<M: Memory>(memory: &M, frame: u64, index: usize) -> u32 {
-    assert!(index < WORDS_PER_FRAME);
-    let base = memory.phys_to_virt(PhysAddr::new(frame)).as_ptr();
-    // SAFETY: `frame` is a batch frame this gather got from `allocate_frames(1, 4096)` and
-    // has not returned, so `phys_to_virt` gives a pointer valid for reads and writes of its
-    // 4096 bytes; `index < 1024` keeps the 4-byte access inside them. Nobody else uses the
-    // frame while the gather holds it. Unaligned access, so no alignment is assumed.
-    unsafe { base.cast::<u32>().add(index).read_unaligned() }
+    // SAFETY: `frame` is a batch frame this gather borrowed and still holds; the pointer is
+    // inside it. Unaligned reads tolerate any mapping `phys_to_virt` returns.
+    unsafe { word_ptr(memory, frame, index).read_unaligned() }
 }
 
 /// Writes word `index` of batch frame `frame`.
 fn write_word<M: Memory>(memory: &M, frame: u64, index: usize, value: u32) {
-    assert!(index < WORDS_PER_FRAME);
-    let base = memory.phys_to_virt(PhysAddr::new(frame)).as_ptr();
-    // SAFETY: as in `read_word`: an allocated batch frame owned by this gather, and the
-    // access stays inside its 4096 bytes.
-    unsafe { base.cast::<u32>().add(index).write_unaligned(value) }
+    // SAFETY: as in `read_word`; nobody else uses the frame while the gather holds it.
+    unsafe { word_ptr(memory, frame, index).write_unaligned(value) }
 }
 
 fn next_of<M: Memory>(memory: &M, frame: u64) -> u64 {
@@ -163,67 +255,139 @@ fn set_next<M: Memory>(memory: &M, frame: u64, next: u64) {
 impl FrameBatches {
     pub(crate) const fn new() -> Self {
         Self {
+            run: None,
             local: [0; LOCAL_BATCH],
             local_len: 0,
             borrowed: 0,
             first: NONE,
             cur: NONE,
+            cur_virt: 0,
+            cur_len: 0,
         }
     }
 
-    /// Whether nothing waits. Borrowed frames fill only once the local batch is full, and
-    /// a drain empties everything, so the local batch being empty means all are.
+    /// Whether nothing waits (no open run, empty on-stack batch; borrowed frames are
+    /// emptied together with it).
     pub(crate) const fn is_empty(&self) -> bool {
-        self.local_len == 0
+        self.run.is_none() && self.local_len == 0
     }
 
-    /// Borrowed frames held now.
+    /// Borrowed batch frames held.
     pub(crate) const fn borrowed(&self) -> usize {
         self.borrowed as usize
     }
 
-    /// Items waiting.
+    /// Entries waiting (a run counts once).
     pub(crate) fn len<M: Memory>(&self, memory: &M) -> usize {
-        let mut n = self.local_len as usize;
+        let mut n = usize::from(self.run.is_some());
+        let mut count_words = |words: &mut dyn Iterator<Item = u32>| {
+            while let Some(w) = words.next() {
+                n += 1;
+                if Pending::words(w) == 2 {
+                    words.next();
+                }
+            }
+        };
+        count_words(&mut self.local[..self.local_len as usize].iter().copied());
         let mut f = self.first;
         while f != NONE {
-            n += read_word(memory, f, 0) as usize;
+            let used = self.used_words(memory, f);
+            count_words(&mut (0..used).map(|i| read_word(memory, f, HEADER_WORDS + i)));
             f = next_of(memory, f);
         }
         n
     }
 
-    /// Adds `word` (from [`Pending::encode`]), borrowing a batch frame if needed (at most
-    /// `max_frames` in all).
-    ///
-    /// # Errors
-    /// [`BatchFull`] when there is no room and no frame may or can be borrowed; nothing
-    /// was added.
+    /// Entry words used in batch frame `f`.
+    fn used_words<M: Memory>(&self, memory: &M, f: u64) -> usize {
+        if f == self.cur {
+            self.cur_len as usize
+        } else {
+            read_word(memory, f, 0) as usize
+        }
+    }
+
+    /// Adds `item` (which must be [`Pending::packable`]). On `Err` nothing changed: the
+    /// caller flushes and pushes again.
     pub(crate) fn push<M: Memory>(
         &mut self,
-        word: u32,
+        item: Pending,
         memory: &mut M,
         max_frames: usize,
         report: &mut FlushReport,
     ) -> Result<(), BatchFull> {
-        if (self.local_len as usize) < LOCAL_BATCH {
-            self.local[self.local_len as usize] = word;
-            self.local_len += 1;
+        if let Pending::Mapped { pa, size, count: 1 } = item {
+            let pfn = (pa.as_u64() >> 12) as u32;
+            if let Some(run) = &mut self.run {
+                let pages = size.bytes() >> 12;
+                if run.size == size
+                    && run.pfn as u64 + pages * run.count as u64 == pfn as u64
+                    && run.count < u32::MAX
+                {
+                    run.count += 1;
+                    return Ok(());
+                }
+                let closed = run.pending();
+                self.store(closed, memory, max_frames, report)?;
+            }
+            self.run = Some(Run {
+                pfn,
+                size,
+                count: 1,
+            });
             return Ok(());
         }
-        if self.cur != NONE {
-            let n = read_word(memory, self.cur, 0) as usize;
-            if n < ENTRIES_PER_FRAME {
-                write_word(memory, self.cur, HEADER_WORDS + n, word);
-                write_word(memory, self.cur, 0, n as u32 + 1);
-                return Ok(());
+        self.store(item, memory, max_frames, report)
+    }
+
+    /// Appends an entry to the batches. On `Err` nothing changed.
+    fn store<M: Memory>(
+        &mut self,
+        item: Pending,
+        memory: &mut M,
+        max_frames: usize,
+        report: &mut FlushReport,
+    ) -> Result<(), BatchFull> {
+        let (head, second) = item.encode();
+        let need = 1 + usize::from(second.is_some());
+        let local = self.local_len as usize;
+        if local + need <= LOCAL_BATCH {
+            self.local[local] = head;
+            if let Some(w) = second {
+                self.local[local + 1] = w;
             }
+            self.local_len += need as u8;
+            return Ok(());
+        }
+        if self.cur == NONE || self.cur_len as usize + need > ENTRIES_PER_FRAME {
+            self.next_frame(memory, max_frames, report)?;
+        }
+        let at = HEADER_WORDS + self.cur_len as usize;
+        let base = core::ptr::with_exposed_provenance_mut::<u32>(self.cur_virt);
+        // SAFETY: `cur_virt` maps the batch frame `cur` this gather holds (set from
+        // `phys_to_virt` in `next_frame`); `at + need <= WORDS_PER_FRAME`.
+        unsafe {
+            base.add(at).write_unaligned(head);
+            if let Some(w) = second {
+                base.add(at + 1).write_unaligned(w);
+            }
+        }
+        self.cur_len += need as u16;
+        Ok(())
+    }
+
+    /// Makes `cur` a batch frame with room: the next one in the list, or a new one.
+    fn next_frame<M: Memory>(
+        &mut self,
+        memory: &mut M,
+        max_frames: usize,
+        report: &mut FlushReport,
+    ) -> Result<(), BatchFull> {
+        if self.cur != NONE {
             let next = next_of(memory, self.cur);
             if next != NONE {
-                // A frame kept from before an intermediate flush, empty.
-                self.cur = next;
-                write_word(memory, next, HEADER_WORDS, word);
-                write_word(memory, next, 0, 1);
+                write_word(memory, self.cur, 0, self.cur_len as u32);
+                self.enter(memory, next);
                 return Ok(());
             }
         }
@@ -238,43 +402,68 @@ impl FrameBatches {
         };
         let frame = pa.as_u64();
         report.batch_frames_borrowed += 1;
-        write_word(memory, frame, 0, 1);
         set_next(memory, frame, NONE);
         write_word(memory, frame, 3, MAGIC);
-        write_word(memory, frame, HEADER_WORDS, word);
         if self.cur == NONE {
             self.first = frame;
         } else {
+            write_word(memory, self.cur, 0, self.cur_len as u32);
             set_next(memory, self.cur, frame);
         }
-        self.cur = frame;
         self.borrowed += 1;
+        self.enter(memory, frame);
         Ok(())
     }
 
-    /// Hands back every waiting item (the flush has completed) and empties the batches;
-    /// borrowed frames are kept for reuse.
+    /// Starts filling batch frame `frame` from its first entry word.
+    fn enter<M: Memory>(&mut self, memory: &M, frame: u64) {
+        self.cur = frame;
+        self.cur_virt = memory
+            .phys_to_virt(PhysAddr::new(frame))
+            .as_ptr()
+            .expose_provenance();
+        self.cur_len = 0;
+    }
+
+    /// Hands every waiting item back (only after the flush that covers them), leaving the
+    /// borrowed frames empty for reuse.
     pub(crate) fn drain<M: Memory>(&mut self, memory: &mut M, report: &mut FlushReport) {
-        for i in 0..self.local_len as usize {
-            Pending::decode(self.local[i]).release(memory, report);
+        if let Some(run) = self.run.take() {
+            run.pending().release(memory, report);
         }
+        let local = self.local;
+        release_words(
+            &mut local[..self.local_len as usize].iter().copied(),
+            memory,
+            report,
+        );
         self.local_len = 0;
         let mut f = self.first;
         while f != NONE {
             debug_assert_eq!(read_word(memory, f, 3), MAGIC);
-            let n = read_word(memory, f, 0) as usize;
-            for i in 0..n {
-                let word = read_word(memory, f, HEADER_WORDS + i);
-                Pending::decode(word).release(memory, report);
+            let used = self.used_words(memory, f);
+            let mut i = 0;
+            while i < used {
+                let head = read_word(memory, f, HEADER_WORDS + i);
+                let two = Pending::words(head) == 2 && i + 1 < used;
+                let second = if two {
+                    read_word(memory, f, HEADER_WORDS + i + 1)
+                } else {
+                    0
+                };
+                i += 1 + usize::from(two);
+                Pending::decode(head, second).release(memory, report);
             }
             write_word(memory, f, 0, 0);
             f = next_of(memory, f);
         }
-        self.cur = self.first;
+        if self.first != NONE {
+            let first = self.first;
+            self.enter(memory, first);
+        }
     }
 
-    /// Returns every borrowed frame to the allocator. Only when empty (after
-    /// [`FrameBatches::drain`]).
+    /// Returns every borrowed frame to the allocator (the batches must be drained).
     pub(crate) fn return_frames<M: Memory>(&mut self, memory: &mut M) {
         debug_assert!(self.is_empty());
         let mut f = self.first;
@@ -285,7 +474,25 @@ impl FrameBatches {
         }
         self.first = NONE;
         self.cur = NONE;
+        self.cur_virt = 0;
+        self.cur_len = 0;
         self.borrowed = 0;
+    }
+}
+
+/// Releases the entries in `words` (on-stack batch).
+fn release_words<M: Memory>(
+    words: &mut dyn Iterator<Item = u32>,
+    memory: &mut M,
+    report: &mut FlushReport,
+) {
+    while let Some(head) = words.next() {
+        let second = if Pending::words(head) == 2 {
+            words.next().unwrap_or(0)
+        } else {
+            0
+        };
+        Pending::decode(head, second).release(memory, report);
     }
 }
 
@@ -293,45 +500,43 @@ impl FrameBatches {
 mod tests {
     use super::*;
 
+    fn roundtrip(p: Pending) -> Pending {
+        let (head, second) = p.encode();
+        assert_eq!(Pending::words(head), 1 + usize::from(second.is_some()));
+        Pending::decode(head, second.unwrap_or(0))
+    }
+
     #[test]
     fn encode_roundtrips_every_kind() {
         for (i, &size) in SIZES.iter().enumerate() {
             let pa = PhysAddr::new(((i as u64 + 1) << 24) | 0xff_ff00_0000);
-            let p = Pending::Mapped { pa, size };
-            assert_eq!(Pending::decode(p.encode().unwrap()), p);
+            let p = Pending::leaf(pa, size);
+            assert_eq!(roundtrip(p), p);
+            let run = Pending::Mapped {
+                pa,
+                size,
+                count: 77_000,
+            };
+            assert_eq!(roundtrip(run), run);
         }
-        for frames in 1..=MAX_TABLE_FRAMES {
+        for frames in [1, 4, 10, 1000] {
             let p = Pending::Table {
                 pa: PhysAddr::new(0x4012_3000),
                 frames,
             };
-            assert_eq!(Pending::decode(p.encode().unwrap()), p);
+            assert_eq!(roundtrip(p), p);
         }
     }
 
     #[test]
-    fn encode_refuses_what_does_not_fit() {
-        let big = Pending::Mapped {
-            pa: PhysAddr::new(1 << 40),
-            size: MapSize::Page4K,
+    fn packable_refuses_what_does_not_fit() {
+        assert!(!Pending::leaf(PhysAddr::new(1 << 40), MapSize::Page4K).packable());
+        assert!(!Pending::leaf(PhysAddr::new(0x4000_0800), MapSize::Page4K).packable());
+        let none = Pending::Table {
+            pa: PhysAddr::new(0x4000_0000),
+            frames: 0,
         };
-        assert_eq!(big.encode(), None);
-        let odd = Pending::Mapped {
-            pa: PhysAddr::new(0x4000_0800),
-            size: MapSize::Page4K,
-        };
-        assert_eq!(odd.encode(), None);
-        for frames in [0, MAX_TABLE_FRAMES + 1] {
-            let t = Pending::Table {
-                pa: PhysAddr::new(0x4000_0000),
-                frames,
-            };
-            assert_eq!(t.encode(), None);
-        }
-        let top = Pending::Mapped {
-            pa: PhysAddr::new((1 << 40) - 4096),
-            size: MapSize::Page4K,
-        };
-        assert!(top.encode().is_some());
+        assert!(!none.packable());
+        assert!(Pending::leaf(PhysAddr::new((1 << 40) - 4096), MapSize::Page4K).packable());
     }
 }

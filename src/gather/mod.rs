@@ -94,10 +94,12 @@
 //!
 //! # Frames to free
 //!
-//! Waiting frames go first into an 8-entry batch inside the gather, then into *batch
-//! frames* borrowed from the caller's allocator with `allocate_frames(1, 4096)` (which
-//! must not block): each holds [`ENTRIES_PER_FRAME`] (1020) entries, like Linux's 1021,
-//! because an entry is one 32-bit word (frame number + kind). At most
+//! Waiting frames go first into an open *run* (leaves of one size whose frames follow each
+//! other physically, kept as one entry however long), then into an 8-word batch inside the
+//! gather, then into *batch frames* borrowed from the caller's allocator with
+//! `allocate_frames(1, 4096)` (which must not block): each holds [`ENTRIES_PER_FRAME`]
+//! (1020) entry words, like Linux's 1021 pages, because a single leaf is one 32-bit word
+//! (frame number + kind; a run or table memory takes two). At most
 //! [`GatherConfig::max_batch_frames`] are borrowed (default 9, Linux's bound of about
 //! 10,000 pages: it bounds the frames held back and the length of one free loop).
 //!
@@ -228,15 +230,19 @@
 //! | one 16 MiB supersection | 1 | 4,096 |
 //! | teardown of 1 GiB of 4 KiB pages | 29 (one per batch of ~9,200 frames) | 29 |
 //!
-//! Teardown costs the same as Linux: both flush once per full batch, and must, to free.
+//! Teardown costs the same as Linux when the frames are scattered: both flush once per full
+//! batch, and must, to free. When the frames behind consecutive VAs are physically
+//! consecutive, the gather keeps them as one *run* (one or two batch words for any number
+//! of leaves), so the batch never fills and teardown is one flush.
 //!
 //! # Size
 //!
 //! The gather lives on the caller's stack and uses no heap: [`GATHER_STATE_BYTES`] bytes
-//! of its own state (the 64-entry record, the 8-entry batch, the report) plus the
-//! backend, the memory handle, the `&InFlight` and the optional table-sync hook and ASID
-//! source. With references or zero-sized handles that is 432 bytes on `armv7a` and 456 on
-//! a 64-bit host (the state is 408 on both); a compile-time check keeps it under 512.
+//! of its own state (the 64-entry record, the open run and the 8-word batch, the report)
+//! plus the backend, the memory handle, the `&InFlight` and the optional table-sync hook
+//! and ASID source. With references or zero-sized handles that is 456 bytes on `armv7a`
+//! and 480 on a 64-bit host (the state is 432 on both); a compile-time check keeps it
+//! under 512.
 //!
 //! # Example
 //!
@@ -679,19 +685,18 @@ impl<'a, B: TlbBackend, M: Memory> MmuGather<'a, B, M> {
             // item triggers a flush below, that one syncs for it before it is freed.
             self.st.tables_pending = true;
         }
-        let Some(word) = item.encode() else {
-            // Cannot be packed (PA past 2^40, misaligned, or a big table run): flush now,
-            // which covers this item's invalidate (recorded before we got here), and free
-            // it directly.
+        if !item.packable() {
+            // Cannot be packed (PA past 2^40, misaligned): flush now, which covers this
+            // item's invalidate (recorded before we got here), and free it directly.
             self.flush_inner(None);
             item.release(&mut self.memory, &mut self.st.report);
             return;
-        };
+        }
         let max = self.st.max_batch_frames as usize;
         if self
             .st
             .batches
-            .push(word, &mut self.memory, max, &mut self.st.report)
+            .push(item, &mut self.memory, max, &mut self.st.report)
             .is_ok()
         {
             return;
@@ -705,10 +710,10 @@ impl<'a, B: TlbBackend, M: Memory> MmuGather<'a, B, M> {
         let pushed = self
             .st
             .batches
-            .push(word, &mut self.memory, max, &mut self.st.report);
+            .push(item, &mut self.memory, max, &mut self.st.report);
         debug_assert!(pushed.is_ok(), "an emptied batch always has room");
         if pushed.is_err() {
-            // Unreachable (the local batch is empty after a flush), but never drop a frame.
+            // Unreachable (the batches are empty after a flush), but never drop a frame.
             item.release(&mut self.memory, &mut self.st.report);
         }
     }
@@ -726,10 +731,7 @@ impl<B: TlbBackend, M: Memory> UnmapSink for MmuGather<'_, B, M> {
         } else {
             PendingOp::Va(leaf.va)
         });
-        self.batch(Pending::Mapped {
-            pa: leaf.pa,
-            size: leaf.size,
-        });
+        self.batch(Pending::leaf(leaf.pa, leaf.size));
     }
 
     fn table_unlinked(&mut self, va: VirtAddr, span: u64, global: bool) {
