@@ -9,7 +9,7 @@ use super::*;
 use crate::addr::{PhysAddr, VirtAddr};
 use crate::error::{Feature, MapError, ProtectError};
 use crate::short::host::HostMemory;
-use crate::table::tests::{all, r, sizes, teardown, Rec, GIB, MIB};
+use crate::table::tests::{all, map_pages, r, sizes, teardown, Rec, GIB, MIB};
 
 fn whole(mem: &HostMemory) -> AddressSpace<HostMemory> {
     crate::table::tests::whole::<Lpae>(mem)
@@ -17,28 +17,9 @@ fn whole(mem: &HostMemory) -> AddressSpace<HostMemory> {
 
 #[test]
 fn dense_table_memory_numbers() {
-    // (bytes of 4 KiB pages, level-2 + level-3 table frames)
-    for (len, frames) in [(GIB, 1 + 512usize), (256 * MIB, 1 + 128)] {
-        let mem = HostMemory::new();
-        let mut s = whole(&mem);
-        s.map(
-            r(0x4000_0000, len),
-            PhysAddr::new(0x8000_0000),
-            Attributes::KERNEL_DATA,
-            MapSize::Page4K,
-        )
-        .unwrap();
-        assert_eq!(s.table_frames(), frames);
-        assert_eq!(s.table_bytes(), (frames as u64 + 1) * 4096);
-        assert_eq!(mem.outstanding(), frames + 1);
-        std::println!(
-            "lpae: dense {} MiB of 4 KiB pages: {} KiB of level-2/3 tables + 4 KiB root",
-            len >> 20,
-            frames * 4
-        );
-        assert_eq!(s.mappings(all()).count() as u64, len / 4096);
-        teardown(s, &mem);
-    }
+    // One level-3 table per 2 MiB and the level-2 table of the GiB: twice the short
+    // format's memory (entries twice as wide), below a one-frame root.
+    crate::table::tests::dense_pages::<Lpae>(&[(GIB, 1 + 512), (256 * MIB, 1 + 128)], 1);
     // Blocks need no table below them.
     let mem = HostMemory::new();
     let mut s = whole(&mem);
@@ -254,15 +235,7 @@ fn free_tables_over_two_levels_with_floor_and_ceiling() {
     let mut s = whole(&mem);
     let mut rec = Rec::default();
     // Pages in two 2 MiB regions of GiB 1 and one of GiB 2.
-    for va in [0x4000_0000u64, 0x4060_0000, 0x8000_0000] {
-        s.map(
-            r(va, 4096),
-            PhysAddr::new(0x1000),
-            Attributes::KERNEL_DATA,
-            MapSize::Page4K,
-        )
-        .unwrap();
-    }
+    map_pages(&mut s, &[0x4000_0000, 0x4060_0000, 0x8000_0000]);
     assert_eq!(
         s.table_frames(),
         2 + 3,
@@ -309,85 +282,23 @@ fn free_tables_over_two_levels_with_floor_and_ceiling() {
 
 #[test]
 fn user_and_kernel_layouts() {
-    let mem = HostMemory::new();
-    for n in 1..=7u8 {
-        let mut u = AddressSpace::new(mem.clone(), Layout::User { n }, Features::ALL).unwrap();
-        let top = (1u64 << 32) >> n;
-        assert_eq!(mem.outstanding(), 1);
-        assert_eq!(u.table_bytes(), 4096);
-        u.map(
-            r(top - 8192, 8192),
-            PhysAddr::new(0x1000),
-            Attributes::USER_DATA,
-            MapSize::Page4K,
-        )
-        .unwrap();
-        // The walk starts at level 2 from T0SZ = 2: one level-3 table, no level-2 table.
-        assert_eq!(u.table_frames(), if n >= 2 { 1 } else { 2 });
-        assert_eq!(
-            u.map(
-                r(top - 4096, 8192),
-                PhysAddr::new(0x1000),
-                Attributes::USER_DATA,
-                MapSize::Page4K
-            ),
-            Err(MapError::OutOfRange)
-        );
-        assert!(u.translate(VirtAddr::new(top as u32)).is_none());
-        assert_eq!(
-            u.translate(VirtAddr::new((top - 4096) as u32)).unwrap().pa,
-            PhysAddr::new(0x2000)
-        );
-        let mut rec = Rec::default();
-        u.unmap(r(top - 8192, 8192), &mut rec).unwrap();
-        u.free_tables(r(0, top), VirtAddr::new(0), top, &mut rec)
-            .unwrap();
-        assert!(!rec.unlinked[0].2, "user tables are ASID-tagged");
-        assert_eq!(u.table_frames(), 0);
-        rec.flush(&mut mem.clone());
-        teardown(u, &mem);
-
-        let mut k = AddressSpace::new(mem.clone(), Layout::Kernel { n }, Features::ALL).unwrap();
-        k.map(
-            r(top, 2 * MIB),
-            PhysAddr::new(0x20_0000),
-            Attributes::KERNEL_DATA,
-            MapSize::Block2M,
-        )
-        .unwrap();
-        assert_eq!(sizes(&k, all()), [(top, MapSize::Block2M)]);
-        assert_eq!(
-            k.map(
-                r(top - 4096, 4096),
-                PhysAddr::new(0x1000),
-                Attributes::KERNEL_DATA,
-                MapSize::Page4K
-            ),
-            Err(MapError::OutOfRange)
-        );
-        teardown(k, &mem);
-    }
-    assert_eq!(mem.outstanding(), 0);
+    // One frame for every root; from T0SZ = 2 the walk starts at level 2, so a page needs
+    // one level-3 table and no level-2 table.
+    crate::table::tests::layouts::<Lpae>(
+        |n| (1, 4096, if n >= 2 { 1 } else { 2 }),
+        (1, 4096),
+        MapSize::Block2M,
+    );
 }
 
 #[test]
 fn walk_reads_one_entry_per_empty_entry() {
-    let mem = HostMemory::new();
-    let mut s = whole(&mem);
-    s.map(
-        r(0x8000_0000, 4096),
-        PhysAddr::new(0x1000),
-        Attributes::KERNEL_DATA,
-        MapSize::Page4K,
-    )
-    .unwrap();
-    let mut it = s.mappings(all());
-    assert_eq!(it.by_ref().count(), 1);
-    let c = it.counts();
     // Four level-1 entries, plus one when the walk resumes after the leaf; the level-2
     // and level-3 tables of 0x8000_0000 once each, plus one re-read of the level-2 entry.
-    assert_eq!((c.l1_reads, c.l2_reads, c.l3_reads), (4 + 1, 512 + 1, 512));
-    teardown(s, &mem);
+    assert_eq!(
+        crate::table::tests::walk_counts::<Lpae>(),
+        (4 + 1, 512 + 1, 512)
+    );
 }
 
 #[test]

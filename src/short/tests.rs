@@ -8,7 +8,7 @@ use super::*;
 use crate::addr::{PhysAddr, VirtAddr, VirtRange};
 use crate::error::{FreeTablesError, MapError, ProtectError, UnmapError};
 use crate::sink::MapSize;
-use crate::table::tests::{all, r, sizes, teardown, Rec, KIB, MIB};
+use crate::table::tests::{all, map_pages, r, sizes, teardown, Rec, KIB, MIB};
 
 use super::host::HostMemory;
 
@@ -18,27 +18,8 @@ fn whole(mem: &HostMemory) -> AddressSpace<HostMemory> {
 
 #[test]
 fn dense_table_memory_numbers() {
-    for (len, frames) in [(1u64 << 30, 256usize), (256 * MIB, 64)] {
-        let mem = HostMemory::new();
-        let mut s = whole(&mem);
-        s.map(
-            r(0x4000_0000, len),
-            PhysAddr::new(0x8000_0000),
-            Attributes::KERNEL_DATA,
-            MapSize::Page4K,
-        )
-        .unwrap();
-        assert_eq!(s.table_frames(), frames);
-        assert_eq!(s.table_bytes(), frames as u64 * 4096 + 16 * KIB);
-        assert_eq!(mem.outstanding(), frames + 4);
-        std::println!(
-            "dense {} MiB of 4 KiB pages: {} KiB of L2 tables + 16 KiB L1",
-            len >> 20,
-            frames * 4
-        );
-        assert_eq!(s.mappings(all()).count() as u64, len / 4096);
-        teardown(s, &mem);
-    }
+    // One 4 KiB frame per 4 MiB: 1 GiB costs 1 MiB of L2 tables, below the 16 KiB L1.
+    crate::table::tests::dense_pages::<Short>(&[(1 << 30, 256), (256 * MIB, 64)], 4);
 }
 
 #[test]
@@ -380,22 +361,12 @@ fn unmap_partial_block_refused_before_anything() {
 
 #[test]
 fn walk_reads_one_entry_per_empty_region() {
-    let mem = HostMemory::new();
-    let mut s = whole(&mem);
-    s.map(
-        r(0x8000_0000, 4096),
-        PhysAddr::new(0x1000),
-        Attributes::KERNEL_DATA,
-        MapSize::Page4K,
-    )
-    .unwrap();
-    let mut it = s.mappings(all());
-    assert_eq!(it.by_ref().count(), 1);
-    let c = it.counts();
-    // One read per L1 entry, plus one when the walk resumes after the leaf.
-    assert_eq!(c.l1_reads, 4096 + 1);
-    assert_eq!(c.l2_reads, 256);
-    teardown(s, &mem);
+    // One read per L1 entry, plus one when the walk resumes after the leaf; the L2 table
+    // once.
+    assert_eq!(
+        crate::table::tests::walk_counts::<Short>(),
+        (4096 + 1, 256, 0)
+    );
 }
 
 #[test]
@@ -404,15 +375,7 @@ fn free_tables_follows_group_floor_ceiling() {
     let mut s = whole(&mem);
     let mut rec = Rec::default();
     // Pages in regions 0x100 and 0x102 (group 0x40) and 0x104 (group 0x41).
-    for va in [0x1000_0000u64, 0x1020_0000, 0x1040_0000] {
-        s.map(
-            r(va, 4096),
-            PhysAddr::new(0x1000),
-            Attributes::KERNEL_DATA,
-            MapSize::Page4K,
-        )
-        .unwrap();
-    }
+    map_pages(&mut s, &[0x1000_0000, 0x1020_0000, 0x1040_0000]);
     assert_eq!(s.table_frames(), 2);
     // Non-empty: nothing freed.
     assert_eq!(
@@ -478,63 +441,15 @@ fn free_tables_follows_group_floor_ceiling() {
 
 #[test]
 fn user_and_kernel_layouts() {
-    let mem = HostMemory::new();
-    for n in 1..=7u8 {
-        let mut u = AddressSpace::new(mem.clone(), Layout::User { n }, Features::ALL).unwrap();
-        let top = (1u64 << 32) >> n;
-        let want_frames = ((16384usize >> n) / 4096).max(1);
-        assert_eq!(mem.outstanding(), want_frames);
-        assert!(u.root().is_aligned(((16384u64) >> n).max(4096)));
-        u.map(
-            r(top - 8192, 8192),
-            PhysAddr::new(0x1000),
-            Attributes::USER_DATA,
-            MapSize::Page4K,
-        )
-        .unwrap();
-        assert_eq!(
-            u.map(
-                r(top - 4096, 8192),
-                PhysAddr::new(0x1000),
-                Attributes::USER_DATA,
-                MapSize::Page4K
-            ),
-            Err(MapError::OutOfRange)
-        );
-        assert!(u.translate(VirtAddr::new(top as u32)).is_none());
-        let mut rec = Rec::default();
-        u.unmap(r(top - 8192, 8192), &mut rec).unwrap();
-        u.free_tables(r(0, top), VirtAddr::new(0), top, &mut rec)
-            .unwrap();
-        assert!(!rec.unlinked[0].2, "user tables are ASID-tagged");
-        rec.flush(&mut mem.clone());
-        teardown(u, &mem);
-
-        let mut k = AddressSpace::new(mem.clone(), Layout::Kernel { n }, Features::ALL).unwrap();
-        assert!(k.root().is_aligned(16384));
-        k.map(
-            r(top, MIB),
-            PhysAddr::new(0x10_0000),
-            Attributes::KERNEL_DATA,
-            MapSize::Section1M,
-        )
-        .unwrap();
-        assert_eq!(
-            k.map(
-                r(top - 4096, 4096),
-                PhysAddr::new(0x1000),
-                Attributes::KERNEL_DATA,
-                MapSize::Page4K
-            ),
-            Err(MapError::OutOfRange)
-        );
-        teardown(k, &mem);
-    }
-    assert!(matches!(
-        AddressSpace::new(mem.clone(), Layout::User { n: 0 }, Features::ALL),
-        Err(crate::error::CreateError::InvalidSplit(0))
-    ));
-    assert_eq!(mem.outstanding(), 0);
+    // User roots are `16 KiB >> n` (at least a frame), kernel roots the full 16 KiB.
+    crate::table::tests::layouts::<Short>(
+        |n| {
+            let bytes = 16384usize >> n;
+            (bytes.div_ceil(4096), bytes.max(4096) as u64, 1)
+        },
+        (4, 16384),
+        MapSize::Section1M,
+    );
 }
 
 #[test]

@@ -113,6 +113,137 @@ fn group_of<F: Format>(span: u64) -> u64 {
     span * (4096 / child) as u64
 }
 
+/// Maps one kernel-data page (to PA 0x1000) at each of `vas`.
+pub(crate) fn map_pages<F: Format>(s: &mut AddressSpace<F, HostMemory>, vas: &[u64]) {
+    for &va in vas {
+        s.map(
+            r(va, 4096),
+            PhysAddr::new(0x1000),
+            Attributes::KERNEL_DATA,
+            MapSize::Page4K,
+        )
+        .unwrap();
+    }
+}
+
+/// Dense 4 KiB pages at 0x4000_0000 of each `(bytes, table frames)`: exactly those table
+/// frames below a root of `root_frames`, every page a mapping; prints the numbers.
+pub(crate) fn dense_pages<F: TestFormat>(cases: &[(u64, usize)], root_frames: usize) {
+    for &(len, frames) in cases {
+        let mem = HostMemory::new();
+        let mut s = whole::<F>(&mem);
+        s.map(
+            r(0x4000_0000, len),
+            PhysAddr::new(0x8000_0000),
+            Attributes::KERNEL_DATA,
+            MapSize::Page4K,
+        )
+        .unwrap();
+        assert_eq!(s.table_frames(), frames);
+        assert_eq!(s.table_bytes(), (frames + root_frames) as u64 * 4096);
+        assert_eq!(mem.outstanding(), frames + root_frames);
+        std::println!(
+            "{}: dense {} MiB of 4 KiB pages: {} KiB of tables below a {} KiB root",
+            core::any::type_name::<F>(),
+            len >> 20,
+            frames * 4,
+            root_frames * 4
+        );
+        assert_eq!(s.mappings(all()).count() as u64, len / 4096);
+        teardown(s, &mem);
+    }
+}
+
+/// One page at 0x8000_0000, the whole space walked: the entries read by level, `(l1, l2,
+/// l3)` (an empty entry costs one read).
+pub(crate) fn walk_counts<F: TestFormat>() -> (u64, u64, u64) {
+    let mem = HostMemory::new();
+    let mut s = whole::<F>(&mem);
+    map_pages(&mut s, &[0x8000_0000]);
+    let mut it = s.mappings(all());
+    assert_eq!(it.by_ref().count(), 1);
+    let c = it.counts();
+    teardown(s, &mem);
+    (c.l1_reads, c.l2_reads, c.l3_reads)
+}
+
+/// The user and kernel halves of every split `n` in 1..=7: the root frames and alignment
+/// the format needs (`user_root(n)` gives `(frames, align, table frames for one page)`,
+/// `kernel_root` `(frames, align)`), bounds enforced on both sides, user tables reported
+/// ASID-tagged, a `block` mapped at the kernel half's start, everything returned.
+pub(crate) fn layouts<F: TestFormat>(
+    user_root: impl Fn(u8) -> (usize, u64, usize),
+    kernel_root: (usize, u64),
+    block: MapSize,
+) {
+    let mem = HostMemory::new();
+    for n in 1..=7u8 {
+        let mut u = AddressSpace::<F, _>::new(mem.clone(), Layout::User { n }, F::ALL).unwrap();
+        let top = (1u64 << 32) >> n;
+        let (frames, align, tables) = user_root(n);
+        assert_eq!(mem.outstanding(), frames, "n = {n}");
+        assert!(u.root().is_aligned(align), "n = {n}");
+        u.map(
+            r(top - 8192, 8192),
+            PhysAddr::new(0x1000),
+            Attributes::USER_DATA,
+            MapSize::Page4K,
+        )
+        .unwrap();
+        assert_eq!(u.table_frames(), tables, "n = {n}");
+        assert_eq!(
+            u.map(
+                r(top - 4096, 8192),
+                PhysAddr::new(0x1000),
+                Attributes::USER_DATA,
+                MapSize::Page4K
+            ),
+            Err(MapError::OutOfRange)
+        );
+        assert!(u.translate(VirtAddr::new(top as u32)).is_none());
+        let last = u.translate(VirtAddr::new((top - 4096) as u32)).unwrap();
+        assert_eq!(last.pa, PhysAddr::new(0x2000));
+        let mut rec = Rec::default();
+        u.unmap(r(top - 8192, 8192), &mut rec).unwrap();
+        u.free_tables(r(0, top), VirtAddr::new(0), top, &mut rec)
+            .unwrap();
+        assert!(!rec.unlinked[0].2, "user tables are ASID-tagged");
+        assert_eq!(u.table_frames(), 0);
+        rec.flush(&mut mem.clone());
+        teardown(u, &mem);
+
+        let mut k = AddressSpace::<F, _>::new(mem.clone(), Layout::Kernel { n }, F::ALL).unwrap();
+        assert_eq!(mem.outstanding(), kernel_root.0);
+        assert!(k.root().is_aligned(kernel_root.1));
+        let bytes = block.bytes();
+        k.map(
+            r(top, bytes),
+            PhysAddr::new(bytes),
+            Attributes::KERNEL_DATA,
+            block,
+        )
+        .unwrap();
+        assert_eq!(sizes(&k, all()), [(top, block)]);
+        assert_eq!(
+            k.map(
+                r(top - 4096, 4096),
+                PhysAddr::new(0x1000),
+                Attributes::KERNEL_DATA,
+                MapSize::Page4K
+            ),
+            Err(MapError::OutOfRange)
+        );
+        teardown(k, &mem);
+    }
+    for n in [0, 8] {
+        assert!(matches!(
+            AddressSpace::<F, _>::new(mem.clone(), Layout::User { n }, F::ALL),
+            Err(crate::error::CreateError::InvalidSplit(m)) if m == n
+        ));
+    }
+    assert_eq!(mem.outstanding(), 0);
+}
+
 // ----- property test against a reference model -----------------------------------------
 
 #[derive(Clone, Debug)]
@@ -647,15 +778,10 @@ fn fail_at_every_allocation<F: TestFormat>(
 fn failure_setup<F: TestFormat>(mem: &HostMemory) -> AddressSpace<F, HostMemory> {
     let mut s = whole::<F>(mem);
     let mut rec = Rec::default();
-    for va in [0x1010_0000u64, 0x17f0_0000, 0x1400_0000, 0x1550_0000] {
-        s.map(
-            r(va, 4096),
-            PhysAddr::new(0x1000),
-            Attributes::KERNEL_DATA,
-            MapSize::Page4K,
-        )
-        .unwrap();
-    }
+    map_pages(
+        &mut s,
+        &[0x1010_0000, 0x17f0_0000, 0x1400_0000, 0x1550_0000],
+    );
     s.unmap(r(0x1400_0000, 4096), &mut rec).unwrap();
     s.unmap(r(0x1550_0000, 4096), &mut rec).unwrap();
     s
