@@ -412,6 +412,17 @@ impl<M: Memory> SpaceGuard<'_, M> {
     }
 }
 
+impl<M: Memory> SpaceGuard<'_, M> {
+    /// Test hook: the space itself, mutably, past every rule of this module (any sink,
+    /// any gather). Only for tests that show what the rules prevent (freeing before the
+    /// flush, a gather outside the in-flight count, a table freed without the sync): the
+    /// same scenario through the guarded methods must pass.
+    #[doc(hidden)]
+    pub fn raw_for_test(&mut self) -> &mut AddressSpace<M> {
+        &mut self.guard
+    }
+}
+
 impl<M: Memory> Deref for SpaceGuard<'_, M> {
     type Target = AddressSpace<M>;
     fn deref(&self) -> &AddressSpace<M> {

@@ -7,6 +7,11 @@
 //! ...
 //! rt::smp::wait(1);              // until `reader` returned
 //! ```
+//!
+//! A secondary starts on CPU 0's `TTBR0`/ASID; a test that wants it on another address
+//! space switches there itself (e.g. `LockedAddressSpace::activate`) at the top of its
+//! function. [`start_all`]/[`wait_all`] run one function on every secondary, and
+//! [`Barrier`] lines CPUs up inside a test.
 
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
@@ -97,6 +102,51 @@ pub fn wait(cpu: usize) {
 /// Whether `cpu` has returned from its function.
 pub fn done(cpu: usize) -> bool {
     STATE[cpu].load(Ordering::SeqCst) == 3
+}
+
+/// Starts every secondary CPU (1..[`cpus`]) on `work`.
+pub fn start_all(work: fn(usize)) {
+    for cpu in 1..cpus() {
+        start(cpu, work);
+    }
+}
+
+/// Waits until every secondary CPU has returned from its function.
+pub fn wait_all() {
+    for cpu in 1..cpus() {
+        wait(cpu);
+    }
+}
+
+/// A reusable spin barrier for a fixed number of CPUs.
+pub struct Barrier {
+    parties: u32,
+    arrived: AtomicU32,
+    generation: AtomicU32,
+}
+
+impl Barrier {
+    /// A barrier that opens when `parties` CPUs wait on it.
+    pub const fn new(parties: u32) -> Self {
+        Self {
+            parties,
+            arrived: AtomicU32::new(0),
+            generation: AtomicU32::new(0),
+        }
+    }
+
+    /// Waits until all parties have arrived (then the barrier is ready for the next round).
+    pub fn wait(&self) {
+        let generation = self.generation.load(Ordering::SeqCst);
+        if self.arrived.fetch_add(1, Ordering::SeqCst) + 1 == self.parties {
+            self.arrived.store(0, Ordering::SeqCst);
+            self.generation.fetch_add(1, Ordering::SeqCst);
+        } else {
+            while self.generation.load(Ordering::SeqCst) == generation {
+                core::hint::spin_loop();
+            }
+        }
+    }
 }
 
 /// Number of CPUs QEMU was started with (`smp=<n>` argument from the harness; 1 if absent).
