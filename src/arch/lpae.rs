@@ -11,7 +11,7 @@
 use tock_registers::interfaces::{Readable, Writeable};
 
 use super::barrier::{dsb_ish, dsb_ishst, dsb_sy, isb};
-use super::cp15::{ID_MMFR0, ID_MMFR3, MAIR0, MAIR1, TTBCR, TTBCR_BITS, TTBR0_64, TTBR1_64};
+use super::cp15::{ID_MMFR0, ID_MMFR3, MAIR0, MAIR1, SCTLR, TTBCR, TTBCR_BITS, TTBR0_64, TTBR1_64};
 use super::tlbi;
 use crate::addr::PhysAddr;
 use crate::error::ActivateError;
@@ -67,16 +67,23 @@ fn root_ok(root: PhysAddr, tsz: u8) -> bool {
 /// this CPU's TLB and branch predictor afterwards (entries of the old format must go).
 /// Run once per CPU.
 ///
+/// The registers cannot change format one at a time under a live MMU (`TTBR0` written
+/// first would be walked as a short-descriptor table, `TTBCR.EAE` set first would walk
+/// the short table as long descriptors), so if the MMU is on, this turns it off
+/// (`SCTLR.M = 0`) for the switch and back on after: the code, stack and data in use must
+/// be identity-mapped (VA = PA) by both the old and the new tables.
+///
 /// # Errors
 /// [`ActivateError::InvalidSplit`] for `n > 7`; [`ActivateError::BadTableBase`] for a
 /// root table `TTBR0`/`TTBR1` cannot hold.
 ///
 /// # Safety
-/// The code, stack and data in use must be mapped identically, with the same memory
-/// types, before and after: through `root` below the split (everything when `n = 0`),
-/// through `kernel_root` above. `PRRR`/`NMRR` are the registers `MAIR0`/`MAIR1` replace,
-/// so the current short-descriptor map must not rely on TEX remap (`SCTLR.TRE = 0`, as
-/// the test runtime's boot map) while this runs, or must mean the same under both.
+/// The code, stack and data in use must be identity-mapped, with the same memory types,
+/// before and after: through `root` below the split (everything when `n = 0`), through
+/// `kernel_root` above. With the MMU off for a moment, data accesses are not cacheable: on
+/// hardware with data caches the caller must have cleaned them (this crate does no
+/// set/way maintenance; QEMU has no caches to clean). `PRRR`/`NMRR` are the registers
+/// `MAIR0`/`MAIR1` replace, so nothing may rely on TEX remap afterwards.
 pub unsafe fn enable(
     n: u8,
     root: PhysAddr,
@@ -93,6 +100,12 @@ pub unsafe fn enable(
         return Err(ActivateError::BadTableBase(kernel_root));
     }
     dsb_sy();
+    let sctlr = SCTLR.get();
+    let mmu_on = sctlr & 1 != 0;
+    if mmu_on {
+        SCTLR.set(sctlr & !1);
+        isb();
+    }
     MAIR0.set(attrs::MAIR0);
     MAIR1.set(attrs::MAIR1);
     if n > 0 {
@@ -118,6 +131,10 @@ pub unsafe fn enable(
     tlbi::bpiall(0);
     dsb_sy();
     isb();
+    if mmu_on {
+        SCTLR.set(sctlr);
+        isb();
+    }
     Ok(())
 }
 

@@ -1,0 +1,877 @@
+//! qemu: cpu=cortex-a15,cortex-a7 smp=1 mem=5120
+//! timeout: 60
+//! variant: corrupt_answer arg=corrupt=answer expect=fail "MISMATCH"
+//! variant: corrupt_perm arg=corrupt=perm expect=fail "MISMATCH"
+//! variant: corrupt_table arg=corrupt=table expect=fail "MISMATCH"
+//! variant: corrupt_high arg=corrupt=high expect=fail "MISMATCH"
+//!
+//! The hardware walker is the oracle for the crate's long-descriptor (LPAE) tables.
+//!
+//! QEMU's `virt` machine with `-m 5120M` gives a Cortex-A15 or Cortex-A7 guest RAM from
+//! `0x4000_0000` to `0x1_8000_0000`: 3 GiB of it above 4 GiB, reachable only through
+//! 40-bit output addresses. The test runtime manages the low 1 GiB; this test owns the
+//! rest.
+//!
+//! The kernel switches from the runtime's short-descriptor boot map to a
+//! `lpae::AddressSpace` built by the crate (`TTBCR.EAE = 1`, `arch::lpae::enable`): low
+//! RAM identity-mapped by one 1 GiB block, the UART by a page. Then, from a printed seed
+//! (`seed=N` to replay), it maps random 4 KiB pages and 2 MiB blocks with random
+//! attributes in `[0x1000_0000, 0x4000_0000)`, some backed by real frames filled with a
+//! pattern, some at made-up 40-bit physical addresses (never accessed); a 1 GiB block at
+//! a made-up 40-bit address at `0x8000_0000`; and a 1 GiB block of the RAM at
+//! `0x1_0000_0000` at `0xc000_0000`. For every VA of a sample (both sides of every mapping
+//! edge, inside every mapping, random VAs over the whole 4 GiB) it compares the intent,
+//! `AddressSpace::translate`, and the hardware (`ATS1CPR`/`CPW`/`CUR`/`CUW` with the 64-bit
+//! `PAR`: 40-bit PA, `MAIR` attribute byte, fault kind).
+//!
+//! It also reads through the backed mappings (PL1, and PL0 where user access is allowed or
+//! must fault), writes where writes must fault, and checks memory above 4 GiB: patterns
+//! written through the 1 GiB block read back, and a page mapped at `0x1_0000_0000 | L` for
+//! a low frame `L` holds what is written through it while `L` keeps its own contents (a
+//! walker that dropped `PA[39:32]` would write `L`).
+//!
+//! Variants give the checker teeth, each must fail: `corrupt=answer` falsifies the output
+//! address `translate` gave for one VA, `corrupt=perm` only its permissions, both after the
+//! intent check; `corrupt=table` rewrites one live descriptor behind the crate's back;
+//! `corrupt=high` drops `PA[32]` from the high page's descriptor (the 32-bit truncation the
+//! alias check exists for).
+
+#![no_std]
+#![no_main]
+
+use armv7_mm::arch::ats::{ats1cpr_64, ats1cpw_64, ats1cur_64, ats1cuw_64, Par64Result};
+use armv7_mm::arch::barrier::{dsb_ish, dsb_ishst, isb};
+use armv7_mm::arch::cp15::{TTBCR, TTBCR_BITS, TTBR0_64};
+use armv7_mm::arch::{lpae as arch_lpae, tlbi};
+use armv7_mm::lpae::{AddressSpace, Features, Layout, Translation};
+use armv7_mm::short::{Access, Attributes, Execute, MemoryType};
+use armv7_mm::{Asid, ClearedLeaf, MapSize, PhysAddr, UnmapSink, VirtAddr, VirtRange};
+use rt::fault::{self, FaultClass};
+use rt::frames::{KernelMemory, RAM_BASE};
+use rt::{ensure, ensure_eq, println, Case, CaseResult};
+use spin::Mutex;
+use tock_registers::interfaces::Readable;
+
+rt::entry!(main);
+
+type Space = AddressSpace<KernelMemory>;
+
+static SPACE: Mutex<Option<Space>> = Mutex::new(None);
+
+const GIB: u64 = 1 << 30;
+const MIB: u64 = 1 << 20;
+const UART: u32 = 0x0900_0000;
+const MAGIC: u32 = 0x5a5a_c3c3;
+const MAX_MAPPINGS: usize = 320;
+const MAX_VAS: usize = 6000;
+/// Low RAM the runtime manages, identity-mapped by one 1 GiB block.
+const LOW_RAM: u64 = GIB;
+/// The random window: pages and 2 MiB blocks.
+const WINDOW: (u64, u64) = (0x1000_0000, 0x4000_0000);
+/// A 1 GiB block at a made-up 40-bit address (never accessed).
+const FAKE_GIB_VA: u64 = 0x8000_0000;
+/// A 1 GiB block of RAM above 4 GiB.
+const HIGH_GIB_VA: u64 = 0xc000_0000;
+const HIGH_GIB_PA: u64 = 0x1_0000_0000;
+/// Where the alias page of `0x1_0000_0000 | L` is mapped.
+const ALIAS_VA: u64 = 0x0a00_0000;
+
+fn main() -> ! {
+    let ram = rt::ram_size();
+    rt::mmu::enable_identity(ram.min(LOW_RAM));
+    let Some(features) = arch_lpae::detect_features() else {
+        println!("oracle-lpae: this CPU has no LPAE");
+        rt::fail_now()
+    };
+    println!(
+        "oracle-lpae: features {:?}, RAM {} MiB ({} MiB above 4 GiB)",
+        features,
+        ram >> 20,
+        (RAM_BASE + ram).saturating_sub(1 << 32) >> 20
+    );
+    match build_kernel_space(features) {
+        Ok(space) => *SPACE.lock() = Some(space),
+        Err(()) => rt::fail_now(),
+    }
+    rt::cases::run(&[
+        Case {
+            name: "kernel_runs_on_crate_lpae_tables",
+            run: kernel_runs_on_crate_tables,
+        },
+        Case {
+            name: "oracle",
+            run: oracle,
+        },
+    ])
+}
+
+fn range(start: u64, len: u64) -> VirtRange {
+    match VirtRange::from_start_len(VirtAddr::new(start as u32), len) {
+        Ok(r) => r,
+        Err(e) => panic!("bad range {:#x}+{:#x}: {:?}", start, len, e),
+    }
+}
+
+/// Low RAM (identity, global, kernel RW, executable: one 1 GiB block) and the UART
+/// (device page), then `TTBCR.EAE = 1` with this table in `TTBR0` and ASID 1.
+fn build_kernel_space(features: Features) -> Result<Space, ()> {
+    let mut space = match AddressSpace::new(KernelMemory, Layout::Whole, features) {
+        Ok(s) => s,
+        Err(e) => {
+            println!("oracle-lpae: cannot create the address space: {:?}", e);
+            return Err(());
+        }
+    };
+    let r1 = space.map(
+        range(RAM_BASE, LOW_RAM),
+        PhysAddr::new(RAM_BASE),
+        Attributes::KERNEL_IMAGE,
+        MapSize::Block1G,
+    );
+    let r2 = space.map(
+        range(UART as u64, 4096),
+        PhysAddr::new(UART as u64),
+        Attributes::DEVICE,
+        MapSize::Page4K,
+    );
+    if r1.is_err() || r2.is_err() {
+        println!("oracle-lpae: kernel map failed: {:?} {:?}", r1, r2);
+        return Err(());
+    }
+    // SAFETY: the new tables map low RAM (code, data, stacks, tables) and the UART as the
+    // boot map does, with the same memory types (MAIR slot = TEX/C/B of the boot map); the
+    // boot map does not use TEX remap.
+    if let Err(e) = unsafe { arch_lpae::enable(0, space.root(), Asid(1), PhysAddr::new(0)) } {
+        println!("oracle-lpae: enable failed: {:?}", e);
+        return Err(());
+    }
+    println!(
+        "oracle-lpae: running on the crate's long-descriptor tables (root {}, {} KiB of tables)",
+        space.root(),
+        space.table_bytes() / 1024
+    );
+    Ok(space)
+}
+
+fn kernel_runs_on_crate_tables() -> CaseResult {
+    let guard = SPACE.lock();
+    let Some(space) = guard.as_ref() else {
+        return Err(());
+    };
+    ensure!(TTBCR.is_set(TTBCR_BITS::EAE), "TTBCR.EAE");
+    ensure_eq!(
+        TTBR0_64.get() & 0xff_ffff_ffff,
+        space.root().as_u64(),
+        "TTBR0 is the crate's root"
+    );
+    ensure_eq!(arch_lpae::current_asid(), Asid(1), "ASID in TTBR0");
+    static WORD: u32 = 0x1234_5678;
+    let va = core::ptr::addr_of!(WORD) as u32;
+    let t = space.translate(VirtAddr::new(va));
+    ensure!(
+        t.is_some_and(|t| t.mapping.size == MapSize::Block1G),
+        "image in a 1 GiB block: {:?}",
+        t
+    );
+    match Par64Result::decode(ats1cpr_64(va)) {
+        Par64Result::Ok { pa, attr, .. } => {
+            ensure_eq!(pa, u64::from(va) & !0xfff, "PAR.PA of the image");
+            ensure_eq!(attr, 0xff, "PAR.ATTR: write-back (MAIR slot 7)");
+        }
+        p => {
+            println!("    PAR {:x?}", p);
+            return Err(());
+        }
+    }
+    ensure_eq!(
+        fault::read32(va as usize),
+        Ok(0x1234_5678),
+        "read through the crate's tables"
+    );
+    Ok(())
+}
+
+// ----- random mappings -------------------------------------------------------------------
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// One mapping the test asked for.
+#[derive(Clone, Copy)]
+struct Intent {
+    va: u64,
+    len: u64,
+    pa: u64,
+    attrs: Attributes,
+    /// Frames allocated for it (`None`: made-up PA or RAM the test owns).
+    backed: Option<(PhysAddr, usize)>,
+    /// Data may be read through it (backed, or the high RAM).
+    readable: bool,
+}
+
+impl Intent {
+    fn end(&self) -> u64 {
+        self.va + self.len
+    }
+}
+
+struct World {
+    intents: [Option<Intent>; MAX_MAPPINGS],
+    count: usize,
+}
+
+impl World {
+    fn lookup(&self, va: u32) -> Option<(u64, Attributes)> {
+        let v = va as u64;
+        self.intents[..self.count]
+            .iter()
+            .flatten()
+            .find_map(|i| (v >= i.va && v < i.end()).then(|| (i.pa + (v - i.va), i.attrs)))
+    }
+
+    fn push(&mut self, i: Intent) {
+        if self.count < MAX_MAPPINGS {
+            self.intents[self.count] = Some(i);
+            self.count += 1;
+        }
+    }
+}
+
+fn random_attrs(rng: &mut Rng) -> Attributes {
+    let memory = match rng.below(6) {
+        0 => MemoryType::StronglyOrdered,
+        1 => MemoryType::Device,
+        2 => MemoryType::NormalNonCacheable,
+        3 => MemoryType::NormalWriteThrough,
+        4 => MemoryType::NormalWriteBackNoAllocate,
+        _ => MemoryType::NormalWriteBack,
+    };
+    // The four permissions long descriptors have.
+    let access = match rng.below(4) {
+        0 => Access::KernelRw,
+        1 => Access::KernelRo,
+        2 => Access::UserRw,
+        _ => Access::UserRo,
+    };
+    let execute = match rng.below(3) {
+        0 => Execute::Never,
+        1 => Execute::Anywhere,
+        _ => Execute::UserOnly,
+    };
+    Attributes {
+        memory,
+        access,
+        execute,
+        global: rng.below(2) == 0,
+        shareable: rng.below(2) == 0,
+    }
+}
+
+/// The pattern word at physical address `pa` (low 32 bits and bit 32 mixed in, so a frame
+/// above 4 GiB and its low alias differ).
+fn pattern(pa: u64) -> u32 {
+    (pa as u32) ^ MAGIC ^ ((pa >> 32) as u32).wrapping_mul(0x0101_0101)
+}
+
+fn fill_pattern(pa: PhysAddr, frames: usize) {
+    for f in 0..frames {
+        let base = pa.as_u64() + f as u64 * 4096;
+        for off in [0u64, 0x800, 0xffc] {
+            // SAFETY: low RAM is identity-mapped and these frames were just allocated for us.
+            unsafe { core::ptr::write_volatile((base + off) as *mut u32, pattern(base + off)) };
+        }
+    }
+}
+
+fn build_random(space: &mut Space, rng: &mut Rng, world: &mut World) {
+    let (mut refused, mut by_size) = (0, [0usize; 2]);
+    let mut attempts = 0;
+    while world.count < MAX_MAPPINGS - 8 && attempts < 4 * MAX_MAPPINGS {
+        attempts += 1;
+        let (class, size, units) = match rng.below(10) {
+            0..=2 => (1, 2 * MIB, 1 + rng.below(3)),
+            _ => (0, 4096u64, 1 + rng.below(8)),
+        };
+        let len = size * units;
+        let (lo, hi) = WINDOW;
+        let va = lo + rng.below((hi - lo - len) / size) * size;
+        let max = [MapSize::Page4K, MapSize::Block2M][class];
+        let want_backed = rng.below(if class == 1 { 4 } else { 2 }) == 0;
+        let mut backed = None;
+        let pa = if want_backed {
+            let frames = (len / 4096) as usize;
+            match rt::frames::alloc(frames, size as usize) {
+                Some(pa) => {
+                    fill_pattern(pa, frames);
+                    backed = Some((pa, frames));
+                    pa.as_u64()
+                }
+                None => continue,
+            }
+        } else if rng.below(2) == 0 {
+            // A made-up 40-bit address (translated, never accessed).
+            ((2 + rng.below(0xfd)) << 32 | rng.below(1 << 32)) & !(size - 1)
+        } else {
+            // A made-up address in the top GiB below 4 GiB.
+            (0xc000_0000 + rng.below(GIB - len)) & !(size - 1)
+        };
+        let attrs = random_attrs(rng);
+        match space.map(range(va, len), PhysAddr::new(pa), attrs, max) {
+            Ok(()) => {
+                by_size[class] += 1;
+                world.push(Intent {
+                    va,
+                    len,
+                    pa,
+                    attrs,
+                    backed,
+                    readable: backed.is_some(),
+                });
+            }
+            Err(_) => {
+                refused += 1;
+                if let Some((pa, frames)) = backed {
+                    rt::frames::free(pa, frames);
+                }
+            }
+        }
+    }
+    println!(
+        "oracle-lpae: {} mappings (2M x{}, 4K x{}), {} refused (overlap)",
+        world.count, by_size[1], by_size[0], refused
+    );
+}
+
+/// The two 1 GiB blocks and the alias page above 4 GiB; returns the alias page's low
+/// frame `L` (the page maps `0x1_0000_0000 | L`).
+fn build_big(space: &mut Space, rng: &mut Rng, world: &mut World) -> Result<PhysAddr, ()> {
+    let fake = (1 + rng.below(0xfe)) << 32 | (rng.below(4) << 30);
+    let high_ram = RAM_BASE + rt::ram_size() >= HIGH_GIB_PA + 2 * GIB;
+    let blocks = [
+        (FAKE_GIB_VA, fake, random_attrs(rng), false),
+        (HIGH_GIB_VA, HIGH_GIB_PA, Attributes::KERNEL_DATA, true),
+    ];
+    for (va, pa, attrs, readable) in blocks {
+        if let Err(e) = space.map(range(va, GIB), PhysAddr::new(pa), attrs, MapSize::Block1G) {
+            println!("    1 GiB block at {:#x} -> {:#x}: {:?}", va, pa, e);
+            return Err(());
+        }
+        world.push(Intent {
+            va,
+            len: GIB,
+            pa,
+            attrs,
+            backed: None,
+            readable: readable && high_ram,
+        });
+    }
+    let Some(low) = rt::frames::alloc(1, 4096) else {
+        return Err(());
+    };
+    fill_pattern(low, 1);
+    let high = HIGH_GIB_PA | low.as_u64();
+    if high_ram {
+        let attrs = Attributes::KERNEL_DATA;
+        if let Err(e) = space.map(
+            range(ALIAS_VA, 4096),
+            PhysAddr::new(high),
+            attrs,
+            MapSize::Page4K,
+        ) {
+            println!("    alias page -> {:#x}: {:?}", high, e);
+            return Err(());
+        }
+        world.push(Intent {
+            va: ALIAS_VA,
+            len: 4096,
+            pa: high,
+            attrs,
+            backed: None,
+            readable: false,
+        });
+    }
+    Ok(low)
+}
+
+// ----- the comparison --------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expect {
+    Translation,
+    Permission,
+    Pa { pa: u64, attr: u8 },
+}
+
+/// The `MAIR` byte of a memory type (what `PAR.ATTR` reports).
+fn mair_byte(m: MemoryType) -> u8 {
+    let slot = m.remap_index();
+    let mair = if slot < 4 {
+        armv7_mm::lpae::attrs::MAIR0
+    } else {
+        armv7_mm::lpae::attrs::MAIR1
+    };
+    (mair >> (8 * (slot % 4))) as u8
+}
+
+/// What the hardware must say for `t` under one permission check.
+fn expected(t: Option<&Translation>, user: bool, write: bool) -> Expect {
+    match t {
+        None => Expect::Translation,
+        Some(t) if !t.mapping.attrs.access.allows(user, write) => Expect::Permission,
+        Some(t) => Expect::Pa {
+            pa: t.pa.as_u64() & !0xfff,
+            attr: mair_byte(t.mapping.attrs.memory),
+        },
+    }
+}
+
+fn matches(e: Expect, par: Par64Result) -> bool {
+    match (e, par) {
+        (Expect::Translation, p) => p.is_translation_fault(),
+        (Expect::Permission, p) => p.is_permission_fault(),
+        (
+            Expect::Pa { pa, attr },
+            Par64Result::Ok {
+                pa: got, attr: a, ..
+            },
+        ) => got == pa && a == attr,
+        _ => false,
+    }
+}
+
+/// An `ATS1C**` operation: (function, PL0?, write?, name).
+type AtsOp = (fn(u32) -> u64, bool, bool, &'static str);
+
+struct Tally {
+    checked: u64,
+    mismatches: u64,
+    printed: u32,
+}
+
+impl Tally {
+    fn mismatch(&mut self, args: core::fmt::Arguments) {
+        self.mismatches += 1;
+        if self.printed < 12 {
+            self.printed += 1;
+            println!("    MISMATCH {}", args);
+        }
+    }
+}
+
+fn sample_vas(world: &World, rng: &mut Rng, out: &mut [u32; MAX_VAS]) -> usize {
+    let mut n = 0;
+    let mut push = |va: u64, n: &mut usize| {
+        if va < 1 << 32 && *n < MAX_VAS {
+            out[*n] = va as u32;
+            *n += 1;
+        }
+    };
+    for i in world.intents[..world.count].iter().flatten() {
+        let (s, e) = (i.va, i.end());
+        // Both sides of both edges, with offsets inside the page.
+        for va in [s.wrapping_sub(4096), s, e - 4096, e] {
+            push(va, &mut n);
+            push(va + 4092, &mut n);
+        }
+        // Inside: random pages, and the middle.
+        for _ in 0..if i.len >= GIB { 64 } else { 1 } {
+            push(s + rng.below(i.len / 4096) * 4096 + rng.below(4096), &mut n);
+        }
+        push(s + ((i.len / 2) & !0xfff), &mut n);
+    }
+    // Random VAs over the whole space and near the kernel's own mappings.
+    while n < MAX_VAS - 200 {
+        push(rng.next() & 0xffff_ffff, &mut n);
+    }
+    for k in 0..100 {
+        push(RAM_BASE + rng.below(LOW_RAM), &mut n);
+        push(UART as u64 - 8192 + k * 256, &mut n);
+    }
+    n
+}
+
+fn oracle() -> CaseResult {
+    let seed = rt::arg("seed")
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(0x1a_e5ee_d000);
+    println!(
+        "oracle-lpae: seed {} (replay with --arg seed={})",
+        seed, seed
+    );
+    let corrupt = rt::arg("corrupt");
+    let mut rng = Rng(seed | 1);
+    let mut guard = SPACE.lock();
+    let Some(space) = guard.as_mut() else {
+        return Err(());
+    };
+    let frames_before = space.table_frames();
+    let mut world = World {
+        intents: [None; MAX_MAPPINGS],
+        count: 0,
+    };
+    let low = build_big(space, &mut rng, &mut world)?;
+    build_random(space, &mut rng, &mut world);
+    println!(
+        "oracle-lpae: {} KiB of tables ({} level-2/3 table frames)",
+        space.table_bytes() / 1024,
+        space.table_frames()
+    );
+
+    let mut tally = Tally {
+        checked: 0,
+        mismatches: 0,
+        printed: 0,
+    };
+    // Teeth: rewrite one live descriptor behind the crate's back, then flush.
+    match corrupt {
+        Some("table") => {
+            let page = |i: &&Intent| {
+                i.backed.is_some()
+                    && space
+                        .translate(VirtAddr::new(i.va as u32))
+                        .is_some_and(|t| t.mapping.size == MapSize::Page4K)
+            };
+            if let Some(i) = world.intents[..world.count].iter().flatten().find(page) {
+                corrupt_descriptor(space, i.va, 0x1000);
+            }
+        }
+        Some("high") => corrupt_descriptor(space, ALIAS_VA, 1 << 32),
+        _ => {}
+    }
+
+    static mut VAS: [u32; MAX_VAS] = [0; MAX_VAS];
+    // SAFETY: one CPU, one case; nothing else uses the buffer.
+    let vas = unsafe { &mut *core::ptr::addr_of_mut!(VAS) };
+    let n = sample_vas(&world, &mut rng, vas);
+    let mut corrupted_answer = false;
+    for &va in vas[..n].iter() {
+        let mut t = space.translate(VirtAddr::new(va));
+        // Intent against the software walk.
+        let want = world.lookup(va).or_else(|| kernel_intent(va));
+        let got = t.map(|t| (t.pa.as_u64(), t.mapping.attrs));
+        if want != got {
+            tally.mismatch(format_args!(
+                "{:#010x}: intent {:x?} translate {:x?}",
+                va, want, got
+            ));
+        }
+        // Teeth for the hardware comparison alone (after the intent check).
+        if !corrupted_answer {
+            if let Some(t) = t.as_mut() {
+                let a = t.mapping.attrs.access;
+                if corrupt == Some("answer") {
+                    t.pa = PhysAddr::new(t.pa.as_u64() ^ 0x1000_0000);
+                    corrupted_answer = true;
+                } else if corrupt == Some("perm") && a == Access::UserRw {
+                    t.mapping.attrs.access = Access::KernelRw;
+                    corrupted_answer = true;
+                }
+                if corrupted_answer {
+                    println!("oracle-lpae: corrupted translate's answer for {:#010x}", va);
+                }
+            }
+        }
+        // The software walk against the hardware walker, four permission checks.
+        let ops: [AtsOp; 4] = [
+            (ats1cpr_64, false, false, "ATS1CPR"),
+            (ats1cpw_64, false, true, "ATS1CPW"),
+            (ats1cur_64, true, false, "ATS1CUR"),
+            (ats1cuw_64, true, true, "ATS1CUW"),
+        ];
+        for (op, user, write, name) in ops {
+            let par = Par64Result::decode(op(va));
+            let e = expected(t.as_ref(), user, write);
+            tally.checked += 1;
+            if !matches(e, par) {
+                tally.mismatch(format_args!(
+                    "{:#010x} {}: translate {:x?}, PAR {:x?}",
+                    va, name, e, par
+                ));
+            }
+        }
+    }
+    println!("oracle-lpae: {} VAs sampled", n);
+
+    let accesses = check_accesses(space, &world, &mut rng, &mut tally);
+    println!(
+        "oracle-lpae: {} reads through mappings matched their frame, {} PL0 reads and {} \
+         writes faulted where they must",
+        accesses.0, accesses.1, accesses.2
+    );
+    let before = tally.mismatches;
+    let high = check_high_memory(&world, low, &mut tally);
+    println!(
+        "oracle-lpae: {} words above 4 GiB written and read back; alias page {}",
+        high.0,
+        match (high.1, tally.mismatches == before) {
+            (false, _) => "not checked (no RAM there)",
+            (true, true) => "and its low frame kept apart",
+            (true, false) => "or its low frame WRONG",
+        }
+    );
+    println!(
+        "oracle-lpae: {} translations checked, {} mismatches",
+        tally.checked, tally.mismatches
+    );
+
+    // Tear down: unmap, flush, free the tables, flush, free the frames.
+    let mut rec = Rec::new();
+    for (lo, hi) in [WINDOW, (ALIAS_VA, ALIAS_VA + 4096), (FAKE_GIB_VA, 1 << 32)] {
+        if let Err(e) = space.unmap(range(lo, hi - lo), &mut rec) {
+            println!("    unmap failed: {:?}", e);
+            return Err(());
+        }
+    }
+    let leaves = rec.leaves;
+    flush_all();
+    let all = range(0, 1 << 32);
+    if space
+        .free_tables(all, all.start(), all.end(), &mut rec)
+        .is_err()
+    {
+        return Err(());
+    }
+    flush_all();
+    rec.free_tables();
+    for i in world.intents[..world.count].iter().flatten() {
+        if let Some((pa, frames)) = i.backed {
+            rt::frames::free(pa, frames);
+        }
+    }
+    rt::frames::free(low, 1);
+    println!(
+        "oracle-lpae: torn down: {} leaves reported, tables back to {} frames",
+        leaves,
+        space.table_frames()
+    );
+    ensure_eq!(
+        space.table_frames(),
+        frames_before,
+        "table frames after free_tables"
+    );
+    ensure_eq!(tally.mismatches, 0, "mismatches");
+    ensure!(n >= 4000, "only {} VAs sampled", n);
+    ensure!(high.1, "no RAM above 4 GiB to check (needs -m 5120M)");
+    Ok(())
+}
+
+/// Flips `bits` in the live descriptor that translates `va`, then flushes.
+fn corrupt_descriptor(space: &Space, va: u64, bits: u64) {
+    if let Some(p) = space.entry_ptr_for_test(VirtAddr::new(va as u32)) {
+        // SAFETY: a descriptor of our own live table; the test owns the kernel.
+        unsafe { p.as_ptr().write_volatile(p.as_ptr().read_volatile() ^ bits) };
+        flush_all();
+        println!("oracle-lpae: corrupted the descriptor of {:#010x}", va);
+    }
+}
+
+/// Data through the backed mappings (PL1 reads; PL0 reads, which must fault without user
+/// access; writes, which must fault on read-only mappings). Returns (reads, PL0 faults,
+/// write faults).
+fn check_accesses(
+    space: &Space,
+    world: &World,
+    rng: &mut Rng,
+    tally: &mut Tally,
+) -> (u32, u32, u32) {
+    let (mut reads, mut user_faults, mut write_faults) = (0, 0, 0);
+    for i in world.intents[..world.count].iter().flatten() {
+        if !i.readable || i.len >= GIB {
+            continue;
+        }
+        let pages = i.len / 4096;
+        let picks = [i.va, i.end() - 4096, i.va + rng.below(pages) * 4096];
+        for page in picks {
+            for off in [0u64, 0x800, 0xffc] {
+                let va = (page + off) as u32;
+                let pa = i.pa + (va as u64 - i.va);
+                let Some(t) = space.translate(VirtAddr::new(va)) else {
+                    tally.mismatch(format_args!("{:#010x}: not mapped", va));
+                    continue;
+                };
+                let access = t.mapping.attrs.access;
+                tally.checked += 3;
+                match fault::read32(va as usize) {
+                    Ok(v) if v == pattern(pa) => reads += 1,
+                    got => tally.mismatch(format_args!(
+                        "{:#010x}: read {:x?}, frame {:#x} holds {:#x}",
+                        va,
+                        got,
+                        pa,
+                        pattern(pa)
+                    )),
+                }
+                match (access.allows(true, false), fault::read32_user(va as usize)) {
+                    (true, Ok(v)) if v == pattern(pa) => {}
+                    (false, Err(f)) if f.class() == FaultClass::Permission => user_faults += 1,
+                    (want, got) => tally.mismatch(format_args!(
+                        "{:#010x}: PL0 read allowed={} got {:x?}",
+                        va, want, got
+                    )),
+                }
+                // Writing the value already there changes nothing when it is allowed.
+                // SAFETY: a frame this test allocated, mapped here.
+                match (access.allows(false, true), unsafe {
+                    fault::write32(va as usize, pattern(pa))
+                }) {
+                    (true, Ok(())) => {}
+                    (false, Err(f)) if f.class() == FaultClass::Permission => write_faults += 1,
+                    (want, got) => tally.mismatch(format_args!(
+                        "{:#010x}: PL1 write allowed={} got {:x?}",
+                        va, want, got
+                    )),
+                }
+            }
+        }
+    }
+    (reads, user_faults, write_faults)
+}
+
+/// RAM above 4 GiB: patterns through the 1 GiB block, and the alias page kept apart from
+/// its low frame. Returns (words checked, alias checked).
+fn check_high_memory(world: &World, low: PhysAddr, tally: &mut Tally) -> (u32, bool) {
+    let high_ram = world.intents[..world.count]
+        .iter()
+        .flatten()
+        .any(|i| i.va == HIGH_GIB_VA && i.readable);
+    if !high_ram {
+        return (0, false);
+    }
+    let mut words = 0;
+    // Write a pattern at 64 offsets spread over the GiB (through the block), then read
+    // all back: each word must come back from its own physical address.
+    let offsets = (0..64u64).map(|k| k * (GIB / 64) + (k * 0x1234) % 0x1000 / 4 * 4);
+    for off in offsets.clone() {
+        let va = (HIGH_GIB_VA + off) as usize;
+        // SAFETY: RAM above 4 GiB that this test owns, mapped kernel RW at `va`.
+        if unsafe { fault::write32(va, pattern(HIGH_GIB_PA + off)) }.is_err() {
+            tally.mismatch(format_args!("{:#010x}: write above 4 GiB faulted", va));
+        }
+    }
+    for off in offsets {
+        let va = (HIGH_GIB_VA + off) as usize;
+        let want = pattern(HIGH_GIB_PA + off);
+        tally.checked += 1;
+        match fault::read32(va) {
+            Ok(v) if v == want => words += 1,
+            got => tally.mismatch(format_args!(
+                "{:#010x} (PA {:#x}): read {:x?}, wrote {:#x}",
+                va,
+                HIGH_GIB_PA + off,
+                got,
+                want
+            )),
+        }
+    }
+    // The alias page: PA 0x1_0000_0000 | L. Through it, write; L must keep its pattern.
+    let high = HIGH_GIB_PA | low.as_u64();
+    let lo = low.as_u64() as usize;
+    for off in [0u64, 0x800, 0xffc] {
+        let va = (ALIAS_VA + off) as usize;
+        // SAFETY: RAM above 4 GiB that this test owns, mapped kernel RW at `va`.
+        let w = unsafe { fault::write32(va, pattern(high + off)) };
+        tally.checked += 2;
+        match (w, fault::read32(va)) {
+            (Ok(()), Ok(v)) if v == pattern(high + off) => words += 1,
+            got => tally.mismatch(format_args!(
+                "{:#010x} (PA {:#x}): {:x?}",
+                va,
+                high + off,
+                got
+            )),
+        }
+        // SAFETY: reading our own low frame through the identity map.
+        let v = unsafe { core::ptr::read_volatile((lo + off as usize) as *const u32) };
+        if v != pattern(low.as_u64() + off) {
+            tally.mismatch(format_args!(
+                "low frame {:#x} changed to {:#x}: the write to PA {:#x} landed there",
+                low.as_u64() + off,
+                v,
+                high + off
+            ));
+        }
+    }
+    let par = Par64Result::decode(ats1cpr_64(ALIAS_VA as u32));
+    tally.checked += 1;
+    if !matches!(par, Par64Result::Ok { pa, .. } if pa == high) {
+        tally.mismatch(format_args!(
+            "alias page: PAR {:x?}, want PA {:#x}",
+            par, high
+        ));
+    }
+    (words, true)
+}
+
+/// The kernel's own mappings (low RAM identity, UART page) as intents.
+fn kernel_intent(va: u32) -> Option<(u64, Attributes)> {
+    let v = va as u64;
+    if (RAM_BASE..RAM_BASE + LOW_RAM).contains(&v) {
+        return Some((v, Attributes::KERNEL_IMAGE));
+    }
+    if va & !0xfff == UART {
+        return Some((v, Attributes::DEVICE));
+    }
+    None
+}
+
+fn flush_all() {
+    dsb_ishst();
+    tlbi::tlbiall(0);
+    tlbi::bpiall(0);
+    dsb_ish();
+    isb();
+}
+
+/// Counts leaves; frees table frames only after the caller's flush.
+struct Rec {
+    leaves: u32,
+    tables: [Option<PhysAddr>; 512],
+    ntables: usize,
+}
+
+impl Rec {
+    fn new() -> Self {
+        Rec {
+            leaves: 0,
+            tables: [None; 512],
+            ntables: 0,
+        }
+    }
+
+    fn free_tables(&mut self) {
+        for t in self.tables[..self.ntables].iter_mut() {
+            if let Some(pa) = t.take() {
+                rt::frames::free(pa, 1);
+            }
+        }
+        self.ntables = 0;
+    }
+}
+
+impl UnmapSink for Rec {
+    fn leaf_cleared(&mut self, _leaf: ClearedLeaf) {
+        self.leaves += 1;
+    }
+    fn table_unlinked(&mut self, _va: VirtAddr, _span: u64, _global: bool) {}
+    fn table_memory_freed(&mut self, pa: PhysAddr, frames: usize) {
+        if frames == 1 && self.ntables < self.tables.len() {
+            self.tables[self.ntables] = Some(pa);
+            self.ntables += 1;
+        } else {
+            println!("    table memory {} x{} not recorded", pa, frames);
+        }
+    }
+}
