@@ -47,7 +47,7 @@ mod support;
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
-use armv7_mm::gather::{Fallback, FlushReport, InFlight, MmuGather, NoTableSync, Scope, Tee};
+use armv7_mm::gather::{Fallback, FlushReport, GatherConfig, InFlight, MmuGather, Scope, Tee};
 use armv7_mm::lockless::WalkEpochs;
 use armv7_mm::{PhysAddr, UnmapSink, VirtAddr};
 use rt::frames::KernelMemory;
@@ -71,25 +71,33 @@ fn main() -> ! {
     rt::cases::run(&[
         Case {
             name: "stress",
-            run: stress,
+            run: || timed(stress),
         },
         Case {
             name: "two_zappers_disjoint",
-            run: two_zappers_disjoint,
+            run: || timed(two_zappers_disjoint),
         },
         Case {
             name: "two_zappers_overlapping",
-            run: two_zappers_overlapping,
+            run: || timed(two_zappers_overlapping),
         },
         Case {
             name: "teardown",
-            run: teardown,
+            run: || timed(teardown),
         },
         Case {
             name: "lockless",
-            run: lockless,
+            run: || timed(lockless),
         },
     ])
+}
+
+/// Runs a case and prints how long it took.
+fn timed(case: fn() -> CaseResult) -> CaseResult {
+    let start = rt::smp::uptime_us();
+    let r = case();
+    println!("    time: {} ms", (rt::smp::uptime_us() - start) / 1000);
+    r
 }
 
 /// VA of watched slot `i`: groups of [`PER_GROUP`] consecutive pages, one group per
@@ -217,7 +225,8 @@ const READERS: [usize; 3] = [1, 2, 3];
 fn stress() -> CaseResult {
     const SLOTS: usize = 48;
     const ROUNDS: u32 = 10_000;
-    const HANDSHAKE_EVERY: u32 = 50;
+    // The first round waits for the readers too, so each bug variant shows at once.
+    const HANDSHAKE_EVERY: u32 = 200;
     ensure!(rt::smp::cpus() == 4, "needs 4 CPUs");
     let space = make_space(SLOTS, 32);
     support::GARBAGE_TABLES.store(true, Ordering::SeqCst);
@@ -226,17 +235,8 @@ fn stress() -> CaseResult {
     let mut rng = Rng(0x1234_5678);
     let (mut invalidates, mut fallbacks, mut tables, mut syncs) = (0u64, 0u32, 0u32, 0u32);
     let mut rounds = 0;
-    let limit: u32 = rt::arg("rounds")
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(ROUNDS);
-    let every: u32 = rt::arg("hs")
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(HANDSHAKE_EVERY);
-    rt::pmu::init();
-    let (mut t_zap, mut t_remap) = (0u64, 0u64);
-    for round in 0..limit {
-        let t0 = rt::pmu::cycles();
-        if round % every == 0 {
+    for round in 0..ROUNDS {
+        if round % HANDSHAKE_EVERY == 0 {
             support::arm_handshake();
         }
         let mut slots = [0usize; PER_GROUP];
@@ -258,8 +258,6 @@ fn stress() -> CaseResult {
         };
         let slots = &slots[..n];
         let r = zap(space, if group.is_some() { &[] } else { slots }, group)?;
-        let t1 = rt::pmu::cycles();
-        t_zap += t1.wrapping_sub(t0) as u64;
         for &i in slots {
             mark(i, FLUSHED);
         }
@@ -268,7 +266,6 @@ fn stress() -> CaseResult {
         tables += r.table_frames_freed;
         syncs += r.table_syncs;
         remap(space, slots);
-        t_remap += rt::pmu::cycles().wrapping_sub(t1) as u64;
         rounds += 1;
         if support::reader_totals().1 > 0 {
             // Caught already: no need to spend the rest of the boot.
@@ -279,11 +276,6 @@ fn stress() -> CaseResult {
     let (reads, stale) = support::stop_readers(&READERS);
     support::GARBAGE_TABLES.store(false, Ordering::SeqCst);
     println!("smp-stress: {rounds} rounds, {reads} reads, {stale} stale");
-    println!(
-        "    time: zap {} ms, remap {} ms",
-        t_zap / 1_000_000,
-        t_remap / 1_000_000
-    );
     for cpu in READERS {
         let (r, s) = support::reader_counts(cpu);
         println!("    cpu {cpu}: {r} reads, {s} stale");
@@ -379,7 +371,7 @@ fn disjoint_zapper(z: usize) {
             mark(i, FLUSHED);
         }
         ZAP_BARRIER.wait(); // both finished
-        if round % 4 == 0 {
+        if round % 10 == 0 {
             // Let the readers check the promise (slots marked flushed must fault).
             support::readers_pass(2);
         }
@@ -388,7 +380,7 @@ fn disjoint_zapper(z: usize) {
 }
 
 fn two_zappers_disjoint() -> CaseResult {
-    const ROUNDS: u32 = 200;
+    const ROUNDS: u32 = 100;
     let space = make_space(2 * HALF, 16);
     support::start_readers(space, &[2, 3], false);
     ZAP_ROUNDS.store(ROUNDS, Ordering::SeqCst);
@@ -465,7 +457,7 @@ fn inner_zapper(_cpu: usize) {
 }
 
 fn two_zappers_overlapping() -> CaseResult {
-    const ROUNDS: u32 = 100;
+    const ROUNDS: u32 = 30;
     let space = make_space(2 * PER_GROUP, 16);
     support::start_readers(space, &[2, 3], false);
     ZAP_ROUNDS.store(ROUNDS, Ordering::SeqCst);
@@ -606,8 +598,36 @@ static WALK_STOP: AtomicU32 = AtomicU32::new(0);
 const WALK_SLOTS: usize = 2 * PER_GROUP;
 static DATA: [AtomicU32; WALK_SLOTS] = [const { AtomicU32::new(0) }; WALK_SLOTS];
 
-fn dawdle() {
-    for _ in 0..300 {
+/// The group (+1) CPU 0 is about to free the table of; 0 when none.
+static HOLD_GROUP: AtomicU32 = AtomicU32::new(0);
+/// The walker (cpu + 1) holding a walk of that group between its two levels; 0: none.
+static HOLDER: AtomicU32 = AtomicU32::new(0);
+/// Rounds CPU 0 has finished (tables freed).
+static FREED_ROUND: AtomicU32 = AtomicU32::new(0);
+/// Rounds in which a walker was holding the old table while it was freed.
+static HELD_ROUNDS: AtomicU32 = AtomicU32::new(0);
+/// Longest a holding walker waits for the free, in µs (past it, it goes on: with the sync
+/// in place the free waits for it, so it must not wait for the free forever).
+const HOLD_US: u64 = 3_000;
+
+/// Between the two levels of a walk of slot `i` on `cpu`: usually a short pause; but if
+/// CPU 0 is about to free this slot's table and nobody holds one yet, stay here (inside
+/// the walk section, holding the table) until CPU 0 has freed it or the budget is out.
+fn between_levels(cpu: usize, i: usize) {
+    let group = (i / PER_GROUP) as u32 + 1;
+    if HOLD_GROUP.load(Ordering::SeqCst) == group
+        && HOLDER
+            .compare_exchange(0, cpu as u32 + 1, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    {
+        let round = FREED_ROUND.load(Ordering::SeqCst);
+        let until = rt::smp::uptime_us() + HOLD_US;
+        while FREED_ROUND.load(Ordering::SeqCst) == round && rt::smp::uptime_us() < until {
+            core::hint::spin_loop();
+        }
+        return;
+    }
+    for _ in 0..100 {
         core::hint::spin_loop();
     }
 }
@@ -624,7 +644,7 @@ fn walker(cpu: usize) {
                 VirtAddr::new(slot_va(i)),
                 &guard,
                 &KernelMemory,
-                &mut dawdle,
+                &mut || between_levels(cpu, i),
             );
             drop(guard);
             WALKS[cpu].fetch_add(1, Ordering::Relaxed);
@@ -659,8 +679,15 @@ fn map_data(space: &Space, slots: core::ops::Range<usize>) {
     }
 }
 
+/// The lockless case is about tables, not range flushes: one whole-TLB flush per round
+/// keeps QEMU's broadcast work (an exclusive section per operation) small.
+const ONE_FLUSH: GatherConfig = GatherConfig {
+    max_invalidates: 0,
+    ..GatherConfig::DEFAULT
+};
+
 fn lockless() -> CaseResult {
-    const ROUNDS: u32 = 300;
+    const ROUNDS: u32 = 100;
     for d in &DATA {
         d.store(
             rt::frames::alloc(1, 4096).ok_or(())?.as_u64() as u32,
@@ -672,6 +699,7 @@ fn lockless() -> CaseResult {
     map_data(space, 0..WALK_SLOTS);
     BAD.store(0, Ordering::SeqCst);
     WALK_STOP.store(0, Ordering::SeqCst);
+    HELD_ROUNDS.store(0, Ordering::SeqCst);
     support::GARBAGE_TABLES.store(true, Ordering::SeqCst);
     let garbage_before = support::GARBAGE_FILLED.load(Ordering::SeqCst);
     for cpu in READERS {
@@ -683,14 +711,25 @@ fn lockless() -> CaseResult {
         let g = (round % 2) as usize;
         let gb = BASE + g as u32 * GROUP;
         let slots = g * PER_GROUP..(g + 1) * PER_GROUP;
+        // Let a walker get hold of this group's table (between its two levels) before it
+        // is unlinked, so that the free below always has a walker inside the old table.
+        HOLDER.store(0, Ordering::SeqCst);
+        HOLD_GROUP.store(g as u32 + 1, Ordering::SeqCst);
+        for _ in 0..2_000_000 {
+            if HOLDER.load(Ordering::SeqCst) != 0 {
+                break;
+            }
+            core::hint::spin_loop();
+        }
+        let held = HOLDER.load(Ordering::SeqCst) != 0;
         let rep = {
             let mut guard = space.lock();
             if bug() == Bug::NoTableSync {
                 // What the sync prevents: a gather that frees tables as soon as the
                 // hardware can no longer reach them.
                 let scope = Scope::Asid(space.asid_context().asid().unwrap_or_default());
-                let mut gather = MmuGather::new(scope, tlb(), KeepMapped, space.in_flight())
-                    .with_table_sync(&NoTableSync);
+                let mut gather =
+                    MmuGather::with_config(scope, tlb(), KeepMapped, space.in_flight(), ONE_FLUSH);
                 let raw = guard.raw_for_test();
                 raw.unmap(range(gb, GROUP as u64), &mut gather)
                     .map_err(|_| ())?;
@@ -703,7 +742,7 @@ fn lockless() -> CaseResult {
                 .map_err(|_| ())?;
                 gather.finish()
             } else {
-                let mut gather = space.gather(tlb(), KeepMapped);
+                let mut gather = space.gather_with_config(tlb(), KeepMapped, ONE_FLUSH);
                 guard
                     .unmap(range(gb, GROUP as u64), &mut gather)
                     .map_err(|e| println!("    unmap: {e:?}"))?;
@@ -718,6 +757,9 @@ fn lockless() -> CaseResult {
                 gather.finish()
             }
         };
+        HOLD_GROUP.store(0, Ordering::SeqCst);
+        FREED_ROUND.fetch_add(1, Ordering::SeqCst);
+        HELD_ROUNDS.fetch_add(u32::from(held), Ordering::SeqCst);
         tables += rep.table_frames_freed;
         syncs += rep.table_syncs;
         map_data(space, slots);
@@ -736,8 +778,10 @@ fn lockless() -> CaseResult {
     let hits: u32 = HITS.iter().map(|w| w.load(Ordering::SeqCst)).sum();
     let bad = BAD.load(Ordering::SeqCst);
     println!(
-        "    {rounds} rounds: {tables} table frames freed (garbage-filled {garbage}), {syncs} syncs; \
-         walkers {walks} lockless walks ({hits} found the page), {bad} bad"
+        "    {rounds} rounds: {tables} table frames freed (garbage-filled {garbage}), {syncs} syncs, \
+         {} with a walker inside the table being freed; walkers {walks} lockless walks ({hits} \
+         found the page), {bad} bad",
+        HELD_ROUNDS.load(Ordering::SeqCst)
     );
     if bad > 0 {
         let pa = BAD_PA.load(Ordering::SeqCst);
@@ -764,6 +808,10 @@ fn lockless() -> CaseResult {
     );
     if bug() == Bug::None {
         ensure_eq!(syncs, tables, "one sync per flush that freed a table frame");
+        ensure!(
+            HELD_ROUNDS.load(Ordering::SeqCst) >= rounds / 2,
+            "walkers rarely inside the table being freed: the case shows nothing"
+        );
     }
     Ok(())
 }

@@ -118,6 +118,21 @@ pub fn wait_all() {
     }
 }
 
+/// Microseconds since boot, from the generic timer's virtual counter (`CNTVCT`, at
+/// `CNTFRQ`): wall-clock time on QEMU, for reporting how long a multi-core case took.
+pub fn uptime_us() -> u64 {
+    let (lo, hi): (u32, u32);
+    let freq: u32;
+    // SAFETY: reading CNTVCT and CNTFRQ at PL1 has no side effects (the generic timer is
+    // implemented on every CPU the tests run: Cortex-A7 and A15).
+    unsafe {
+        core::arch::asm!("isb", "mrrc p15, 1, {lo}, {hi}, c14", "mrc p15, 0, {f}, c14, c0, 0",
+            lo = out(reg) lo, hi = out(reg) hi, f = out(reg) freq, options(nostack));
+    }
+    let ticks = (u64::from(hi) << 32) | u64::from(lo);
+    ticks * 1_000_000 / u64::from(freq.max(1))
+}
+
 /// A reusable spin barrier for a fixed number of CPUs.
 pub struct Barrier {
     parties: u32,

@@ -36,7 +36,7 @@
 use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
 use core::ptr::NonNull;
-use core::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 use armv7_mm::arch::barrier::dsb_ish;
 use armv7_mm::arch::mmu;
@@ -256,7 +256,10 @@ pub const OPEN: u8 = 0;
 pub const FLUSHED: u8 = 1;
 
 static SLOT_VA: [AtomicU32; MAX_SLOTS] = [const { AtomicU32::new(0) }; MAX_SLOTS];
-static SLOT_STATE: [AtomicU8; MAX_SLOTS] = [const { AtomicU8::new(OPEN) }; MAX_SLOTS];
+/// Per slot: `(changes << 1) | flushed`. The change count makes a reader that saw
+/// "flushed" before and after its read sure that it was the *same* flushed period (not
+/// flushed, remapped, read, and flushed again while the reader's vCPU was descheduled).
+static SLOT_STATE: [AtomicU32; MAX_SLOTS] = [const { AtomicU32::new(0) }; MAX_SLOTS];
 static NSLOTS: AtomicUsize = AtomicUsize::new(0);
 
 /// The value every word of the frame mapped at `va` holds.
@@ -269,14 +272,18 @@ pub fn watch(vas: &[u32]) {
     assert!(vas.len() <= MAX_SLOTS);
     for (i, &va) in vas.iter().enumerate() {
         SLOT_VA[i].store(va, Ordering::SeqCst);
-        SLOT_STATE[i].store(OPEN, Ordering::SeqCst);
+        SLOT_STATE[i].store(0, Ordering::SeqCst);
     }
     NSLOTS.store(vas.len(), Ordering::SeqCst);
 }
 
 /// Marks slot `i` (must fault from now on, or anything legal).
 pub fn mark(i: usize, state: u8) {
-    SLOT_STATE[i].store(state, Ordering::SeqCst);
+    let old = SLOT_STATE[i].load(Ordering::SeqCst);
+    SLOT_STATE[i].store(
+        ((old >> 1).wrapping_add(1) << 1) | u32::from(state),
+        Ordering::SeqCst,
+    );
 }
 
 /// The space the readers run (set before they start).
@@ -365,7 +372,7 @@ fn read_pass(cpu: usize) {
         let r = fault::read32_user(va as usize);
         fence(Ordering::SeqCst);
         let s2 = SLOT_STATE[i].load(Ordering::SeqCst);
-        check_read(cpu, va, r, s1 == FLUSHED && s2 == FLUSHED);
+        check_read(cpu, va, r, s1 == s2 && s1 & 1 == u32::from(FLUSHED));
     }
     READS[cpu].fetch_add(n as u32, Ordering::Relaxed);
     PASSES[cpu].fetch_add(1, Ordering::SeqCst);
