@@ -3,6 +3,7 @@
 //! variant: local arg=bug=local arg=case=stress expect=fail "STALE"
 //! variant: free_early arg=bug=free_early arg=case=stress expect=fail "STALE"
 //! variant: no_nested arg=bug=no_nested arg=case=overlapping expect=fail "STALE"
+//! variant: no_nested_disjoint arg=bug=no_nested arg=case=disjoint expect=fail "must fall back"
 //! variant: local_teardown arg=bug=local arg=case=teardown expect=fail "STALE"
 //! variant: no_table_sync arg=bug=no_table_sync arg=case=lockless expect=fail "STALE"
 //!
@@ -36,7 +37,8 @@
 //! Teeth (each must be caught, "STALE"): `bug=local` (local TLB operations) on `stress`
 //! and `teardown`; `bug=free_early` (frames handed back as the walker clears them, flush
 //! afterwards) on `stress`; `bug=no_nested` (the gathers not counted together) on
-//! `two_zappers_overlapping`; `bug=no_table_sync` (tables freed without waiting for the
+//! `two_zappers_overlapping` (and on `two_zappers_disjoint`, where nothing is stale but the
+//! missing whole-ASID fallback is caught: "must fall back"); `bug=no_table_sync` (tables freed without waiting for the
 //! lockless walkers) on `lockless`.
 
 #![no_std]
@@ -48,7 +50,9 @@ mod support;
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use armv7_mm::gather::{Fallback, FlushReport, GatherConfig, InFlight, MmuGather, Scope, Tee};
+use armv7_mm::locked::SpaceGather;
 use armv7_mm::lockless::WalkEpochs;
+use armv7_mm::tlb::Cp15Tlb;
 use armv7_mm::{PhysAddr, UnmapSink, VirtAddr};
 use rt::frames::KernelMemory;
 use rt::smp::Barrier;
@@ -313,31 +317,47 @@ static ZAP_FAILED: AtomicU32 = AtomicU32::new(0);
 static PRIVATE: [InFlight; 2] = [const { InFlight::new() }; 2];
 const HALF: usize = 24;
 
-/// A gather on `space` for zapper `z`; with [`Bug::NoNested`] counted apart from the other
-/// zapper's (what the shared count prevents).
-fn zapper_unmap(
-    space: &'static Space,
-    z: usize,
-    slots: &[usize],
-) -> Result<armv7_mm::gather::MmuGather<'static, armv7_mm::tlb::Cp15Tlb, PoolMemory>, ()> {
-    let scope = Scope::Asid(space.asid_context().asid().ok_or(())?);
-    let in_flight = if bug() == Bug::NoNested {
-        &PRIVATE[z]
-    } else {
-        space.in_flight()
-    };
-    // The shared count is the space's own: the same gather `space.gather()` makes, built
-    // by hand only so that the bug variant can swap the count.
-    let mut g =
-        MmuGather::new(scope, tlb(), PoolMemory, in_flight).with_asid_source(space.asid_context());
+/// A zapper's open gather.
+enum ZapGather {
+    /// Made by the space (`LockedAddressSpace::gather`): the way a kernel does it.
+    Space(SpaceGather<'static, Cp15Tlb, PoolMemory>),
+    /// [`Bug::NoNested`]: counted in a private in-flight count, not the space's.
+    Private(MmuGather<'static, Cp15Tlb, PoolMemory>),
+}
+
+impl ZapGather {
+    fn finish(self) -> FlushReport {
+        match self {
+            ZapGather::Space(g) => g.finish(),
+            ZapGather::Private(g) => g.finish(),
+        }
+    }
+}
+
+/// Unmaps `slots` under the lock into a new gather of zapper `z` and returns the gather
+/// still open (the lock is dropped). With [`Bug::NoNested`] the gather is counted apart
+/// from the other zapper's (what the shared count prevents).
+fn zapper_unmap(space: &'static Space, z: usize, slots: &[usize]) -> Result<ZapGather, ()> {
     let mut guard = space.lock();
+    if bug() == Bug::NoNested {
+        let scope = Scope::Asid(space.asid_context().asid().ok_or(())?);
+        let mut g = MmuGather::new(scope, tlb(), PoolMemory, &PRIVATE[z])
+            .with_asid_source(space.asid_context());
+        for &i in slots {
+            guard
+                .raw_for_test()
+                .unmap(range(slot_va(i), 4096), &mut g)
+                .map_err(|_| ())?;
+        }
+        return Ok(ZapGather::Private(g));
+    }
+    let mut g = space.gather(tlb(), PoolMemory);
     for &i in slots {
         guard
-            .raw_for_test()
             .unmap(range(slot_va(i), 4096), &mut g)
-            .map_err(|_| ())?;
+            .map_err(|e| println!("    unmap: {e:?}"))?;
     }
-    Ok(g)
+    Ok(ZapGather::Space(g))
 }
 
 fn disjoint_zapper(z: usize) {
@@ -353,15 +373,13 @@ fn disjoint_zapper(z: usize) {
             *s = z * HALF + (first + k * 5) % HALF;
         }
         let slots = &slots[..n];
-        let mut g = space.gather(tlb(), PoolMemory);
-        {
-            let mut guard = space.lock();
-            for &i in slots {
-                if guard.unmap(range(slot_va(i), 4096), &mut g).is_err() {
-                    ZAP_FAILED.fetch_add(1, Ordering::SeqCst);
-                }
-            }
-        }
+        let Ok(g) = zapper_unmap(space, z, slots) else {
+            ZAP_FAILED.fetch_add(1, Ordering::SeqCst);
+            // Keep the other zapper's barriers matched.
+            ZAP_BARRIER.wait();
+            ZAP_BARRIER.wait();
+            continue;
+        };
         ZAP_BARRIER.wait(); // both gathers open, neither lock held
         let r = g.finish();
         if r.fallback == Some(Fallback::Nested) {
@@ -552,7 +570,10 @@ fn teardown() -> CaseResult {
     let (_, early) = support::reader_totals();
     // SAFETY: the readers run the park table now (ASID kept); nobody else refers to A.
     let a = unsafe { SPACE.take() };
+    // The first frame handed back waits, poisoned, until every reader has looked.
+    support::arm_handshake();
     let d = a.destroy(tlb(), PoolMemory);
+    let teardown = d.report;
     for i in first {
         mark(i, FLUSHED);
     }
@@ -581,6 +602,16 @@ fn teardown() -> CaseResult {
     let _ = support::ALLOC.release(d.asid);
     support::pool_drain();
     ensure_eq!(early, 0, "stale before the teardown");
+    ensure_eq!(
+        teardown.fallback,
+        Some(Fallback::Teardown),
+        "a teardown flush"
+    );
+    ensure_eq!(teardown.invalidates.va, 0, "no per-VA work in a teardown");
+    ensure!(
+        teardown.leaves_released >= 24,
+        "the space's pages came back"
+    );
     ensure_eq!(released, Some(asid_a), "the torn-down ASID was given back");
     ensure_eq!(asid_b, asid_a, "the new space reuses the ASID");
     ensure_eq!(stale, 0, "stale reads after the teardown");
