@@ -2,6 +2,9 @@
 //! timeout: 60
 //! variant: skip_flush arg=bug=skip_flush expect=fail "STALE"
 //! variant: free_early arg=bug=free_early expect=fail "STALE"
+//! variant: lpae arg=format=lpae
+//! variant: lpae_skip_flush arg=format=lpae arg=bug=skip_flush expect=fail "STALE"
+//! variant: lpae_free_early arg=format=lpae arg=bug=free_early expect=fail "STALE"
 //!
 //! The gather never hands a frame back while a TLB can still reach it.
 //!
@@ -26,6 +29,12 @@
 //! Teeth: `bug=skip_flush` runs the same cases with a backend that drops every invalidate;
 //! `bug=free_early` frees each frame as the walker reports it (no gather). Both must be
 //! caught ("STALE").
+//!
+//! `format=lpae` runs the same cases on long-descriptor tables (see `gather_support`):
+//! sizes LPAE lacks become several leaves (a 1 MiB section is 256 pages, a 16 MiB
+//! supersection eight 2 MiB blocks), the block case uses 2 MiB blocks, and the expected
+//! counts follow from the format's table spans; the variants with a bug must fail there
+//! too.
 
 #![no_std]
 #![no_main]
@@ -34,10 +43,12 @@
 mod support;
 
 use armv7_mm::gather::{FlushReport, InFlight, MmuGather, Scope, Tee};
+use armv7_mm::lpae::Lpae;
+use armv7_mm::short::Short;
 use armv7_mm::{MapSize, TlbBackend, UnmapSink, VirtAddr};
 use rt::frames::KernelMemory;
 use rt::{ensure, ensure_eq, println, Case, CaseResult};
-use support::{Bug, FreeAtOnce, Space, TableRecorder, TestTlb, ASID, USER};
+use support::{Bug, FreeAtOnce, Space, TableRecorder, TestFormat, TestTlb, ASID};
 
 rt::entry!(main);
 
@@ -50,26 +61,34 @@ static IN_FLIGHT: InFlight = InFlight::new();
 
 fn main() -> ! {
     support::setup("gather_no_stale");
+    if support::lpae() {
+        run::<Lpae>()
+    } else {
+        run::<Short>()
+    }
+}
+
+fn run<F: TestFormat>() -> ! {
     rt::cases::run(&[
         Case {
             name: "sparse_pages_range_flush",
-            run: sparse_pages_range_flush,
+            run: sparse_pages_range_flush::<F>,
         },
         Case {
             name: "dense_pages_large_pages_sections_fallback",
-            run: dense_fallback,
+            run: dense_fallback::<F>,
         },
         Case {
             name: "one_invalidate_per_block",
-            run: one_invalidate_per_block,
+            run: one_invalidate_per_block::<F>,
         },
         Case {
             name: "no_batch_frame_flushes_early",
-            run: no_batch_frame,
+            run: no_batch_frame::<F>,
         },
         Case {
             name: "dropped_gather_flushes_then_frees",
-            run: dropped_gather,
+            run: dropped_gather::<F>,
         },
     ])
 }
@@ -83,7 +102,7 @@ enum End {
 
 /// Unmaps the window and frees its tables through a gather (or, with `bug=free_early`,
 /// through a sink that frees at once); returns the report and the backend's counters.
-fn zap_window(space: &mut Space, end: End) -> Option<FlushReport> {
+fn zap_window<F: TestFormat>(space: &mut Space<F>, end: End) -> Option<FlushReport> {
     let window = support::range(BASE, WINDOW as u64);
     let floor = VirtAddr::new(BASE);
     let ceiling = (BASE + WINDOW) as u64;
@@ -152,32 +171,33 @@ fn check_clean() -> CaseResult {
     Ok(())
 }
 
-fn with_space(f: impl FnOnce(&mut Space) -> CaseResult) -> CaseResult {
+fn with_space<F: TestFormat>(f: impl FnOnce(&mut Space<F>) -> CaseResult) -> CaseResult {
     support::reset_watch();
-    let mut guard = USER.lock();
+    let mut guard = F::user().lock();
     let Some(space) = guard.as_mut() else {
         return Err(());
     };
     f(space)
 }
 
-fn sparse_pages_range_flush() -> CaseResult {
-    with_space(|space| {
-        // 48 pages: one in each of 48 different 1 MiB regions, spread over 240 MiB.
-        for i in 0..48u32 {
-            support::map_leaf(
-                space,
-                BASE + i * 5 * MIB + (i % 7) * 0x3000,
-                MapSize::Page4K,
-                false,
-            )?;
+fn sparse_pages_range_flush<F: TestFormat>() -> CaseResult {
+    with_space::<F>(|space| {
+        // 48 pages: one in each of 48 different 1 MiB regions, spread over 240 MiB (48
+        // tables of both formats).
+        let mut vas = [0u32; 48];
+        for (i, va) in vas.iter_mut().enumerate() {
+            let i = i as u32;
+            *va = BASE + i * 5 * MIB + (i % 7) * 0x3000;
+            support::map_leaf(space, *va, MapSize::Page4K, false)?;
         }
+        let (frames, tables) = support::tables_for::<F>(&vas);
         support::touch_all()?;
         let r = zap_window(space, End::Finish).ok_or(())?;
         check_clean()?;
         if support::bug() == Bug::None {
             ensure_eq!(r.leaves_cleared, 48, "leaves");
-            ensure_eq!(r.tables_unlinked, 48, "table regions");
+            ensure_eq!(r.tables_unlinked, tables, "table regions");
+            ensure_eq!(r.table_frames_freed, frames, "table frames");
             ensure_eq!(
                 r.invalidates.va,
                 48,
@@ -194,8 +214,8 @@ fn sparse_pages_range_flush() -> CaseResult {
     })
 }
 
-fn dense_fallback() -> CaseResult {
-    with_space(|space| {
+fn dense_fallback<F: TestFormat>() -> CaseResult {
+    with_space::<F>(|space| {
         // 1 MiB of pages, 4 large pages, 2 sections, one executable page.
         for i in 0..256u32 {
             support::map_leaf(space, BASE + i * 4096, MapSize::Page4K, false)?;
@@ -216,8 +236,11 @@ fn dense_fallback() -> CaseResult {
         let r = zap_window(space, End::Finish).ok_or(())?;
         check_clean()?;
         if support::bug() == Bug::None {
-            ensure_eq!(r.leaves_cleared, 256 + 4 + 2 + 1, "leaves");
-            ensure!(r.fell_back(), "263 leaves are past the threshold");
+            let leaves = 257 * F::leaves(MapSize::Page4K)
+                + 4 * F::leaves(MapSize::Large64K)
+                + 2 * F::leaves(MapSize::Section1M);
+            ensure_eq!(r.leaves_cleared, leaves, "leaves");
+            ensure!(r.fell_back(), "{} leaves are past the threshold", leaves);
             ensure_eq!(r.invalidates.tlb_ops(), 1, "one fallback operation");
             ensure_eq!(r.invalidates.branch_predictor, 1, "executable page");
             ensure!(r.batch_frames_borrowed >= 1, "more than the on-stack batch");
@@ -226,24 +249,24 @@ fn dense_fallback() -> CaseResult {
     })
 }
 
-fn one_invalidate_per_block() -> CaseResult {
-    with_space(|space| {
-        // A 16 MiB supersection, two 1 MiB sections and two 64 KiB large pages: each is
-        // one TLB entry, so one by-VA invalidate each (probed at several 4 KiB offsets).
-        support::map_leaf(space, BASE + 32 * MIB, MapSize::Super16M, false)?;
-        support::map_leaf(space, BASE + 48 * MIB, MapSize::Section1M, false)?;
-        support::map_leaf(space, BASE + 49 * MIB, MapSize::Section1M, false)?;
-        support::map_leaf(space, BASE + 50 * MIB, MapSize::Large64K, false)?;
-        support::map_leaf(space, BASE + 50 * MIB + 0x1_0000, MapSize::Large64K, false)?;
+fn one_invalidate_per_block<F: TestFormat>() -> CaseResult {
+    with_space::<F>(|space| {
+        // Short: a 16 MiB supersection, two 1 MiB sections and two 64 KiB large pages;
+        // LPAE: four 2 MiB blocks and a page. Each is one TLB entry, so one by-VA
+        // invalidate each (probed at several 4 KiB offsets).
+        for &(off, size) in F::BLOCKS {
+            support::map_leaf(space, BASE + off, size, false)?;
+        }
         support::touch_all()?;
         let r = zap_window(space, End::Finish).ok_or(())?;
         check_clean()?;
         if support::bug() == Bug::None {
-            ensure_eq!(r.leaves_cleared, 5, "leaves");
+            let blocks = F::BLOCKS.len() as u32;
+            ensure_eq!(r.leaves_cleared, blocks, "leaves");
             ensure_eq!(
                 r.invalidates.va,
-                5,
-                "one per block (the L2 table's region is covered)"
+                blocks,
+                "one per block (the freed table's span is covered)"
             );
             ensure_eq!(r.invalidates.asid + r.invalidates.all, 0, "a range flush");
         }
@@ -251,8 +274,8 @@ fn one_invalidate_per_block() -> CaseResult {
     })
 }
 
-fn no_batch_frame() -> CaseResult {
-    with_space(|space| {
+fn no_batch_frame<F: TestFormat>() -> CaseResult {
+    with_space::<F>(|space| {
         // Mapped from the top down, so the frames behind ascending VAs descend: no two
         // are physically consecutive, each is its own batch entry (no run), and 40 of them
         // overflow the on-stack batch.
@@ -276,8 +299,8 @@ fn no_batch_frame() -> CaseResult {
     })
 }
 
-fn dropped_gather() -> CaseResult {
-    with_space(|space| {
+fn dropped_gather<F: TestFormat>() -> CaseResult {
+    with_space::<F>(|space| {
         for i in 0..24u32 {
             support::map_leaf(space, BASE + 32 * MIB + i * 3 * MIB, MapSize::Page4K, false)?;
         }

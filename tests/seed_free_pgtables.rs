@@ -2,6 +2,9 @@
 //! timeout: 60
 //! variant: skip_flush arg=bug=skip_flush expect=fail "STALE"
 //! variant: free_early arg=bug=free_early expect=fail "STALE"
+//! variant: lpae arg=format=lpae
+//! variant: lpae_skip_flush arg=format=lpae arg=bug=skip_flush expect=fail "STALE"
+//! variant: lpae_free_early arg=format=lpae arg=bug=free_early expect=fail "STALE"
 //!
 //! The founding document's case: range tracking during `free_pgtables`, not only during the
 //! zap, and the freed page tables kept until the flush.
@@ -23,6 +26,11 @@
 //! caught ("STALE"). QEMU has no walk cache (its TLB holds final translations only), so on
 //! QEMU the stale-table danger shows up as a stale leaf; the walk-cache half is enforced by
 //! the host TLB model (`gather::model_tests::teeth_untracked_table_frees_are_caught`).
+//!
+//! `format=lpae` runs the same cases on long-descriptor tables (see `gather_support`): a
+//! level-3 table spans 2 MiB and has a frame of its own, so the tables and frames the cases
+//! expect follow from the pages' VAs and the format's spans (`support::tables_for`), and
+//! the bug variants must fail there too.
 
 #![no_std]
 #![no_main]
@@ -31,10 +39,12 @@
 mod support;
 
 use armv7_mm::gather::{FlushReport, InFlight, LinuxArm32Estimate, MmuGather, Scope, Tee};
+use armv7_mm::lpae::Lpae;
+use armv7_mm::short::Short;
 use armv7_mm::{MapSize, TlbBackend, UnmapSink, VirtAddr};
 use rt::frames::KernelMemory;
 use rt::{ensure, ensure_eq, println, Case, CaseResult};
-use support::{Bug, FreeAtOnce, Space, TableRecorder, TestTlb, ASID, USER};
+use support::{Bug, FreeAtOnce, Space, TableRecorder, TestFormat, TestTlb, ASID};
 
 rt::entry!(main);
 
@@ -46,18 +56,26 @@ static IN_FLIGHT: InFlight = InFlight::new();
 
 fn main() -> ! {
     support::setup("seed_free_pgtables");
+    if support::lpae() {
+        run_cases::<Lpae>()
+    } else {
+        run_cases::<Short>()
+    }
+}
+
+fn run_cases<F: TestFormat>() -> ! {
     rt::cases::run(&[
         Case {
             name: "unmap_and_free_tables_in_one_gather",
-            run: one_gather,
+            run: one_gather::<F>,
         },
         Case {
             name: "free_tables_after_an_earlier_unmap",
-            run: two_gathers,
+            run: two_gathers::<F>,
         },
         Case {
             name: "past_the_threshold_falls_back",
-            run: past_threshold,
+            run: past_threshold::<F>,
         },
     ])
 }
@@ -71,10 +89,10 @@ enum Work {
 
 /// Runs `work` over the window through a gather (or, with `bug=free_early`, a sink that
 /// frees at once); returns the report and what Linux's ARM32 policy would have issued.
-fn phase(space: &mut Space, work: Work) -> Option<(FlushReport, u64)> {
+fn phase<F: TestFormat>(space: &mut Space<F>, work: Work) -> Option<(FlushReport, u64)> {
     let window = support::range(BASE, WINDOW as u64);
     let (floor, ceiling) = (VirtAddr::new(BASE), (BASE + WINDOW) as u64);
-    let run = |space: &mut Space, sink: &mut dyn UnmapSink| -> Option<()> {
+    let run = |space: &mut Space<F>, sink: &mut dyn UnmapSink| -> Option<()> {
         if work != Work::FreeTables {
             space.unmap(window, sink).ok()?;
         }
@@ -116,34 +134,30 @@ fn phase(space: &mut Space, work: Work) -> Option<(FlushReport, u64)> {
 }
 
 /// 36 pages: one in each of 32 4 MiB groups (at varying regions), plus a second region
-/// in every 8th group (two L2 tables sharing a frame).
-fn map_sparse(space: &mut Space, n_groups: u32) -> Result<u32, ()> {
+/// in every 8th group (short: two L2 tables sharing a frame; LPAE: the same 2 MiB table).
+/// Returns the pages and the (table frames, tables) they live in.
+fn map_sparse<F: TestFormat>(space: &mut Space<F>, n_groups: u32) -> Result<(u32, u32, u32), ()> {
+    let mut vas = [0u32; 64];
     let mut n = 0;
     for g in 0..n_groups {
         let group = BASE + g * 8 * MIB;
-        support::map_leaf(
-            space,
-            group + (g % 4) * MIB + 0x5000,
-            MapSize::Page4K,
-            false,
-        )?;
+        vas[n] = group + (g % 4) * MIB + 0x5000;
         n += 1;
         if g % 8 == 0 {
-            support::map_leaf(
-                space,
-                group + ((g % 4) + 1) * MIB + 0x9000,
-                MapSize::Page4K,
-                false,
-            )?;
+            vas[n] = group + ((g % 4) + 1) * MIB + 0x9000;
             n += 1;
         }
     }
-    Ok(n)
+    for &va in &vas[..n] {
+        support::map_leaf(space, va, MapSize::Page4K, false)?;
+    }
+    let (frames, tables) = support::tables_for::<F>(&vas[..n]);
+    Ok((n as u32, frames, tables))
 }
 
-fn with_space(f: impl FnOnce(&mut Space) -> CaseResult) -> CaseResult {
+fn with_space<F: TestFormat>(f: impl FnOnce(&mut Space<F>) -> CaseResult) -> CaseResult {
     support::reset_watch();
-    let mut guard = USER.lock();
+    let mut guard = F::user().lock();
     let Some(space) = guard.as_mut() else {
         return Err(());
     };
@@ -172,19 +186,19 @@ fn check_clean(expect_tables: u32) -> CaseResult {
     Ok(())
 }
 
-fn one_gather() -> CaseResult {
-    with_space(|space| {
-        let leaves = map_sparse(space, 32)?;
+fn one_gather<F: TestFormat>() -> CaseResult {
+    with_space::<F>(|space| {
+        let (leaves, frames, tables) = map_sparse(space, 32)?;
         support::touch_all()?;
         let (r, linux) = phase(space, Work::Both).ok_or(())?;
-        check_clean(32)?;
+        check_clean(frames)?;
         if support::bug() == Bug::None {
             ensure_eq!(leaves, 36, "pages mapped");
-            ensure_eq!(r.tables_unlinked, 36, "table regions");
+            ensure_eq!(r.tables_unlinked, tables, "table regions");
             ensure_eq!(
                 r.table_frames_freed,
-                32,
-                "table frames (packed 4 per frame)"
+                frames,
+                "table frames (short: packed 4 per frame)"
             );
             ensure_eq!(
                 r.invalidates.va,
@@ -206,9 +220,9 @@ fn one_gather() -> CaseResult {
     })
 }
 
-fn two_gathers() -> CaseResult {
-    with_space(|space| {
-        map_sparse(space, 32)?;
+fn two_gathers<F: TestFormat>() -> CaseResult {
+    with_space::<F>(|space| {
+        let (_, frames, tables) = map_sparse(space, 32)?;
         support::touch_all()?;
         let (first, _) = phase(space, Work::Unmap).ok_or(())?;
         // Accesses (speculative ones on hardware) walk into the now empty tables again; on
@@ -216,13 +230,13 @@ fn two_gathers() -> CaseResult {
         let faults = support::check_all_gone();
         ensure_eq!(faults, 0, "unmapped pages still translate");
         let (r, _) = phase(space, Work::FreeTables).ok_or(())?;
-        check_clean(32)?;
+        check_clean(frames)?;
         if support::bug() == Bug::None {
             ensure_eq!(first.invalidates.va, 36, "the unmap's range flush");
             ensure_eq!(r.leaves_cleared, 0, "nothing left to unmap");
             ensure_eq!(
                 r.invalidates.va,
-                36,
+                tables,
                 "one by-VA invalidate per freed table region"
             );
             ensure_eq!(
@@ -236,8 +250,8 @@ fn two_gathers() -> CaseResult {
     })
 }
 
-fn past_threshold() -> CaseResult {
-    with_space(|space| {
+fn past_threshold<F: TestFormat>() -> CaseResult {
+    with_space::<F>(|space| {
         // 64 + 8 = 72 leaves and regions: past the default threshold of 64.
         let mut n = 0;
         for g in 0..64u32 {

@@ -46,7 +46,10 @@
 //!   invalidate already pending lies in the span, it does that job and nothing is added:
 //!   after a sparse unmap, freeing the emptied tables costs no extra operation. With the
 //!   short-descriptor packing (several 1 KiB L2 tables per frame) the walker reports every
-//!   1 MiB region whose table lived in a freed frame, so the flush reaches each of them;
+//!   1 MiB region whose table lived in a freed frame, so the flush reaches each of them.
+//!   Long-descriptor (LPAE) tables are reported with their own spans: 2 MiB for a level-3
+//!   table, 1 GiB for a level-2 table (freed after its level-3 tables, each reported
+//!   first); a 2 MiB or 1 GiB block is one leaf and one invalidate like any other;
 //! - **table memory freed** ([`UnmapSink::table_memory_freed`]): into the frame batch, to
 //!   be handed back with [`Memory::free_frames`].
 //!

@@ -1,5 +1,5 @@
-//! Host tests of the gather with the real short-descriptor tables and the adversarial TLB
-//! model (feature `tlb-model`): the model caches every leaf and walk-cache entry an access
+//! Host tests of the gather with the real page tables (short-descriptor; the random test
+//! over long-descriptor tables too) and the adversarial TLB model (feature `tlb-model`): the model caches every leaf and walk-cache entry an access
 //! loads and keeps it until an invalidate that covers it *completes*; every frame the
 //! gather hands back goes through [`FreeChecker`], which flags any cached entry that still
 //! reaches it.
@@ -15,7 +15,11 @@ use std::vec::Vec;
 use super::*;
 use crate::addr::VirtRange;
 use crate::short::host::HostMemory;
-use crate::short::{AddressSpace, Attributes, Execute, Features, Layout};
+use crate::short::{Attributes, Execute, Layout, Short};
+use crate::table::tests::TestFormat;
+
+/// An address space of format `F` (short descriptors unless said otherwise).
+type AddressSpace<M, F = Short> = crate::table::AddressSpace<F, M>;
 use crate::sink::MapSize;
 use crate::tlb::model::{FreeChecker, SharedTlbModel};
 use crate::tlb::TlbCounters;
@@ -90,8 +94,8 @@ impl Memory for Tracked {
     }
 }
 
-struct Cpu {
-    space: AddressSpace<HostMemory>,
+struct Cpu<F: TestFormat = Short> {
+    space: AddressSpace<HostMemory, F>,
     mem: HostMemory,
     tlb: SharedTlbModel,
     checker: Checked,
@@ -101,10 +105,29 @@ struct Cpu {
 
 impl Cpu {
     fn new() -> Self {
+        Self::with_format()
+    }
+
+    fn attrs(global: bool, exec: bool) -> Attributes {
+        let a = Attributes {
+            global,
+            ..Attributes::USER_DATA
+        };
+        if exec {
+            a.with_permissions(a.access, Execute::Anywhere)
+        } else {
+            a
+        }
+    }
+}
+
+impl<F: TestFormat> Cpu<F> {
+    /// A process space (`[0, 2 GiB)`) of format `F`, its TLB and checked memory.
+    fn with_format() -> Self {
         let mem = HostMemory::new();
         let tlb = SharedTlbModel::new();
         let space =
-            AddressSpace::new(mem.clone(), Layout::User { n: 1 }, Features::ALL).expect("L1 table");
+            AddressSpace::<_, F>::new(mem.clone(), Layout::User { n: 1 }, F::ALL).expect("root");
         let ledger = Rc::new(RefCell::new(LedgerState::default()));
         let tracked = Tracked {
             inner: mem.clone(),
@@ -118,18 +141,6 @@ impl Cpu {
             checker,
             ledger,
             in_flight: InFlight::new(),
-        }
-    }
-
-    fn attrs(global: bool, exec: bool) -> Attributes {
-        let a = Attributes {
-            global,
-            ..Attributes::USER_DATA
-        };
-        if exec {
-            a.with_permissions(a.access, Execute::Anywhere)
-        } else {
-            a
         }
     }
 
@@ -169,8 +180,8 @@ impl Cpu {
 
 /// Maps `[va, va + size)` with leaves of at most `size` to a fresh data block entered in
 /// the ledger; false (and nothing held) if the allocator or the tables refused.
-fn map_data(
-    space: &mut AddressSpace<HostMemory>,
+fn map_data<F: TestFormat>(
+    space: &mut AddressSpace<HostMemory, F>,
     mem: &HostMemory,
     ledger: &Rc<RefCell<LedgerState>>,
     va: u64,
@@ -407,6 +418,65 @@ fn teeth_untracked_table_frees_are_caught() {
 }
 
 #[test]
+fn lpae_tables_freed_level_by_level_are_flushed_by_their_spans() {
+    // Long descriptors: eight level-3 tables (2 MiB each) under the level-2 table of GiB 0.
+    // Epoch 1 unmaps and frees within the window: the level-3 tables go, the level-2 table
+    // stays (its GiB is not within the bounds). A speculative access then caches the
+    // level-1 entry that points at the level-2 table. Epoch 2 frees that table alone with
+    // bounds covering its GiB: only its own 1 GiB-span report can make the flush drop the
+    // cached entry before the frame goes back.
+    use crate::lpae::Lpae;
+    for track in [true, false] {
+        let mut cpu = Cpu::<Lpae>::with_format();
+        let vas: Vec<u64> = (0..8).map(|i| BASE + i * 8 * MIB + 0x3000).collect();
+        for &va in &vas {
+            assert!(cpu.map_leaf(va, MapSize::Page4K, Cpu::attrs(false, false)));
+            assert!(cpu.touch(va).is_some());
+        }
+        let all = range(BASE, WINDOW);
+        let Cpu {
+            space,
+            checker,
+            tlb,
+            in_flight,
+            ..
+        } = &mut cpu;
+        let floor = VirtAddr::new(BASE as u32);
+        let mut g = MmuGather::new(Scope::Asid(ASID), tlb.clone(), &mut *checker, in_flight);
+        space.unmap(all, &mut g).unwrap();
+        assert_eq!(space.free_tables(all, floor, BASE + WINDOW, &mut g), Ok(8));
+        let rep = g.finish();
+        assert_eq!((rep.tables_unlinked, rep.invalidates.va), (8, 8));
+        assert_eq!(space.table_frames(), 1, "the level-2 table stays");
+        assert!(tlb.borrow().tables().is_empty());
+        let va = VirtAddr::new(vas[0] as u32);
+        assert!(tlb.borrow_mut().access(va, ASID, &*space).is_none());
+        assert_eq!(
+            tlb.borrow().tables().len(),
+            1,
+            "the level-1 entry is cached"
+        );
+        assert_eq!(tlb.borrow().tables()[0].table.span, 1 << 30);
+        let mut g = MmuGather::new(Scope::Asid(ASID), tlb.clone(), &mut *checker, in_flight);
+        let mut wide = |s: &mut dyn UnmapSink| space.free_tables(all, VirtAddr::new(0), 1 << 31, s);
+        if track {
+            assert_eq!(wide(&mut g), Ok(1));
+        } else {
+            assert_eq!(wide(&mut NoTableTracking(&mut g)), Ok(1));
+        }
+        let rep = g.finish();
+        let v = cpu.violations();
+        if track {
+            assert_eq!(v, Vec::<String>::new());
+            assert_eq!(rep.invalidates.va, 1, "one by-VA invalidate in the GiB");
+        } else {
+            assert_eq!(v.len(), 1, "{v:?}");
+            assert!(v[0].contains("stale walk-cache entry"), "{}", v[0]);
+        }
+    }
+}
+
+#[test]
 fn trusting_tlbiasid_with_the_walk_cache_is_what_the_model_flags() {
     // The knob's reason: the model keeps walk-cache entries across TLBIASID.
     for trust in [false, true] {
@@ -513,6 +583,9 @@ mod props {
         FreeTables {
             group: u8,
             groups: u8,
+            /// Bounds `[0, 2 GiB)` instead of the window: tables whose group reaches past
+            /// the window may go too (LPAE: the level-2 table of the window's GiB).
+            wide: bool,
         },
         Flush,
         Finish,
@@ -530,7 +603,8 @@ mod props {
             2 => (0u8..32, 1u8..20).prop_map(|(region, regions)| Op::Zap { region, regions }),
             2 => (0u8..32, 0u8..=255, 1u8..40)
                 .prop_map(|(region, page, count)| Op::ZapPages { region, page, count }),
-            2 => (0u8..8, 1u8..6).prop_map(|(group, groups)| Op::FreeTables { group, groups }),
+            2 => (0u8..8, 1u8..6, any::<bool>())
+                .prop_map(|(group, groups, wide)| Op::FreeTables { group, groups, wide }),
             1 => Just(Op::Flush),
             1 => Just(Op::Finish),
             1 => (1u8..4).prop_map(Op::FailAlloc),
@@ -561,8 +635,8 @@ mod props {
         Ok(())
     }
 
-    fn run(ops: Vec<Op>, cfg: GatherConfig) -> Result<(), TestCaseError> {
-        let mut cpu = Cpu::new();
+    fn run<F: TestFormat>(ops: Vec<Op>, cfg: GatherConfig) -> Result<(), TestCaseError> {
+        let mut cpu = Cpu::<F>::with_format();
         let mut touched = BTreeSet::new();
         let mut ops = ops.into_iter().peekable();
         while ops.peek().is_some() {
@@ -649,13 +723,22 @@ mod props {
                         let len = (count as u64 * 4096).min(BASE + PROP_WINDOW - start);
                         let _ = space.unmap(range(start, len), &mut g);
                     }
-                    Op::FreeTables { group, groups } => {
+                    Op::FreeTables {
+                        group,
+                        groups,
+                        wide,
+                    } => {
                         let start = BASE + group as u64 * 4 * MIB;
                         let len = (groups as u64 * 4 * MIB).min(BASE + PROP_WINDOW - start);
+                        let (floor, ceiling) = if wide {
+                            (0, 1 << 31)
+                        } else {
+                            (BASE, BASE + PROP_WINDOW)
+                        };
                         let _ = space.free_tables(
                             range(start, len),
-                            VirtAddr::new(BASE as u32),
-                            BASE + PROP_WINDOW,
+                            VirtAddr::new(floor as u32),
+                            ceiling,
                             &mut g,
                         );
                     }
@@ -726,7 +809,19 @@ mod props {
             frames in 0usize..3,
         ) {
             let cfg = GatherConfig { max_invalidates: limit, max_batch_frames: frames, ..GatherConfig::DEFAULT };
-            run(ops, cfg)?;
+            run::<Short>(ops, cfg)?;
+        }
+
+        /// The same over long-descriptor tables: level-2 and level-3 tables in the walk
+        /// cache, 2 MiB and 1 GiB table spans to flush, sizes LPAE lacks split.
+        #[test]
+        fn lpae_random_map_zap_free_finish_never_leaves_a_freed_frame_reachable(
+            ops in proptest::collection::vec(op(), 1..120),
+            limit in prop_oneof![Just(0usize), 1usize..8, Just(64)],
+            frames in 0usize..3,
+        ) {
+            let cfg = GatherConfig { max_invalidates: limit, max_batch_frames: frames, ..GatherConfig::DEFAULT };
+            run::<crate::lpae::Lpae>(ops, cfg)?;
         }
     }
 }

@@ -139,12 +139,13 @@ pub const fn linux_arm32_range_ops(start: u64, end: u64) -> u64 {
 /// would issue for the same reports (feed it the same walk as the gather, e.g. through
 /// [`Tee`]).
 ///
-/// The policy modelled (Linux since the generic `mmu_gather` conversion, `arch/arm` with
-/// classic page tables):
+/// The policy modelled (Linux since the generic `mmu_gather` conversion, `arch/arm`):
 /// - one range `[start, end)` grows to cover every cleared leaf;
-/// - a freed page-table page widens it to `[(va & !(2 MiB - 1)) + 1 MiB - 4 KiB, + 8 KiB)`
-///   (the page holds the L2 tables of two 1 MiB regions), and goes through the same page
-///   batch as mapped pages;
+/// - a freed page-table page widens it: with classic page tables (reported with 1 MiB
+///   spans) to `[(va & !(2 MiB - 1)) + 1 MiB - 4 KiB, + 8 KiB)` (the page holds the L2
+///   tables of two 1 MiB regions); with LPAE (2 MiB and 1 GiB spans) by the one page at
+///   the table's first VA, as `pte_free_tlb`/`pmd_free_tlb` do; either way the page goes
+///   through the same page batch as mapped pages;
 /// - a flush issues one TLBIMVA per 4 KiB of the range, or one ASID flush
 ///   (`flush_tlb_mm`) in full-mm mode, then empties the range;
 /// - a flush happens whenever [`LINUX_ARM32_BATCH_CAPACITY`] pages are batched, and at
@@ -233,11 +234,18 @@ impl UnmapSink for LinuxArm32Estimate {
         self.batch_one();
     }
 
-    fn table_unlinked(&mut self, va: VirtAddr, _span: u64, _global: bool) {
-        // Linux widens per freed table page; with two 1 MiB regions per page the range is
-        // the same for both halves, so widening per unlinked region is equivalent.
-        let base = (va.as_u64() & !((2 << 20) - 1)) + (1 << 20) - PAGE_SIZE as u64;
-        self.widen(base, base + 2 * PAGE_SIZE as u64);
+    fn table_unlinked(&mut self, va: VirtAddr, span: u64, _global: bool) {
+        let page = PAGE_SIZE as u64;
+        if span == 1 << 20 {
+            // Classic tables: Linux widens per freed table page; with two 1 MiB regions
+            // per page the range is the same for both halves, so widening per unlinked
+            // region is equivalent.
+            let base = (va.as_u64() & !((2 << 20) - 1)) + (1 << 20) - page;
+            self.widen(base, base + 2 * page);
+        } else {
+            // LPAE: one page at the freed table's address.
+            self.widen(va.as_u64(), va.as_u64() + page);
+        }
     }
 
     fn table_memory_freed(&mut self, _pa: PhysAddr, _frames: usize) {
@@ -273,5 +281,26 @@ impl<A: UnmapSink + ?Sized, B: UnmapSink + ?Sized> UnmapSink for Tee<'_, A, B> {
     fn table_memory_freed(&mut self, pa: PhysAddr, frames: usize) {
         self.first.table_memory_freed(pa, frames);
         self.second.table_memory_freed(pa, frames);
+    }
+}
+
+#[cfg(test)]
+mod estimate_tests {
+    use super::*;
+
+    #[test]
+    fn freed_tables_widen_by_format() {
+        // A classic 1 MiB table: the two pages around the middle of its 2 MiB pair.
+        let mut short = LinuxArm32Estimate::new(false);
+        short.table_unlinked(VirtAddr::new(0x0030_0000), 1 << 20, false);
+        assert_eq!(short.finish(), 2);
+        // LPAE 2 MiB and 1 GiB tables: one page each, at the table's VA.
+        let mut lpae = LinuxArm32Estimate::new(false);
+        lpae.table_unlinked(VirtAddr::new(0x4020_0000), 2 << 20, false);
+        assert_eq!(lpae.finish(), 1);
+        let mut lpae = LinuxArm32Estimate::new(false);
+        lpae.table_unlinked(VirtAddr::new(0x4020_0000), 2 << 20, false);
+        lpae.table_unlinked(VirtAddr::new(0x4000_0000), 1 << 30, false);
+        assert_eq!(lpae.finish(), (0x20_0000 / 4096) + 1);
     }
 }

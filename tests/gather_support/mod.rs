@@ -2,26 +2,34 @@
 //! spaces they run on, the watch the frame allocator's free hook checks against, and the
 //! deliberately broken pieces the `bug=` variants switch on.
 //!
-//! Layout: `TTBCR.N = 2`. The kernel table (`TTBR1`, VAs from 1 GiB) identity-maps RAM with
-//! global supersections; the process table (`TTBR0`, VAs below 1 GiB, ASID 1) holds the
-//! UART page and the test's not-global mappings, so its tables are ASID-tagged (reported
-//! non-global by `free_tables`), as a process's are.
+//! Layout: a split at 1 GiB (`TTBCR.N = 2`, or `T0SZ = 2` with long descriptors). The
+//! kernel table (`TTBR1`, VAs from 1 GiB) identity-maps RAM with global blocks; the process
+//! table (`TTBR0`, VAs below 1 GiB, ASID 1) holds the UART page and the test's not-global
+//! mappings, so its tables are ASID-tagged (reported non-global by `free_tables`), as a
+//! process's are.
+//!
+//! The descriptor format is the short one unless the command line says `format=lpae`:
+//! then both tables are long-descriptor tables (`crate::lpae`), switched to with
+//! `arch::lpae::enable`, and the same cases run through the same walker code over them
+//! ([`TestFormat`] says what differs: sizes the format has, and the table spans).
 //!
 //! The free hook runs at the moment the allocator gets a frame back. For every watched
 //! mapping whose frame that is, it checks that the old VA no longer translates for the
-//! hardware walker (`ATS1CPR`) *and* that an access through it faults (the access goes
-//! through QEMU's TLB, which keeps serving a stale entry until it is invalidated). Then it
-//! reuses the frame the way a new owner would: data frames are filled with [`POISON`],
-//! table frames with valid-looking small-page descriptors that point at the [`SECRET`]
-//! frame. Any later read through an old VA must fault, never return the old data, poison or
-//! the secret.
+//! hardware walker (`ATS1CPR`, 32- or 64-bit `PAR` as the format has it) *and* that an
+//! access through it faults (the access goes through QEMU's TLB, which keeps serving a
+//! stale entry until it is invalidated). Then it reuses the frame the way a new owner
+//! would: data frames are filled with [`POISON`], table frames with valid-looking page
+//! descriptors of the format in use that point at the [`SECRET`] frame. Any later read
+//! through an old VA must fault, never return the old data, poison or the secret.
 
 #![allow(dead_code)]
 
-use armv7_mm::arch::ats::ParResult;
+use armv7_mm::arch::ats::{ats1cpr_64, Par64Result, ParResult};
 use armv7_mm::arch::cp15::ats1cpr;
-use armv7_mm::arch::mmu;
-use armv7_mm::short::{AddressSpace, Attributes, Execute, Layout};
+use armv7_mm::arch::{lpae as arch_lpae, mmu};
+use armv7_mm::lpae::Lpae;
+use armv7_mm::short::{Attributes, Execute, Layout, Short};
+use armv7_mm::table::{AddressSpace, Format};
 use armv7_mm::tlb::Cp15Tlb;
 use armv7_mm::{
     Asid, ClearedLeaf, MapSize, Memory, PhysAddr, TlbBackend, TlbCounters, UnmapSink, VirtAddr,
@@ -34,28 +42,124 @@ use spin::Mutex;
 
 /// The process's ASID.
 pub const ASID: Asid = Asid(1);
-/// `TTBCR.N`: the process table translates `[0, 1 GiB)`.
+/// `TTBCR.N` / `T0SZ`: the process table translates `[0, 1 GiB)`.
 pub const SPLIT: u8 = 2;
 /// What a reused data frame holds.
 pub const POISON: u32 = 0xbad0_f00d;
 /// What the frame behind the garbage descriptors holds.
 pub const SECRET: u32 = 0x5ec2_e7ed;
 const UART: u32 = 0x0900_0000;
+const MIB: u64 = 1 << 20;
 
-pub type Space = AddressSpace<KernelMemory>;
+/// An address space of format `F` over the runtime's frames.
+pub type Space<F> = AddressSpace<F, KernelMemory>;
 
-/// The process address space (TTBR0).
-pub static USER: Mutex<Option<Space>> = Mutex::new(None);
-/// The kernel address space (TTBR1); never torn down.
-static KERNEL: Mutex<Option<Space>> = Mutex::new(None);
+/// What the gather cases need to know about a descriptor format.
+pub trait TestFormat: Format {
+    /// The process address space of this format.
+    fn user() -> &'static Mutex<Option<Space<Self>>>;
+    /// VA bytes one table of the process space translates (its tables' span).
+    const TABLE_SPAN: u64;
+    /// VA bytes of the tables sharing one table frame.
+    const GROUP: u64;
+    /// Blocks of the "one invalidate per block" case: `(offset, size)`, each one leaf.
+    const BLOCKS: &'static [(u32, MapSize)];
+    /// Leaves a [`map_leaf`] of `size` becomes (sizes the format lacks are split).
+    fn leaves(size: MapSize) -> u32;
+    /// A valid-looking page descriptor to the frame at `pa`: its words, and how many
+    /// there are (1 or 2).
+    fn garbage_entry(pa: u32) -> ([u32; 2], usize);
+}
+
+static USER_SHORT: Mutex<Option<Space<Short>>> = Mutex::new(None);
+static KERNEL_SHORT: Mutex<Option<Space<Short>>> = Mutex::new(None);
+static USER_LPAE: Mutex<Option<Space<Lpae>>> = Mutex::new(None);
+static KERNEL_LPAE: Mutex<Option<Space<Lpae>>> = Mutex::new(None);
+
+impl TestFormat for Short {
+    fn user() -> &'static Mutex<Option<Space<Self>>> {
+        &USER_SHORT
+    }
+    const TABLE_SPAN: u64 = MIB;
+    const GROUP: u64 = 4 * MIB;
+    const BLOCKS: &'static [(u32, MapSize)] = &[
+        (32 << 20, MapSize::Super16M),
+        (48 << 20, MapSize::Section1M),
+        (49 << 20, MapSize::Section1M),
+        (50 << 20, MapSize::Large64K),
+        ((50 << 20) + 0x1_0000, MapSize::Large64K),
+    ];
+    fn leaves(_: MapSize) -> u32 {
+        1
+    }
+    fn garbage_entry(pa: u32) -> ([u32; 2], usize) {
+        // Small page, C B, AP = 11 (full access).
+        ([pa | 0x3e, 0], 1)
+    }
+}
+
+impl TestFormat for Lpae {
+    fn user() -> &'static Mutex<Option<Space<Self>>> {
+        &USER_LPAE
+    }
+    const TABLE_SPAN: u64 = 2 * MIB;
+    const GROUP: u64 = 2 * MIB;
+    const BLOCKS: &'static [(u32, MapSize)] = &[
+        (32 << 20, MapSize::Block2M),
+        (34 << 20, MapSize::Block2M),
+        (36 << 20, MapSize::Block2M),
+        (48 << 20, MapSize::Block2M),
+        (50 << 20, MapSize::Page4K),
+    ];
+    fn leaves(size: MapSize) -> u32 {
+        match size {
+            MapSize::Large64K => 16,
+            MapSize::Section1M => 256,
+            MapSize::Super16M => 8,
+            _ => 1,
+        }
+    }
+    fn garbage_entry(pa: u32) -> ([u32; 2], usize) {
+        // Level-3 page, AF, AttrIndx 7, AP = 01 (read/write at every level); high word 0.
+        ([pa | 0x3 | 7 << 2 | 1 << 6 | 1 << 10, 0], 2)
+    }
+}
+
+/// Whether the command line asks for long descriptors (`format=lpae`).
+pub fn lpae() -> bool {
+    rt::arg("format") == Some("lpae")
+}
+
 /// PA of the secret frame.
 static SECRET_PA: Mutex<u32> = Mutex::new(0);
 
 /// Boots onto the crate's tables (see the module docs).
 pub fn setup(name: &str) {
     rt::mmu::enable_identity(rt::ram_size());
-    let features = mmu::detect_features();
-    let mut kernel = AddressSpace::new(KernelMemory, Layout::Kernel { n: SPLIT }, features)
+    if lpae() {
+        setup_lpae();
+    } else {
+        setup_short();
+    }
+    let secret = rt::frames::alloc(1, 4096).expect("secret frame");
+    fill(secret.as_u64() as u32, 4096, SECRET);
+    *SECRET_PA.lock() = secret.as_u64() as u32;
+    rt::frames::set_free_hook(Some(free_hook));
+    println!(
+        "{name}: on the crate's {} tables (split at 1 GiB, ASID {}), bug = {}",
+        if lpae() {
+            "long-descriptor"
+        } else {
+            "short-descriptor"
+        },
+        ASID.0,
+        rt::arg("bug").unwrap_or("none")
+    );
+}
+
+/// The kernel table (RAM identity, global) and the process table (UART page).
+fn spaces<F: Format>(features: F::Features) -> (Space<F>, Space<F>) {
+    let mut kernel = Space::<F>::new(KernelMemory, Layout::Kernel { n: SPLIT }, features)
         .unwrap_or_else(|e| panic!("kernel space: {e:?}"));
     let ram = range(RAM_BASE as u32, rt::ram_size());
     kernel
@@ -63,10 +167,10 @@ pub fn setup(name: &str) {
             ram,
             PhysAddr::new(RAM_BASE),
             Attributes::KERNEL_IMAGE,
-            MapSize::Super16M,
+            MapSize::Block1G,
         )
         .unwrap_or_else(|e| panic!("kernel map: {e:?}"));
-    let mut user = AddressSpace::new(KernelMemory, Layout::User { n: SPLIT }, features)
+    let mut user = Space::<F>::new(KernelMemory, Layout::User { n: SPLIT }, features)
         .unwrap_or_else(|e| panic!("user space: {e:?}"));
     user.map(
         range(UART, 4096),
@@ -75,6 +179,11 @@ pub fn setup(name: &str) {
         MapSize::Page4K,
     )
     .unwrap_or_else(|e| panic!("uart map: {e:?}"));
+    (kernel, user)
+}
+
+fn setup_short() {
+    let (kernel, user) = spaces::<Short>(mmu::detect_features());
     // SAFETY: RAM (code, data, stacks, tables) stays identity-mapped with the same memory
     // type through the kernel table, the UART through the process table.
     unsafe {
@@ -82,17 +191,56 @@ pub fn setup(name: &str) {
         mmu::set_split(SPLIT, kernel.root()).unwrap_or_else(|e| panic!("split: {e:?}"));
         mmu::activate(user.root(), ASID).unwrap_or_else(|e| panic!("activate: {e:?}"));
     }
-    let secret = rt::frames::alloc(1, 4096).expect("secret frame");
-    fill(secret.as_u64() as u32, 4096, SECRET);
-    *SECRET_PA.lock() = secret.as_u64() as u32;
-    *KERNEL.lock() = Some(kernel);
-    *USER.lock() = Some(user);
-    rt::frames::set_free_hook(Some(free_hook));
-    println!(
-        "{name}: on the crate's tables (TTBCR.N = {SPLIT}, ASID {}), bug = {}",
-        ASID.0,
-        rt::arg("bug").unwrap_or("none")
-    );
+    *KERNEL_SHORT.lock() = Some(kernel);
+    *USER_SHORT.lock() = Some(user);
+}
+
+fn setup_lpae() {
+    let features = arch_lpae::detect_features().expect("a CPU with LPAE");
+    let (kernel, user) = spaces::<Lpae>(features);
+    // SAFETY: as for the short format: RAM identity-mapped by the kernel table (same
+    // memory type: MAIR slot 7 is what the boot map's TEX/C/B say), the UART by the
+    // process table; the boot map does not use TEX remap.
+    unsafe {
+        arch_lpae::enable(SPLIT, user.root(), ASID, kernel.root())
+            .unwrap_or_else(|e| panic!("enable: {e:?}"));
+    }
+    *KERNEL_LPAE.lock() = Some(kernel);
+    *USER_LPAE.lock() = Some(user);
+}
+
+/// What the hardware walker translates `va` to now (`ATS1CPR`, in the `PAR` format of
+/// the tables in use), or `None` for a fault.
+pub fn translates(va: u32) -> Option<u64> {
+    if lpae() {
+        match Par64Result::decode(ats1cpr_64(va)) {
+            Par64Result::Ok { pa, .. } => Some(pa),
+            Par64Result::Fault { .. } => None,
+        }
+    } else {
+        match ParResult::decode(ats1cpr(va)) {
+            ParResult::Ok { pa, .. } => Some(u64::from(pa)),
+            ParResult::Fault { .. } => None,
+        }
+    }
+}
+
+/// Table frames (`.0`) and table spans (`.1`) of the process space that pages at `vas`
+/// live in, for format `F`: what `free_tables` will free and unlink once they are gone.
+pub fn tables_for<F: TestFormat>(vas: &[u32]) -> (u32, u32) {
+    let distinct = |unit: u64| {
+        let mut seen = [u64::MAX; 256];
+        let mut n = 0;
+        for &va in vas {
+            let k = u64::from(va) / unit;
+            if !seen[..n].contains(&k) && n < seen.len() {
+                seen[n] = k;
+                n += 1;
+            }
+        }
+        n as u32
+    };
+    (distinct(F::GROUP), distinct(F::TABLE_SPAN))
 }
 
 pub fn range(start: u32, len: u64) -> VirtRange {
@@ -105,6 +253,17 @@ fn fill(addr: u32, bytes: u32, word: u32) {
         // SAFETY: `addr` is an identity-mapped RAM frame range the caller owns (just
         // allocated, or handed back to the allocator and being reused by the hook).
         unsafe { core::ptr::write_volatile((addr + off) as *mut u32, word) };
+    }
+}
+
+/// Fills `[addr, addr + bytes)` with copies of the descriptor `entry` (one or two words).
+fn fill_entries(addr: u32, bytes: u32, entry: &[u32]) {
+    let step = 4 * entry.len() as u32;
+    for off in (0..bytes).step_by(step as usize) {
+        for (k, &w) in entry.iter().enumerate() {
+            // SAFETY: as in `fill`: a frame handed back to the allocator, identity-mapped.
+            unsafe { core::ptr::write_volatile((addr + off + 4 * k as u32) as *mut u32, w) };
+        }
     }
 }
 
@@ -209,12 +368,12 @@ pub fn watch_table(pa: u32) {
 
 /// Checks that `va` neither translates nor reads; returns false (and says why) otherwise.
 fn gone(va: u32, what: &str) -> bool {
-    let par = ParResult::decode(ats1cpr(va));
+    let par = translates(va);
     let read = fault::read32(va as usize);
     let secret = *SECRET_PA.lock();
     match read {
         Err(f) if f.class() == FaultClass::Translation => {
-            if let ParResult::Ok { pa, .. } = par {
+            if let Some(pa) = par {
                 println!("    STALE ({what}): {va:#010x}: access faults but ATS1CPR gives {pa:#x}");
                 return false;
             }
@@ -286,8 +445,13 @@ fn free_hook(pa: PhysAddr, count: usize) {
     // Reuse: someone else now owns the frame.
     if table {
         let secret = *SECRET_PA.lock();
-        // Small-page descriptors, full access, to the secret frame.
-        fill(start, end - start, secret | 0x3e);
+        // Page descriptors of the format in use, full access, to the secret frame.
+        let (entry, words) = if lpae() {
+            Lpae::garbage_entry(secret)
+        } else {
+            Short::garbage_entry(secret)
+        };
+        fill_entries(start, end - start, &entry[..words]);
         WATCH.lock().garbage_tables += 1;
     } else if n > 0 {
         fill(start, end - start, POISON);
@@ -316,8 +480,15 @@ pub fn check_all_gone() -> u32 {
 
 // ---- Mapping and touching -----------------------------------------------------------
 
-/// Maps one leaf of `size` at `va` to fresh frames holding their [`pattern`], watched.
-pub fn map_leaf(space: &mut Space, va: u32, size: MapSize, exec: bool) -> Result<(), ()> {
+/// Maps one leaf of `size` at `va` to fresh frames holding their [`pattern`], watched (a
+/// size the format does not have becomes several smaller leaves, see
+/// [`TestFormat::leaves`]).
+pub fn map_leaf<F: Format>(
+    space: &mut Space<F>,
+    va: u32,
+    size: MapSize,
+    exec: bool,
+) -> Result<(), ()> {
     let bytes = size.bytes() as u32;
     let frames = (bytes / 4096) as usize;
     let Some(pa) = rt::frames::alloc(frames, bytes as usize) else {
