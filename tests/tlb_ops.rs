@@ -8,6 +8,15 @@
 //! variant: noop-tlbimvaais arg=noop=tlbimvaais expect=fail "case is_va_all_asids ... FAILED"
 //! variant: noop-tlbiasidis arg=noop=tlbiasidis expect=fail "case is_asid ... FAILED"
 //! variant: noop-tlbiallis arg=noop=tlbiallis expect=fail "case is_all ... FAILED"
+//! variant: lpae arg=format=lpae
+//! variant: lpae-noop-tlbimva arg=format=lpae arg=noop=tlbimva expect=fail "case local_va_ng ... FAILED"
+//! variant: lpae-noop-tlbimvaa arg=format=lpae arg=noop=tlbimvaa expect=fail "case local_va_all_asids ... FAILED"
+//! variant: lpae-noop-tlbiasid arg=format=lpae arg=noop=tlbiasid expect=fail "case local_asid ... FAILED"
+//! variant: lpae-noop-tlbiall arg=format=lpae arg=noop=tlbiall expect=fail "case local_all ... FAILED"
+//! variant: lpae-noop-tlbimvais arg=format=lpae arg=noop=tlbimvais expect=fail "case is_va_ng ... FAILED"
+//! variant: lpae-noop-tlbimvaais arg=format=lpae arg=noop=tlbimvaais expect=fail "case is_va_all_asids ... FAILED"
+//! variant: lpae-noop-tlbiasidis arg=format=lpae arg=noop=tlbiasidis expect=fail "case is_asid ... FAILED"
+//! variant: lpae-noop-tlbiallis arg=format=lpae arg=noop=tlbiallis expect=fail "case is_all ... FAILED"
 //!
 //! The ARMv7 TLB backends against a real (emulated) TLB.
 //!
@@ -30,6 +39,13 @@
 //! exact instructions and operands, and the host TLB model checks the ASID semantics.
 //! `BPIALL(IS)` has no observable effect on QEMU (no branch predictor); its case checks
 //! the counters only.
+//!
+//! `format=lpae` runs every case with long descriptors (`TTBCR.EAE = 1`): a raw LPAE boot
+//! map (RAM by a 1 GiB block, the UART by a 2 MiB device block, a level-2 table for the
+//! GiB of [`BASE`]), the scene's pages in a raw level-3 table, the ASID switched in `TTBR0`
+//! (`arch::lpae::activate`) instead of `CONTEXTIDR`. The invalidate operations and their
+//! operands are the same in both formats; the `lpae-noop-*` variants show each is still
+//! needed there.
 
 #![no_std]
 #![no_main]
@@ -37,6 +53,7 @@
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use armv7_mm::arch::cp15::{ID_MMFR3, MIDR, MPIDR, REVIDR};
+use armv7_mm::arch::lpae as arch_lpae;
 use armv7_mm::tlb::errata::{self, A15Erratum798181, A15Workaround};
 use armv7_mm::tlb::select::MainId;
 use armv7_mm::tlb::{
@@ -44,6 +61,7 @@ use armv7_mm::tlb::{
 };
 use armv7_mm::{Asid, PhysAddr, TlbBackend, TlbCounters, VirtAddr};
 use rt::{ensure, ensure_eq, println, Case, CaseResult};
+use spin::Mutex;
 use tock_registers::interfaces::Readable;
 
 rt::entry!(main);
@@ -55,6 +73,9 @@ const MAX_PAGES: usize = 16;
 
 fn main() -> ! {
     rt::mmu::enable_identity(rt::ram_size());
+    if rt::arg("format") == Some("lpae") {
+        enable_lpae();
+    }
     rt::cases::run(&[
         Case {
             name: "detect",
@@ -225,8 +246,10 @@ impl Scene {
             table,
             pages: [None; MAX_PAGES],
         };
-        // SAFETY: the frame is ours and identity mapped; zero its first 1 KiB (the table).
-        unsafe { core::ptr::write_bytes(table.as_u64() as usize as *mut u32, 0, 256) };
+        // SAFETY: the frame is ours and identity mapped; zero the table at its start.
+        unsafe {
+            core::ptr::write_bytes(table.as_u64() as usize as *mut u8, 0, raw().table_bytes())
+        };
         for (i, &ng) in not_global.iter().enumerate() {
             let (Some(a), Some(b)) = (rt::frames::alloc(1, 4096), rt::frames::alloc(1, 4096))
             else {
@@ -243,14 +266,10 @@ impl Scene {
                 b,
                 not_global: ng,
             };
-            rt::mmu::write_l2_entry(
-                table.as_u64() as u32,
-                page.va,
-                rt::mmu::small_page(a.as_u64() as u32, ng),
-            );
+            raw().write_page(table.as_u64() as u32, page.va, a.as_u64() as u32, ng);
             scene.pages[i] = Some(page);
         }
-        rt::mmu::link_l2_table(BASE, table.as_u64() as u32);
+        raw().link(BASE, table.as_u64() as u32);
         Ok(scene)
     }
 
@@ -278,10 +297,11 @@ impl Scene {
     /// Rewrites page `i` to frame B without invalidating.
     fn rewrite_to_b(&self, i: usize) {
         let p = self.page(i);
-        rt::mmu::write_l2_entry(
+        raw().write_page(
             self.table.as_u64() as u32,
             p.va,
-            rt::mmu::small_page(p.b.as_u64() as u32, p.not_global),
+            p.b.as_u64() as u32,
+            p.not_global,
         );
     }
 
@@ -310,7 +330,7 @@ impl Scene {
 
 impl Drop for Scene {
     fn drop(&mut self) {
-        rt::mmu::unlink_l2_table(BASE);
+        raw().unlink(BASE);
         rt::mmu::flush_local_tlb();
         for p in self.pages.iter().flatten() {
             rt::frames::free(p.a, 1);
@@ -318,6 +338,140 @@ impl Drop for Scene {
         }
         rt::frames::free(self.table, 1);
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Raw descriptors in the format of this run (the code under test is the backend, not the
+// crate's page tables, so the tables here are written by hand).
+
+/// LPAE: `(root, level-2 table of BASE's GiB)`; zero while the short format runs.
+static LPAE_TABLES: Mutex<(u32, u32)> = Mutex::new((0, 0));
+
+/// The table operations of the format this run uses.
+#[derive(Clone, Copy)]
+enum Raw {
+    /// The runtime's short-descriptor boot map (`rt::mmu`).
+    Short,
+    /// A raw long-descriptor map built by [`enable_lpae`].
+    Lpae { root: u32, l2: u32 },
+}
+
+fn raw() -> Raw {
+    match *LPAE_TABLES.lock() {
+        (0, _) => Raw::Short,
+        (root, l2) => Raw::Lpae { root, l2 },
+    }
+}
+
+/// LPAE level-3 page / level-1-2 block bits: AF, `AttrIndx` (MAIR slot), inner shareable.
+const LPAE_AF: u64 = 1 << 10;
+const LPAE_NORMAL: u64 = 7 << 2 | 0b11 << 8;
+const LPAE_DEVICE: u64 = 1 << 2;
+const LPAE_NG: u64 = 1 << 11;
+const LPAE_XN: u64 = 1 << 54;
+
+impl Raw {
+    /// Bytes of the table a scene's pages live in (a short L2 table, an LPAE L3 table).
+    fn table_bytes(self) -> usize {
+        match self {
+            Raw::Short => 1024,
+            Raw::Lpae { .. } => 4096,
+        }
+    }
+
+    /// Writes the page descriptor for `va` (kernel RW data, normal write-back, nG as
+    /// given) to `pa` in `table`, visible to the walker, invalidating nothing.
+    fn write_page(self, table: u32, va: u32, pa: u32, not_global: bool) {
+        match self {
+            Raw::Short => rt::mmu::write_l2_entry(table, va, rt::mmu::small_page(pa, not_global)),
+            Raw::Lpae { .. } => {
+                let ng = if not_global { LPAE_NG } else { 0 };
+                let d = u64::from(pa) | 0b11 | LPAE_AF | LPAE_NORMAL | LPAE_XN | ng;
+                let slot = (table + ((va >> 12) & 0x1ff) * 8) as *mut u64;
+                store64(slot, d);
+            }
+        }
+    }
+
+    /// Links `table` as the page table of `va`'s 1 MiB (short) or 2 MiB (LPAE) region,
+    /// which had no table.
+    fn link(self, va: u32, table: u32) {
+        match self {
+            Raw::Short => rt::mmu::link_l2_table(va, table),
+            Raw::Lpae { l2, .. } => store64(lpae_l2_slot(l2, va), u64::from(table) | 0b11),
+        }
+    }
+
+    /// Clears the table entry of `va`'s region *without* invalidating anything.
+    fn unlink(self, va: u32) {
+        match self {
+            Raw::Short => rt::mmu::unlink_l2_table(va),
+            Raw::Lpae { l2, .. } => store64(lpae_l2_slot(l2, va), 0),
+        }
+    }
+
+    /// Switches to `asid` (the test kernel runs from global mappings): `CONTEXTIDR`, or
+    /// `TTBR0` with the same root for long descriptors.
+    fn set_asid(self, asid: u8) {
+        match self {
+            Raw::Short => rt::mmu::set_asid(asid),
+            Raw::Lpae { root, .. } => {
+                // SAFETY: the same root, so every mapping in use stays as it is.
+                let r = unsafe { arch_lpae::activate(PhysAddr::new(u64::from(root)), Asid(asid)) };
+                if r.is_err() {
+                    println!("    TTBR0 switch refused");
+                    rt::fail_now();
+                }
+            }
+        }
+    }
+}
+
+/// The level-2 entry of `va` (in BASE's GiB).
+fn lpae_l2_slot(l2: u32, va: u32) -> *mut u64 {
+    (l2 + ((va >> 21) & 0x1ff) * 8) as *mut u64
+}
+
+/// One 64-bit descriptor store (`strd`), then `dsb` + `isb`: visible to the walker.
+fn store64(slot: *mut u64, d: u64) {
+    // SAFETY: an aligned descriptor of a table this test owns (identity-mapped RAM).
+    unsafe { arch_lpae::store_descriptor(slot, d) };
+    armv7_mm::arch::barrier::dsb_sy();
+    armv7_mm::arch::barrier::isb();
+}
+
+/// Builds the raw long-descriptor map (RAM: a 1 GiB block; UART: a 2 MiB device block;
+/// an empty level-2 table for BASE's GiB) and switches to it with ASID 1.
+fn enable_lpae() {
+    let frame = || {
+        let f = rt::frames::alloc(1, 4096).expect("table frame").as_u64() as u32;
+        // SAFETY: a fresh frame of ours, identity mapped.
+        unsafe { core::ptr::write_bytes(f as usize as *mut u8, 0, 4096) };
+        f
+    };
+    let (root, low, l2) = (frame(), frame(), frame());
+    let entry = |t: u32, i: u32| (t + i * 8) as *mut u64;
+    let uart = 0x0900_0000u32;
+    store64(
+        entry(low, uart >> 21),
+        u64::from(uart & !0x1f_ffff) | 0b01 | LPAE_AF | LPAE_DEVICE | LPAE_XN,
+    );
+    store64(entry(root, 0), u64::from(low) | 0b11);
+    store64(entry(root, 1), 0x4000_0000 | 0b01 | LPAE_AF | LPAE_NORMAL);
+    store64(entry(root, BASE >> 30), u64::from(l2) | 0b11);
+    // SAFETY: RAM and the UART stay identity-mapped with the same memory types (MAIR slots
+    // 7 and 1 are what the boot map's TEX/C/B say); the boot map does not use TEX remap.
+    let r =
+        unsafe { arch_lpae::enable(0, PhysAddr::new(u64::from(root)), Asid(1), PhysAddr::new(0)) };
+    if let Err(e) = r {
+        println!("lpae: enable failed: {:?}", e);
+        rt::fail_now();
+    }
+    *LPAE_TABLES.lock() = (root, l2);
+    println!(
+        "tlb_ops: long descriptors (root {:#x}), ASID in TTBR0",
+        root
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -356,7 +510,7 @@ fn detect() -> CaseResult {
 }
 
 fn va_ng(scope: Scope) -> CaseResult {
-    rt::mmu::set_asid(1);
+    raw().set_asid(1);
     let s = Scene::new(&[true])?;
     s.go_stale(0)?;
     let mut b = backend(scope);
@@ -378,7 +532,7 @@ fn va_ng(scope: Scope) -> CaseResult {
 }
 
 fn va_global(scope: Scope) -> CaseResult {
-    rt::mmu::set_asid(1);
+    raw().set_asid(1);
     let s = Scene::new(&[false])?;
     s.go_stale(0)?;
     let mut b = backend(scope);
@@ -396,7 +550,7 @@ fn va_global(scope: Scope) -> CaseResult {
 }
 
 fn va_all_asids(scope: Scope) -> CaseResult {
-    rt::mmu::set_asid(1);
+    raw().set_asid(1);
     let s = Scene::new(&[true, false])?;
     s.go_stale(0)?;
     s.go_stale(1)?;
@@ -424,7 +578,7 @@ fn va_all_asids(scope: Scope) -> CaseResult {
 }
 
 fn asid(scope: Scope) -> CaseResult {
-    rt::mmu::set_asid(1);
+    raw().set_asid(1);
     let s = Scene::new(&[true])?;
     s.go_stale(0)?;
     let mut b = backend(scope);
@@ -437,7 +591,7 @@ fn asid(scope: Scope) -> CaseResult {
 }
 
 fn all(scope: Scope) -> CaseResult {
-    rt::mmu::set_asid(1);
+    raw().set_asid(1);
     let s = Scene::new(&[true, false])?;
     s.go_stale(0)?;
     s.go_stale(1)?;
@@ -458,7 +612,7 @@ fn branch_predictor(scope: Scope) -> CaseResult {
 
 /// Many invalidates under one pair of barriers.
 fn batch(scope: Scope) -> CaseResult {
-    rt::mmu::set_asid(1);
+    raw().set_asid(1);
     let ng = [true; MAX_PAGES];
     let s = Scene::new(&ng)?;
     for i in 0..MAX_PAGES {
@@ -490,10 +644,10 @@ fn batch(scope: Scope) -> CaseResult {
 /// invalidated while ASID 2 runs, both gone.
 fn mvaa_hits_every_asid() -> CaseResult {
     for scope in [Scope::Local, Scope::InnerShareable] {
-        rt::mmu::set_asid(1);
+        raw().set_asid(1);
         let s = Scene::new(&[true])?;
         ensure_eq!(s.read(0)?, Saw::A, "ASID 1 first read");
-        rt::mmu::set_asid(2);
+        raw().set_asid(2);
         s.go_stale(0)?; // ASID 2's entry (ASID 1's, on hardware that keeps it, too)
         let mut b = backend(scope);
         run_batch(
@@ -502,7 +656,7 @@ fn mvaa_hits_every_asid() -> CaseResult {
             one_batch(|c| c.va_all_asids = 1),
         )?;
         s.expect(0, Saw::B, "ASID 2 entry survived invalidate_va_all_asids")?;
-        rt::mmu::set_asid(1);
+        raw().set_asid(1);
         s.expect(0, Saw::B, "ASID 1 entry survived invalidate_va_all_asids")?;
     }
     Ok(())
@@ -511,11 +665,11 @@ fn mvaa_hits_every_asid() -> CaseResult {
 /// Whether this platform keeps an ASID's translations across a switch to another ASID
 /// and back (hardware with ASID-tagged TLBs does; QEMU flushes on every switch).
 fn keeps_entries_across_asid_switch() -> Result<bool, ()> {
-    rt::mmu::set_asid(1);
+    raw().set_asid(1);
     let s = Scene::new(&[true])?;
     s.go_stale(0)?;
-    rt::mmu::set_asid(2);
-    rt::mmu::set_asid(1);
+    raw().set_asid(2);
+    raw().set_asid(1);
     Ok(s.read(0)? == Saw::A)
 }
 
@@ -530,7 +684,7 @@ fn asid_leaves_others_alone() -> CaseResult {
         );
     }
     for scope in [Scope::Local, Scope::InnerShareable] {
-        rt::mmu::set_asid(1);
+        raw().set_asid(1);
         let s = Scene::new(&[true, false])?;
         s.go_stale(0)?;
         s.go_stale(1)?;
@@ -594,7 +748,7 @@ fn errata_798181_detected() -> CaseResult {
         A15Erratum798181::Partial => (1, 0),
         A15Erratum798181::Full => (1, 1),
     };
-    rt::mmu::set_asid(1);
+    raw().set_asid(1);
     let s = Scene::new(&[true])?;
     s.go_stale(0)?;
     let mut b = backend(Scope::InnerShareable).with_errata(config);
@@ -629,7 +783,7 @@ fn errata_forced() -> CaseResult {
     };
     let mut b = backend(Scope::InnerShareable).with_errata(config);
     let calls = IPI_CALLS.load(Ordering::SeqCst);
-    rt::mmu::set_asid(1);
+    raw().set_asid(1);
     {
         let s = Scene::new(&[true])?;
         s.go_stale(0)?;
