@@ -2,7 +2,8 @@
 //!
 //! Every error is reported *before* anything is written: an operation that returns `Err`
 //! has left the tables exactly as they were and holds no frame it took (see
-//! [`crate::short`] for how each operation guarantees that).
+//! [`crate::short`] for how each operation guarantees that; the same code does it for
+//! both descriptor formats, see [`crate::table`]).
 
 use core::fmt;
 
@@ -44,8 +45,9 @@ pub enum MapError {
     Misaligned(PhysAddr),
     /// The VA range is not inside the part of the address space this table translates.
     OutOfRange,
-    /// The physical range does not fit what short descriptors can encode (32-bit PA, or
-    /// 40-bit PA in supersections on CPUs that have it), or wraps.
+    /// The physical range does not fit what the descriptors can encode (short: 32-bit PA,
+    /// or 40-bit PA in supersections on CPUs that have it; long: 40-bit PA), or wraps.
+    /// The address is that of the first chunk that does not fit.
     PhysUnreachable(PhysAddr),
     /// `va` is already mapped: `map` never writes over a valid entry (break-before-make
     /// is the caller's: unmap, flush, then map).
@@ -57,7 +59,8 @@ pub enum MapError {
     Unsupported(Feature),
     /// The kernel's memory model ran out of frames for L2 tables.
     OutOfMemory,
-    /// The allocator returned table memory above 4 GiB, which an L1 entry cannot point to.
+    /// The allocator returned table memory a table entry cannot point to (short: above
+    /// 4 GiB; long: above 1 TiB).
     TableUnreachable(PhysAddr),
 }
 
