@@ -74,7 +74,9 @@ fn arena_outstanding() -> usize {
 #[derive(Clone, Copy, Debug, Default)]
 struct HostFrames;
 
-impl Memory for HostFrames {
+// SAFETY: frames are 4 KiB slots of one heap arena that lives for the whole bench, handed
+// out at most once at a time; `phys_to_virt` maps into that arena.
+unsafe impl Memory for HostFrames {
     fn allocate_frames(&mut self, count: usize, align: usize) -> Option<PhysAddr> {
         let step = (align / PAGE as usize).max(1);
         let mut used = ARENA_USED.lock().unwrap();

@@ -208,7 +208,8 @@ fn main() -> ! {
 #[derive(Clone, Copy)]
 struct DemoMemory;
 
-impl armv7_mm::Memory for DemoMemory {
+// SAFETY: allocation and `phys_to_virt` are the runtime's allocator (see `KernelMemory`).
+unsafe impl armv7_mm::Memory for DemoMemory {
     fn allocate_frames(&mut self, count: usize, align: usize) -> Option<PhysAddr> {
         KernelMemory.allocate_frames(count, align)
     }

@@ -266,7 +266,7 @@
 //! #     fn counters(&self) -> TlbCounters { self.0 }
 //! # }
 //! # #[derive(Default)] struct Frames { freed: usize }
-//! # impl Memory for Frames {
+//! # unsafe impl Memory for Frames {
 //! #     fn allocate_frames(&mut self, _: usize, _: usize) -> Option<PhysAddr> { None }
 //! #     fn free_frames(&mut self, _: PhysAddr, n: usize) { self.freed += n }
 //! #     fn phys_to_virt(&self, _: PhysAddr) -> NonNull<u8> { NonNull::dangling() }
@@ -429,7 +429,8 @@ const _: () = assert!(core::mem::size_of::<MmuGather<'static, &mut Nothing, &mut
 
 /// A stand-in backend and memory handle for the size check above.
 struct Nothing;
-impl Memory for Nothing {
+// SAFETY: never allocates, so `phys_to_virt` is never used on its behalf.
+unsafe impl Memory for Nothing {
     fn allocate_frames(&mut self, _: usize, _: usize) -> Option<PhysAddr> {
         None
     }

@@ -53,7 +53,8 @@ struct Tracked {
     ledger: Rc<RefCell<LedgerState>>,
 }
 
-impl Memory for Tracked {
+// SAFETY: allocation and `phys_to_virt` are forwarded to `HostMemory`.
+unsafe impl Memory for Tracked {
     fn allocate_frames(&mut self, count: usize, align: usize) -> Option<PhysAddr> {
         self.inner.allocate_frames(count, align)
     }

@@ -143,7 +143,9 @@ impl TlbBackend for Tlb {
     }
 }
 
-impl Memory for Mem {
+// SAFETY: test memory; `phys_to_virt` is only used for lent batch frames, which are heap
+// buffers owned by the world for as long as they are lent.
+unsafe impl Memory for Mem {
     fn allocate_frames(&mut self, count: usize, align: usize) -> Option<PhysAddr> {
         let mut w = self.0.borrow_mut();
         assert_eq!(

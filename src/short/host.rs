@@ -131,7 +131,10 @@ impl HostMemory {
     }
 }
 
-impl Memory for HostMemory {
+// SAFETY: every allocation is a separate, zeroed heap block owned by this `HostMemory`
+// (aligned as asked) and `phys_to_virt` maps a fake PA into that block; blocks are never
+// reused while allocated.
+unsafe impl Memory for HostMemory {
     fn allocate_frames(&mut self, count: usize, align: usize) -> Option<PhysAddr> {
         let mut s = self.lock();
         if let Some(n) = s.fail_at {

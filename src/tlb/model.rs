@@ -684,7 +684,9 @@ impl<M: Memory> FreeChecker<M> {
     }
 }
 
-impl<M: Memory> Memory for FreeChecker<M> {
+// SAFETY: allocation and `phys_to_virt` are forwarded to `M`, which upholds the contract;
+// the checker only inspects frees.
+unsafe impl<M: Memory> Memory for FreeChecker<M> {
     fn allocate_frames(&mut self, count: usize, align: usize) -> Option<PhysAddr> {
         self.inner.allocate_frames(count, align)
     }

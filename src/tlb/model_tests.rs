@@ -460,7 +460,8 @@ struct FakeMemory {
     freed: Vec<(u64, usize)>,
 }
 
-impl Memory for FakeMemory {
+// SAFETY: test memory; see the type's docs for what it hands out.
+unsafe impl Memory for FakeMemory {
     fn allocate_frames(&mut self, _: usize, _: usize) -> Option<PhysAddr> {
         None
     }

@@ -163,7 +163,10 @@ pub fn set_free_hook(hook: Option<FreeHook>) {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct KernelMemory;
 
-impl Memory for KernelMemory {
+// SAFETY: frames come from the bitmap allocator over RAM the image does not use (never
+// handed out twice while allocated), and RAM is identity-mapped (normal, write-back) in
+// every map the tests run with, so PA == VA reaches the memory the walker reads.
+unsafe impl Memory for KernelMemory {
     fn allocate_frames(&mut self, count: usize, align: usize) -> Option<PhysAddr> {
         alloc(count, align)
     }

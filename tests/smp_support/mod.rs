@@ -615,7 +615,8 @@ pub fn map_from_pool(g: &mut armv7_mm::locked::SpaceGuard<'_, KernelMemory>, va:
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PoolMemory;
 
-impl Memory for PoolMemory {
+// SAFETY: allocation and `phys_to_virt` are the runtime's allocator (see `KernelMemory`).
+unsafe impl Memory for PoolMemory {
     fn allocate_frames(&mut self, count: usize, align: usize) -> Option<PhysAddr> {
         KernelMemory.allocate_frames(count, align)
     }
@@ -672,7 +673,8 @@ fn table_free_hook(pa: PhysAddr, count: usize) {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct KeepMapped;
 
-impl Memory for KeepMapped {
+// SAFETY: allocation and `phys_to_virt` are the runtime's allocator (see `KernelMemory`).
+unsafe impl Memory for KeepMapped {
     fn allocate_frames(&mut self, count: usize, align: usize) -> Option<PhysAddr> {
         KernelMemory.allocate_frames(count, align)
     }
