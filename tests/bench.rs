@@ -402,7 +402,7 @@ mod ours {
                     AddressSpace::new(KernelMemory, Layout::Whole, detect_features())
                         .expect("L1 table"),
                 ),
-                tlb: Cp15Tlb::new(Cp15, tlb::Scope::Local),
+                tlb: Cp15Tlb::new(Cp15, tlb::Shareability::Local),
                 in_flight: InFlight::new(),
             }
         }
@@ -522,7 +522,7 @@ mod ours {
         // The gather alone: the reports an unmap of 64 MiB makes, then finish (which frees
         // the frames: take the allocator's share off to see the gather's own).
         let pa = data_frames(pages, MIB, PAGE);
-        let mut tlb = Cp15Tlb::new(Cp15, tlb::Scope::Local);
+        let mut tlb = Cp15Tlb::new(Cp15, tlb::Shareability::Local);
         let in_flight = InFlight::new();
         let (gather, ()) = timed(|| {
             let mut g = MmuGather::new(Scope::Kernel, &mut tlb, KernelMemory, &in_flight);

@@ -76,7 +76,7 @@ fn main() -> ! {
         kernel.table_bytes() / 1024,
         ASID.0
     );
-    println!("  TLB backend: {:?}", tlb.scope());
+    println!("  TLB backend: {:?}", tlb.shareability());
 
     // Map 4 MiB of 4 KiB pages for the process, backed by fresh frames.
     let base = 0x1000_0000u32;

@@ -20,7 +20,7 @@
 //!
 //! The ARMv7 TLB backends against a real (emulated) TLB.
 //!
-//! For every operation of both backends ([`Scope::Local`], [`Scope::InnerShareable`]): map
+//! For every operation of both backends ([`Shareability::Local`], [`Shareability::InnerShareable`]): map
 //! a VA to frame A with raw descriptors (`rt::mmu` helpers, not the crate's page tables),
 //! read it, rewrite the descriptor to frame B *without* invalidating and show that A is
 //! still read (so the test can see a missing invalidate), then issue the operation through
@@ -57,7 +57,7 @@ use armv7_mm::arch::lpae as arch_lpae;
 use armv7_mm::tlb::errata::{self, A15Erratum798181, A15Workaround};
 use armv7_mm::tlb::select::MainId;
 use armv7_mm::tlb::{
-    Armv7Tlb, Cp15, Cp15Tlb, CpuFeatures, ErrataConfig, Insn, InsnSink, IpiTarget, Scope,
+    Armv7Tlb, Cp15, Cp15Tlb, CpuFeatures, ErrataConfig, Insn, InsnSink, IpiTarget, Shareability,
 };
 use armv7_mm::{Asid, PhysAddr, TlbBackend, TlbCounters, VirtAddr};
 use rt::{ensure, ensure_eq, println, Case, CaseResult};
@@ -83,59 +83,59 @@ fn main() -> ! {
         },
         Case {
             name: "local_va_ng",
-            run: || va_ng(Scope::Local),
+            run: || va_ng(Shareability::Local),
         },
         Case {
             name: "local_va_global",
-            run: || va_global(Scope::Local),
+            run: || va_global(Shareability::Local),
         },
         Case {
             name: "local_va_all_asids",
-            run: || va_all_asids(Scope::Local),
+            run: || va_all_asids(Shareability::Local),
         },
         Case {
             name: "local_asid",
-            run: || asid(Scope::Local),
+            run: || asid(Shareability::Local),
         },
         Case {
             name: "local_all",
-            run: || all(Scope::Local),
+            run: || all(Shareability::Local),
         },
         Case {
             name: "local_branch_predictor",
-            run: || branch_predictor(Scope::Local),
+            run: || branch_predictor(Shareability::Local),
         },
         Case {
             name: "local_batch",
-            run: || batch(Scope::Local),
+            run: || batch(Shareability::Local),
         },
         Case {
             name: "is_va_ng",
-            run: || va_ng(Scope::InnerShareable),
+            run: || va_ng(Shareability::InnerShareable),
         },
         Case {
             name: "is_va_global",
-            run: || va_global(Scope::InnerShareable),
+            run: || va_global(Shareability::InnerShareable),
         },
         Case {
             name: "is_va_all_asids",
-            run: || va_all_asids(Scope::InnerShareable),
+            run: || va_all_asids(Shareability::InnerShareable),
         },
         Case {
             name: "is_asid",
-            run: || asid(Scope::InnerShareable),
+            run: || asid(Shareability::InnerShareable),
         },
         Case {
             name: "is_all",
-            run: || all(Scope::InnerShareable),
+            run: || all(Shareability::InnerShareable),
         },
         Case {
             name: "is_branch_predictor",
-            run: || branch_predictor(Scope::InnerShareable),
+            run: || branch_predictor(Shareability::InnerShareable),
         },
         Case {
             name: "is_batch",
-            run: || batch(Scope::InnerShareable),
+            run: || batch(Shareability::InnerShareable),
         },
         Case {
             name: "mvaa_hits_every_asid",
@@ -170,14 +170,14 @@ impl InsnSink for Hw {
     }
 }
 
-fn backend(scope: Scope) -> Armv7Tlb<Hw> {
+fn backend(scope: Shareability) -> Armv7Tlb<Hw> {
     Armv7Tlb::new(Hw, scope)
 }
 
-fn name(scope: Scope) -> &'static str {
+fn name(scope: Shareability) -> &'static str {
     match scope {
-        Scope::Local => "local",
-        Scope::InnerShareable => "inner shareable",
+        Shareability::Local => "local",
+        Shareability::InnerShareable => "inner shareable",
     }
 }
 
@@ -492,13 +492,13 @@ fn detect() -> CaseResult {
     );
     println!(
         "    detect() -> {} backend; 798181: {:?}; 720789: {}",
-        name(chosen.scope()),
+        name(chosen.shareability()),
         errata::a15_798181(midr, revidr),
         errata::a9_720789_affected(midr)
     );
     ensure_eq!(
-        chosen.scope(),
-        features.scope(),
+        chosen.shareability(),
+        features.shareability(),
         "detect() and the decision on the same register values"
     );
     ensure_eq!(
@@ -509,7 +509,7 @@ fn detect() -> CaseResult {
     Ok(())
 }
 
-fn va_ng(scope: Scope) -> CaseResult {
+fn va_ng(scope: Shareability) -> CaseResult {
     raw().set_asid(1);
     let s = Scene::new(&[true])?;
     s.go_stale(0)?;
@@ -531,7 +531,7 @@ fn va_ng(scope: Scope) -> CaseResult {
     s.expect(0, Saw::B, "stale translation survived invalidate_va")
 }
 
-fn va_global(scope: Scope) -> CaseResult {
+fn va_global(scope: Shareability) -> CaseResult {
     raw().set_asid(1);
     let s = Scene::new(&[false])?;
     s.go_stale(0)?;
@@ -549,7 +549,7 @@ fn va_global(scope: Scope) -> CaseResult {
     )
 }
 
-fn va_all_asids(scope: Scope) -> CaseResult {
+fn va_all_asids(scope: Shareability) -> CaseResult {
     raw().set_asid(1);
     let s = Scene::new(&[true, false])?;
     s.go_stale(0)?;
@@ -577,7 +577,7 @@ fn va_all_asids(scope: Scope) -> CaseResult {
     s.expect(1, Saw::B, "global entry survived invalidate_va_all_asids")
 }
 
-fn asid(scope: Scope) -> CaseResult {
+fn asid(scope: Shareability) -> CaseResult {
     raw().set_asid(1);
     let s = Scene::new(&[true])?;
     s.go_stale(0)?;
@@ -590,7 +590,7 @@ fn asid(scope: Scope) -> CaseResult {
     s.expect(0, Saw::B, "entry of the ASID survived invalidate_asid")
 }
 
-fn all(scope: Scope) -> CaseResult {
+fn all(scope: Shareability) -> CaseResult {
     raw().set_asid(1);
     let s = Scene::new(&[true, false])?;
     s.go_stale(0)?;
@@ -601,7 +601,7 @@ fn all(scope: Scope) -> CaseResult {
     s.expect(1, Saw::B, "global entry survived invalidate_all")
 }
 
-fn branch_predictor(scope: Scope) -> CaseResult {
+fn branch_predictor(scope: Shareability) -> CaseResult {
     let mut b = backend(scope);
     run_batch(
         &mut b,
@@ -611,7 +611,7 @@ fn branch_predictor(scope: Scope) -> CaseResult {
 }
 
 /// Many invalidates under one pair of barriers.
-fn batch(scope: Scope) -> CaseResult {
+fn batch(scope: Shareability) -> CaseResult {
     raw().set_asid(1);
     let ng = [true; MAX_PAGES];
     let s = Scene::new(&ng)?;
@@ -643,7 +643,7 @@ fn batch(scope: Scope) -> CaseResult {
 /// `TLBIMVAA` drops the VA's entries of every ASID: entries loaded under ASID 1 and 2,
 /// invalidated while ASID 2 runs, both gone.
 fn mvaa_hits_every_asid() -> CaseResult {
-    for scope in [Scope::Local, Scope::InnerShareable] {
+    for scope in [Shareability::Local, Shareability::InnerShareable] {
         raw().set_asid(1);
         let s = Scene::new(&[true])?;
         ensure_eq!(s.read(0)?, Saw::A, "ASID 1 first read");
@@ -683,7 +683,7 @@ fn asid_leaves_others_alone() -> CaseResult {
              not observable here and only printed; host tests cover it"
         );
     }
-    for scope in [Scope::Local, Scope::InnerShareable] {
+    for scope in [Shareability::Local, Shareability::InnerShareable] {
         raw().set_asid(1);
         let s = Scene::new(&[true, false])?;
         s.go_stale(0)?;
@@ -751,7 +751,7 @@ fn errata_798181_detected() -> CaseResult {
     raw().set_asid(1);
     let s = Scene::new(&[true])?;
     s.go_stale(0)?;
-    let mut b = backend(Scope::InnerShareable).with_errata(config);
+    let mut b = backend(Shareability::InnerShareable).with_errata(config);
     let calls = IPI_CALLS.load(Ordering::SeqCst);
     run_batch(
         &mut b,
@@ -781,7 +781,7 @@ fn errata_forced() -> CaseResult {
         a9_720789: true,
         a15_798181: A15Workaround::DummyInvalidateAndIpi(ipi_hook),
     };
-    let mut b = backend(Scope::InnerShareable).with_errata(config);
+    let mut b = backend(Shareability::InnerShareable).with_errata(config);
     let calls = IPI_CALLS.load(Ordering::SeqCst);
     raw().set_asid(1);
     {

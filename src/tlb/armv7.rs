@@ -1,4 +1,4 @@
-//! The ARMv7 TLB backends: [`Armv7Tlb`] in [`Scope::Local`] or [`Scope::InnerShareable`]
+//! The ARMv7 TLB backends: [`Armv7Tlb`] in [`Shareability::Local`] or [`Shareability::InnerShareable`]
 //! form, with opt-in errata workarounds and exact counters.
 //!
 //! The backend decides *what* to issue (which instruction, which operand, which barrier,
@@ -38,7 +38,7 @@
 //! extra `dsb ish` is part of it). IPI hook calls are counted by [`Armv7Tlb::errata_ipis`].
 
 use super::errata::{A15Workaround, ErrataConfig, IpiTarget};
-use super::select::Scope;
+use super::select::Shareability;
 use super::{Asid, TlbBackend, TlbCounters};
 use crate::addr::VirtAddr;
 
@@ -192,7 +192,7 @@ impl Touched {
 #[derive(Debug)]
 pub struct Armv7Tlb<S: InsnSink> {
     sink: S,
-    scope: Scope,
+    shareability: Shareability,
     errata: ErrataConfig,
     counters: TlbCounters,
     errata_ipis: u64,
@@ -205,21 +205,21 @@ pub type Cp15Tlb = Armv7Tlb<Cp15>;
 
 #[cfg(target_arch = "arm")]
 impl Armv7Tlb<Cp15> {
-    /// A backend of the scope this CPU calls for ([`Scope::detect`]), without errata
+    /// A backend of the shareability this CPU calls for ([`Shareability::detect`]), without errata
     /// workarounds (add them with [`Armv7Tlb::with_errata`]).
     #[must_use]
     pub fn detect() -> Self {
-        Self::new(Cp15, Scope::detect())
+        Self::new(Cp15, Shareability::detect())
     }
 }
 
 impl<S: InsnSink> Armv7Tlb<S> {
-    /// A backend of `scope` issuing through `sink`, without errata workarounds.
+    /// A backend of `shareability` issuing through `sink`, without errata workarounds.
     #[must_use]
-    pub const fn new(sink: S, scope: Scope) -> Self {
+    pub const fn new(sink: S, shareability: Shareability) -> Self {
         Self {
             sink,
-            scope,
+            shareability,
             errata: ErrataConfig::NONE,
             counters: TlbCounters {
                 va: 0,
@@ -237,24 +237,24 @@ impl<S: InsnSink> Armv7Tlb<S> {
     }
 
     /// The same backend with these errata workarounds (they only change what the
-    /// [`Scope::InnerShareable`] form issues).
+    /// [`Shareability::InnerShareable`] form issues).
     #[must_use]
     pub fn with_errata(mut self, errata: ErrataConfig) -> Self {
         self.errata = errata;
         self
     }
 
-    /// The same backend in another scope (the kernel's override of the detected one).
+    /// The same backend in another shareability (the kernel's override of the detected one).
     #[must_use]
-    pub fn with_scope(mut self, scope: Scope) -> Self {
-        self.scope = scope;
+    pub fn with_shareability(mut self, shareability: Shareability) -> Self {
+        self.shareability = shareability;
         self
     }
 
-    /// The scope the backend issues in.
+    /// The shareability the backend issues in.
     #[must_use]
-    pub const fn scope(&self) -> Scope {
-        self.scope
+    pub const fn shareability(&self) -> Shareability {
+        self.shareability
     }
 
     /// The errata workarounds in effect.
@@ -282,26 +282,28 @@ impl<S: InsnSink> Armv7Tlb<S> {
 
     /// Whether the errata apply: both concern broadcast maintenance only.
     fn broadcast(&self) -> bool {
-        self.scope == Scope::InnerShareable
+        self.shareability == Shareability::InnerShareable
     }
 }
 
 impl<S: InsnSink> TlbBackend for Armv7Tlb<S> {
     fn prepare(&mut self) {
         self.counters.prepares += 1;
-        self.sink.issue(match self.scope {
-            Scope::Local => Insn::DsbNshst,
-            Scope::InnerShareable => Insn::DsbIshst,
+        self.sink.issue(match self.shareability {
+            Shareability::Local => Insn::DsbNshst,
+            Shareability::InnerShareable => Insn::DsbIshst,
         });
     }
 
     fn invalidate_va(&mut self, va: VirtAddr, asid: Asid) {
         self.counters.va += 1;
         self.touched = self.touched.add_asid(asid);
-        let insn = match self.scope {
-            Scope::Local => Insn::Tlbimva(va_asid_operand(va, asid)),
-            Scope::InnerShareable if self.errata.a9_720789 => Insn::Tlbimvaais(va_operand(va)),
-            Scope::InnerShareable => Insn::Tlbimvais(va_asid_operand(va, asid)),
+        let insn = match self.shareability {
+            Shareability::Local => Insn::Tlbimva(va_asid_operand(va, asid)),
+            Shareability::InnerShareable if self.errata.a9_720789 => {
+                Insn::Tlbimvaais(va_operand(va))
+            }
+            Shareability::InnerShareable => Insn::Tlbimvais(va_asid_operand(va, asid)),
         };
         self.sink.issue(insn);
     }
@@ -309,19 +311,19 @@ impl<S: InsnSink> TlbBackend for Armv7Tlb<S> {
     fn invalidate_va_all_asids(&mut self, va: VirtAddr) {
         self.counters.va_all_asids += 1;
         self.touched = Touched::Everything;
-        self.sink.issue(match self.scope {
-            Scope::Local => Insn::Tlbimvaa(va_operand(va)),
-            Scope::InnerShareable => Insn::Tlbimvaais(va_operand(va)),
+        self.sink.issue(match self.shareability {
+            Shareability::Local => Insn::Tlbimvaa(va_operand(va)),
+            Shareability::InnerShareable => Insn::Tlbimvaais(va_operand(va)),
         });
     }
 
     fn invalidate_asid(&mut self, asid: Asid) {
         self.counters.asid += 1;
         self.touched = self.touched.add_asid(asid);
-        let insn = match self.scope {
-            Scope::Local => Insn::Tlbiasid(asid.0),
-            Scope::InnerShareable if self.errata.a9_720789 => Insn::Tlbiallis,
-            Scope::InnerShareable => Insn::Tlbiasidis(asid.0),
+        let insn = match self.shareability {
+            Shareability::Local => Insn::Tlbiasid(asid.0),
+            Shareability::InnerShareable if self.errata.a9_720789 => Insn::Tlbiallis,
+            Shareability::InnerShareable => Insn::Tlbiasidis(asid.0),
         };
         self.sink.issue(insn);
     }
@@ -329,26 +331,26 @@ impl<S: InsnSink> TlbBackend for Armv7Tlb<S> {
     fn invalidate_all(&mut self) {
         self.counters.all += 1;
         self.touched = Touched::Everything;
-        self.sink.issue(match self.scope {
-            Scope::Local => Insn::Tlbiall,
-            Scope::InnerShareable => Insn::Tlbiallis,
+        self.sink.issue(match self.shareability {
+            Shareability::Local => Insn::Tlbiall,
+            Shareability::InnerShareable => Insn::Tlbiallis,
         });
     }
 
     fn invalidate_branch_predictor(&mut self) {
         self.counters.branch_predictor += 1;
-        self.sink.issue(match self.scope {
-            Scope::Local => Insn::Bpiall,
-            Scope::InnerShareable => Insn::Bpiallis,
+        self.sink.issue(match self.shareability {
+            Shareability::Local => Insn::Bpiall,
+            Shareability::InnerShareable => Insn::Bpiallis,
         });
     }
 
     fn complete(&mut self) {
         self.counters.completions += 1;
         let touched = core::mem::replace(&mut self.touched, Touched::Nothing);
-        match self.scope {
-            Scope::Local => self.sink.issue(Insn::DsbNsh),
-            Scope::InnerShareable => {
+        match self.shareability {
+            Shareability::Local => self.sink.issue(Insn::DsbNsh),
+            Shareability::InnerShareable => {
                 self.sink.issue(Insn::DsbIsh);
                 if touched != Touched::Nothing && self.broadcast() {
                     self.a15_798181(touched);
@@ -394,8 +396,8 @@ mod tests {
     use crate::tlb::errata::A15Workaround;
     use Insn::*;
 
-    fn backend(scope: Scope) -> Armv7Tlb<Recorder> {
-        Armv7Tlb::new(Recorder::default(), scope)
+    fn backend(shareability: Shareability) -> Armv7Tlb<Recorder> {
+        Armv7Tlb::new(Recorder::default(), shareability)
     }
 
     fn va(a: u32) -> VirtAddr {
@@ -417,7 +419,7 @@ mod tests {
 
     #[test]
     fn local_batch_exact_sequence() {
-        let mut b = backend(Scope::Local);
+        let mut b = backend(Shareability::Local);
         assert_eq!(
             every_op(&mut b),
             vec![
@@ -435,7 +437,7 @@ mod tests {
 
     #[test]
     fn inner_shareable_batch_exact_sequence() {
-        let mut b = backend(Scope::InnerShareable);
+        let mut b = backend(Shareability::InnerShareable);
         assert_eq!(
             every_op(&mut b),
             vec![
@@ -453,8 +455,8 @@ mod tests {
 
     #[test]
     fn counters_exact_and_barriers_once_per_batch() {
-        for scope in [Scope::Local, Scope::InnerShareable] {
-            let mut b = backend(scope);
+        for shareability in [Shareability::Local, Shareability::InnerShareable] {
+            let mut b = backend(shareability);
             b.prepare();
             for i in 0..100u32 {
                 b.invalidate_va(va(i << 12), Asid(1));
@@ -488,7 +490,7 @@ mod tests {
                 .iter()
                 .filter(|i| matches!(i, DsbNshst | DsbNsh | DsbIshst | DsbIsh | Isb))
                 .count();
-            assert_eq!(barriers, 3, "{scope:?}");
+            assert_eq!(barriers, 3, "{shareability:?}");
             assert_eq!(b.sink().log.len(), 106 + 1 + 3);
         }
     }
@@ -499,7 +501,7 @@ mod tests {
             a9_720789: true,
             a15_798181: A15Workaround::Off,
         };
-        let mut b = backend(Scope::InnerShareable).with_errata(errata);
+        let mut b = backend(Shareability::InnerShareable).with_errata(errata);
         assert_eq!(
             every_op(&mut b),
             vec![
@@ -517,7 +519,7 @@ mod tests {
         let c = b.counters();
         assert_eq!((c.va, c.asid, c.all, c.errata), (1, 1, 1, 0));
         // The local form is not affected.
-        let mut b = backend(Scope::Local).with_errata(errata);
+        let mut b = backend(Shareability::Local).with_errata(errata);
         assert_eq!(every_op(&mut b)[1], Tlbimva(0x1234_5007));
     }
 
@@ -527,7 +529,7 @@ mod tests {
             a9_720789: false,
             a15_798181: A15Workaround::DummyInvalidate,
         };
-        let mut b = backend(Scope::InnerShareable).with_errata(errata);
+        let mut b = backend(Shareability::InnerShareable).with_errata(errata);
         b.prepare();
         b.invalidate_va(va(0x4000), Asid(3));
         b.invalidate_va(va(0x5000), Asid(3));
@@ -560,7 +562,7 @@ mod tests {
         );
         assert_eq!(b.counters().errata, 1);
         // Not for the local form.
-        let mut b = backend(Scope::Local).with_errata(errata);
+        let mut b = backend(Shareability::Local).with_errata(errata);
         b.prepare();
         b.invalidate_all();
         b.complete();
@@ -592,7 +594,7 @@ mod tests {
             a9_720789: false,
             a15_798181: A15Workaround::DummyInvalidateAndIpi(record_ipi),
         };
-        let mut b = Armv7Tlb::new(EventSink, Scope::InnerShareable).with_errata(errata);
+        let mut b = Armv7Tlb::new(EventSink, Shareability::InnerShareable).with_errata(errata);
         take_events();
         // One ASID only: the hook runs after the dummy invalidate and its dsb, before isb.
         b.prepare();
@@ -640,8 +642,8 @@ mod tests {
 
     #[test]
     fn scope_override() {
-        let b = backend(Scope::InnerShareable).with_scope(Scope::Local);
-        assert_eq!(b.scope(), Scope::Local);
+        let b = backend(Shareability::InnerShareable).with_shareability(Shareability::Local);
+        assert_eq!(b.shareability(), Shareability::Local);
     }
 
     #[test]
@@ -651,7 +653,7 @@ mod tests {
             b.invalidate_va(VirtAddr::new(0x1000), Asid(1));
             b.complete();
         }
-        let mut b = backend(Scope::Local);
+        let mut b = backend(Shareability::Local);
         drive(&mut b);
         assert_eq!(b.counters().va, 1);
         assert_eq!(b.sink().log, vec![DsbNshst, Tlbimva(0x1001), DsbNsh, Isb]);

@@ -129,10 +129,10 @@ impl PartialEq for A15Workaround {
     }
 }
 
-/// The errata workarounds a backend applies. Only the [`Scope::InnerShareable`]
+/// The errata workarounds a backend applies. Only the [`Shareability::InnerShareable`]
 /// backend is affected: both errata concern broadcast maintenance.
 ///
-/// [`Scope::InnerShareable`]: super::Scope::InnerShareable
+/// [`Shareability::InnerShareable`]: super::Shareability::InnerShareable
 #[derive(Clone, Copy, PartialEq, Debug)]
 pub struct ErrataConfig {
     /// Cortex-A9 720789: no ASID in broadcast operations.

@@ -27,7 +27,7 @@ pub use armv7::{Armv7Tlb, Insn, InsnSink};
 #[cfg(target_arch = "arm")]
 pub use armv7::{Cp15, Cp15Tlb};
 pub use errata::{ErrataConfig, IpiHook, IpiTarget};
-pub use select::{CpuFeatures, Scope};
+pub use select::{CpuFeatures, Shareability};
 
 /// An 8-bit address-space identifier (short descriptors and LPAE with 8-bit ASIDs).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default)]

@@ -8,7 +8,7 @@ use std::vec::Vec;
 
 use super::*;
 use crate::tlb::armv7::{Armv7Tlb, Recorder};
-use crate::tlb::Scope;
+use crate::tlb::Shareability;
 
 /// An L1 entry of the fake short-descriptor tables.
 #[derive(Clone, Copy, Debug)]
@@ -436,7 +436,7 @@ fn counters_match_the_hardware_backend() {
         b.complete();
     }
     let mut model = TlbModel::new();
-    let mut hw = Armv7Tlb::new(Recorder::default(), Scope::InnerShareable);
+    let mut hw = Armv7Tlb::new(Recorder::default(), Shareability::InnerShareable);
     drive(&mut model);
     drive(&mut hw);
     assert_eq!(model.counters(), hw.counters());

@@ -1,6 +1,6 @@
 //! Which ARMv7 backend a CPU needs: decided from register *values*, so the decision is a
 //! pure function that host tests cover; only reading the registers is ARM-only
-//! (`Scope::detect`, `CpuFeatures::read`).
+//! (`Shareability::detect`, `CpuFeatures::read`).
 
 use tock_registers::LocalRegisterCopy;
 
@@ -8,7 +8,7 @@ use crate::arch::fields::{ID_MMFR3_BITS, MIDR_BITS, MPIDR_BITS};
 
 /// Where the ARMv7 backend's maintenance operations act.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Scope {
+pub enum Shareability {
     /// This CPU only: `TLBIMVA`, `TLBIMVAA`, `TLBIASID`, `TLBIALL`, `BPIALL`, bracketed by
     /// `dsb nshst` and `dsb nsh` + `isb`. Right for a uniprocessor, or for an SMP kernel that
     /// runs the batch on every CPU itself (IPIs) because the hardware cannot broadcast.
@@ -18,7 +18,7 @@ pub enum Scope {
     InnerShareable,
 }
 
-/// The facts from `MPIDR` and `ID_MMFR3` that choose a [`Scope`].
+/// The facts from `MPIDR` and `ID_MMFR3` that choose a [`Shareability`].
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct CpuFeatures {
     /// `MPIDR.MP` (bit 31): the multiprocessing extensions are implemented.
@@ -57,18 +57,18 @@ impl CpuFeatures {
         self.maint_broadcast >= 2
     }
 
-    /// The backend scope these features call for: [`Scope::InnerShareable`] on an SMP CPU
-    /// whose TLB maintenance broadcasts, [`Scope::Local`] otherwise.
+    /// The backend shareability these features call for: [`Shareability::InnerShareable`] on an SMP CPU
+    /// whose TLB maintenance broadcasts, [`Shareability::Local`] otherwise.
     #[must_use]
-    pub const fn scope(&self) -> Scope {
+    pub const fn shareability(&self) -> Shareability {
         if self.smp() && self.tlb_broadcast() {
-            Scope::InnerShareable
+            Shareability::InnerShareable
         } else {
-            Scope::Local
+            Shareability::Local
         }
     }
 
-    /// An SMP CPU whose TLB maintenance does not broadcast: [`Scope::Local`] alone covers
+    /// An SMP CPU whose TLB maintenance does not broadcast: [`Shareability::Local`] alone covers
     /// only this CPU, and the kernel must run each batch on every CPU (IPIs) itself.
     #[must_use]
     pub const fn needs_ipi_shootdown(&self) -> bool {
@@ -76,20 +76,20 @@ impl CpuFeatures {
     }
 }
 
-impl Scope {
-    /// The scope [`CpuFeatures::scope`] chooses for these register values.
+impl Shareability {
+    /// The shareability [`CpuFeatures::shareability`] chooses for these register values.
     #[must_use]
     pub fn from_registers(mpidr: u32, id_mmfr3: u32) -> Self {
-        CpuFeatures::from_registers(mpidr, id_mmfr3).scope()
+        CpuFeatures::from_registers(mpidr, id_mmfr3).shareability()
     }
 
-    /// Reads `MPIDR` and `ID_MMFR3` on this CPU and chooses (see [`CpuFeatures::scope`]).
+    /// Reads `MPIDR` and `ID_MMFR3` on this CPU and chooses (see [`CpuFeatures::shareability`]).
     /// A kernel that knows better (say, a single-CPU system on an SMP-capable core, where
-    /// local operations are cheaper) simply uses another `Scope`.
+    /// local operations are cheaper) simply uses another `Shareability`.
     #[cfg(target_arch = "arm")]
     #[must_use]
     pub fn detect() -> Self {
-        CpuFeatures::read().scope()
+        CpuFeatures::read().shareability()
     }
 }
 
@@ -172,20 +172,32 @@ mod tests {
     #[test]
     fn broadcast_needs_smp_and_tlb_broadcast() {
         assert_eq!(
-            Scope::from_registers(MP_SMP, mmfr3(2)),
-            Scope::InnerShareable
+            Shareability::from_registers(MP_SMP, mmfr3(2)),
+            Shareability::InnerShareable
         );
         // A newer encoding above 2 still broadcasts.
         assert_eq!(
-            Scope::from_registers(MP_SMP, mmfr3(3)),
-            Scope::InnerShareable
+            Shareability::from_registers(MP_SMP, mmfr3(3)),
+            Shareability::InnerShareable
         );
         // Cache-only broadcast is not enough for TLB maintenance.
-        assert_eq!(Scope::from_registers(MP_SMP, mmfr3(1)), Scope::Local);
-        assert_eq!(Scope::from_registers(MP_SMP, mmfr3(0)), Scope::Local);
+        assert_eq!(
+            Shareability::from_registers(MP_SMP, mmfr3(1)),
+            Shareability::Local
+        );
+        assert_eq!(
+            Shareability::from_registers(MP_SMP, mmfr3(0)),
+            Shareability::Local
+        );
         // Uniprocessor or no MP extensions: local, whatever MMFR3 says.
-        assert_eq!(Scope::from_registers(MP_UP, mmfr3(2)), Scope::Local);
-        assert_eq!(Scope::from_registers(NO_MP, mmfr3(2)), Scope::Local);
+        assert_eq!(
+            Shareability::from_registers(MP_UP, mmfr3(2)),
+            Shareability::Local
+        );
+        assert_eq!(
+            Shareability::from_registers(NO_MP, mmfr3(2)),
+            Shareability::Local
+        );
     }
 
     #[test]

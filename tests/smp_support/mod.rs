@@ -43,7 +43,7 @@ use armv7_mm::arch::mmu;
 use armv7_mm::asid::AsidAllocator;
 use armv7_mm::locked::LockedAddressSpace;
 use armv7_mm::short::{AddressSpace, Attributes, Layout};
-use armv7_mm::tlb::{Cp15Tlb, Scope as TlbScope};
+use armv7_mm::tlb::{Cp15Tlb, Shareability};
 use armv7_mm::{MapSize, Memory, PhysAddr, VirtAddr, VirtRange};
 use rt::fault::{self, FaultClass};
 use rt::frames::{KernelMemory, RAM_BASE};
@@ -150,7 +150,7 @@ pub fn bug() -> Bug {
 pub fn tlb() -> Cp15Tlb {
     let t = Cp15Tlb::detect();
     if bug() == Bug::Local {
-        t.with_scope(TlbScope::Local)
+        t.with_shareability(Shareability::Local)
     } else {
         t
     }
@@ -215,7 +215,7 @@ pub fn setup(name: &str) {
     println!(
         "{name}: {} CPUs on the crate's tables (TTBCR.N = {SPLIT}), TLB scope {:?}, bug = {}",
         rt::smp::cpus(),
-        tlb().scope(),
+        tlb().shareability(),
         rt::arg("bug").unwrap_or("none")
     );
 }
