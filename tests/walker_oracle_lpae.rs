@@ -39,17 +39,20 @@
 #![no_std]
 #![no_main]
 
+#[path = "oracle_support/mod.rs"]
+mod support;
+
 use armv7_mm::arch::ats::{ats1cpr_64, ats1cpw_64, ats1cur_64, ats1cuw_64, Par64Result};
-use armv7_mm::arch::barrier::{dsb_ish, dsb_ishst, isb};
 use armv7_mm::arch::cp15::{TTBCR, TTBCR_BITS, TTBR0_64};
-use armv7_mm::arch::{lpae as arch_lpae, tlbi};
+use armv7_mm::arch::lpae as arch_lpae;
 use armv7_mm::lpae::{AddressSpace, Features, Layout, Translation};
 use armv7_mm::short::{Access, Attributes, Execute, MemoryType};
-use armv7_mm::{Asid, ClearedLeaf, MapSize, PhysAddr, UnmapSink, VirtAddr, VirtRange};
+use armv7_mm::{Asid, MapSize, PhysAddr, VirtAddr, VirtRange};
 use rt::fault::{self, FaultClass};
 use rt::frames::{KernelMemory, RAM_BASE};
 use rt::{ensure, ensure_eq, println, Case, CaseResult};
 use spin::Mutex;
+use support::{compare_va, flush_all, sample_vas, Intent, Oracle, Rec, Rng, Tally, World};
 use tock_registers::interfaces::Readable;
 
 rt::entry!(main);
@@ -62,8 +65,7 @@ const GIB: u64 = 1 << 30;
 const MIB: u64 = 1 << 20;
 const UART: u32 = 0x0900_0000;
 const MAGIC: u32 = 0x5a5a_c3c3;
-const MAX_MAPPINGS: usize = 320;
-const MAX_VAS: usize = 6000;
+use support::{MAX_MAPPINGS, MAX_VAS};
 /// Low RAM the runtime manages, identity-mapped by one 1 GiB block.
 const LOW_RAM: u64 = GIB;
 /// The random window: pages and 2 MiB blocks.
@@ -192,63 +194,6 @@ fn kernel_runs_on_crate_tables() -> CaseResult {
 }
 
 // ----- random mappings -------------------------------------------------------------------
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
-/// One mapping the test asked for.
-#[derive(Clone, Copy)]
-struct Intent {
-    va: u64,
-    len: u64,
-    pa: u64,
-    attrs: Attributes,
-    /// Frames allocated for it (`None`: made-up PA or RAM the test owns).
-    backed: Option<(PhysAddr, usize)>,
-    /// Data may be read through it (backed, or the high RAM).
-    readable: bool,
-}
-
-impl Intent {
-    fn end(&self) -> u64 {
-        self.va + self.len
-    }
-}
-
-struct World {
-    intents: [Option<Intent>; MAX_MAPPINGS],
-    count: usize,
-}
-
-impl World {
-    fn lookup(&self, va: u32) -> Option<(u64, Attributes)> {
-        let v = va as u64;
-        self.intents[..self.count]
-            .iter()
-            .flatten()
-            .find_map(|i| (v >= i.va && v < i.end()).then(|| (i.pa + (v - i.va), i.attrs)))
-    }
-
-    fn push(&mut self, i: Intent) {
-        if self.count < MAX_MAPPINGS {
-            self.intents[self.count] = Some(i);
-            self.count += 1;
-        }
-    }
-}
 
 fn random_attrs(rng: &mut Rng) -> Attributes {
     let memory = match rng.below(6) {
@@ -452,57 +397,6 @@ fn matches(e: Expect, par: Par64Result) -> bool {
     }
 }
 
-/// An `ATS1C**` operation: (function, PL0?, write?, name).
-type AtsOp = (fn(u32) -> u64, bool, bool, &'static str);
-
-struct Tally {
-    checked: u64,
-    mismatches: u64,
-    printed: u32,
-}
-
-impl Tally {
-    fn mismatch(&mut self, args: core::fmt::Arguments) {
-        self.mismatches += 1;
-        if self.printed < 12 {
-            self.printed += 1;
-            println!("    MISMATCH {}", args);
-        }
-    }
-}
-
-fn sample_vas(world: &World, rng: &mut Rng, out: &mut [u32; MAX_VAS]) -> usize {
-    let mut n = 0;
-    let mut push = |va: u64, n: &mut usize| {
-        if va < 1 << 32 && *n < MAX_VAS {
-            out[*n] = va as u32;
-            *n += 1;
-        }
-    };
-    for i in world.intents[..world.count].iter().flatten() {
-        let (s, e) = (i.va, i.end());
-        // Both sides of both edges, with offsets inside the page.
-        for va in [s.wrapping_sub(4096), s, e - 4096, e] {
-            push(va, &mut n);
-            push(va + 4092, &mut n);
-        }
-        // Inside: random pages, and the middle.
-        for _ in 0..if i.len >= GIB { 64 } else { 1 } {
-            push(s + rng.below(i.len / 4096) * 4096 + rng.below(4096), &mut n);
-        }
-        push(s + ((i.len / 2) & !0xfff), &mut n);
-    }
-    // Random VAs over the whole space and near the kernel's own mappings.
-    while n < MAX_VAS - 200 {
-        push(rng.next() & 0xffff_ffff, &mut n);
-    }
-    for k in 0..100 {
-        push(RAM_BASE + rng.below(LOW_RAM), &mut n);
-        push(UART as u64 - 8192 + k * 256, &mut n);
-    }
-    n
-}
-
 fn oracle() -> CaseResult {
     let seed = rt::arg("seed")
         .and_then(|s| s.parse::<u64>().ok())
@@ -555,53 +449,24 @@ fn oracle() -> CaseResult {
     static mut VAS: [u32; MAX_VAS] = [0; MAX_VAS];
     // SAFETY: one CPU, one case; nothing else uses the buffer.
     let vas = unsafe { &mut *core::ptr::addr_of_mut!(VAS) };
-    let n = sample_vas(&world, &mut rng, vas);
+    let n = sample_vas(&world, &mut rng, vas, LOW_RAM);
     let mut corrupted_answer = false;
-    for &va in vas[..n].iter() {
-        let mut t = space.translate(VirtAddr::new(va));
-        // Intent against the software walk.
-        let want = world.lookup(va).or_else(|| kernel_intent(va));
-        let got = t.map(|t| (t.pa.as_u64(), t.mapping.attrs));
-        if want != got {
-            tally.mismatch(format_args!(
-                "{:#010x}: intent {:x?} translate {:x?}",
-                va, want, got
-            ));
-        }
-        // Teeth for the hardware comparison alone (after the intent check).
-        if !corrupted_answer {
-            if let Some(t) = t.as_mut() {
-                let a = t.mapping.attrs.access;
-                if corrupt == Some("answer") {
-                    t.pa = PhysAddr::new(t.pa.as_u64() ^ 0x1000_0000);
-                    corrupted_answer = true;
-                } else if corrupt == Some("perm") && a == Access::UserRw {
-                    t.mapping.attrs.access = Access::KernelRw;
-                    corrupted_answer = true;
-                }
-                if corrupted_answer {
-                    println!("oracle-lpae: corrupted translate's answer for {:#010x}", va);
-                }
-            }
-        }
-        // The software walk against the hardware walker, four permission checks.
-        let ops: [AtsOp; 4] = [
+    let oracle = Oracle {
+        ops: [
             (ats1cpr_64, false, false, "ATS1CPR"),
             (ats1cpw_64, false, true, "ATS1CPW"),
             (ats1cur_64, true, false, "ATS1CUR"),
             (ats1cuw_64, true, true, "ATS1CUW"),
-        ];
-        for (op, user, write, name) in ops {
-            let par = Par64Result::decode(op(va));
-            let e = expected(t.as_ref(), user, write);
-            tally.checked += 1;
-            if !matches(e, par) {
-                tally.mismatch(format_args!(
-                    "{:#010x} {}: translate {:x?}, PAR {:x?}",
-                    va, name, e, par
-                ));
-            }
-        }
+        ],
+        decode: Par64Result::decode,
+        expected,
+        matches,
+    };
+    for &va in vas[..n].iter() {
+        let t = space.translate(VirtAddr::new(va));
+        let want = world.lookup(va).or_else(|| kernel_intent(va));
+        let c = &mut corrupted_answer;
+        compare_va(&oracle, &mut tally, va, t, want, corrupt, c, "oracle-lpae");
     }
     println!("oracle-lpae: {} VAs sampled", n);
 
@@ -825,53 +690,4 @@ fn kernel_intent(va: u32) -> Option<(u64, Attributes)> {
         return Some((v, Attributes::DEVICE));
     }
     None
-}
-
-fn flush_all() {
-    dsb_ishst();
-    tlbi::tlbiall(0);
-    tlbi::bpiall(0);
-    dsb_ish();
-    isb();
-}
-
-/// Counts leaves; frees table frames only after the caller's flush.
-struct Rec {
-    leaves: u32,
-    tables: [Option<PhysAddr>; 512],
-    ntables: usize,
-}
-
-impl Rec {
-    fn new() -> Self {
-        Rec {
-            leaves: 0,
-            tables: [None; 512],
-            ntables: 0,
-        }
-    }
-
-    fn free_tables(&mut self) {
-        for t in self.tables[..self.ntables].iter_mut() {
-            if let Some(pa) = t.take() {
-                rt::frames::free(pa, 1);
-            }
-        }
-        self.ntables = 0;
-    }
-}
-
-impl UnmapSink for Rec {
-    fn leaf_cleared(&mut self, _leaf: ClearedLeaf) {
-        self.leaves += 1;
-    }
-    fn table_unlinked(&mut self, _va: VirtAddr, _span: u64, _global: bool) {}
-    fn table_memory_freed(&mut self, pa: PhysAddr, frames: usize) {
-        if frames == 1 && self.ntables < self.tables.len() {
-            self.tables[self.ntables] = Some(pa);
-            self.ntables += 1;
-        } else {
-            println!("    table memory {} x{} not recorded", pa, frames);
-        }
-    }
 }

@@ -10,12 +10,17 @@ pub use super::cp15::ats1cpr;
 use super::cp15::{PAR, PAR_64};
 use tock_registers::interfaces::Readable;
 
+/// An `ATS1C**` operation returning `PAR` through the accessor `$par` (32- or 64-bit
+/// view, of type `$t`).
 macro_rules! ats {
     ($(#[$doc:meta])* $name:ident, $op2:literal) => {
+        ats!($(#[$doc])* $name, $op2, PAR, u32);
+    };
+    ($(#[$doc:meta])* $name:ident, $op2:literal, $par:ident, $t:ty) => {
         $(#[$doc])*
         #[inline]
         #[must_use]
-        pub fn $name(va: u32) -> u32 {
+        pub fn $name(va: u32) -> $t {
             // SAFETY: an address translation operation only writes PAR; the isb makes the
             // result visible to the following read.
             unsafe {
@@ -26,7 +31,7 @@ macro_rules! ats {
                     options(nostack, preserves_flags)
                 );
             }
-            PAR.get()
+            $par.get()
         }
     };
 }
@@ -95,39 +100,18 @@ impl ParResult {
     }
 }
 
-macro_rules! ats64 {
-    ($(#[$doc:meta])* $name:ident, $op2:literal) => {
-        $(#[$doc])*
-        #[inline]
-        #[must_use]
-        pub fn $name(va: u32) -> u64 {
-            // SAFETY: an address translation operation only writes PAR; the isb makes the
-            // result visible to the following read.
-            unsafe {
-                core::arch::asm!(
-                    concat!("mcr p15, 0, {0}, c7, c8, ", $op2),
-                    "isb",
-                    in(reg) va,
-                    options(nostack, preserves_flags)
-                );
-            }
-            PAR_64.get()
-        }
-    };
-}
-
-ats64!(
+ats!(
     /// `ATS1CPR` in the long-descriptor format: PL1 read check, 64-bit `PAR`.
-    ats1cpr_64, "0");
-ats64!(
+    ats1cpr_64, "0", PAR_64, u64);
+ats!(
     /// `ATS1CPW` in the long-descriptor format: PL1 write check, 64-bit `PAR`.
-    ats1cpw_64, "1");
-ats64!(
+    ats1cpw_64, "1", PAR_64, u64);
+ats!(
     /// `ATS1CUR` in the long-descriptor format: PL0 read check, 64-bit `PAR`.
-    ats1cur_64, "2");
-ats64!(
+    ats1cur_64, "2", PAR_64, u64);
+ats!(
     /// `ATS1CUW` in the long-descriptor format: PL0 write check, 64-bit `PAR`.
-    ats1cuw_64, "3");
+    ats1cuw_64, "3", PAR_64, u64);
 
 /// A 64-bit (long-descriptor format) `PAR` after an `ATS1C**` operation, decoded.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
