@@ -34,7 +34,7 @@ pub enum CreateError {
     /// The kernel's memory model had no frame for the L1 table.
     OutOfMemory,
     /// The allocator returned table memory the translation table base register cannot
-    /// point to (above 4 GiB, or not aligned as asked).
+    /// point to (short: above 4 GiB; long: above 1 TiB; or not aligned as asked).
     TableUnreachable(PhysAddr),
 }
 

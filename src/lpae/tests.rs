@@ -408,3 +408,57 @@ fn walk_source_reports_both_tables() {
     let _ = s.walk_from(2, t2.table, VirtAddr::new(0x4020_0123));
     teardown(s, &mem);
 }
+
+/// A [`HostMemory`] whose frames sit 4 GiB higher: table memory above 4 GiB.
+#[derive(Clone)]
+struct HighMemory(HostMemory);
+
+const HIGH: u64 = 1 << 32;
+
+// SAFETY: every frame is a `HostMemory` frame, allocated, freed and reached through it;
+// only the physical addresses the crate sees are moved up by 4 GiB, consistently.
+unsafe impl crate::memory::Memory for HighMemory {
+    fn allocate_frames(&mut self, count: usize, align: usize) -> Option<PhysAddr> {
+        let pa = self.0.allocate_frames(count, align)?;
+        Some(PhysAddr::new(pa.as_u64() + HIGH))
+    }
+    fn free_frames(&mut self, pa: PhysAddr, count: usize) {
+        self.0.free_frames(PhysAddr::new(pa.as_u64() - HIGH), count)
+    }
+    fn phys_to_virt(&self, pa: PhysAddr) -> core::ptr::NonNull<u8> {
+        self.0.phys_to_virt(PhysAddr::new(pa.as_u64() - HIGH))
+    }
+}
+
+#[test]
+fn tables_above_4_gib() {
+    let host = HostMemory::new();
+    let mem = HighMemory(host.clone());
+    // Long descriptors reach table memory anywhere below 1 TiB.
+    let mut s = AddressSpace::new(mem.clone(), Layout::Whole, Features::ALL).unwrap();
+    assert!(s.root().as_u64() >= HIGH);
+    map_pages(&mut s, &[0x4000_0000, 0x4060_0000]);
+    assert_eq!(s.table_frames(), 3);
+    assert_eq!(
+        s.translate(VirtAddr::new(0x4060_0123)).map(|t| t.pa),
+        Some(PhysAddr::new(0x1123))
+    );
+    let mut rec = Rec::default();
+    s.unmap(all(), &mut rec).unwrap();
+    assert_eq!(
+        s.free_tables(all(), VirtAddr::new(0), 1 << 32, &mut rec),
+        Ok(3)
+    );
+    assert!(rec.freed.iter().all(|&(pa, _)| pa.as_u64() >= HIGH));
+    let mut m = s.destroy(&mut rec);
+    for (pa, n) in rec.freed.drain(..) {
+        crate::memory::Memory::free_frames(&mut m, pa, n);
+    }
+    assert_eq!(host.outstanding(), 0);
+    // Short descriptors cannot point there: refused, nothing kept.
+    assert!(matches!(
+        crate::short::AddressSpace::new(mem, Layout::Whole, crate::short::Features::ALL),
+        Err(crate::error::CreateError::TableUnreachable(_))
+    ));
+    assert_eq!(host.outstanding(), 0);
+}

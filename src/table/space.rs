@@ -130,8 +130,9 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
     ///
     /// # Errors
     /// [`CreateError::InvalidSplit`] for `n` outside 1..=7; [`CreateError::OutOfMemory`];
-    /// [`CreateError::TableUnreachable`] if the allocator returned memory above 4 GiB or
-    /// misaligned (the frames are returned first).
+    /// [`CreateError::TableUnreachable`] if the allocator returned memory a TTBR cannot
+    /// point to (short: above 4 GiB; long: above 1 TiB) or misaligned (the frames are
+    /// returned first).
     pub fn new(mut mem: M, layout: Layout, features: F::Features) -> Result<Self, CreateError> {
         check_layout(layout)?;
         let root = F::root(layout);
@@ -139,7 +140,7 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
             .allocate_frames(root.frames, root.align)
             .ok_or(CreateError::OutOfMemory)?;
         let bytes = (root.frames as u64) * PAGE;
-        if !pa.is_aligned(root.align as u64) || pa.as_u64() + bytes > TOP {
+        if !pa.is_aligned(root.align as u64) || pa.as_u64() + bytes > F::TABLE_PA_LIMIT {
             mem.free_frames(pa, root.frames);
             return Err(CreateError::TableUnreachable(pa));
         }

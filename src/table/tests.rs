@@ -114,7 +114,7 @@ fn group_of<F: Format>(span: u64) -> u64 {
 }
 
 /// Maps one kernel-data page (to PA 0x1000) at each of `vas`.
-pub(crate) fn map_pages<F: Format>(s: &mut AddressSpace<F, HostMemory>, vas: &[u64]) {
+pub(crate) fn map_pages<F: Format, M: Memory>(s: &mut AddressSpace<F, M>, vas: &[u64]) {
     for &va in vas {
         s.map(
             r(va, 4096),
