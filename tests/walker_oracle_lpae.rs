@@ -30,6 +30,14 @@
 //! a low frame `L` holds what is written through it while `L` keeps its own contents (a
 //! walker that dropped `PA[39:32]` would write `L`).
 //!
+//! Table memory stays below 4 GiB here. Tried on QEMU 7.2: with the root at
+//! `0x1_0000_0000` the walk faults at level 1, and with a root below 4 GiB whose level-2
+//! table is at `0x1_0000_2000` it faults at level 2, although both tables read back right
+//! through a data mapping: its walker reads descriptors of a 32-bit guest at their address
+//! modulo 4 GiB (its page-table loads go through a TLB keyed by the 32-bit
+//! `target_ulong`, it appears). That tables above 4 GiB are encoded right is a host test
+//! (`lpae::tests::tables_above_4_gib`).
+//!
 //! Variants give the checker teeth, each must fail: `corrupt=answer` falsifies the output
 //! address `translate` gave for one VA, `corrupt=perm` only its permissions, both after the
 //! intent check; `corrupt=table` rewrites one live descriptor behind the crate's back;
