@@ -23,6 +23,26 @@ const TOP: u64 = 1 << 32;
 /// End marker of the list of frames taken for a `map`.
 const LIST_END: u64 = u64::MAX;
 
+/// Where a walk counts the entries it reads ([`WalkCounts`]), or not ([`NoTally`]).
+trait Tally {
+    fn bump(&mut self, level: u8);
+}
+
+impl Tally for WalkCounts {
+    #[inline(always)]
+    fn bump(&mut self, level: u8) {
+        WalkCounts::bump(self, level);
+    }
+}
+
+/// Counts nothing (walks whose counts nobody reads).
+struct NoTally;
+
+impl Tally for NoTally {
+    #[inline(always)]
+    fn bump(&mut self, _: u8) {}
+}
+
 /// A table: the root (possibly several frames) or one reached through `phys_to_virt`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Table<W> {
@@ -330,14 +350,14 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
     /// `ctx`), in VA order, each once (the first of its copies). An invalid entry costs one
     /// read; a table is entered with one `phys_to_virt`. Stops when `f` breaks.
     #[allow(clippy::too_many_arguments)]
-    fn visit<B>(
+    fn visit<B, C: Tally>(
         &self,
         t: Table<F::Word>,
         level: u8,
         ctx: F::TableCtx,
         start: u64,
         end: u64,
-        counts: &mut WalkCounts,
+        counts: &mut C,
         f: &mut impl FnMut(Found<F>) -> ControlFlow<B>,
     ) -> ControlFlow<B> {
         let shift = F::SHIFT[level as usize];
@@ -352,9 +372,14 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
             match self.kind(level, raw) {
                 Kind::Invalid => va = next,
                 Kind::Table => {
-                    let child = Table::At(self.table_at(F::table_pa(raw)));
+                    let child = self.table_at(F::table_pa(raw));
                     let stop = end.min(next);
-                    self.visit(child, level + 1, F::table_ctx(raw), va, stop, counts, f)?;
+                    let ctx = F::table_ctx(raw);
+                    if level + 1 == F::LAST_LEVEL {
+                        self.visit_last(child, ctx, va, stop, counts, f)?;
+                    } else {
+                        self.visit(Table::At(child), level + 1, ctx, va, stop, counts, f)?;
+                    }
                     va = next;
                 }
                 Kind::Leaf(size) => {
@@ -374,12 +399,68 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
         ControlFlow::Continue(())
     }
 
+    /// [`Self::visit`] for a table at the last level (`base`, below the root): with the
+    /// level a constant, entries are stepped by index and the VA is computed only for the
+    /// leaves found. `[start, end)` lies inside the span of the parent entry.
+    #[inline(always)]
+    fn visit_last<B, C: Tally>(
+        &self,
+        base: *mut F::Word,
+        ctx: F::TableCtx,
+        start: u64,
+        end: u64,
+        counts: &mut C,
+        f: &mut impl FnMut(Found<F>) -> ControlFlow<B>,
+    ) -> ControlFlow<B> {
+        let level = F::LAST_LEVEL;
+        let shift = F::SHIFT[level as usize];
+        let mask = F::ENTRIES[level as usize] - 1;
+        if start >= end {
+            return ControlFlow::Continue(());
+        }
+        let i0 = (start >> shift) as usize & mask;
+        // The range stays inside one table, so the index of its last VA is not below `i0`.
+        let stop = (((end - 1) >> shift) as usize & mask) + 1;
+        let va0 = start & !((1u64 << shift) - 1);
+        let mut i = i0;
+        while i < stop {
+            counts.bump(level);
+            // SAFETY: `i < stop <= ENTRIES[level]`, an entry of the table at `base`.
+            let raw = unsafe { F::Word::load(base.add(i)) };
+            if raw.to_u64() & F::VALID_MASK == 0 {
+                i += 1;
+                continue;
+            }
+            match F::kind(&self.features, level, raw) {
+                Kind::Leaf(size) => {
+                    // A leaf's copies are aligned in its table: it spans entries
+                    // `first..first + copies`, which `i` lies in.
+                    let copies = F::shape(size).copies;
+                    let first = i & !(copies - 1);
+                    let va = va0 + (((i - i0) as u64) << shift);
+                    f(Found {
+                        size,
+                        raw,
+                        va: va & !(size.bytes() - 1),
+                        // SAFETY: `first <= i`, inside the table.
+                        slot: unsafe { base.add(first) },
+                        ctx,
+                    })?;
+                    i = first + copies;
+                }
+                // No format has tables at the last level; reserved encodings are invalid.
+                Kind::Invalid | Kind::Table => i += 1,
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
     /// Visits every leaf overlapping `[start, end)` from the root.
-    fn visit_range<B>(
+    fn visit_range<B, C: Tally>(
         &self,
         start: u64,
         end: u64,
-        counts: &mut WalkCounts,
+        counts: &mut C,
         f: &mut impl FnMut(Found<F>) -> ControlFlow<B>,
     ) -> ControlFlow<B> {
         self.visit(
@@ -914,7 +995,7 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
         }
         let coherent = self.coherent();
         let mut cleared = 0;
-        let _ = self.visit_range(start, end, &mut WalkCounts::default(), &mut |l: Found<
+        let _ = self.visit_range(start, end, &mut NoTally, &mut |l: Found<
             F,
         >| {
             for k in 0..F::shape(l.size).copies {
@@ -967,7 +1048,7 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
                 size: l.size,
             });
         }
-        let conflict = self.visit_range(start, end, &mut WalkCounts::default(), &mut |l| {
+        let conflict = self.visit_range(start, end, &mut NoTally, &mut |l| {
             if F::table_allows(l.ctx, execute) {
                 ControlFlow::Continue(())
             } else {
@@ -985,7 +1066,7 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
             executable: false,
         };
         let mut last_end = 0;
-        let _ = self.visit_range(start, end, &mut WalkCounts::default(), &mut |l| {
+        let _ = self.visit_range(start, end, &mut NoTally, &mut |l| {
             // The check above makes `execute` agree with the table's context.
             let old = l.attrs();
             let new = old.with_permissions(access, execute);
