@@ -995,9 +995,7 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
         }
         let coherent = self.coherent();
         let mut cleared = 0;
-        let _ = self.visit_range(start, end, &mut NoTally, &mut |l: Found<
-            F,
-        >| {
+        let _ = self.visit_range(start, end, &mut NoTally, &mut |l: Found<F>| {
             for k in 0..F::shape(l.size).copies {
                 // SAFETY: the copies of a leaf are consecutive entries of its table.
                 write_entry(coherent, unsafe { l.slot.add(k) }, F::Word::ZERO);
