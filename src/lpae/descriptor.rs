@@ -159,6 +159,7 @@ impl Desc {
 
     /// Decodes an entry found at `level` (1 to 3).
     #[must_use]
+    #[inline]
     pub fn kind(self, level: u8) -> DescKind {
         let b = self.bits();
         if b & 1 == 0 {

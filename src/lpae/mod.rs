@@ -232,6 +232,7 @@ impl Format for Lpae {
         raw & Desc::XN.bits() == 0
     }
 
+    #[inline]
     fn leaf_attrs(raw: u64, _: MapSize, (): ()) -> Attributes {
         Desc::from_bits_retain(raw).attrs()
     }

@@ -229,6 +229,7 @@ impl L1Desc {
     /// Decodes the entry. `pxn_supported` tells whether type `0b11` is a section with PXN
     /// (CPUs with the PXN bit) or a reserved encoding that faults.
     #[must_use]
+    #[inline]
     pub fn kind(self, pxn_supported: bool) -> L1Kind {
         match self.bits() & 3 {
             0b00 => L1Kind::Fault,
@@ -318,6 +319,7 @@ impl L2Desc {
     /// Decodes the entry; `table_pxn` is the PXN bit of the L1 entry that points at the
     /// table holding it.
     #[must_use]
+    #[inline]
     pub fn kind(self, table_pxn: bool) -> L2Kind {
         let b = self.bits();
         if b & 3 == 0 {

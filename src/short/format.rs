@@ -223,6 +223,7 @@ impl Format for Short {
         raw & xn == 0
     }
 
+    #[inline]
     fn leaf_attrs(raw: u32, size: MapSize, ctx: Option<bool>) -> Attributes {
         if size >= MapSize::Section1M {
             match L1Desc::from_bits_retain(raw).kind(true) {

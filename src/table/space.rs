@@ -100,6 +100,8 @@ impl<F: Format> Found<F> {
 pub struct AddressSpace<F: Format, M: Memory> {
     mem: M,
     layout: Layout,
+    /// `layout.bounds()`, computed once.
+    bounds: (u64, u64),
     features: F::Features,
     root: RootShape,
     root_pa: PhysAddr,
@@ -172,6 +174,7 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
         let space = AddressSpace {
             mem,
             layout,
+            bounds: layout.bounds(),
             features,
             root,
             root_pa: pa,
@@ -340,7 +343,7 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
     }
 
     fn check_range(&self, range: &VirtRange) -> bool {
-        let (lo, hi) = self.layout.bounds();
+        let (lo, hi) = self.bounds;
         range.start().as_u64() >= lo && range.end() <= hi
     }
 
@@ -542,7 +545,7 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
     /// the address space).
     #[must_use]
     pub fn translate(&self, va: VirtAddr) -> Option<Translation> {
-        let (lo, hi) = self.layout.bounds();
+        let (lo, hi) = self.bounds;
         if va.as_u64() < lo || va.as_u64() >= hi {
             return None;
         }
@@ -559,7 +562,7 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
     /// table's part of the address space yields nothing there.
     #[must_use]
     pub fn mappings(&self, range: VirtRange) -> Mappings<'_, F, M> {
-        let (lo, hi) = self.layout.bounds();
+        let (lo, hi) = self.bounds;
         Mappings {
             space: self,
             next: range.start().as_u64().max(lo),
@@ -1128,7 +1131,7 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
         // VAs outside the layout are never mapped through this table: bounds at the
         // layout's edges reach past them (a long-descriptor `Kernel` root entry spans VAs
         // below the split).
-        let (lo, hi) = self.layout.bounds();
+        let (lo, hi) = self.bounds;
         let floor = if floor.as_u64() <= lo {
             0
         } else {
@@ -1206,7 +1209,7 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
     /// The caller must have switched every CPU away from this table; the flush its sink
     /// does then covers any walk-cache entries left. Returns the memory model.
     pub fn destroy<S: UnmapSink + ?Sized>(mut self, sink: &mut S) -> M {
-        let (lo, hi) = self.layout.bounds();
+        let (lo, hi) = self.bounds;
         // The bounds are page aligned, so this range always exists; neither call can fail
         // over the whole space (no leaf straddles its bounds).
         if let Ok(all) = VirtRange::new(VirtAddr::new(lo as u32), hi) {
@@ -1341,7 +1344,7 @@ mod model_impl {
 
     impl<F: Format, M: Memory> WalkSource for AddressSpace<F, M> {
         fn walk(&self, va: VirtAddr) -> Walk {
-            let (lo, hi) = self.layout.bounds();
+            let (lo, hi) = self.bounds;
             let v = va.as_u64();
             if v < lo || v >= hi {
                 return Walk::default();
