@@ -724,6 +724,7 @@ impl<'a, B: TlbBackend, M: Memory> MmuGather<'a, B, M> {
 }
 
 impl<B: TlbBackend, M: Memory> UnmapSink for MmuGather<'_, B, M> {
+    #[inline]
     fn leaf_cleared(&mut self, leaf: ClearedLeaf) {
         let all = leaf.global || self.all_asids();
         let st = &mut self.st;
@@ -735,7 +736,11 @@ impl<B: TlbBackend, M: Memory> UnmapSink for MmuGather<'_, B, M> {
         } else {
             PendingOp::Va(leaf.va)
         });
-        self.batch(Pending::leaf(leaf.pa, leaf.size));
+        // The common case (the frame follows the previous leaf's) in a few instructions;
+        // anything else takes the general path.
+        if !st.batches.extend_run(leaf.pa, leaf.size) {
+            self.batch(Pending::leaf(leaf.pa, leaf.size));
+        }
     }
 
     fn table_unlinked(&mut self, va: VirtAddr, span: u64, global: bool) {

@@ -68,6 +68,7 @@ impl PendingInvalidates {
     }
 
     /// Records `op`; past the limit, marks the record overflowed instead.
+    #[inline]
     pub(crate) fn push(&mut self, op: PendingOp) {
         if self.overflowed {
             return;
