@@ -334,8 +334,13 @@ pub trait Format: sealed::Sealed + Sized + 'static {
     fn pa_field(size: MapSize, pa: u64) -> Self::Word;
 
     /// Where leaves of `size` live: the entry of [`Format::LEAVES`], or the smallest.
-    #[inline]
+    #[inline(always)]
     fn shape(size: MapSize) -> LeafShape {
+        // The smallest leaf first: the common case, and a constant once inlined.
+        let last = Self::LEAVES[Self::LEAVES.len() - 1];
+        if size == last.size {
+            return last;
+        }
         let mut i = 0;
         while i < Self::LEAVES.len() {
             if Self::LEAVES[i].size == size {

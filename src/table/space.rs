@@ -43,6 +43,53 @@ impl Tally for NoTally {
     fn bump(&mut self, _: u8) {}
 }
 
+/// What a walk does with each leaf it finds ([`AddressSpace::visit`]).
+trait Visitor<F: Format, B> {
+    fn leaf(&mut self, l: Found<F>) -> ControlFlow<B>;
+}
+
+/// A closure as a [`Visitor`].
+struct Each<C>(C);
+
+impl<F: Format, B, C: FnMut(Found<F>) -> ControlFlow<B>> Visitor<F, B> for Each<C> {
+    #[inline(always)]
+    fn leaf(&mut self, l: Found<F>) -> ControlFlow<B> {
+        (self.0)(l)
+    }
+}
+
+/// `unmap`'s visitor: clears each leaf, then reports it. Its `leaf` is forced inline so the
+/// hot loop over a last-level table makes no call per page but the sink's.
+struct Zap<'s, S: ?Sized> {
+    sink: &'s mut S,
+    coherent: bool,
+    cleared: usize,
+}
+
+impl<F: Format, S: UnmapSink + ?Sized> Visitor<F, ()> for Zap<'_, S> {
+    #[inline(always)]
+    fn leaf(&mut self, l: Found<F>) -> ControlFlow<()> {
+        let copies = F::shape(l.size).copies;
+        if copies == 1 {
+            write_entry(self.coherent, l.slot, F::Word::ZERO);
+        } else {
+            for k in 0..copies {
+                // SAFETY: the copies of a leaf are consecutive entries of its table.
+                write_entry(self.coherent, unsafe { l.slot.add(k) }, F::Word::ZERO);
+            }
+        }
+        self.cleared += 1;
+        self.sink.leaf_cleared(ClearedLeaf {
+            va: VirtAddr::new(l.va as u32),
+            size: l.size,
+            pa: PhysAddr::new(l.pa()),
+            global: F::leaf_global(l.raw, l.size),
+            executable: F::leaf_executable(l.raw, l.size),
+        });
+        ControlFlow::Continue(())
+    }
+}
+
 /// A table: the root (possibly several frames) or one reached through `phys_to_virt`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Table<W> {
@@ -361,7 +408,7 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
         start: u64,
         end: u64,
         counts: &mut C,
-        f: &mut impl FnMut(Found<F>) -> ControlFlow<B>,
+        f: &mut impl Visitor<F, B>,
     ) -> ControlFlow<B> {
         let shift = F::SHIFT[level as usize];
         let span = 1u64 << shift;
@@ -388,7 +435,7 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
                 Kind::Leaf(size) => {
                     let first = idx & !(F::shape(size).copies - 1);
                     let leaf_va = va & !(size.bytes() - 1);
-                    f(Found {
+                    f.leaf(Found {
                         size,
                         raw,
                         va: leaf_va,
@@ -413,7 +460,7 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
         start: u64,
         end: u64,
         counts: &mut C,
-        f: &mut impl FnMut(Found<F>) -> ControlFlow<B>,
+        f: &mut impl Visitor<F, B>,
     ) -> ControlFlow<B> {
         let level = F::LAST_LEVEL;
         let shift = F::SHIFT[level as usize];
@@ -441,7 +488,7 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
                     let copies = F::shape(size).copies;
                     let first = i & !(copies - 1);
                     let va = va0 + (((i - i0) as u64) << shift);
-                    f(Found {
+                    f.leaf(Found {
                         size,
                         raw,
                         va: va & !(size.bytes() - 1),
@@ -464,7 +511,7 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
         start: u64,
         end: u64,
         counts: &mut C,
-        f: &mut impl FnMut(Found<F>) -> ControlFlow<B>,
+        f: &mut impl Visitor<F, B>,
     ) -> ControlFlow<B> {
         self.visit(
             Table::Root,
@@ -479,7 +526,7 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
 
     /// The first leaf that overlaps `[va, end)` (it may start before `va`).
     fn next_leaf(&self, va: u64, end: u64, counts: &mut WalkCounts) -> Option<Found<F>> {
-        match self.visit_range(va, end, counts, &mut ControlFlow::Break) {
+        match self.visit_range(va, end, counts, &mut Each(ControlFlow::Break)) {
             ControlFlow::Break(l) => Some(l),
             ControlFlow::Continue(()) => None,
         }
@@ -997,22 +1044,13 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
             });
         }
         let coherent = self.coherent();
-        let mut cleared = 0;
-        let _ = self.visit_range(start, end, &mut NoTally, &mut |l: Found<F>| {
-            for k in 0..F::shape(l.size).copies {
-                // SAFETY: the copies of a leaf are consecutive entries of its table.
-                write_entry(coherent, unsafe { l.slot.add(k) }, F::Word::ZERO);
-            }
-            cleared += 1;
-            sink.leaf_cleared(ClearedLeaf {
-                va: VirtAddr::new(l.va as u32),
-                size: l.size,
-                pa: PhysAddr::new(l.pa()),
-                global: F::leaf_global(l.raw, l.size),
-                executable: F::leaf_executable(l.raw, l.size),
-            });
-            ControlFlow::<()>::Continue(())
-        });
+        let mut zap = Zap {
+            sink,
+            coherent,
+            cleared: 0,
+        };
+        let _ = self.visit_range(start, end, &mut NoTally, &mut zap);
+        let cleared = zap.cleared;
         publish(coherent);
         Ok(cleared)
     }
@@ -1049,13 +1087,18 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
                 size: l.size,
             });
         }
-        let conflict = self.visit_range(start, end, &mut NoTally, &mut |l| {
-            if F::table_allows(l.ctx, execute) {
-                ControlFlow::Continue(())
-            } else {
-                ControlFlow::Break(l.va)
-            }
-        });
+        let conflict = self.visit_range(
+            start,
+            end,
+            &mut NoTally,
+            &mut Each(|l: Found<F>| {
+                if F::table_allows(l.ctx, execute) {
+                    ControlFlow::Continue(())
+                } else {
+                    ControlFlow::Break(l.va)
+                }
+            }),
+        );
         if let ControlFlow::Break(va) = conflict {
             return Err(ProtectError::PxnConflict(VirtAddr::new(va as u32)));
         }
@@ -1067,21 +1110,26 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
             executable: false,
         };
         let mut last_end = 0;
-        let _ = self.visit_range(start, end, &mut NoTally, &mut |l| {
-            // The check above makes `execute` agree with the table's context.
-            let old = l.attrs();
-            let new = old.with_permissions(access, execute);
-            if new != old {
-                self.write_leaf(&l, F::encode_leaf(l.size, l.pa(), new));
-                first.get_or_insert(l.va);
-                last_end = l.end();
-                changed.leaves += 1;
-                changed.global |= old.global;
-                changed.executable |=
-                    old.execute != Execute::Never || new.execute != Execute::Never;
-            }
-            ControlFlow::<()>::Continue(())
-        });
+        let _ = self.visit_range(
+            start,
+            end,
+            &mut NoTally,
+            &mut Each(|l: Found<F>| {
+                // The check above makes `execute` agree with the table's context.
+                let old = l.attrs();
+                let new = old.with_permissions(access, execute);
+                if new != old {
+                    self.write_leaf(&l, F::encode_leaf(l.size, l.pa(), new));
+                    first.get_or_insert(l.va);
+                    last_end = l.end();
+                    changed.leaves += 1;
+                    changed.global |= old.global;
+                    changed.executable |=
+                        old.execute != Execute::Never || new.execute != Execute::Never;
+                }
+                ControlFlow::<()>::Continue(())
+            }),
+        );
         publish(self.coherent());
         let Some(first) = first else {
             return Ok(None);
