@@ -724,7 +724,7 @@ impl<'a, B: TlbBackend, M: Memory> MmuGather<'a, B, M> {
 }
 
 impl<B: TlbBackend, M: Memory> UnmapSink for MmuGather<'_, B, M> {
-    #[inline]
+    #[inline(always)]
     fn leaf_cleared(&mut self, leaf: ClearedLeaf) {
         let all = leaf.global || self.all_asids();
         let st = &mut self.st;
