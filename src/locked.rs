@@ -349,6 +349,14 @@ impl<M: Memory> LockedAddressSpace<M> {
 impl<M: Memory> SpaceGuard<'_, M> {
     /// [`AddressSpace::map`] under the lock (no gather: nothing is freed).
     ///
+    /// Break-before-make across gathers is the caller's: do not map at a VA that a gather
+    /// still open on this space (on any CPU) unmapped, until that gather has flushed. The
+    /// old translation may still be cached until then, and a new mapping would then have
+    /// two live translations. The lock does not know which VAs open gathers hold; a kernel
+    /// gets this for free by finishing the gather before it drops the lock it unmapped
+    /// under (as Linux holds `mmap_lock` across `unmap_region`), or by not reusing a range
+    /// until its unmap returned.
+    ///
     /// # Errors
     /// As [`AddressSpace::map`].
     pub fn map(

@@ -453,17 +453,19 @@ impl FrameBatches {
         if let Some(run) = self.run.take() {
             run.pending().release(memory, report);
         }
+        // Every entry leaves the batches *before* it is released, so a kernel callback that
+        // panics (and unwinds into a later drain) can leak entries but never free one twice.
         let local = self.local;
-        release_words(
-            &mut local[..self.local_len as usize].iter().copied(),
-            memory,
-            report,
-        );
-        self.local_len = 0;
+        let local_len = core::mem::take(&mut self.local_len) as usize;
+        release_words(&mut local[..local_len].iter().copied(), memory, report);
         let mut f = self.first;
         while f != NONE {
             debug_assert_eq!(read_word(memory, f, 3), MAGIC);
             let used = self.used_words(memory, f);
+            write_word(memory, f, 0, 0);
+            if f == self.cur {
+                self.cur_len = 0;
+            }
             let mut i = 0;
             while i < used {
                 let head = read_word(memory, f, HEADER_WORDS + i);
@@ -476,7 +478,6 @@ impl FrameBatches {
                 i += 1 + usize::from(two);
                 Pending::decode(head, second).release(memory, report);
             }
-            write_word(memory, f, 0, 0);
             f = next_of(memory, f);
         }
         if self.first != NONE {

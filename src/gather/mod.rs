@@ -155,7 +155,11 @@
 //! shared by gathers that do not hold that lock). The count goes up when a gather starts
 //! and down after its last flush; a gather that finishes while the count shows another
 //! gather still in flight does not trust its record and invalidates the whole ASID
-//! (everything, for the kernel space), reported as [`Fallback::Nested`].
+//! (everything, for the kernel space), reported as [`Fallback::Nested`]. That flush stands
+//! in for the other gathers' records, so it must cover what *they* cleared too: each gather
+//! publishes in the [`InFlight`], as it records them, whether it cleared a global entry or
+//! unlinked a table, and a nested fallback is a TLBIALL when either was seen (unless
+//! TLBIASID is trusted with the walk cache and only tables were).
 //!
 //! # What the caller must do
 //!
@@ -369,7 +373,18 @@ impl Default for GatherConfig {
 #[derive(Debug, Default)]
 pub struct InFlight {
     count: AtomicU32,
+    /// What any gather on this space has cleared ([`SEEN_GLOBAL`], [`SEEN_TABLES`]),
+    /// published when it is recorded, so that a gather finishing while another is in
+    /// flight knows what the other's entries may be. Sticky: never cleared (a reset could
+    /// race with a gather that starts as the count reaches zero), which only makes later
+    /// nested fallbacks use TLBIALL.
+    seen: AtomicU32,
 }
+
+/// [`InFlight`]: some gather cleared a global entry.
+const SEEN_GLOBAL: u8 = 1;
+/// [`InFlight`]: some gather unlinked a table (walk-cache entries may exist).
+const SEEN_TABLES: u8 = 2;
 
 impl InFlight {
     /// No gather in flight.
@@ -377,6 +392,7 @@ impl InFlight {
     pub const fn new() -> Self {
         Self {
             count: AtomicU32::new(0),
+            seen: AtomicU32::new(0),
         }
     }
 
@@ -400,6 +416,8 @@ struct GatherState {
     max_batch_frames: u16,
     asid_flush_drops_walk_cache: bool,
     global_seen: bool,
+    /// The [`InFlight`] `seen` bits this gather has already published.
+    published: u8,
     exec_seen: bool,
     tables_seen: bool,
     /// Table memory waits in the batches (the next drain must sync first).
@@ -486,6 +504,7 @@ impl<'a, B: TlbBackend, M: Memory> MmuGather<'a, B, M> {
                 max_batch_frames: config.max_batch_frames.min(u16::MAX as usize) as u16,
                 asid_flush_drops_walk_cache: config.asid_flush_drops_walk_cache,
                 global_seen: false,
+                published: 0,
                 exec_seen: false,
                 tables_seen: false,
                 tables_pending: false,
@@ -587,11 +606,26 @@ impl<'a, B: TlbBackend, M: Memory> MmuGather<'a, B, M> {
         if self.st.finished {
             return;
         }
+        // Marked first: if a kernel callback (backend or `Memory`) panics and unwinds below,
+        // `Drop` must not run this again and free what was already freed. A panic here
+        // leaks the rest (and leaves the in-flight count up, which only makes later gathers
+        // fall back to whole-ASID flushes); it never frees twice or early.
+        self.st.finished = true;
         let nested = self.in_flight.count.load(Ordering::SeqCst) > 1;
         self.flush_inner(if nested { Some(Fallback::Nested) } else { None });
         self.st.batches.return_frames(&mut self.memory);
         self.in_flight.count.fetch_sub(1, Ordering::SeqCst);
-        self.st.finished = true;
+    }
+
+    /// Publishes `bits` in the [`InFlight`] (once per gather and kind).
+    #[cold]
+    fn publish(&mut self, bits: u8) {
+        if self.st.published & bits != bits {
+            self.st.published |= bits;
+            self.in_flight
+                .seen
+                .fetch_or(u32::from(bits), Ordering::SeqCst);
+        }
     }
 
     /// Whether this gather's flushes use all-ASID operations.
@@ -621,9 +655,18 @@ impl<'a, B: TlbBackend, M: Memory> MmuGather<'a, B, M> {
                     self.backend.invalidate_all();
                     inv.all += 1;
                 }
-                (Some(_), Scope::Asid(asid) | Scope::Teardown(asid)) => {
-                    let walk_cache_at_risk = st.tables_seen && !st.asid_flush_drops_walk_cache;
-                    if st.global_seen || walk_cache_at_risk {
+                (Some(f), Scope::Asid(asid) | Scope::Teardown(asid)) => {
+                    // A nested fallback stands in for the other gathers' records too: what
+                    // they cleared (published in the InFlight) counts as well as our own.
+                    let others = if f == Fallback::Nested {
+                        self.in_flight.seen.load(Ordering::SeqCst)
+                    } else {
+                        0
+                    };
+                    let global = st.global_seen || others & u32::from(SEEN_GLOBAL) != 0;
+                    let tables = st.tables_seen || others & u32::from(SEEN_TABLES) != 0;
+                    let walk_cache_at_risk = tables && !st.asid_flush_drops_walk_cache;
+                    if global || walk_cache_at_risk {
                         self.backend.invalidate_all();
                         inv.all += 1;
                     } else {
@@ -726,6 +769,9 @@ impl<'a, B: TlbBackend, M: Memory> MmuGather<'a, B, M> {
 impl<B: TlbBackend, M: Memory> UnmapSink for MmuGather<'_, B, M> {
     #[inline(always)]
     fn leaf_cleared(&mut self, leaf: ClearedLeaf) {
+        if leaf.global {
+            self.publish(SEEN_GLOBAL);
+        }
         let all = leaf.global || self.all_asids();
         let st = &mut self.st;
         st.report.leaves_cleared += 1;
@@ -744,6 +790,11 @@ impl<B: TlbBackend, M: Memory> UnmapSink for MmuGather<'_, B, M> {
     }
 
     fn table_unlinked(&mut self, va: VirtAddr, span: u64, global: bool) {
+        self.publish(if global {
+            SEEN_TABLES | SEEN_GLOBAL
+        } else {
+            SEEN_TABLES
+        });
         let all = global || self.all_asids();
         let st = &mut self.st;
         st.report.tables_unlinked += 1;

@@ -812,6 +812,43 @@ fn nested_gathers_fall_back_to_whole_asid() {
 }
 
 #[test]
+fn nested_fallback_covers_the_other_gathers_global_entries() {
+    // g1 cleared a *global* entry (a `Layout::Whole` space); g0 finishes while g1 is in
+    // flight. A TLBIASID would leave g1's global entry cached after g0's caller was told
+    // the range is gone: g0 must use TLBIALL, from what g1 published in the InFlight.
+    let mut r = Rig::new();
+    let f = InFlight::new();
+    let mut g1 = r.gather(Scope::Asid(Asid(A)), &f);
+    let mut g0 = r.gather(Scope::Asid(Asid(A)), &f);
+    r.leaf(&mut g1, 0x5000, MapSize::Page4K, A, (true, false));
+    r.page(&mut g0, 0x9000, A);
+    let rep0 = g0.finish();
+    assert_eq!(rep0.fallback, Some(Fallback::Nested));
+    assert_eq!((rep0.invalidates.all, rep0.invalidates.asid), (1, 0));
+    let stale = r.w.borrow().stale.clone();
+    assert!(
+        stale.is_empty(),
+        "still cached after the nested flush: {stale:?}"
+    );
+    let _ = g1.finish();
+    r.assert_clean();
+}
+
+#[test]
+fn nested_fallback_covers_the_other_gathers_unlinked_tables() {
+    // The same for a table g1 unlinked: TLBIASID is not trusted with the walk cache.
+    let mut r = Rig::new();
+    let f = InFlight::new();
+    let mut g1 = r.gather(Scope::Asid(Asid(A)), &f);
+    let g0 = r.gather(Scope::Asid(Asid(A)), &f);
+    r.tables(&mut g1, &[0x0010_0000], A, false);
+    let rep0 = g0.finish();
+    assert_eq!((rep0.invalidates.all, rep0.invalidates.asid), (1, 0));
+    let _ = g1.finish();
+    r.assert_clean();
+}
+
+#[test]
 fn nested_gather_flushes_even_with_nothing_recorded() {
     let r = Rig::new();
     let f = InFlight::new();

@@ -87,13 +87,21 @@ pub enum Layout {
 }
 
 impl Layout {
-    /// The VAs this table translates, `[start, end)`.
+    /// The VAs this table translates, `[start, end)`. (For an `n` out of range, which
+    /// [`AddressSpace::new`](crate::table::AddressSpace::new) refuses, the bounds are
+    /// meaningless but computing them does not panic.)
     #[must_use]
     pub const fn bounds(self) -> (u64, u64) {
+        const fn split(n: u8) -> u64 {
+            match TOP.checked_shr(n as u32) {
+                Some(v) => v,
+                None => 0,
+            }
+        }
         match self {
             Layout::Whole => (0, TOP),
-            Layout::User { n } => (0, TOP >> n),
-            Layout::Kernel { n } => (TOP >> n, TOP),
+            Layout::User { n } => (0, split(n)),
+            Layout::Kernel { n } => (split(n), TOP),
         }
     }
 

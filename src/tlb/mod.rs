@@ -61,18 +61,21 @@ impl TlbCounters {
         self.va + self.va_all_asids + self.asid + self.all
     }
 
-    /// Field-wise `self - earlier` (for measuring one piece of work).
+    /// Field-wise `self - earlier` (for measuring one piece of work); saturates at 0 if
+    /// the arguments are the wrong way round.
     #[must_use]
     pub const fn since(&self, earlier: &TlbCounters) -> TlbCounters {
         TlbCounters {
-            va: self.va - earlier.va,
-            va_all_asids: self.va_all_asids - earlier.va_all_asids,
-            asid: self.asid - earlier.asid,
-            all: self.all - earlier.all,
-            branch_predictor: self.branch_predictor - earlier.branch_predictor,
-            prepares: self.prepares - earlier.prepares,
-            completions: self.completions - earlier.completions,
-            errata: self.errata - earlier.errata,
+            va: self.va.saturating_sub(earlier.va),
+            va_all_asids: self.va_all_asids.saturating_sub(earlier.va_all_asids),
+            asid: self.asid.saturating_sub(earlier.asid),
+            all: self.all.saturating_sub(earlier.all),
+            branch_predictor: self
+                .branch_predictor
+                .saturating_sub(earlier.branch_predictor),
+            prepares: self.prepares.saturating_sub(earlier.prepares),
+            completions: self.completions.saturating_sub(earlier.completions),
+            errata: self.errata.saturating_sub(earlier.errata),
         }
     }
 }
