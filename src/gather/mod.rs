@@ -230,17 +230,17 @@
 //! | --- | ---: | ---: |
 //! | 1 page | 1 | 1 |
 //! | 16 pages | 16 | 16 |
-//! | 64 MiB dense, 4 KiB pages | 2 (TLBIASID; one early flush for the batch) | 16,384 |
+//! | 64 MiB dense, 4 KiB pages | 1 TLBIASID (2 if the frames are scattered: one early flush) | 16,384 |
 //! | 8 pages scattered in 64 MiB | 8 | 16,384 |
 //! | the same + `free_tables` (`unmap_region`) | 8 | 16,384 |
 //! | 16 MiB of 1 MiB sections | 16 | 4,096 |
 //! | one 16 MiB supersection | 1 | 4,096 |
-//! | teardown of 1 GiB of 4 KiB pages | 29 (one per batch of ~9,200 frames) | 29 |
+//! | teardown of 1 GiB of 4 KiB pages | 1 (29 if the frames are scattered) | 29 |
 //!
-//! Teardown costs the same as Linux when the frames are scattered: both flush once per full
-//! batch, and must, to free. When the frames behind consecutive VAs are physically
-//! consecutive, the gather keeps them as one *run* (one or two batch words for any number
-//! of leaves), so the batch never fills and teardown is one flush.
+//! The test's memory hands out physically consecutive frames, which the gather keeps as one
+//! *run* (one or two batch words for any number of leaves), so its batch never fills. With
+//! scattered frames every leaf takes a batch word, and a big unmap or a teardown flushes once
+//! per full batch (~9,200 frames with the defaults), like Linux, and must, to free.
 //!
 //! # Size
 //!
