@@ -42,20 +42,18 @@
 #[path = "gather_support/mod.rs"]
 mod support;
 
-use armv7_mm::gather::{FlushReport, InFlight, MmuGather, Scope, Tee};
+use armv7_mm::gather::{FlushReport, InFlight};
 use armv7_mm::lpae::Lpae;
 use armv7_mm::short::Short;
-use armv7_mm::{MapSize, TlbBackend, UnmapSink, VirtAddr};
-use rt::frames::KernelMemory;
+use armv7_mm::MapSize;
 use rt::{ensure, ensure_eq, println, Case, CaseResult};
-use support::{Bug, FreeAtOnce, Space, TableRecorder, TestFormat, TestTlb, ASID};
+use support::{with_space, Bug, End, Ignore, Space, TestFormat, Work};
 
 rt::entry!(main);
 
 const MIB: u32 = 1 << 20;
 /// The test window in the process half (below 1 GiB, clear of the UART).
-const BASE: u32 = 0x1000_0000;
-const WINDOW: u32 = 256 * MIB;
+const BASE: u32 = support::WINDOW_BASE;
 
 static IN_FLIGHT: InFlight = InFlight::new();
 
@@ -93,45 +91,13 @@ fn run<F: TestFormat>() -> ! {
     ])
 }
 
-/// How the case ends the gather.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum End {
-    Finish,
-    Drop,
-}
-
 /// Unmaps the window and frees its tables through a gather (or, with `bug=free_early`,
 /// through a sink that frees at once); returns the report and the backend's counters.
 fn zap_window<F: TestFormat>(space: &mut Space<F>, end: End) -> Option<FlushReport> {
-    let window = support::range(BASE, WINDOW as u64);
-    let floor = VirtAddr::new(BASE);
-    let ceiling = (BASE + WINDOW) as u64;
-    let mut recorder = TableRecorder;
-    if support::bug() == Bug::FreeEarly {
-        let mut eager = FreeAtOnce;
-        let mut sink = Tee::new(&mut recorder, &mut eager);
-        space.unmap(window, &mut sink).ok()?;
-        space.free_tables(window, floor, ceiling, &mut sink).ok()?;
+    let Some(pass) = support::phase(space, Work::Both, end, &mut Ignore, &IN_FLIGHT)? else {
         return Some(FlushReport::default());
-    }
-    let mut tlb = TestTlb::new();
-    let before = tlb.counters();
-    let mut gather = MmuGather::new(Scope::Asid(ASID), &mut tlb, KernelMemory, &IN_FLIGHT);
-    {
-        let mut sink = Tee::new(&mut recorder, &mut gather);
-        let sink: &mut dyn UnmapSink = &mut sink;
-        space.unmap(window, sink).ok()?;
-        space.free_tables(window, floor, ceiling, sink).ok()?;
-    }
-    let report = match end {
-        End::Finish => gather.finish(),
-        End::Drop => {
-            let r = gather.report();
-            drop(gather);
-            r
-        }
     };
-    let c = tlb.counters().since(&before);
+    let (report, c) = (pass.report, pass.counters);
     match end {
         End::Finish => println!("    {report}"),
         End::Drop => println!(
@@ -140,11 +106,11 @@ fn zap_window<F: TestFormat>(space: &mut Space<F>, end: End) -> Option<FlushRepo
             c.completions
         ),
     }
-    if end == End::Drop && !tlb.skip && (c.completions != 1 || c.invalidates() == 0) {
+    if end == End::Drop && !pass.skip && (c.completions != 1 || c.invalidates() == 0) {
         println!("    the dropped gather did not flush");
         return None;
     }
-    if end == End::Finish && !tlb.skip {
+    if end == End::Finish && !pass.skip {
         // The backend saw exactly what the gather reports.
         if c.invalidates() != report.invalidates.tlb_ops()
             || c.completions != report.completions as u64
@@ -169,15 +135,6 @@ fn check_clean() -> CaseResult {
     ensure_eq!(h.freed_leaves, h.leaves, "every mapped frame handed back");
     ensure!(h.checked > 0, "the hook checked nothing");
     Ok(())
-}
-
-fn with_space<F: TestFormat>(f: impl FnOnce(&mut Space<F>) -> CaseResult) -> CaseResult {
-    support::reset_watch();
-    let mut guard = F::user().lock();
-    let Some(space) = guard.as_mut() else {
-        return Err(());
-    };
-    f(space)
 }
 
 fn sparse_pages_range_flush<F: TestFormat>() -> CaseResult {

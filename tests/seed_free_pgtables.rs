@@ -38,19 +38,17 @@
 #[path = "gather_support/mod.rs"]
 mod support;
 
-use armv7_mm::gather::{FlushReport, InFlight, LinuxArm32Estimate, MmuGather, Scope, Tee};
+use armv7_mm::gather::{FlushReport, InFlight, LinuxArm32Estimate};
 use armv7_mm::lpae::Lpae;
 use armv7_mm::short::Short;
-use armv7_mm::{MapSize, TlbBackend, UnmapSink, VirtAddr};
-use rt::frames::KernelMemory;
+use armv7_mm::MapSize;
 use rt::{ensure, ensure_eq, println, Case, CaseResult};
-use support::{Bug, FreeAtOnce, Space, TableRecorder, TestFormat, TestTlb, ASID};
+use support::{with_space, Bug, End, Space, TestFormat, Work};
 
 rt::entry!(main);
 
 const MIB: u32 = 1 << 20;
-const BASE: u32 = 0x1000_0000;
-const WINDOW: u32 = 256 * MIB;
+const BASE: u32 = support::WINDOW_BASE;
 
 static IN_FLIGHT: InFlight = InFlight::new();
 
@@ -80,44 +78,14 @@ fn run_cases<F: TestFormat>() -> ! {
     ])
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Work {
-    Unmap,
-    FreeTables,
-    Both,
-}
-
 /// Runs `work` over the window through a gather (or, with `bug=free_early`, a sink that
 /// frees at once); returns the report and what Linux's ARM32 policy would have issued.
 fn phase<F: TestFormat>(space: &mut Space<F>, work: Work) -> Option<(FlushReport, u64)> {
-    let window = support::range(BASE, WINDOW as u64);
-    let (floor, ceiling) = (VirtAddr::new(BASE), (BASE + WINDOW) as u64);
-    let run = |space: &mut Space<F>, sink: &mut dyn UnmapSink| -> Option<()> {
-        if work != Work::FreeTables {
-            space.unmap(window, sink).ok()?;
-        }
-        if work != Work::Unmap {
-            space.free_tables(window, floor, ceiling, sink).ok()?;
-        }
-        Some(())
-    };
-    let mut recorder = TableRecorder;
     let mut linux = LinuxArm32Estimate::new(false);
-    if support::bug() == Bug::FreeEarly {
-        let mut eager = FreeAtOnce;
-        run(space, &mut Tee::new(&mut recorder, &mut eager))?;
+    let Some(pass) = support::phase(space, work, End::Finish, &mut linux, &IN_FLIGHT)? else {
         return Some((FlushReport::default(), 0));
-    }
-    let mut tlb = TestTlb::new();
-    let before = tlb.counters();
-    let mut gather = MmuGather::new(Scope::Asid(ASID), &mut tlb, KernelMemory, &IN_FLIGHT);
-    {
-        let mut inner = Tee::new(&mut recorder, &mut linux);
-        let mut sink = Tee::new(&mut gather, &mut inner);
-        run(space, &mut sink)?;
-    }
-    let report = gather.finish();
-    let c = tlb.counters().since(&before);
+    };
+    let (report, c) = (pass.report, pass.counters);
     let linux_ops = linux.finish();
     println!("    {report}");
     println!(
@@ -126,7 +94,7 @@ fn phase<F: TestFormat>(space: &mut Space<F>, work: Work) -> Option<(FlushReport
         c.invalidates(),
         linux_ops
     );
-    if !tlb.skip && (c.invalidates() != report.invalidates.tlb_ops() || c.completions != 1) {
+    if !pass.skip && (c.invalidates() != report.invalidates.tlb_ops() || c.completions != 1) {
         println!("    backend counters {c:?} disagree with the report");
         return None;
     }
@@ -153,15 +121,6 @@ fn map_sparse<F: TestFormat>(space: &mut Space<F>, n_groups: u32) -> Result<(u32
     }
     let (frames, tables) = support::tables_for::<F>(&vas[..n]);
     Ok((n as u32, frames, tables))
-}
-
-fn with_space<F: TestFormat>(f: impl FnOnce(&mut Space<F>) -> CaseResult) -> CaseResult {
-    support::reset_watch();
-    let mut guard = F::user().lock();
-    let Some(space) = guard.as_mut() else {
-        return Err(());
-    };
-    f(space)
 }
 
 fn check_clean(expect_tables: u32) -> CaseResult {

@@ -27,6 +27,7 @@
 use armv7_mm::arch::ats::{ats1cpr_64, Par64Result, ParResult};
 use armv7_mm::arch::cp15::ats1cpr;
 use armv7_mm::arch::{lpae as arch_lpae, mmu};
+use armv7_mm::gather::{FlushReport, InFlight, MmuGather, Scope, Tee};
 use armv7_mm::lpae::Lpae;
 use armv7_mm::short::{Attributes, Execute, Layout, Short};
 use armv7_mm::table::{AddressSpace, Format};
@@ -626,4 +627,110 @@ impl UnmapSink for TableRecorder {
     fn table_memory_freed(&mut self, pa: PhysAddr, _: usize) {
         watch_table(pa.as_u64() as u32);
     }
+}
+
+// ---- Running a case's work through a gather -------------------------------------------
+
+/// Start of the test window in the process half (below 1 GiB, clear of the UART).
+pub const WINDOW_BASE: u32 = 0x1000_0000;
+/// Length of the test window.
+pub const WINDOW_LEN: u32 = 256 << 20;
+
+/// What a phase does over the window.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Work {
+    Unmap,
+    FreeTables,
+    Both,
+}
+
+/// How a phase ends its gather.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    Finish,
+    /// Dropped without `finish` (the report is taken just before).
+    Drop,
+}
+
+/// What a phase through a gather saw.
+pub struct Pass {
+    /// The gather's report.
+    pub report: FlushReport,
+    /// What the backend counted during the phase.
+    pub counters: TlbCounters,
+    /// The backend dropped its invalidates ([`Bug::SkipFlush`]).
+    pub skip: bool,
+}
+
+/// Locks the process space of format `F` (after clearing the watch) and runs `f` on it.
+pub fn with_space<F: TestFormat>(
+    f: impl FnOnce(&mut Space<F>) -> rt::CaseResult,
+) -> rt::CaseResult {
+    reset_watch();
+    let mut guard = F::user().lock();
+    let Some(space) = guard.as_mut() else {
+        return Err(());
+    };
+    f(space)
+}
+
+/// Runs `work` over the window: through an [`MmuGather`] on [`TestTlb`] (the recorder,
+/// then the gather, then `extra` see each report), ended as `end` says; or, with
+/// `bug=free_early`, through [`FreeAtOnce`] (the recorder, then it; `extra` sees nothing),
+/// and then there is no gather to speak of: `Some(None)`.
+pub fn phase<F: TestFormat>(
+    space: &mut Space<F>,
+    work: Work,
+    end: End,
+    extra: &mut dyn UnmapSink,
+    in_flight: &InFlight,
+) -> Option<Option<Pass>> {
+    let window = range(WINDOW_BASE, WINDOW_LEN as u64);
+    let floor = VirtAddr::new(WINDOW_BASE);
+    let ceiling = (WINDOW_BASE + WINDOW_LEN) as u64;
+    let run = |space: &mut Space<F>, sink: &mut dyn UnmapSink| -> Option<()> {
+        if work != Work::FreeTables {
+            space.unmap(window, sink).ok()?;
+        }
+        if work != Work::Unmap {
+            space.free_tables(window, floor, ceiling, sink).ok()?;
+        }
+        Some(())
+    };
+    let mut recorder = TableRecorder;
+    if bug() == Bug::FreeEarly {
+        let mut eager = FreeAtOnce;
+        run(space, &mut Tee::new(&mut recorder, &mut eager))?;
+        return Some(None);
+    }
+    let mut tlb = TestTlb::new();
+    let before = tlb.counters();
+    let mut gather = MmuGather::new(Scope::Asid(ASID), &mut tlb, KernelMemory, in_flight);
+    {
+        let mut inner = Tee::new(&mut gather, extra);
+        let mut sink = Tee::new(&mut recorder, &mut inner);
+        run(space, &mut sink)?;
+    }
+    let report = match end {
+        End::Finish => gather.finish(),
+        End::Drop => {
+            let r = gather.report();
+            drop(gather);
+            r
+        }
+    };
+    Some(Some(Pass {
+        report,
+        counters: tlb.counters().since(&before),
+        skip: tlb.skip,
+    }))
+}
+
+/// A sink that ignores every report (for [`phase`]'s `extra` when nothing else listens).
+pub struct Ignore;
+
+impl UnmapSink for Ignore {
+    fn leaf_cleared(&mut self, _: ClearedLeaf) {}
+    fn table_unlinked(&mut self, _: VirtAddr, _: u64, _: bool) {}
+    fn table_memory_freed(&mut self, _: PhysAddr, _: usize) {}
 }
