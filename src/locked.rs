@@ -51,6 +51,18 @@
 //! those epochs (a guard of other epochs is refused). A kernel with another sync (an IPI
 //! round) attaches it with [`LockedAddressSpace::with_table_sync`]; lockless walks through
 //! this module then need epochs.
+//!
+//! # Formats
+//!
+//! Everything here is generic over the descriptor format ([`crate::table::Format`]): the
+//! rules above hold for short-descriptor and LPAE spaces alike, and lockless walks follow
+//! the same protocol down two or three levels. The format parameter defaults to
+//! [`Short`], so `LockedAddressSpace<M>` and `SpaceGuard<'_, M>` are the short-descriptor
+//! types; an LPAE kernel names `LockedAddressSpace<M, Lpae>` (built from an
+//! [`crate::lpae::AddressSpace`]). The one exception is the architected switch
+//! (`activate`, ARM only), which is short-descriptor only: an LPAE kernel takes its ASID
+//! (and the local flush it may owe) from [`crate::asid::AsidAllocator::switch_to`] and
+//! switches with `crate::arch::lpae::activate`.
 
 use core::ops::Deref;
 
@@ -62,20 +74,28 @@ use crate::error::{FreeTablesError, MapError, ProtectError, UnmapError};
 use crate::gather::{FlushReport, GatherConfig, InFlight, MmuGather, Scope, TableFreeSync};
 use crate::lockless::{LocklessLeaf, TableView, WalkEpochs, WalkGuard};
 use crate::memory::Memory;
-use crate::short::{Access, AddressSpace, Attributes, Changed, Execute, Layout};
+use crate::short::Short;
 use crate::sink::MapSize;
+use crate::table::attrs::{Access, Attributes, Execute};
+use crate::table::{AddressSpace, Changed, Format, Layout};
 use crate::tlb::TlbBackend;
 
 /// An address space behind its page-table lock, with what lives next to it: the count of
 /// gathers in flight, its ASID context, and the table-free sync of its lockless walkers.
-pub struct LockedAddressSpace<M: Memory> {
-    space: spin::Mutex<AddressSpace<M>>,
+///
+/// `F` is the descriptor format of the space: [`Short`] (the default, so
+/// `LockedAddressSpace<M>` wraps a `short::AddressSpace<M>`) or [`crate::lpae::Lpae`]
+/// (`LockedAddressSpace<M, Lpae>` wraps an `lpae::AddressSpace<M>`). Everything here
+/// works the same for both, except `activate` (on ARM), which is the short-descriptor
+/// `TTBR0` + `CONTEXTIDR` switch and exists for `LockedAddressSpace<M, Short>` only.
+pub struct LockedAddressSpace<M: Memory, F: Format = Short> {
+    space: spin::Mutex<AddressSpace<F, M>>,
     in_flight: InFlight,
     asid: AsidContext,
     table_sync: Option<&'static (dyn TableFreeSync + Sync)>,
     /// Address of the walk epochs lockless walks must be inside (0: none attached).
     walk_epochs: usize,
-    view: TableView,
+    view: TableView<F>,
     root: PhysAddr,
     layout: Layout,
 }
@@ -102,8 +122,8 @@ pub enum LocklessError {
 
 /// A locked address space, for mapping and zapping. Dereferences to the space for reads
 /// (`translate`, `mappings`, `root`, ...); writes go through its methods.
-pub struct SpaceGuard<'a, M: Memory> {
-    guard: spin::MutexGuard<'a, AddressSpace<M>>,
+pub struct SpaceGuard<'a, M: Memory, F: Format = Short> {
+    guard: spin::MutexGuard<'a, AddressSpace<F, M>>,
     owner: usize,
 }
 
@@ -127,13 +147,13 @@ pub struct Destroyed<M> {
     pub asid: AsidContext,
 }
 
-impl<M: Memory> LockedAddressSpace<M> {
+impl<M: Memory, F: Format> LockedAddressSpace<M, F> {
     /// Puts `space` behind its lock, with no gather in flight, no ASID yet and no table-free
     /// sync.
-    pub fn new(space: AddressSpace<M>) -> Self {
+    pub fn new(space: AddressSpace<F, M>) -> Self {
         let root = space.root();
         let layout = space.layout();
-        let view = TableView::new(root, layout, space.features().pxn, space.memory());
+        let view = TableView::new(&space);
         Self {
             space: spin::Mutex::new(space),
             in_flight: InFlight::new(),
@@ -173,7 +193,7 @@ impl<M: Memory> LockedAddressSpace<M> {
     }
 
     /// Takes the page-table lock (spinning).
-    pub fn lock(&self) -> SpaceGuard<'_, M> {
+    pub fn lock(&self) -> SpaceGuard<'_, M, F> {
         SpaceGuard {
             guard: self.space.lock(),
             owner: self.id(),
@@ -181,14 +201,14 @@ impl<M: Memory> LockedAddressSpace<M> {
     }
 
     /// Takes the page-table lock if it is free.
-    pub fn try_lock(&self) -> Option<SpaceGuard<'_, M>> {
+    pub fn try_lock(&self) -> Option<SpaceGuard<'_, M, F>> {
         self.space.try_lock().map(|guard| SpaceGuard {
             guard,
             owner: self.id(),
         })
     }
 
-    /// Physical address of the L1 table (fixed for the life of the space).
+    /// Physical address of the root table (fixed for the life of the space).
     pub fn root(&self) -> PhysAddr {
         self.root
     }
@@ -265,8 +285,9 @@ impl<M: Memory> LockedAddressSpace<M> {
         self.translate_lockless_with(va, guard, mem, &mut || {})
     }
 
-    /// [`LockedAddressSpace::translate_lockless`], running `between_levels` after the L1
-    /// read and before the L2 read (a slow or interrupted walker; tests use it to widen
+    /// [`LockedAddressSpace::translate_lockless`], running `between_levels` after each
+    /// table entry read and before the read of the table below it (short descriptors:
+    /// between the L1 and L2 reads; a slow or interrupted walker; tests use it to widen
     /// the window in which a table could be freed under the walk).
     ///
     /// # Errors
@@ -281,38 +302,13 @@ impl<M: Memory> LockedAddressSpace<M> {
         if self.walk_epochs == 0 || guard.owner() as usize != self.walk_epochs {
             return Err(LocklessError::NotSynced);
         }
-        // SAFETY: the L1 table lives as long as `self` (only `destroy`, which takes `self`,
-        // frees it). L2 tables are freed only by gathers made by `self.gather*` (the only
+        // SAFETY: the root table lives as long as `self` (only `destroy`, which takes
+        // `self`, frees it). Tables below it are freed only by gathers made by `self.gather*` (the only
         // ones `SpaceGuard` accepts) or by `destroy`, all of which sync with the walk
         // epochs `guard` belongs to (checked above) before freeing table memory, so no
         // table reachable during this walk section is freed before it ends. `mem` maps
         // the table frames (the caller's memory model, as for the space itself).
         Ok(unsafe { self.view.walk(va, mem, between_levels) })
-    }
-
-    /// Switches this CPU (`cpu`) to the space: ASID from `alloc` (with the local flush it
-    /// may owe), then the architected `TTBR0` + ASID switch. See
-    /// [`AsidAllocator::activate`](crate::asid::AsidAllocator::activate).
-    ///
-    /// # Errors
-    /// [`SwitchError::NotTtbr0`] for a kernel-layout space; as
-    /// [`AsidAllocator::activate`](crate::asid::AsidAllocator::activate).
-    ///
-    /// # Safety
-    /// As [`crate::arch::mmu::activate`]: everything this CPU uses after the switch must be
-    /// mapped identically through this space (below the split) and `TTBR1`; `cpu` is this
-    /// CPU's number.
-    #[cfg(target_arch = "arm")]
-    pub unsafe fn activate<const CPUS: usize>(
-        &self,
-        alloc: &crate::asid::AsidAllocator<CPUS>,
-        cpu: usize,
-    ) -> Result<crate::asid::Switch, SwitchError> {
-        if matches!(self.layout, Layout::Kernel { .. }) {
-            return Err(SwitchError::NotTtbr0);
-        }
-        // SAFETY: the caller's contract; the context is this space's, `root` its table.
-        unsafe { alloc.activate(cpu, &self.asid, self.root) }
     }
 
     /// Tears the space down: unmaps everything and frees every table through one teardown
@@ -346,7 +342,35 @@ impl<M: Memory> LockedAddressSpace<M> {
     }
 }
 
-impl<M: Memory> SpaceGuard<'_, M> {
+#[cfg(target_arch = "arm")]
+impl<M: Memory> LockedAddressSpace<M, Short> {
+    /// Switches this CPU (`cpu`) to the space: ASID from `alloc` (with the local flush it
+    /// may owe), then the architected `TTBR0` + ASID switch. See
+    /// [`AsidAllocator::activate`](crate::asid::AsidAllocator::activate).
+    ///
+    /// # Errors
+    /// [`SwitchError::NotTtbr0`] for a kernel-layout space; as
+    /// [`AsidAllocator::activate`](crate::asid::AsidAllocator::activate).
+    ///
+    /// # Safety
+    /// As [`crate::arch::mmu::activate`]: everything this CPU uses after the switch must be
+    /// mapped identically through this space (below the split) and `TTBR1`; `cpu` is this
+    /// CPU's number.
+    #[cfg(target_arch = "arm")]
+    pub unsafe fn activate<const CPUS: usize>(
+        &self,
+        alloc: &crate::asid::AsidAllocator<CPUS>,
+        cpu: usize,
+    ) -> Result<crate::asid::Switch, SwitchError> {
+        if matches!(self.layout, Layout::Kernel { .. }) {
+            return Err(SwitchError::NotTtbr0);
+        }
+        // SAFETY: the caller's contract; the context is this space's, `root` its table.
+        unsafe { alloc.activate(cpu, &self.asid, self.root) }
+    }
+}
+
+impl<M: Memory, F: Format> SpaceGuard<'_, M, F> {
     /// [`AddressSpace::map`] under the lock (no gather: nothing is freed).
     ///
     /// Break-before-make across gathers is the caller's: do not map at a VA that a gather
@@ -420,20 +444,20 @@ impl<M: Memory> SpaceGuard<'_, M> {
     }
 }
 
-impl<M: Memory> SpaceGuard<'_, M> {
+impl<M: Memory, F: Format> SpaceGuard<'_, M, F> {
     /// Test hook: the space itself, mutably, past every rule of this module (any sink,
     /// any gather). Only for tests that show what the rules prevent (freeing before the
     /// flush, a gather outside the in-flight count, a table freed without the sync): the
     /// same scenario through the guarded methods must pass.
     #[doc(hidden)]
-    pub fn raw_for_test(&mut self) -> &mut AddressSpace<M> {
+    pub fn raw_for_test(&mut self) -> &mut AddressSpace<F, M> {
         &mut self.guard
     }
 }
 
-impl<M: Memory> Deref for SpaceGuard<'_, M> {
-    type Target = AddressSpace<M>;
-    fn deref(&self) -> &AddressSpace<M> {
+impl<M: Memory, F: Format> Deref for SpaceGuard<'_, M, F> {
+    type Target = AddressSpace<F, M>;
+    fn deref(&self) -> &AddressSpace<F, M> {
         &self.guard
     }
 }

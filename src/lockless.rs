@@ -1,10 +1,10 @@
-//! Software walks of short-descriptor tables without the address-space lock, and the
-//! per-CPU walk epochs that make them safe against table freeing.
+//! Software walks of page tables (either descriptor format) without the address-space
+//! lock, and the per-CPU walk epochs that make them safe against table freeing.
 //!
 //! # The hazard
 //!
-//! A lockless walker reads an L1 entry, finds an L2 table there, and then reads the L2
-//! entry. Between the two reads another CPU may unlink that table (under the lock), flush
+//! A lockless walker reads a root entry, finds a table there, and then reads that table's
+//! entry (and so on down the levels). Between two reads another CPU may unlink that table (under the lock), flush
 //! the TLBs and free the frame, and someone else may reuse it: the walker then interprets
 //! foreign data as descriptors. The TLB flush does not help: it waits for the hardware
 //! walkers, not for software ones.
@@ -40,11 +40,14 @@
 use core::ptr::NonNull;
 use core::sync::atomic::{fence, AtomicU32, Ordering};
 
-use crate::addr::{PhysAddr, VirtAddr, PAGE_SIZE};
+use crate::addr::{PhysAddr, VirtAddr};
 use crate::gather::TableFreeSync;
 use crate::memory::Memory;
-use crate::short::{L1Desc, L1Kind, L2Desc, L2Kind, Layout};
 use crate::sink::MapSize;
+use crate::table::{AddressSpace, Format, Kind, RootShape, Word};
+
+/// Bytes of a table frame.
+const PAGE_SIZE: usize = crate::addr::PAGE_SIZE as usize;
 
 /// Per-CPU walk epochs: odd while that CPU is inside a walk section.
 ///
@@ -177,45 +180,84 @@ pub struct LocklessLeaf {
     pub pa: PhysAddr,
     /// Size of the mapping that holds it.
     pub size: MapSize,
-    /// The L2 table the walk went through (`None` for a section or supersection).
+    /// The table below the root that holds the leaf (short descriptors: the L2 table;
+    /// long descriptors: the level-2 or level-3 table), `None` for a leaf in the root
+    /// table (a short section or supersection, a long-descriptor block in the root).
     pub table: Option<PhysAddr>,
 }
 
-/// Where an L1 table lives, for walks that do not hold the address space.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct TableView {
-    /// Each 4 KiB frame of the L1 table (unused slots repeat frame 0).
-    l1: [NonNull<u32>; 4],
-    layout: Layout,
-    pxn: bool,
+/// Where a root table lives, for walks that do not hold the address space.
+pub(crate) struct TableView<F: Format> {
+    /// Each 4 KiB frame of the root table (unused slots repeat frame 0).
+    root: [NonNull<u8>; 4],
+    shape: RootShape,
+    bounds: (u64, u64),
+    features: F::Features,
 }
 
-// SAFETY: the pointers are only read (volatile) under the walk protocol; they refer to the
-// L1 table, which lives as long as the address space that made the view.
-unsafe impl Send for TableView {}
-// SAFETY: as above; reads only.
-unsafe impl Sync for TableView {}
+impl<F: Format> Clone for TableView<F> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<F: Format> Copy for TableView<F> {}
 
-impl TableView {
-    /// The view of the L1 table at `root` (as allocated by `AddressSpace::new` for
-    /// `layout`), reached through `mem`.
-    pub(crate) fn new<M: Memory>(root: PhysAddr, layout: Layout, pxn: bool, mem: &M) -> Self {
-        let first = mem.phys_to_virt(root).cast::<u32>();
-        let mut l1 = [first; 4];
-        let (_, hi) = layout.bounds();
-        let frames = ((hi >> 20) as usize).div_ceil(1024).clamp(1, 4);
-        for (f, slot) in l1.iter_mut().enumerate().take(frames) {
-            *slot = mem
-                .phys_to_virt(PhysAddr::new(root.as_u64() + (f as u64) * PAGE_SIZE as u64))
-                .cast::<u32>();
+// SAFETY: the pointers are only read (single-copy atomic loads) under the walk protocol;
+// they refer to the root table, which lives as long as the address space that made the
+// view. The format's features are plain data.
+unsafe impl<F: Format> Send for TableView<F> {}
+// SAFETY: as above; reads only.
+unsafe impl<F: Format> Sync for TableView<F> {}
+
+/// Reads one descriptor that another CPU may be writing (under the lock) with one
+/// single-copy-atomic load: the old or the new value, never a mix.
+///
+/// # Safety
+/// `p` is an aligned descriptor of a live table.
+#[inline(always)]
+unsafe fn load_shared<W: Word>(p: *const W) -> W {
+    if W::BYTES == 8 {
+        let p = p.cast::<u64>();
+        #[cfg(target_arch = "arm")]
+        // SAFETY: the caller's contract; `ldrd` of an 8-byte-aligned descriptor is
+        // single-copy atomic with LPAE.
+        let v = unsafe { crate::arch::lpae::load_descriptor(p) };
+        #[cfg(not(target_arch = "arm"))]
+        // SAFETY: the caller's contract; an aligned 64-bit load is one access on the
+        // 64-bit hosts the crate is tested on.
+        let v = unsafe { p.read_volatile() };
+        W::from_u64(v)
+    } else {
+        // SAFETY: the caller's contract; an aligned 32-bit load is single-copy atomic.
+        W::from_u64(u64::from(unsafe { p.cast::<u32>().read_volatile() }))
+    }
+}
+
+impl<F: Format> TableView<F> {
+    /// The view of the root table of `space`.
+    pub(crate) fn new<M: Memory>(space: &AddressSpace<F, M>) -> Self {
+        let layout = space.layout();
+        let shape = F::root(layout);
+        let root = space.root();
+        let mem = space.memory();
+        let first = mem.phys_to_virt(root);
+        let mut frames = [first; 4];
+        for (f, slot) in frames.iter_mut().enumerate().take(shape.frames) {
+            *slot = mem.phys_to_virt(PhysAddr::new(root.as_u64() + (f * PAGE_SIZE) as u64));
         }
-        Self { l1, layout, pxn }
+        Self {
+            root: frames,
+            shape,
+            bounds: layout.bounds(),
+            features: space.features(),
+        }
     }
 
-    /// Walks `va`, calling `between` after the L1 read and before the L2 read.
+    /// Walks `va`, calling `between` after each table entry is read and before the next
+    /// level's table is (once per table below the root the walk enters).
     ///
     /// # Safety
-    /// The L1 table must be live, and no L2 table reachable from an L1 entry read here may
+    /// The root table must be live, and no table reachable from an entry read here may
     /// be freed before this returns (the caller is inside a walk section whose epochs
     /// every gather of the address space syncs with).
     pub(crate) unsafe fn walk<M: Memory>(
@@ -224,48 +266,47 @@ impl TableView {
         mem: &M,
         between: &mut dyn FnMut(),
     ) -> Option<LocklessLeaf> {
-        let (lo, hi) = self.layout.bounds();
+        let (lo, hi) = self.bounds;
         let v = va.as_u64();
         if v < lo || v >= hi {
             return None;
         }
-        let idx = va.l1_index();
-        let p = self.l1[idx / 1024].as_ptr();
-        // SAFETY: `idx % 1024` is inside the frame, which is part of the live L1 table
-        // (the caller's contract); one aligned word, read volatile because other CPUs and
-        // the hardware share the table.
-        let raw = unsafe { p.add(idx % 1024).read_volatile() };
-        match L1Desc::from_bits_retain(raw).kind(self.pxn) {
-            L1Kind::Fault => None,
-            L1Kind::Section { pa, .. } => Some(LocklessLeaf {
-                pa: PhysAddr::new(u64::from(pa) + (v & 0xf_ffff)),
-                size: MapSize::Section1M,
-                table: None,
-            }),
-            L1Kind::Supersection { pa, .. } => Some(LocklessLeaf {
-                pa: PhysAddr::new(pa + (v & 0xff_ffff)),
-                size: MapSize::Super16M,
-                table: None,
-            }),
-            L1Kind::Table { pa: table, pxn } => {
-                between();
-                let frame = PhysAddr::new(u64::from(table & !0xfff));
-                let base = mem.phys_to_virt(frame).cast::<u32>().as_ptr();
-                let word = (table as usize & 0xfff) / 4 + va.l2_index();
-                // SAFETY: the table was linked when the L1 entry was read, inside the
-                // caller's walk section, so its frame is not freed yet (the caller's
-                // contract); `word < 1024` stays inside the frame.
-                let raw2 = unsafe { base.add(word).read_volatile() };
-                let (pa, size) = match L2Desc::from_bits_retain(raw2).kind(pxn) {
-                    L2Kind::Fault => return None,
-                    L2Kind::Small { pa, .. } => (u64::from(pa) + (v & 0xfff), MapSize::Page4K),
-                    L2Kind::Large { pa, .. } => (u64::from(pa) + (v & 0xffff), MapSize::Large64K),
-                };
-                Some(LocklessLeaf {
-                    pa: PhysAddr::new(pa),
-                    size,
-                    table: Some(PhysAddr::new(u64::from(table))),
-                })
+        let mut level = self.shape.level;
+        let idx = (v >> F::SHIFT[level as usize]) as usize & (self.shape.entries - 1);
+        let byte = idx * F::Word::BYTES;
+        let frame = self.root[byte / PAGE_SIZE].as_ptr();
+        // SAFETY: `byte % PAGE_SIZE` is inside the frame, which is part of the live root
+        // table (the caller's contract); the descriptor is aligned.
+        let mut raw =
+            unsafe { load_shared(frame.add(byte % PAGE_SIZE).cast::<F::Word>().cast_const()) };
+        let mut table = None;
+        loop {
+            match F::kind(&self.features, level, raw) {
+                Kind::Invalid => return None,
+                Kind::Leaf(size) => {
+                    let off = v & (size.bytes() - 1);
+                    return Some(LocklessLeaf {
+                        pa: PhysAddr::new(F::leaf_pa(raw, size) + off),
+                        size,
+                        table,
+                    });
+                }
+                Kind::Table if level >= F::LAST_LEVEL => return None,
+                Kind::Table => {
+                    between();
+                    let pa = F::table_pa(raw);
+                    level += 1;
+                    let frame = PhysAddr::new(pa & !(PAGE_SIZE as u64 - 1));
+                    let base = mem.phys_to_virt(frame).as_ptr();
+                    let idx =
+                        (v >> F::SHIFT[level as usize]) as usize & (F::ENTRIES[level as usize] - 1);
+                    let byte = (pa as usize & (PAGE_SIZE - 1)) + idx * F::Word::BYTES;
+                    // SAFETY: the table was linked when its parent entry was read, inside
+                    // the caller's walk section, so its frame is not freed yet (the
+                    // caller's contract); the table lies inside its frame, so `byte` does.
+                    raw = unsafe { load_shared(base.add(byte).cast::<F::Word>().cast_const()) };
+                    table = Some(PhysAddr::new(pa));
+                }
             }
         }
     }

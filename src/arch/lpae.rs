@@ -2,7 +2,8 @@
 //! ([`crate::lpae::AddressSpace`]), and their single-copy-atomic descriptor store.
 //!
 //! - [`detect_features`]: whether the CPU has LPAE, and its walk coherency;
-//! - [`store_descriptor`]: one `strd` of a 64-bit descriptor;
+//! - [`store_descriptor`]: one `strd` of a 64-bit descriptor; [`load_descriptor`], one
+//!   `ldrd` (for readers that run without the table lock);
 //! - [`enable`]: `MAIR0`/`MAIR1` from [`crate::lpae::attrs`], `TTBR0` (+ ASID) and
 //!   `TTBR1`, then `TTBCR.EAE = 1` with `T0SZ`, the walk attributes and `A1 = 0`;
 //! - [`activate`]: a context switch, one 64-bit `TTBR0` write (table and ASID together);
@@ -44,6 +45,30 @@ pub unsafe fn store_descriptor(p: *mut u64, v: u64) {
             options(nostack, preserves_flags)
         )
     }
+}
+
+/// Reads the 64-bit descriptor at `p` with one `ldrd`, which LPAE makes single-copy
+/// atomic for an 8-byte-aligned address: a descriptor another CPU is storing with
+/// [`store_descriptor`] is read whole, old or new.
+///
+/// # Safety
+/// `p` is an 8-byte-aligned, readable descriptor of a live table.
+#[inline(always)]
+pub unsafe fn load_descriptor(p: *const u64) -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: the caller guarantees `p` is aligned and readable. `ldrd` in A32 needs an
+    // even/odd register pair, hence r2/r3; little-endian: the low word at the lower
+    // address.
+    unsafe {
+        core::arch::asm!(
+            "ldrd r2, r3, [{p}]",
+            p = in(reg) p,
+            out("r2") lo,
+            out("r3") hi,
+            options(nostack, preserves_flags, readonly)
+        )
+    };
+    u64::from(lo) | (u64::from(hi) << 32)
 }
 
 /// `TTBR0`/`TTBR1` value: the table base (bits \[39:x\]) and the ASID in bits \[55:48\].
