@@ -36,15 +36,16 @@ mod support;
 
 use armv7_mm::arch::ats::{ats1cpr, ats1cpw, ats1cur, ats1cuw, ParResult};
 use armv7_mm::arch::mmu;
-use armv7_mm::short::{
-    Access, AddressSpace, Attributes, Execute, Features, Layout, MemoryType, Translation,
-};
-use armv7_mm::{Asid, MapSize, PhysAddr, VirtAddr, VirtRange};
+use armv7_mm::short::{Access, AddressSpace, Attributes, Execute, Features, Layout, Translation};
+use armv7_mm::{Asid, MapSize, PhysAddr, VirtAddr};
 use rt::fault::{self, FaultClass};
 use rt::frames::{KernelMemory, RAM_BASE};
 use rt::{ensure, ensure_eq, println, Case, CaseResult};
 use spin::Mutex;
-use support::{compare_va, flush_all, sample_vas, Intent, Oracle, Rec, Rng, Tally, World};
+use support::{
+    alloc_filled, compare_sampled, flush_all, kernel_intent, pattern, random_memory, range, Intent,
+    Oracle, Rec, Rng, Tally, World,
+};
 
 rt::entry!(main);
 
@@ -53,8 +54,7 @@ type Space = AddressSpace<KernelMemory>;
 static SPACE: Mutex<Option<Space>> = Mutex::new(None);
 
 const UART: u32 = 0x0900_0000;
-const MAGIC: u32 = 0x5a5a_c3c3;
-use support::{MAX_MAPPINGS, MAX_VAS};
+use support::MAX_MAPPINGS;
 
 fn main() -> ! {
     rt::mmu::enable_identity(rt::ram_size());
@@ -86,8 +86,8 @@ fn build_kernel_space(features: Features) -> Result<Space, ()> {
             return Err(());
         }
     };
-    let ram = range(RAM_BASE as u32, rt::ram_size());
-    let uart = range(UART, 4096);
+    let ram = range(RAM_BASE, rt::ram_size());
+    let uart = range(UART as u64, 4096);
     let r1 = space.map(
         ram,
         PhysAddr::new(RAM_BASE),
@@ -119,13 +119,6 @@ fn build_kernel_space(features: Features) -> Result<Space, ()> {
         space.table_bytes() / 1024
     );
     Ok(space)
-}
-
-fn range(start: u32, len: u64) -> VirtRange {
-    match VirtRange::from_start_len(VirtAddr::new(start), len) {
-        Ok(r) => r,
-        Err(e) => panic!("bad range {:#x}+{:#x}: {:?}", start, len, e),
-    }
 }
 
 fn kernel_runs_on_crate_tables() -> CaseResult {
@@ -164,14 +157,7 @@ fn kernel_runs_on_crate_tables() -> CaseResult {
 // ----- random mappings -------------------------------------------------------------------
 
 fn random_attrs(rng: &mut Rng, features: Features) -> Attributes {
-    let memory = match rng.below(6) {
-        0 => MemoryType::StronglyOrdered,
-        1 => MemoryType::Device,
-        2 => MemoryType::NormalNonCacheable,
-        3 => MemoryType::NormalWriteThrough,
-        4 => MemoryType::NormalWriteBackNoAllocate,
-        _ => MemoryType::NormalWriteBack,
-    };
+    let memory = random_memory(rng);
     let access = match rng.below(6) {
         0 => Access::None,
         1 => Access::KernelRw,
@@ -197,16 +183,6 @@ fn random_attrs(rng: &mut Rng, features: Features) -> Attributes {
 
 /// VA windows for random mappings: clear of the UART, RAM and the vectors.
 const WINDOWS: [(u64, u64); 2] = [(0x1000_0000, 0x4000_0000), (0x8000_0000, 0xf000_0000)];
-
-fn fill_pattern(pa: PhysAddr, frames: usize) {
-    for f in 0..frames {
-        let base = pa.as_u64() as u32 + (f as u32) * 4096;
-        for off in [0u32, 0x800, 0xffc] {
-            // SAFETY: RAM is identity-mapped and these frames were just allocated for us.
-            unsafe { core::ptr::write_volatile((base + off) as *mut u32, (base + off) ^ MAGIC) };
-        }
-    }
-}
 
 fn build_random(space: &mut Space, rng: &mut Rng, world: &mut World, features: Features) {
     let (mut refused, mut backed_super) = (0, 0);
@@ -239,9 +215,8 @@ fn build_random(space: &mut Space, rng: &mut Rng, world: &mut World, features: F
         let mut backed = None;
         let pa = if want_backed {
             let frames = (len / 4096) as usize;
-            match rt::frames::alloc(frames, size as usize) {
+            match alloc_filled(frames, size as usize) {
                 Some(pa) => {
-                    fill_pattern(pa, frames);
                     backed = Some((pa, frames));
                     pa.as_u64()
                 }
@@ -255,7 +230,7 @@ fn build_random(space: &mut Space, rng: &mut Rng, world: &mut World, features: F
             (0xc000_0000 + rng.below((0x4000_0000 - len) / size) * size) & !(size - 1)
         };
         let attrs = random_attrs(rng, features);
-        match space.map(range(va, len), PhysAddr::new(pa), attrs, max) {
+        match space.map(range(va as u64, len), PhysAddr::new(pa), attrs, max) {
             Ok(()) => {
                 by_size[class] += 1;
                 if class == 3 && backed.is_some() {
@@ -334,10 +309,7 @@ fn matches(e: Expect, par: ParResult) -> bool {
 }
 
 fn oracle() -> CaseResult {
-    let seed = rt::arg("seed")
-        .and_then(|s| s.parse::<u64>().ok())
-        .unwrap_or(0x0dd_ba11_5eed);
-    println!("oracle: seed {} (replay with --arg seed={})", seed, seed);
+    let seed = support::seed(0x0dd_ba11_5eed, "oracle");
     let corrupt = rt::arg("corrupt");
     let mut rng = Rng(seed | 1);
     let mut guard = SPACE.lock();
@@ -346,10 +318,7 @@ fn oracle() -> CaseResult {
     };
     let features = space.features();
     let frames_before = space.table_frames();
-    let mut world = World {
-        intents: [None; MAX_MAPPINGS],
-        count: 0,
-    };
+    let mut world = World::new();
     build_random(space, &mut rng, &mut world, features);
     println!(
         "oracle: {} KiB of tables ({} L2 frames of 4 x 1 KiB tables)",
@@ -384,16 +353,7 @@ fn oracle() -> CaseResult {
         }
     }
 
-    static mut VAS: [u32; MAX_VAS] = [0; MAX_VAS];
-    // SAFETY: one CPU, one case; nothing else uses the buffer.
-    let vas = unsafe { &mut *core::ptr::addr_of_mut!(VAS) };
-    let n = sample_vas(&world, &mut rng, vas, rt::ram_size() + (16 << 20));
-    let mut tally = Tally {
-        checked: 0,
-        mismatches: 0,
-        printed: 0,
-    };
-    let mut corrupted_answer = false;
+    let mut tally = Tally::new();
     let oracle = Oracle {
         ops: [
             (ats1cpr, false, false, "ATS1CPR"),
@@ -405,12 +365,17 @@ fn oracle() -> CaseResult {
         expected,
         matches,
     };
-    for &va in vas[..n].iter() {
-        let t = space.translate(VirtAddr::new(va));
-        let want = world.lookup(va).or_else(|| kernel_intent(va));
-        let c = &mut corrupted_answer;
-        compare_va(&oracle, &mut tally, va, t, want, corrupt, c, "oracle");
-    }
+    let n = compare_sampled(
+        &oracle,
+        &mut tally,
+        &world,
+        &mut rng,
+        rt::ram_size() + (16 << 20),
+        |va| space.translate(va),
+        |va| kernel_intent(va, rt::ram_size()),
+        corrupt,
+        "oracle",
+    );
     println!("oracle: {} VAs sampled", n);
 
     // Data through the mappings, and faults where a privileged read is not allowed.
@@ -438,13 +403,13 @@ fn oracle() -> CaseResult {
                     (true, Ok(v)) => {
                         reads += 1;
                         let pa = (i.pa + (va as u64 - i.va)) as u32;
-                        if v != pa ^ MAGIC {
+                        if v != pattern(pa as u64) {
                             tally.mismatch(format_args!(
                                 "{:#010x}: read {:#x}, frame {:#x} holds {:#x}",
                                 va,
                                 v,
                                 pa,
-                                pa ^ MAGIC
+                                pattern(pa as u64)
                             ));
                         }
                     }
@@ -482,7 +447,7 @@ fn oracle() -> CaseResult {
     // Tear the random mappings down: unmap, flush, free the frames and the tables.
     let mut rec = Rec::new();
     for (lo, hi) in WINDOWS {
-        if let Err(e) = space.unmap(range(lo as u32, hi - lo), &mut rec) {
+        if let Err(e) = space.unmap(range(lo, hi - lo), &mut rec) {
             println!("    unmap failed: {:?}", e);
             return Err(());
         }
@@ -490,18 +455,14 @@ fn oracle() -> CaseResult {
     let leaves = rec.leaves;
     flush_all();
     for (lo, hi) in WINDOWS {
-        let r = range(lo as u32, hi - lo);
+        let r = range(lo, hi - lo);
         if space.free_tables(r, r.start(), r.end(), &mut rec).is_err() {
             return Err(());
         }
     }
     flush_all();
     rec.free_tables();
-    for i in world.intents[..world.count].iter().flatten() {
-        if let Some((pa, frames)) = i.backed {
-            rt::frames::free(pa, frames);
-        }
-    }
+    world.free_backed();
     println!(
         "oracle: torn down: {} leaves reported, tables back to {} L2 frames",
         leaves,
@@ -515,16 +476,4 @@ fn oracle() -> CaseResult {
     ensure_eq!(tally.mismatches, 0, "mismatches");
     ensure!(n >= 4000, "only {} VAs sampled", n);
     Ok(())
-}
-
-/// The kernel's own mappings (RAM identity, UART page) as intents.
-fn kernel_intent(va: u32) -> Option<(u64, Attributes)> {
-    let v = va as u64;
-    if v >= RAM_BASE && v < RAM_BASE + rt::ram_size() {
-        return Some((v, Attributes::KERNEL_IMAGE));
-    }
-    if va & !0xfff == UART {
-        return Some((v, Attributes::DEVICE));
-    }
-    None
 }

@@ -55,12 +55,15 @@ use armv7_mm::arch::cp15::{TTBCR, TTBCR_BITS, TTBR0_64};
 use armv7_mm::arch::lpae as arch_lpae;
 use armv7_mm::lpae::{AddressSpace, Features, Layout, Translation};
 use armv7_mm::short::{Access, Attributes, Execute, MemoryType};
-use armv7_mm::{Asid, MapSize, PhysAddr, VirtAddr, VirtRange};
+use armv7_mm::{Asid, MapSize, PhysAddr, VirtAddr};
 use rt::fault::{self, FaultClass};
 use rt::frames::{KernelMemory, RAM_BASE};
 use rt::{ensure, ensure_eq, println, Case, CaseResult};
 use spin::Mutex;
-use support::{compare_va, flush_all, sample_vas, Intent, Oracle, Rec, Rng, Tally, World};
+use support::{
+    alloc_filled, compare_sampled, flush_all, kernel_intent, pattern, random_memory, range, Intent,
+    Oracle, Rec, Rng, Tally, World,
+};
 use tock_registers::interfaces::Readable;
 
 rt::entry!(main);
@@ -72,8 +75,7 @@ static SPACE: Mutex<Option<Space>> = Mutex::new(None);
 const GIB: u64 = 1 << 30;
 const MIB: u64 = 1 << 20;
 const UART: u32 = 0x0900_0000;
-const MAGIC: u32 = 0x5a5a_c3c3;
-use support::{MAX_MAPPINGS, MAX_VAS};
+use support::MAX_MAPPINGS;
 /// Low RAM the runtime manages, identity-mapped by one 1 GiB block.
 const LOW_RAM: u64 = GIB;
 /// The random window: pages and 2 MiB blocks.
@@ -113,13 +115,6 @@ fn main() -> ! {
             run: oracle,
         },
     ])
-}
-
-fn range(start: u64, len: u64) -> VirtRange {
-    match VirtRange::from_start_len(VirtAddr::new(start as u32), len) {
-        Ok(r) => r,
-        Err(e) => panic!("bad range {:#x}+{:#x}: {:?}", start, len, e),
-    }
 }
 
 /// Low RAM (identity, global, kernel RW, executable: one 1 GiB block) and the UART
@@ -204,14 +199,7 @@ fn kernel_runs_on_crate_tables() -> CaseResult {
 // ----- random mappings -------------------------------------------------------------------
 
 fn random_attrs(rng: &mut Rng) -> Attributes {
-    let memory = match rng.below(6) {
-        0 => MemoryType::StronglyOrdered,
-        1 => MemoryType::Device,
-        2 => MemoryType::NormalNonCacheable,
-        3 => MemoryType::NormalWriteThrough,
-        4 => MemoryType::NormalWriteBackNoAllocate,
-        _ => MemoryType::NormalWriteBack,
-    };
+    let memory = random_memory(rng);
     // The four permissions long descriptors have.
     let access = match rng.below(4) {
         0 => Access::KernelRw,
@@ -233,22 +221,6 @@ fn random_attrs(rng: &mut Rng) -> Attributes {
     }
 }
 
-/// The pattern word at physical address `pa` (low 32 bits and bit 32 mixed in, so a frame
-/// above 4 GiB and its low alias differ).
-fn pattern(pa: u64) -> u32 {
-    (pa as u32) ^ MAGIC ^ ((pa >> 32) as u32).wrapping_mul(0x0101_0101)
-}
-
-fn fill_pattern(pa: PhysAddr, frames: usize) {
-    for f in 0..frames {
-        let base = pa.as_u64() + f as u64 * 4096;
-        for off in [0u64, 0x800, 0xffc] {
-            // SAFETY: low RAM is identity-mapped and these frames were just allocated for us.
-            unsafe { core::ptr::write_volatile((base + off) as *mut u32, pattern(base + off)) };
-        }
-    }
-}
-
 fn build_random(space: &mut Space, rng: &mut Rng, world: &mut World) {
     let (mut refused, mut by_size) = (0, [0usize; 2]);
     let mut attempts = 0;
@@ -266,9 +238,8 @@ fn build_random(space: &mut Space, rng: &mut Rng, world: &mut World) {
         let mut backed = None;
         let pa = if want_backed {
             let frames = (len / 4096) as usize;
-            match rt::frames::alloc(frames, size as usize) {
+            match alloc_filled(frames, size as usize) {
                 Some(pa) => {
-                    fill_pattern(pa, frames);
                     backed = Some((pa, frames));
                     pa.as_u64()
                 }
@@ -331,10 +302,9 @@ fn build_big(space: &mut Space, rng: &mut Rng, world: &mut World) -> Result<Phys
             readable: readable && high_ram,
         });
     }
-    let Some(low) = rt::frames::alloc(1, 4096) else {
+    let Some(low) = alloc_filled(1, 4096) else {
         return Err(());
     };
-    fill_pattern(low, 1);
     let high = HIGH_GIB_PA | low.as_u64();
     if high_ram {
         let attrs = Attributes::KERNEL_DATA;
@@ -406,13 +376,7 @@ fn matches(e: Expect, par: Par64Result) -> bool {
 }
 
 fn oracle() -> CaseResult {
-    let seed = rt::arg("seed")
-        .and_then(|s| s.parse::<u64>().ok())
-        .unwrap_or(0x1a_e5ee_d000);
-    println!(
-        "oracle-lpae: seed {} (replay with --arg seed={})",
-        seed, seed
-    );
+    let seed = support::seed(0x1a_e5ee_d000, "oracle-lpae");
     let corrupt = rt::arg("corrupt");
     let mut rng = Rng(seed | 1);
     let mut guard = SPACE.lock();
@@ -420,10 +384,7 @@ fn oracle() -> CaseResult {
         return Err(());
     };
     let frames_before = space.table_frames();
-    let mut world = World {
-        intents: [None; MAX_MAPPINGS],
-        count: 0,
-    };
+    let mut world = World::new();
     let low = build_big(space, &mut rng, &mut world)?;
     build_random(space, &mut rng, &mut world);
     println!(
@@ -432,11 +393,7 @@ fn oracle() -> CaseResult {
         space.table_frames()
     );
 
-    let mut tally = Tally {
-        checked: 0,
-        mismatches: 0,
-        printed: 0,
-    };
+    let mut tally = Tally::new();
     // Teeth: rewrite one live descriptor behind the crate's back, then flush.
     match corrupt {
         Some("table") => {
@@ -454,11 +411,6 @@ fn oracle() -> CaseResult {
         _ => {}
     }
 
-    static mut VAS: [u32; MAX_VAS] = [0; MAX_VAS];
-    // SAFETY: one CPU, one case; nothing else uses the buffer.
-    let vas = unsafe { &mut *core::ptr::addr_of_mut!(VAS) };
-    let n = sample_vas(&world, &mut rng, vas, LOW_RAM);
-    let mut corrupted_answer = false;
     let oracle = Oracle {
         ops: [
             (ats1cpr_64, false, false, "ATS1CPR"),
@@ -470,12 +422,17 @@ fn oracle() -> CaseResult {
         expected,
         matches,
     };
-    for &va in vas[..n].iter() {
-        let t = space.translate(VirtAddr::new(va));
-        let want = world.lookup(va).or_else(|| kernel_intent(va));
-        let c = &mut corrupted_answer;
-        compare_va(&oracle, &mut tally, va, t, want, corrupt, c, "oracle-lpae");
-    }
+    let n = compare_sampled(
+        &oracle,
+        &mut tally,
+        &world,
+        &mut rng,
+        LOW_RAM,
+        |va| space.translate(va),
+        |va| kernel_intent(va, LOW_RAM),
+        corrupt,
+        "oracle-lpae",
+    );
     println!("oracle-lpae: {} VAs sampled", n);
 
     let accesses = check_accesses(space, &world, &mut rng, &mut tally);
@@ -519,11 +476,7 @@ fn oracle() -> CaseResult {
     }
     flush_all();
     rec.free_tables();
-    for i in world.intents[..world.count].iter().flatten() {
-        if let Some((pa, frames)) = i.backed {
-            rt::frames::free(pa, frames);
-        }
-    }
+    world.free_backed();
     rt::frames::free(low, 1);
     println!(
         "oracle-lpae: torn down: {} leaves reported, tables back to {} frames",
@@ -686,16 +639,4 @@ fn check_high_memory(world: &World, low: PhysAddr, tally: &mut Tally) -> (u32, b
         ));
     }
     (words, true)
-}
-
-/// The kernel's own mappings (low RAM identity, UART page) as intents.
-fn kernel_intent(va: u32) -> Option<(u64, Attributes)> {
-    let v = va as u64;
-    if (RAM_BASE..RAM_BASE + LOW_RAM).contains(&v) {
-        return Some((v, Attributes::KERNEL_IMAGE));
-    }
-    if va & !0xfff == UART {
-        return Some((v, Attributes::DEVICE));
-    }
-    None
 }

@@ -2,7 +2,8 @@
 //! seeded random source, the mismatch tally, the comparison of one VA (intent, software
 //! walk, hardware walk through a flavour of `ATS1C**`/`PAR`), the whole-TLB flush between
 //! phases, and a sink that counts leaves and keeps freed table frames until the caller's
-//! flush.
+//! flush; also the pieces both build their random mappings and teardown from (seed,
+//! memory types, pattern-filled frames, the sampled comparison, the kernel's intents).
 
 #![allow(dead_code)]
 
@@ -10,9 +11,9 @@ use core::fmt::Debug;
 
 use armv7_mm::arch::barrier::{dsb_ish, dsb_ishst, isb};
 use armv7_mm::arch::tlbi;
-use armv7_mm::short::{Access, Attributes};
+use armv7_mm::short::{Access, Attributes, MemoryType};
 use armv7_mm::table::Translation;
-use armv7_mm::{ClearedLeaf, PhysAddr, UnmapSink, VirtAddr};
+use armv7_mm::{ClearedLeaf, PhysAddr, UnmapSink, VirtAddr, VirtRange};
 use rt::frames::RAM_BASE;
 use rt::println;
 
@@ -63,6 +64,15 @@ impl World {
             .iter()
             .flatten()
             .find_map(|i| (v >= i.va && v < i.end()).then(|| (i.pa + (v - i.va), i.attrs)))
+    }
+
+    /// Hands back the frames allocated for the mappings.
+    pub fn free_backed(&self) {
+        for i in self.intents[..self.count].iter().flatten() {
+            if let Some((pa, frames)) = i.backed {
+                rt::frames::free(pa, frames);
+            }
+        }
     }
 
     /// Records one more mapping (ignored past [`MAX_MAPPINGS`]).
@@ -137,6 +147,15 @@ pub struct Tally {
 }
 
 impl Tally {
+    /// Nothing checked yet.
+    pub const fn new() -> Self {
+        Tally {
+            checked: 0,
+            mismatches: 0,
+            printed: 0,
+        }
+    }
+
     /// Counts (and maybe prints) one mismatch.
     pub fn mismatch(&mut self, args: core::fmt::Arguments) {
         self.mismatches += 1;
@@ -261,4 +280,104 @@ pub fn compare_va<R, P: Copy + Debug, E: Copy + Debug>(
             ));
         }
     }
+}
+
+// ---- Pieces both kernels build their runs from -------------------------------------------
+
+/// XORed into a frame's address to make the words [`fill_pattern`] writes.
+pub const MAGIC: u32 = 0x5a5a_c3c3;
+
+/// The seed from the command line (`seed=`) or `default`; printed with how to replay it.
+pub fn seed(default: u64, tag: &str) -> u64 {
+    let seed = rt::arg("seed")
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(default);
+    println!("{}: seed {} (replay with --arg seed={})", tag, seed, seed);
+    seed
+}
+
+/// `[start, start + len)` (a bad range is a bug in the test).
+pub fn range(start: u64, len: u64) -> VirtRange {
+    match VirtRange::from_start_len(VirtAddr::new(start as u32), len) {
+        Ok(r) => r,
+        Err(e) => panic!("bad range {:#x}+{:#x}: {:?}", start, len, e),
+    }
+}
+
+/// A random memory type, any of the six.
+pub fn random_memory(rng: &mut Rng) -> MemoryType {
+    match rng.below(6) {
+        0 => MemoryType::StronglyOrdered,
+        1 => MemoryType::Device,
+        2 => MemoryType::NormalNonCacheable,
+        3 => MemoryType::NormalWriteThrough,
+        4 => MemoryType::NormalWriteBackNoAllocate,
+        _ => MemoryType::NormalWriteBack,
+    }
+}
+
+/// The pattern word at physical address `pa` (low 32 bits and bit 32 mixed in, so a frame
+/// above 4 GiB and its low alias differ; below 4 GiB it is `pa ^ MAGIC`).
+pub fn pattern(pa: u64) -> u32 {
+    (pa as u32) ^ MAGIC ^ ((pa >> 32) as u32).wrapping_mul(0x0101_0101)
+}
+
+/// Writes [`pattern`] at three offsets of each of `frames` frames from `pa` (identity-mapped
+/// RAM, just allocated).
+pub fn fill_pattern(pa: PhysAddr, frames: usize) {
+    for f in 0..frames {
+        let base = pa.as_u64() + f as u64 * 4096;
+        for off in [0u64, 0x800, 0xffc] {
+            // SAFETY: low RAM is identity-mapped and these frames were just allocated for us.
+            unsafe { core::ptr::write_volatile((base + off) as *mut u32, pattern(base + off)) };
+        }
+    }
+}
+
+/// `frames` frames aligned to `align`, filled with [`pattern`]; `None` if there are none.
+pub fn alloc_filled(frames: usize, align: usize) -> Option<PhysAddr> {
+    let pa = rt::frames::alloc(frames, align)?;
+    fill_pattern(pa, frames);
+    Some(pa)
+}
+
+/// Samples VAs ([`sample_vas`]) and checks each ([`compare_va`]): the world's intent (or
+/// the kernel's, `kernel`) against `translate` and the hardware. Returns how many.
+#[allow(clippy::too_many_arguments)]
+pub fn compare_sampled<R, P: Copy + Debug, E: Copy + Debug>(
+    oracle: &Oracle<R, P, E>,
+    tally: &mut Tally,
+    world: &World,
+    rng: &mut Rng,
+    ram_probe: u64,
+    translate: impl Fn(VirtAddr) -> Option<Translation>,
+    kernel: impl Fn(u32) -> Option<(u64, Attributes)>,
+    corrupt: Option<&str>,
+    tag: &str,
+) -> usize {
+    static mut VAS: [u32; MAX_VAS] = [0; MAX_VAS];
+    // SAFETY: one CPU, one case; nothing else uses the buffer.
+    let vas = unsafe { &mut *core::ptr::addr_of_mut!(VAS) };
+    let n = sample_vas(world, rng, vas, ram_probe);
+    let mut corrupted_answer = false;
+    for &va in vas[..n].iter() {
+        let t = translate(VirtAddr::new(va));
+        let want = world.lookup(va).or_else(|| kernel(va));
+        let c = &mut corrupted_answer;
+        compare_va(oracle, tally, va, t, want, corrupt, c, tag);
+    }
+    n
+}
+
+/// The kernel's own mappings as intents: RAM identity (`ram` bytes from its base) and the
+/// UART page.
+pub fn kernel_intent(va: u32, ram: u64) -> Option<(u64, Attributes)> {
+    let v = va as u64;
+    if (RAM_BASE..RAM_BASE + ram).contains(&v) {
+        return Some((v, Attributes::KERNEL_IMAGE));
+    }
+    if va as u64 & !0xfff == UART {
+        return Some((v, Attributes::DEVICE));
+    }
+    None
 }
