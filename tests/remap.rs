@@ -685,21 +685,13 @@ fn free_tables_then_section() -> CaseResult {
         ensure!(space.unmap(r, &mut rec).is_ok(), "unmap");
         rec.flush_and_free();
         // The (empty) table is still linked: a section-sized map uses pages.
-        ensure!(
-            space
-                .map(r, pa, Attributes::KERNEL_DATA, MapSize::Section1M)
-                .is_ok(),
-            "map"
-        );
-        let size = space.translate(VirtAddr::new(VA_B)).map(|t| t.mapping.size);
-        ensure_eq!(
-            size,
-            Some(MapSize::Large64K),
-            "pages under an existing table"
-        );
-        check_reads(VA_B, 1 << 20, pa, 0x4444)?;
-        ensure!(space.unmap(r, &mut rec).is_ok(), "unmap");
-        rec.flush_and_free();
+        map_section_at_b(
+            space,
+            &mut rec,
+            pa,
+            MapSize::Large64K,
+            "pages under an existing table",
+        )?;
         let frames = space.table_frames();
         let g = VA_B & !0x3f_ffff;
         let gr = range(g, 4 << 20);
@@ -711,24 +703,41 @@ fn free_tables_then_section() -> CaseResult {
         ensure_eq!(rec.unlinked, 1, "one linked region in the group");
         ensure_eq!(space.table_frames(), frames - 1, "frame count");
         rec.flush_and_free();
-        ensure!(
-            space
-                .map(r, pa, Attributes::KERNEL_DATA, MapSize::Section1M)
-                .is_ok(),
-            "map"
-        );
-        let size = space.translate(VirtAddr::new(VA_B)).map(|t| t.mapping.size);
-        ensure_eq!(
-            size,
-            Some(MapSize::Section1M),
-            "section once the table is gone"
-        );
-        check_reads(VA_B, 1 << 20, pa, 0x4444)?;
-        ensure!(space.unmap(r, &mut rec).is_ok(), "unmap");
-        rec.flush_and_free();
+        map_section_at_b(
+            space,
+            &mut rec,
+            pa,
+            MapSize::Section1M,
+            "section once the table is gone",
+        )?;
         rt::frames::free(pa, 256);
         Ok(())
     })
+}
+
+/// Maps the 1 MiB at `VA_B` to `pa` (filled with tag 0x4444) asking for a section, checks
+/// the size the walker used (`why`), reads it back, then unmaps it and frees the frames
+/// `rec` holds after the flush.
+fn map_section_at_b(
+    space: &mut Space,
+    rec: &mut Rec,
+    pa: PhysAddr,
+    want: MapSize,
+    why: &str,
+) -> CaseResult {
+    let r = range(VA_B, 1 << 20);
+    ensure!(
+        space
+            .map(r, pa, Attributes::KERNEL_DATA, MapSize::Section1M)
+            .is_ok(),
+        "map"
+    );
+    let size = space.translate(VirtAddr::new(VA_B)).map(|t| t.mapping.size);
+    ensure_eq!(size, Some(want), "{}", why);
+    check_reads(VA_B, 1 << 20, pa, 0x4444)?;
+    ensure!(space.unmap(r, rec).is_ok(), "unmap");
+    rec.flush_and_free();
+    Ok(())
 }
 
 /// A user page at the same VA in two processes.
