@@ -214,7 +214,7 @@ fn range(va: u64, bytes: u64) -> VirtRange {
 
 /// Map 8 pages in 8 different 4 MiB groups, touch them (TLB and walk cache loaded), then
 /// unmap and free the tables through `sink`, which the caller builds around a gather.
-fn sparse_scenario(cpu: &mut Cpu) -> Vec<u64> {
+fn sparse_scenario<F: TestFormat>(cpu: &mut Cpu<F>) -> Vec<u64> {
     let vas: Vec<u64> = (0..8).map(|i| BASE + i * 8 * MIB + 0x3000).collect();
     for &va in &vas {
         assert!(cpu.map_leaf(va, MapSize::Page4K, Cpu::attrs(false, false)));
@@ -429,11 +429,7 @@ fn lpae_tables_freed_level_by_level_are_flushed_by_their_spans() {
     use crate::lpae::Lpae;
     for track in [true, false] {
         let mut cpu = Cpu::<Lpae>::with_format();
-        let vas: Vec<u64> = (0..8).map(|i| BASE + i * 8 * MIB + 0x3000).collect();
-        for &va in &vas {
-            assert!(cpu.map_leaf(va, MapSize::Page4K, Cpu::attrs(false, false)));
-            assert!(cpu.touch(va).is_some());
-        }
+        let vas = sparse_scenario(&mut cpu);
         let all = range(BASE, WINDOW);
         let Cpu {
             space,

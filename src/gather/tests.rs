@@ -249,6 +249,20 @@ impl Rig {
         self.next_pa = pa + bytes + if self.contiguous { 0 } else { 4096 };
         pa
     }
+    /// Makes `[start, end)` reachable (tagged `asid`, or global) through the `frames`
+    /// frames at `pa`, which the test hands to the gather.
+    fn reachable(&self, (start, end): (u64, u64), global: bool, asid: u8, pa: u64, frames: usize) {
+        let mut w = self.w.borrow_mut();
+        w.stale.push(Stale {
+            start,
+            end,
+            global,
+            asid,
+            pa,
+            doomed: false,
+        });
+        w.outstanding.insert(pa, frames);
+    }
     /// Clears a leaf (the TLB may hold it, tagged `asid`) and reports it.
     fn leaf(
         &mut self,
@@ -260,17 +274,14 @@ impl Rig {
     ) {
         let (global, executable) = flags;
         let pa = self.fresh_pa(size.bytes());
-        let mut w = self.w.borrow_mut();
-        w.stale.push(Stale {
-            start: va as u64,
-            end: va as u64 + size.bytes(),
+        let frames = (size.bytes() / 4096) as usize;
+        self.reachable(
+            (va as u64, va as u64 + size.bytes()),
             global,
             asid,
             pa,
-            doomed: false,
-        });
-        w.outstanding.insert(pa, (size.bytes() / 4096) as usize);
-        drop(w);
+            frames,
+        );
         g.leaf_cleared(ClearedLeaf {
             va: VirtAddr::new(va),
             size,
@@ -712,18 +723,7 @@ fn unpackable_items_are_flushed_and_freed_at_once() {
     r.page(&mut g, 0x1000, A);
     // A mapping of a frame past 2^40 cannot be batched: flush now, then free it.
     let high = 1u64 << 40;
-    {
-        let mut w = r.w.borrow_mut();
-        w.stale.push(Stale {
-            start: 0x2000,
-            end: 0x3000,
-            global: false,
-            asid: A,
-            pa: high,
-            doomed: false,
-        });
-        w.outstanding.insert(high, 1);
-    }
+    r.reachable((0x2000, 0x3000), false, A, high, 1);
     g.leaf_cleared(ClearedLeaf {
         va: VirtAddr::new(0x2000),
         size: MapSize::Page4K,
@@ -734,18 +734,7 @@ fn unpackable_items_are_flushed_and_freed_at_once() {
     assert_eq!(g.pending_frames(), 0, "flushed and freed on the spot");
     // Table memory of 12 frames (more than one entry carries).
     let tpa = r.fresh_pa(12 * 4096);
-    {
-        let mut w = r.w.borrow_mut();
-        w.stale.push(Stale {
-            start: 0x0100_0000,
-            end: 0x0110_0000,
-            global: false,
-            asid: A,
-            pa: tpa,
-            doomed: false,
-        });
-        w.outstanding.insert(tpa, 12);
-    }
+    r.reachable((0x0100_0000, 0x0110_0000), false, A, tpa, 12);
     g.table_unlinked(VirtAddr::new(0x0100_0000), MIB, false);
     g.table_memory_freed(PhysAddr::new(tpa), 12);
     let rep = g.finish();
@@ -1131,18 +1120,7 @@ fn table_freed_at_once_is_synced_first() {
     let mut g = r.gather(Scope::Asid(Asid(A)), &f).with_table_sync(&sync);
     // Table memory past 2^40 cannot be batched: it is flushed and freed at once.
     let tpa = 1u64 << 40;
-    {
-        let mut w = r.w.borrow_mut();
-        w.stale.push(Stale {
-            start: 0x0100_0000,
-            end: 0x0110_0000,
-            global: false,
-            asid: A,
-            pa: tpa,
-            doomed: false,
-        });
-        w.outstanding.insert(tpa, 12);
-    }
+    r.reachable((0x0100_0000, 0x0110_0000), false, A, tpa, 12);
     g.table_unlinked(VirtAddr::new(0x0100_0000), MIB, false);
     g.table_memory_freed(PhysAddr::new(tpa), 12);
     assert_eq!(r.log(), ["prepare", "va", "complete", "sync", "free_table"]);
