@@ -42,7 +42,7 @@
 #[path = "gather_support/mod.rs"]
 mod support;
 
-use armv7_mm::gather::{FlushReport, InFlight};
+use armv7_mm::gather::FlushReport;
 use armv7_mm::lpae::Lpae;
 use armv7_mm::short::Short;
 use armv7_mm::MapSize;
@@ -55,15 +55,8 @@ const MIB: u32 = 1 << 20;
 /// The test window in the process half (below 1 GiB, clear of the UART).
 const BASE: u32 = support::WINDOW_BASE;
 
-static IN_FLIGHT: InFlight = InFlight::new();
-
 fn main() -> ! {
-    support::setup("gather_no_stale");
-    if support::lpae() {
-        run::<Lpae>()
-    } else {
-        run::<Short>()
-    }
+    support::boot("gather_no_stale", run::<Short>, run::<Lpae>)
 }
 
 fn run<F: TestFormat>() -> ! {
@@ -94,7 +87,7 @@ fn run<F: TestFormat>() -> ! {
 /// Unmaps the window and frees its tables through a gather (or, with `bug=free_early`,
 /// through a sink that frees at once); returns the report and the backend's counters.
 fn zap_window<F: TestFormat>(space: &mut Space<F>, end: End) -> Option<FlushReport> {
-    let Some(pass) = support::phase(space, Work::Both, end, &mut Ignore, &IN_FLIGHT)? else {
+    let Some(pass) = support::phase(space, Work::Both, end, &mut Ignore)? else {
         return Some(FlushReport::default());
     };
     let (report, c) = (pass.report, pass.counters);

@@ -38,7 +38,7 @@
 #[path = "gather_support/mod.rs"]
 mod support;
 
-use armv7_mm::gather::{FlushReport, InFlight, LinuxArm32Estimate};
+use armv7_mm::gather::{FlushReport, LinuxArm32Estimate};
 use armv7_mm::lpae::Lpae;
 use armv7_mm::short::Short;
 use armv7_mm::MapSize;
@@ -50,15 +50,8 @@ rt::entry!(main);
 const MIB: u32 = 1 << 20;
 const BASE: u32 = support::WINDOW_BASE;
 
-static IN_FLIGHT: InFlight = InFlight::new();
-
 fn main() -> ! {
-    support::setup("seed_free_pgtables");
-    if support::lpae() {
-        run_cases::<Lpae>()
-    } else {
-        run_cases::<Short>()
-    }
+    support::boot("seed_free_pgtables", run_cases::<Short>, run_cases::<Lpae>)
 }
 
 fn run_cases<F: TestFormat>() -> ! {
@@ -82,7 +75,7 @@ fn run_cases<F: TestFormat>() -> ! {
 /// frees at once); returns the report and what Linux's ARM32 policy would have issued.
 fn phase<F: TestFormat>(space: &mut Space<F>, work: Work) -> Option<(FlushReport, u64)> {
     let mut linux = LinuxArm32Estimate::new(false);
-    let Some(pass) = support::phase(space, work, End::Finish, &mut linux, &IN_FLIGHT)? else {
+    let Some(pass) = support::phase(space, work, End::Finish, &mut linux)? else {
         return Some((FlushReport::default(), 0));
     };
     let (report, c) = (pass.report, pass.counters);

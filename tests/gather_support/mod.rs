@@ -126,6 +126,17 @@ impl TestFormat for Lpae {
     }
 }
 
+/// Sets up ([`setup`]) and runs the kernel's cases: `lpae` with `format=lpae`, else
+/// `short`.
+pub fn boot(name: &str, short: fn() -> !, lpae_cases: fn() -> !) -> ! {
+    setup(name);
+    if lpae() {
+        lpae_cases()
+    } else {
+        short()
+    }
+}
+
 /// Whether the command line asks for long descriptors (`format=lpae`).
 pub fn lpae() -> bool {
     rt::arg("format") == Some("lpae")
@@ -652,6 +663,9 @@ pub enum End {
     Drop,
 }
 
+/// The gathers' in-flight registry.
+static IN_FLIGHT: InFlight = InFlight::new();
+
 /// What a phase through a gather saw.
 pub struct Pass {
     /// The gather's report.
@@ -683,7 +697,6 @@ pub fn phase<F: TestFormat>(
     work: Work,
     end: End,
     extra: &mut dyn UnmapSink,
-    in_flight: &InFlight,
 ) -> Option<Option<Pass>> {
     let window = range(WINDOW_BASE, WINDOW_LEN as u64);
     let floor = VirtAddr::new(WINDOW_BASE);
@@ -705,7 +718,7 @@ pub fn phase<F: TestFormat>(
     }
     let mut tlb = TestTlb::new();
     let before = tlb.counters();
-    let mut gather = MmuGather::new(Scope::Asid(ASID), &mut tlb, KernelMemory, in_flight);
+    let mut gather = MmuGather::new(Scope::Asid(ASID), &mut tlb, KernelMemory, &IN_FLIGHT);
     {
         let mut inner = Tee::new(&mut gather, extra);
         let mut sink = Tee::new(&mut recorder, &mut inner);
