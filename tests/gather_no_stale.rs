@@ -149,7 +149,7 @@ fn sparse_pages_range_flush<F: TestFormat>() -> CaseResult {
             ensure_eq!(r.tables_unlinked, tables, "table regions");
             ensure_eq!(r.table_frames_freed, frames, "table frames");
             ensure_eq!(
-                r.invalidates.va,
+                r.invalidates.by_va(),
                 48,
                 "one per page; each table region covered"
             );
@@ -214,8 +214,8 @@ fn one_invalidate_per_block<F: TestFormat>() -> CaseResult {
             let blocks = F::BLOCKS.len() as u32;
             ensure_eq!(r.leaves_cleared, blocks, "leaves");
             ensure_eq!(
-                r.invalidates.va,
-                blocks,
+                r.invalidates.by_va(),
+                u64::from(blocks),
                 "one per block (the freed table's span is covered)"
             );
             ensure_eq!(r.invalidates.asid + r.invalidates.all, 0, "a range flush");

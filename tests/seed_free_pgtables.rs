@@ -153,7 +153,7 @@ fn one_gather<F: TestFormat>() -> CaseResult {
                 "table frames (short: packed 4 per frame)"
             );
             ensure_eq!(
-                r.invalidates.va,
+                r.invalidates.by_va(),
                 36,
                 "one per page; every table region already covered"
             );
@@ -187,8 +187,8 @@ fn two_gathers<F: TestFormat>() -> CaseResult {
             ensure_eq!(first.invalidates.va, 36, "the unmap's range flush");
             ensure_eq!(r.leaves_cleared, 0, "nothing left to unmap");
             ensure_eq!(
-                r.invalidates.va,
-                tables,
+                r.invalidates.by_va(),
+                u64::from(tables),
                 "one by-VA invalidate per freed table region"
             );
             ensure_eq!(
@@ -215,7 +215,11 @@ fn past_threshold<F: TestFormat>() -> CaseResult {
         check_clean(64)?;
         if support::bug() == Bug::None {
             ensure_eq!(n, 64, "pages");
-            ensure_eq!(r.invalidates.va, 64, "64 is still within the threshold");
+            ensure_eq!(
+                r.invalidates.by_va(),
+                64,
+                "64 is still within the threshold"
+            );
             ensure_eq!(
                 r.invalidates.asid + r.invalidates.all,
                 0,

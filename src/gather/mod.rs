@@ -82,6 +82,26 @@
 //! [`GatherConfig::asid_flush_drops_walk_cache`] and gets TLBIASID (same operation count;
 //! only other ASIDs and global entries are spared).
 //!
+//! ## Tables and the reserved ASID
+//!
+//! The invalidate for an unlinked table is always *by VA for all ASIDs* (TLBIMVAA), even
+//! in an ASID space. The context switch ([`crate::asid`], `arch::mmu`) uses the
+//! architected reserved-ASID sequence: ASID 0, then the new TTBR0, then the new ASID.
+//! While ASID 0 is current over a process's TTBR0, a speculative walk may cache that
+//! process's table entries (walk-cache entries) tagged with ASID 0, which a TLBIMVA with
+//! the process's ASID does not remove. Arm's Cortex-A15 manual says it plainly: with a
+//! reserved ASID, the TLB must be invalidated for all ASIDs to deallocate translation table
+//! memory. Otherwise a later switch window (ASID 0 again) could walk through the freed and
+//! reused frame and load garbage descriptors, with speculative reads of whatever they
+//! point at, device registers included. Leaf entries tagged with ASID 0 only allow
+//! speculative reads of the old data frame, which is harmless, so pages keep the cheaper
+//! ASID-tagged operation. A pending leaf invalidate inside the table's span is widened
+//! to all ASIDs in place, so freeing tables after a sparse unmap still costs nothing extra.
+//! For the same reason the fallback after table frees is a TLBIALL by default: a TLBIASID
+//! of the process's ASID cannot reach ASID-0-tagged walk entries
+//! ([`GatherConfig::asid_flush_drops_walk_cache`] is only sound for a kernel that never
+//! runs a reserved ASID over a process's tables, e.g. LPAE with the ASID in TTBR0).
+//!
 //! ## The default threshold: 64
 //!
 //! Past the threshold one TLBIASID is cheaper than the by-VA operations, but it throws
@@ -343,9 +363,12 @@ pub struct GatherConfig {
     pub max_invalidates: usize,
     /// Most frames borrowed from the allocator for overflow batches. Default 9.
     pub max_batch_frames: usize,
-    /// Whether a whole-ASID invalidate (TLBIASID) may be trusted to drop walk-cache
-    /// entries of that ASID. Default `false`: a fallback flush after tables were unlinked
-    /// uses TLBIALL instead (see "Fallback and the walk cache" in the module docs).
+    /// Whether a whole-ASID invalidate (TLBIASID) may be trusted to drop every walk-cache
+    /// entry of the space's tables. Default `false`: a fallback flush after tables were
+    /// unlinked uses TLBIALL instead (see "Fallback and the walk cache" and "Tables and the
+    /// reserved ASID" in the module docs). Only sound if the CPU's TLBIASID drops walk-cache
+    /// entries *and* the kernel never runs a reserved ASID over this space's tables (the
+    /// short-descriptor switch in `arch::mmu` does; LPAE with the ASID in TTBR0 does not).
     pub asid_flush_drops_walk_cache: bool,
 }
 
@@ -795,17 +818,18 @@ impl<B: TlbBackend, M: Memory> UnmapSink for MmuGather<'_, B, M> {
         } else {
             SEEN_TABLES
         });
-        let all = global || self.all_asids();
         let st = &mut self.st;
         st.report.tables_unlinked += 1;
         st.global_seen |= global;
         st.tables_seen = true;
-        if !st.record.covers_span(va, span, all) {
-            st.record.push(if all {
-                PendingOp::VaAllAsids(va)
-            } else {
-                PendingOp::Va(va)
-            });
+        // Walk-cache entries for a table are invalidated for *all* ASIDs, whatever the
+        // space: with the reserved-ASID context switch, a speculative walk during the switch
+        // can cache this space's table entries tagged with the reserved ASID, which a by-VA
+        // invalidate for the space's own ASID would miss (see "Tables and the reserved
+        // ASID" in the module docs). A pending leaf invalidate in the span is widened to
+        // all ASIDs instead of adding one, so the count does not change.
+        if !st.record.cover_span_all_asids(va, span) {
+            st.record.push(PendingOp::VaAllAsids(va));
         }
     }
 

@@ -82,20 +82,26 @@ impl PendingInvalidates {
         self.len += 1;
     }
 
-    /// Whether an operation already recorded invalidates by a VA inside
-    /// `[va, va + span)` with at least the scope asked for (an all-ASIDs operation serves
-    /// both scopes), or the record overflowed (the fallback covers everything). Such an
-    /// operation also drops the walk-cache entries for that span.
-    pub(crate) fn covers_span(&self, va: VirtAddr, span: u64, all_asids: bool) -> bool {
+    /// Makes sure the flush invalidates some VA in `[va, va + span)` for *all* ASIDs: if a
+    /// pending operation lies there it is widened to all ASIDs in place (same count) and
+    /// `true` is returned; `true` too if the record overflowed (the fallback covers
+    /// everything); `false` if the caller must add one.
+    pub(crate) fn cover_span_all_asids(&mut self, va: VirtAddr, span: u64) -> bool {
         if self.overflowed {
             return true;
         }
         let start = va.as_u64();
         let end = start.saturating_add(span);
-        self.ops[..self.len as usize].iter().any(|&w| {
-            let a = (w & PAGE_MASK) as u64;
-            a >= start && a < end && (!all_asids || w & ALL_ASIDS != 0)
-        })
+        match self.ops[..self.len as usize].iter_mut().find(|w| {
+            let a = (**w & PAGE_MASK) as u64;
+            a >= start && a < end
+        }) {
+            Some(w) => {
+                *w |= ALL_ASIDS;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Whether the record gave up storing operations (the flush must fall back).
@@ -163,7 +169,7 @@ mod tests {
         assert!(!r.overflowed() && r.stored() == 3);
         r.push(PendingOp::Va(va(0x9000)));
         assert!(r.overflowed() && !r.is_empty() && r.stored() == 0);
-        assert!(r.covers_span(va(0x7000_0000), 4096, true));
+        assert!(r.cover_span_all_asids(va(0x7000_0000), 4096));
         r.clear();
         assert!(r.is_empty());
 
@@ -181,19 +187,16 @@ mod tests {
     }
 
     #[test]
-    fn covers_span_respects_bounds_and_scope() {
+    fn cover_span_widens_in_bounds_only() {
         let mut r = PendingInvalidates::new(8);
         r.push(PendingOp::Va(va(0x0010_3000)));
         let mib = 1 << 20;
-        assert!(r.covers_span(va(0x0010_0000), mib, false));
-        assert!(
-            !r.covers_span(va(0x0010_0000), mib, true),
-            "ASID op is narrower"
-        );
-        assert!(!r.covers_span(va(0x0000_0000), mib, false), "below");
-        assert!(!r.covers_span(va(0x0020_0000), mib, false), "above");
-        r.push(PendingOp::VaAllAsids(va(0xfff0_0000)));
-        assert!(r.covers_span(va(0xfff0_0000), mib, true));
-        assert!(r.covers_span(va(0xfff0_0000), mib, false));
+        assert!(!r.cover_span_all_asids(va(0x0000_0000), mib), "below");
+        assert!(!r.cover_span_all_asids(va(0x0020_0000), mib), "above");
+        assert_eq!(r.iter().next(), Some(PendingOp::Va(va(0x0010_3000))));
+        assert!(r.cover_span_all_asids(va(0x0010_0000), mib));
+        // Widened in place: still one op, now for all ASIDs.
+        let ops: Vec<_> = r.iter().collect();
+        assert_eq!(ops, [PendingOp::VaAllAsids(va(0x0010_3000))]);
     }
 }

@@ -39,6 +39,12 @@ impl InvalidateCounts {
     pub const fn tlb_ops(&self) -> u64 {
         self.va as u64 + self.va_all_asids as u64 + self.asid as u64 + self.all as u64
     }
+
+    /// By-VA invalidates of either kind (one ASID, or all ASIDs).
+    #[must_use]
+    pub const fn by_va(&self) -> u64 {
+        self.va as u64 + self.va_all_asids as u64
+    }
 }
 
 /// Everything one gather did, from start to [`super::MmuGather::finish`] (over all of its

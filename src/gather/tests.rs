@@ -581,20 +581,29 @@ fn freed_tables_cost_one_op_per_region_unless_a_leaf_covers_it() {
     );
     let rep = g.finish();
     assert_eq!(rep.tables_unlinked, 4);
-    assert_eq!(rep.invalidates.va, 1 + 3, "region 1 covered by the leaf");
+    // Tables are invalidated for all ASIDs; region 1's leaf op is widened in place.
+    assert_eq!(rep.invalidates.va, 0);
+    assert_eq!(
+        rep.invalidates.va_all_asids,
+        1 + 3,
+        "region 1 covered by the leaf"
+    );
     assert_eq!(rep.table_frames_freed, 1);
     r.assert_clean();
 }
 
 #[test]
-fn global_table_is_not_covered_by_an_asid_op() {
+fn table_ops_are_for_all_asids_and_widen_a_leaf_op_in_place() {
+    // A global table, and a non-global one: both need all-ASID walk-cache invalidation;
+    // the leaf op already pending in the span is widened rather than a second op added.
     let mut r = Rig::new();
     let f = InFlight::new();
     let mut g = r.gather(Scope::Asid(Asid(A)), &f);
     r.page(&mut g, 0xc000_0000, A);
     r.tables(&mut g, &[0xc000_0000], 0, true);
+    r.tables(&mut g, &[0x0040_0000], A, false);
     let rep = g.finish();
-    assert_eq!((rep.invalidates.va, rep.invalidates.va_all_asids), (1, 1));
+    assert_eq!((rep.invalidates.va, rep.invalidates.va_all_asids), (0, 2));
     r.assert_clean();
 }
 
@@ -1046,7 +1055,14 @@ fn table_sync_runs_after_completion_before_table_frees() {
     assert_eq!(rep.table_syncs, 1);
     assert_eq!(
         r.log(),
-        ["prepare", "va", "complete", "sync", "free", "free_table"]
+        [
+            "prepare",
+            "va_all",
+            "complete",
+            "sync",
+            "free",
+            "free_table"
+        ]
     );
     assert_eq!(check_sync_order(&r.log()), 1);
     r.assert_clean();
@@ -1075,7 +1091,7 @@ fn without_a_hook_nothing_is_synced_and_the_order_is_unchanged() {
     r.tables(&mut g, &[0x0010_0000], A, false);
     let rep = g.finish();
     assert_eq!(rep.table_syncs, 0);
-    assert_eq!(r.log(), ["prepare", "va", "complete", "free_table"]);
+    assert_eq!(r.log(), ["prepare", "va_all", "complete", "free_table"]);
     // The documented default is the same as an explicit no-op hook.
     let mut r2 = Rig::new();
     let mut g2 = r2
@@ -1123,7 +1139,10 @@ fn table_freed_at_once_is_synced_first() {
     r.reachable((0x0100_0000, 0x0110_0000), false, A, tpa, 12);
     g.table_unlinked(VirtAddr::new(0x0100_0000), MIB, false);
     g.table_memory_freed(PhysAddr::new(tpa), 12);
-    assert_eq!(r.log(), ["prepare", "va", "complete", "sync", "free_table"]);
+    assert_eq!(
+        r.log(),
+        ["prepare", "va_all", "complete", "sync", "free_table"]
+    );
     let rep = g.finish();
     assert_eq!(rep.table_syncs, 1);
     r.assert_clean();
