@@ -800,12 +800,20 @@ fn cmd_qemu(args: &[String]) -> i32 {
         );
         return 2;
     };
+    // Defaults: the test's own first declared configuration (CPU, CPUs, memory), so a
+    // kernel that needs e.g. 4 CPUs or 5 GiB boots as it does under `cargo xtask test`.
+    let declared = parse_test(&root().join("tests").join(format!("{test}.rs")))
+        .ok()
+        .flatten()
+        .and_then(|boots| boots.into_iter().next());
     let mut b = Boot {
         name: test.clone(),
         bin: test.clone(),
-        cpu: "cortex-a15".into(),
-        smp: 1,
-        mem: 128,
+        cpu: declared
+            .as_ref()
+            .map_or("cortex-a15".into(), |d| d.cpu.clone()),
+        smp: declared.as_ref().map_or(1, |d| d.smp),
+        mem: declared.as_ref().map_or(128, |d| d.mem),
         args: vec![],
         expect: Expect::Pass,
         timeout: Duration::MAX,
