@@ -16,10 +16,11 @@
 //!   *partial* variant, enough with the first ECO fix), and in the *full* variant also an
 //!   IPI to the other CPUs that may use the affected translations, each executing a `dmb`
 //!   before answering. The crate cannot send IPIs: the kernel supplies an [`IpiHook`].
-//!   `REVIDR` bit 4 (the ECO fix, from r2p2) and bit 9 (its update, r2p4..r3p2) say which
-//!   variant a CPU needs. (A CPU that does not implement `REVIDR` reads `MIDR` at its
-//!   encoding, as QEMU's models do; only Cortex-A15 r2p2..r3p2 consult it, and those
-//!   implement it.)
+//!   `REVIDR` bit 4 (the ECO fix, from r2p2) and bit 9 (its update, from r2p4) say which
+//!   variant a CPU needs; the table follows the one Linux applies
+//!   (`erratum_a15_798181_init`). (A CPU that does not implement `REVIDR` reads `MIDR` at
+//!   its encoding, as QEMU's models do; only Cortex-A15 r2p2..r3pN consult it, and those
+//!   implement it. QEMU's Cortex-A15 is r4p0: not affected.)
 
 use tock_registers::LocalRegisterCopy;
 
@@ -32,7 +33,7 @@ use crate::arch::fields::REVIDR_BITS;
 /// What the Cortex-A15 798181 workaround must do on a CPU.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum A15Erratum798181 {
-    /// Not affected (another CPU, r3p3 or later, or both ECO fixes present).
+    /// Not affected (another CPU, r4p0 or later, or the updated ECO fix alone reported).
     NotAffected,
     /// Dummy `TLBIMVAIS` + `dsb ish` after each batch.
     Partial,
@@ -52,9 +53,10 @@ pub fn a9_720789_affected(midr: u32) -> bool {
 /// - Cortex-A15 r0p0..r2p1: full (no ECO fix exists for them);
 /// - r2p2, r2p3: partial if `REVIDR[4]` reports the ECO fix, else full (`REVIDR[9]` is
 ///   not defined on these revisions and is ignored);
-/// - r2p4..r3p2: not affected if `REVIDR[4]` and `REVIDR[9]` are both set, partial with
-///   `REVIDR[4]` alone, else full;
-/// - r3p3 and later: not affected;
+/// - r2p4..r3p2: full if neither `REVIDR[4]` nor `REVIDR[9]` is set, partial if
+///   `REVIDR[4]` is set (with or without bit 9), not affected with `REVIDR[9]` alone;
+/// - r3p3 up to r4p0: partial unless `REVIDR[9]` is set;
+/// - r4p0 and later: not affected;
 /// - Brahma-B15 r0p0..r0p2: full.
 #[must_use]
 pub fn a15_798181(midr: u32, revidr: u32) -> A15Erratum798181 {
@@ -83,9 +85,15 @@ pub fn a15_798181(midr: u32, revidr: u32) -> A15Erratum798181 {
         }
     } else if rev < (3, 3) {
         match (fix, fix_update) {
-            (true, true) => A15Erratum798181::NotAffected,
-            (true, false) => A15Erratum798181::Partial,
-            _ => A15Erratum798181::Full,
+            (false, false) => A15Erratum798181::Full,
+            (true, _) => A15Erratum798181::Partial,
+            (false, true) => A15Erratum798181::NotAffected,
+        }
+    } else if rev < (4, 0) {
+        if fix_update {
+            A15Erratum798181::NotAffected
+        } else {
+            A15Erratum798181::Partial
         }
     } else {
         A15Erratum798181::NotAffected
@@ -232,11 +240,13 @@ mod tests {
             (2, 3, BIT9, Full),
             (2, 4, 0, Full),
             (2, 4, BIT4, Partial),
-            (2, 4, BIT4 | BIT9, NotAffected),
-            (3, 0, BIT9, Full),
-            (3, 2, BIT4 | BIT9, NotAffected),
+            (2, 4, BIT4 | BIT9, Partial),
+            (3, 0, BIT9, NotAffected),
+            (3, 2, BIT4 | BIT9, Partial),
             (3, 2, BIT4, Partial),
-            (3, 3, 0, NotAffected),
+            (3, 2, 0, Full),
+            (3, 3, 0, Partial),
+            (3, 3, BIT9, NotAffected),
             (4, 0, 0, NotAffected),
         ];
         for (r, p, revidr, want) in table {
