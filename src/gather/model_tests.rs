@@ -223,34 +223,41 @@ fn sparse_scenario<F: TestFormat>(cpu: &mut Cpu<F>) -> Vec<u64> {
     vas
 }
 
-/// A backend that narrows every all-ASID by-VA invalidate to the space's own ASID: the
-/// bug the reserved-ASID rule guards against.
-struct NarrowToAsid(SharedTlbModel);
+/// The model as backend; with `narrow`, every all-ASID by-VA invalidate is narrowed to
+/// the space's own ASID: the bug the reserved-ASID rule guards against.
+struct NarrowToAsid {
+    tlb: SharedTlbModel,
+    narrow: bool,
+}
 
 impl TlbBackend for NarrowToAsid {
     fn prepare(&mut self) {
-        self.0.prepare()
+        self.tlb.prepare()
     }
     fn invalidate_va(&mut self, va: VirtAddr, asid: Asid) {
-        self.0.invalidate_va(va, asid)
+        self.tlb.invalidate_va(va, asid)
     }
     fn invalidate_va_all_asids(&mut self, va: VirtAddr) {
-        self.0.invalidate_va(va, ASID)
+        if self.narrow {
+            self.tlb.invalidate_va(va, ASID)
+        } else {
+            self.tlb.invalidate_va_all_asids(va)
+        }
     }
     fn invalidate_asid(&mut self, asid: Asid) {
-        self.0.invalidate_asid(asid)
+        self.tlb.invalidate_asid(asid)
     }
     fn invalidate_all(&mut self) {
-        self.0.invalidate_all()
+        self.tlb.invalidate_all()
     }
     fn invalidate_branch_predictor(&mut self) {
-        self.0.invalidate_branch_predictor()
+        self.tlb.invalidate_branch_predictor()
     }
     fn complete(&mut self) {
-        self.0.complete()
+        self.tlb.complete()
     }
     fn counters(&self) -> TlbCounters {
-        self.0.counters()
+        self.tlb.counters()
     }
 }
 
@@ -275,26 +282,16 @@ fn reserved_asid_walks(narrow: bool) -> Vec<String> {
     } = &mut cpu;
     let all = range(BASE, WINDOW);
     let floor = VirtAddr::new(BASE as u32);
-    if narrow {
-        let mut g = MmuGather::new(
-            Scope::Asid(ASID),
-            NarrowToAsid(tlb.clone()),
-            &mut *checker,
-            in_flight,
-        );
-        space.unmap(all, &mut g).unwrap();
-        space
-            .free_tables(all, floor, BASE + WINDOW, &mut g)
-            .unwrap();
-        let _ = g.finish();
-    } else {
-        let mut g = MmuGather::new(Scope::Asid(ASID), tlb.clone(), &mut *checker, in_flight);
-        space.unmap(all, &mut g).unwrap();
-        space
-            .free_tables(all, floor, BASE + WINDOW, &mut g)
-            .unwrap();
-        let _ = g.finish();
-    }
+    let backend = NarrowToAsid {
+        tlb: tlb.clone(),
+        narrow,
+    };
+    let mut g = MmuGather::new(Scope::Asid(ASID), backend, &mut *checker, in_flight);
+    space.unmap(all, &mut g).unwrap();
+    space
+        .free_tables(all, floor, BASE + WINDOW, &mut g)
+        .unwrap();
+    let _ = g.finish();
     cpu.violations()
 }
 
