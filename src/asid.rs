@@ -30,19 +30,18 @@
 //!
 //! # ASID 0
 //!
-//! ASID 0 is never handed out. It is the *reserved* ASID of the architected context-switch
-//! sequence (ARMv7 ARM, "Synchronization of changes of ASID and TTBR"): set CONTEXTIDR to
-//! ASID 0, `isb`, write TTBR0, `isb`, set the new ASID, `isb`, so that no speculative walk
-//! can combine the new ASID with the old tables or the reverse. No non-global entry is
-//! ever tagged with ASID 0.
+//! ASID 0 is never handed out, so no non-global entry is ever tagged with it. (The switch
+//! no longer needs a reserved ASID: it parks `TTBR0` while the ASID changes, see
+//! [`crate::switch`]. ASID 0 stays unused, like Linux's.)
 //!
 //! # Switching
 //!
-//! `AsidAllocator::activate` (ARM only) is the whole context switch of `TTBR0`: it asks
-//! the allocator for the ASID, then runs `crate::arch::mmu::switch_context`, which is
-//! the reserved-ASID sequence above with the owed local `TLBIALL` done while ASID 0 is
-//! current (after the new `TTBR0`, before the new ASID), and nothing but a `TTBR0` write
-//! when the ASID does not change. [`crate::locked::LockedAddressSpace`] keeps the
+//! `AsidAllocator::activate` / `activate_lpae` (ARM only) are the whole context switch of
+//! `TTBR0`: they ask the allocator for the ASID, then run the format's program of
+//! [`crate::switch`] (park `TTBR0`, the owed local `TLBIALL` while parked, the ASID, the
+//! table, un-park; for LPAE one 64-bit write). [`AsidAllocator::activate_on`] and
+//! [`AsidAllocator::activate_lpae_on`] are the same on any [`SysRegs`], which is how the
+//! host CPU model runs this exact path. [`crate::locked::LockedAddressSpace`] keeps the
 //! [`AsidContext`] next to the page-table lock, so its gathers name the ASID the space
 //! has when they flush.
 //!
@@ -59,10 +58,10 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-#[cfg(target_arch = "arm")]
 use crate::addr::PhysAddr;
 use crate::error::ActivateError;
-use crate::tlb::Asid;
+use crate::switch::{switch_lpae, switch_short, ShortWalk};
+use crate::tlb::{Asid, SysRegs};
 
 /// Number of ASID values (8-bit ASIDs).
 pub const ASID_COUNT: usize = 256;
@@ -245,8 +244,8 @@ impl<const CPUS: usize> AsidAllocator<CPUS> {
         Some(asid_of(id))
     }
 
-    /// Switches this CPU (`cpu`, below `CPUS`) to the address space of `ctx`, whose
-    /// `TTBR0` table is at `root`: [`AsidAllocator::switch_to`], then
+    /// Switches this CPU (`cpu`, below `CPUS`) to the short-descriptor address space of
+    /// `ctx`, whose `TTBR0` table is at `root`: [`AsidAllocator::switch_to`], then
     /// [`crate::arch::mmu::switch_context`] with the ASID it gave and the local flush it
     /// owes. Returns what the allocator decided.
     ///
@@ -265,13 +264,78 @@ impl<const CPUS: usize> AsidAllocator<CPUS> {
         ctx: &AsidContext,
         root: PhysAddr,
     ) -> Result<Switch, SwitchError> {
+        let walk = crate::arch::mmu::walk_attributes();
+        // SAFETY: the caller's contract; `Cp15` is this CPU.
+        unsafe { self.activate_on(&mut crate::tlb::Cp15, cpu, ctx, root, walk) }
+    }
+
+    /// [`AsidAllocator::activate`] for a long-descriptor (LPAE) space: the ASID and the
+    /// table in one 64-bit `TTBR0` write, the owed local flush while `TTBR0` is parked
+    /// ([`crate::switch::switch_lpae`]).
+    ///
+    /// # Errors
+    /// As [`AsidAllocator::activate`].
+    ///
+    /// # Safety
+    /// As [`AsidAllocator::activate`], and `crate::arch::lpae::enable` has run on this CPU.
+    #[cfg(target_arch = "arm")]
+    pub unsafe fn activate_lpae(
+        &self,
+        cpu: usize,
+        ctx: &AsidContext,
+        root: PhysAddr,
+    ) -> Result<Switch, SwitchError> {
+        // SAFETY: the caller's contract; `Cp15` is this CPU.
+        unsafe { self.activate_lpae_on(&mut crate::tlb::Cp15, cpu, ctx, root) }
+    }
+
+    /// [`AsidAllocator::activate`] on any [`SysRegs`]: the CPU, or the host CPU model,
+    /// which runs this exact path (allocator decision, then [`switch_short`]).
+    ///
+    /// # Errors
+    /// As [`AsidAllocator::activate`].
+    ///
+    /// # Safety
+    /// When `regs` is this CPU: as [`AsidAllocator::activate`].
+    pub unsafe fn activate_on<S: SysRegs>(
+        &self,
+        regs: &mut S,
+        cpu: usize,
+        ctx: &AsidContext,
+        root: PhysAddr,
+        walk: ShortWalk,
+    ) -> Result<Switch, SwitchError> {
         let sw = self
             .switch_to(cpu, ctx)
             .ok_or(SwitchError::NoSuchCpu(cpu))?;
         // SAFETY: the caller's contract for the mappings; the allocator guarantees that
         // this CPU's entries under `sw.asid` belong to `ctx`'s space unless it asks for the
-        // local flush, which `switch_context` then does.
-        unsafe { crate::arch::mmu::switch_context(root, sw.asid, sw.flush_local_tlb) }
+        // local flush, which `switch_short` then does.
+        let _done = unsafe { switch_short(regs, root, walk, sw.asid, sw.flush_local_tlb) }
+            .map_err(SwitchError::Activate)?;
+        Ok(sw)
+    }
+
+    /// [`AsidAllocator::activate_lpae`] on any [`SysRegs`] (see
+    /// [`AsidAllocator::activate_on`]).
+    ///
+    /// # Errors
+    /// As [`AsidAllocator::activate`].
+    ///
+    /// # Safety
+    /// When `regs` is this CPU: as [`AsidAllocator::activate_lpae`].
+    pub unsafe fn activate_lpae_on<S: SysRegs>(
+        &self,
+        regs: &mut S,
+        cpu: usize,
+        ctx: &AsidContext,
+        root: PhysAddr,
+    ) -> Result<Switch, SwitchError> {
+        let sw = self
+            .switch_to(cpu, ctx)
+            .ok_or(SwitchError::NoSuchCpu(cpu))?;
+        // SAFETY: as in `activate_on`, with `switch_lpae`.
+        let _done = unsafe { switch_lpae(regs, root, sw.asid, sw.flush_local_tlb) }
             .map_err(SwitchError::Activate)?;
         Ok(sw)
     }

@@ -135,6 +135,13 @@ pub enum ActivateError {
     BadTableBase(PhysAddr),
     /// `TTBCR.N` must be 0..=7.
     InvalidSplit(u8),
+    /// The CPU walks the other descriptor format (`TTBCR.EAE` set for a short-descriptor
+    /// switch, clear for a long-descriptor one).
+    FormatMismatch,
+    /// Without a split (`TTBCR.N = 0` / `T0SZ = 0`) `TTBR0` is parked on the kernel's table
+    /// in `TTBR1` while the ASID changes, and `TTBR1` holds none (base 0): load it first
+    /// ([`crate::arch::mmu::set_split`] with `n = 0` does).
+    NoParkingTable,
 }
 
 display_via_debug!(ActivateError);

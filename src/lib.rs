@@ -15,6 +15,8 @@
 //!   walker;
 //! - [`gather`]: the `MmuGather`: invalidate once, then free what was unmapped;
 //! - [`asid`]: 8-bit ASID allocation with generations, and the switch to an address space;
+//! - [`switch`]: the context-switch programs (park `TTBR0`, change the ASID, install the
+//!   table) for both formats, run on the CPU or on the host CPU model;
 //! - [`locked`]: the address-space lock and what must be held for each operation;
 //! - [`lockless`]: software table walks without the lock, synced with table freeing;
 //! - [`arch`]: the one place with CP15 instructions and barriers (those only on
@@ -39,6 +41,7 @@ pub mod lpae;
 pub mod memory;
 pub mod short;
 pub mod sink;
+pub mod switch;
 pub mod table;
 pub mod tlb;
 

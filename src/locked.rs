@@ -370,6 +370,31 @@ impl<M: Memory> LockedAddressSpace<M, Short> {
     }
 }
 
+#[cfg(target_arch = "arm")]
+impl<M: Memory> LockedAddressSpace<M, crate::lpae::Lpae> {
+    /// Switches this CPU (`cpu`) to the long-descriptor space: ASID from `alloc`, then one
+    /// 64-bit `TTBR0` write with the owed local flush while parked. See
+    /// [`AsidAllocator::activate_lpae`](crate::asid::AsidAllocator::activate_lpae).
+    ///
+    /// # Errors
+    /// [`SwitchError::NotTtbr0`] for a kernel-layout space; as
+    /// [`AsidAllocator::activate_lpae`](crate::asid::AsidAllocator::activate_lpae).
+    ///
+    /// # Safety
+    /// As [`crate::arch::lpae::activate`]; `cpu` is this CPU's number.
+    pub unsafe fn activate<const CPUS: usize>(
+        &self,
+        alloc: &crate::asid::AsidAllocator<CPUS>,
+        cpu: usize,
+    ) -> Result<crate::asid::Switch, SwitchError> {
+        if matches!(self.layout, Layout::Kernel { .. }) {
+            return Err(SwitchError::NotTtbr0);
+        }
+        // SAFETY: the caller's contract; the context is this space's, `root` its table.
+        unsafe { alloc.activate_lpae(cpu, &self.asid, self.root) }
+    }
+}
+
 impl<M: Memory, F: Format> SpaceGuard<'_, M, F> {
     /// [`AddressSpace::map`] under the lock (no gather: nothing is freed).
     ///

@@ -120,10 +120,15 @@ pub mod reg {
     types!(
         SCTLR, TTBCR, TTBR0, TTBR1, DACR, CONTEXTIDR, PRRR, NMRR, PAR, DFSR, DFAR, IFSR, IFAR,
         MPIDR, MIDR, REVIDR, ID_MMFR0, ID_MMFR1, ID_MMFR2, ID_MMFR3, VBAR, TTBR0_64, TTBR1_64,
-        PAR_64, MAIR0, MAIR1
+        PAR_64, MAIR0, MAIR1, ACTLR
     );
 }
 
+cp15_register!(
+    /// Auxiliary Control Register (`c1, 0, c0, 1`), IMPLEMENTATION DEFINED: on Cortex-A5/A7/
+    /// A9/A12/A15/A17 bit 6 is `SMP` (the core takes part in coherency). Read only here:
+    /// writes are often Secure-only (`NSACR`).
+    ACTLR, RAW::Register, "c1", "0", "c0", "1", ro);
 cp15_register!(
     /// System Control Register (`c1, 0, c0, 0`).
     SCTLR, SCTLR_BITS::Register, "c1", "0", "c0", "0", rw);

@@ -11,13 +11,14 @@
 
 use tock_registers::interfaces::{Readable, Writeable};
 
-use super::barrier::{dsb_ish, dsb_ishst, dsb_sy, isb};
+use super::barrier::{dsb_sy, isb};
 use super::cp15::{ID_MMFR0, ID_MMFR3, MAIR0, MAIR1, SCTLR, TTBCR, TTBCR_BITS, TTBR0_64, TTBR1_64};
 use super::tlbi;
 use crate::addr::PhysAddr;
 use crate::error::ActivateError;
 use crate::lpae::{attrs, Features};
-use crate::tlb::Asid;
+use crate::switch::{park_lpae, switch_lpae, Switched};
+use crate::tlb::{Asid, Cp15};
 
 /// The long-descriptor features of this CPU, or `None` without LPAE.
 #[must_use]
@@ -80,8 +81,7 @@ pub const fn ttbr_value(root: PhysAddr, asid: Asid) -> u64 {
 /// A root table address `TTBRn` can hold with `TxSZ = tsz`: below 1 TiB and aligned to
 /// `2^x` bytes (`x = 5 - tsz` for `tsz` 0 or 1, `14 - tsz` otherwise).
 fn root_ok(root: PhysAddr, tsz: u8) -> bool {
-    let x = if tsz <= 1 { 5 - tsz } else { 14 - tsz };
-    root.is_aligned(1 << x) && root.as_u64() < 1 << 40
+    crate::switch::lpae_root_ok(root, u32::from(tsz))
 }
 
 /// Switches translation to the long-descriptor format: `MAIR0`/`MAIR1`, `TTBR1` (for
@@ -121,9 +121,16 @@ pub unsafe fn enable(
     if !root_ok(root, n) {
         return Err(ActivateError::BadTableBase(root));
     }
-    if n > 0 && !root_ok(kernel_root, 0) {
+    if !root_ok(kernel_root, 0) {
         return Err(ActivateError::BadTableBase(kernel_root));
     }
+    // Inner shareable walks only on a core that takes part in coherency (see
+    // `crate::switch::ShortWalk`: the same rule, Linux's TTB_FLAGS_SMP/UP).
+    let sh = if super::mmu::walk_attributes().shareable() {
+        3
+    } else {
+        0
+    };
     dsb_sy();
     let sctlr = SCTLR.get();
     let mmu_on = sctlr & 1 != 0;
@@ -133,9 +140,9 @@ pub unsafe fn enable(
     }
     MAIR0.set(attrs::MAIR0);
     MAIR1.set(attrs::MAIR1);
-    if n > 0 {
-        TTBR1_64.set(ttbr_value(kernel_root, Asid(0)));
-    }
+    // With `n = 0` TTBR1 translates nothing but is the table TTBR0 is parked on
+    // (`crate::switch::park_lpae`).
+    TTBR1_64.set(ttbr_value(kernel_root, Asid(0)));
     TTBR0_64.set(ttbr_value(root, asid));
     isb();
     TTBCR.write(
@@ -143,11 +150,11 @@ pub unsafe fn enable(
             + TTBCR_BITS::T0SZ.val(u32::from(n))
             + TTBCR_BITS::IRGN0::WriteBackWriteAllocate
             + TTBCR_BITS::ORGN0::WriteBackWriteAllocate
-            + TTBCR_BITS::SH0::InnerShareable
+            + TTBCR_BITS::SH0.val(sh)
             + TTBCR_BITS::T1SZ.val(0)
             + TTBCR_BITS::IRGN1.val(1)
             + TTBCR_BITS::ORGN1.val(1)
-            + TTBCR_BITS::SH1.val(3)
+            + TTBCR_BITS::SH1.val(sh)
             + TTBCR_BITS::A1::CLEAR
             + TTBCR_BITS::EPD1.val(u32::from(n == 0)),
     );
@@ -165,36 +172,50 @@ pub unsafe fn enable(
 
 /// Switches `TTBR0` to the table at `root` and the current ASID to `asid` in one 64-bit
 /// register write (with `TTBCR.A1 = 0` the ASID is part of `TTBR0`, so no walk can see the
-/// new table with the old ASID or the reverse), then invalidates the branch predictor.
-///
-/// ```text
-/// dsb ishst                 table writes visible to the walker
-/// TTBR0 = root | asid << 48 ; isb
-/// BPIALL ; dsb ish ; isb
-/// ```
-///
-/// No TLB flush is needed when every non-global mapping of `root` is tagged with `asid`
-/// (the ASID allocator guarantees a reused ASID is flushed first).
+/// new table with the old ASID or the reverse): [`crate::switch::switch_lpae`] on this
+/// CPU, without an owed flush.
 ///
 /// # Errors
-/// [`ActivateError::BadTableBase`] if `root` is not a table `TTBR0` can hold with the
-/// current `T0SZ`.
+/// As [`crate::switch::switch_lpae`].
 ///
 /// # Safety
 /// [`enable`] has run on this CPU, and everything the CPU uses after the switch must be
 /// mapped identically by the new context.
 pub unsafe fn activate(root: PhysAddr, asid: Asid) -> Result<(), ActivateError> {
-    let n = TTBCR.read(TTBCR_BITS::T0SZ) as u8;
-    if !root_ok(root, n) {
-        return Err(ActivateError::BadTableBase(root));
-    }
-    dsb_ishst();
-    TTBR0_64.set(ttbr_value(root, asid));
-    isb();
-    tlbi::bpiall(0);
-    dsb_ish();
-    isb();
-    Ok(())
+    // SAFETY: the caller's contract is switch_lpae's.
+    unsafe { switch_context(root, asid, false) }.map(|_| ())
+}
+
+/// [`activate`] with an ASID allocator's owed local flush ([`crate::asid`]), done while
+/// `TTBR0` is parked (`EPD0`) so nothing refills during it (with `T0SZ = 0`: right after the
+/// `TTBR0` write).
+///
+/// # Errors
+/// As [`crate::switch::switch_lpae`].
+///
+/// # Safety
+/// As [`activate`]; and no entry tagged `asid` in this CPU's TLB belongs to another table
+/// than `root` unless `flush_local_tlb` is set.
+pub unsafe fn switch_context(
+    root: PhysAddr,
+    asid: Asid,
+    flush_local_tlb: bool,
+) -> Result<Switched, ActivateError> {
+    // SAFETY: the caller's contract; `Cp15` is this CPU.
+    unsafe { switch_lpae(&mut Cp15, root, asid, flush_local_tlb) }
+}
+
+/// Parks this CPU's `TTBR0` ([`crate::switch::park_lpae`]): no user space, ASID kept.
+///
+/// # Errors
+/// As [`crate::switch::park_lpae`].
+///
+/// # Safety
+/// Nothing the CPU uses afterwards lies below the split (or, with `T0SZ = 0`, `TTBR1` maps
+/// identically everything it uses).
+pub unsafe fn park() -> Result<bool, ActivateError> {
+    // SAFETY: the caller's contract; `Cp15` is this CPU.
+    unsafe { park_lpae(&mut Cp15) }
 }
 
 /// The ASID in `TTBR0` now (long-descriptor format, `TTBCR.A1 = 0`).

@@ -2,13 +2,14 @@
 //! ([`crate::short::AddressSpace`]), and how descriptor writes reach the table walker.
 //!
 //! - [`detect_features`]: what the tables may use on this CPU;
-//! - [`ttbr_value`]: a table base with the walk attributes (write-back write-allocate,
-//!   shareable walks);
+//! - [`walk_attributes`] / [`ttbr_value`]: a table base with this core's walk attributes
+//!   (shareable only on a core that takes part in coherency);
 //! - [`enable_tex_remap`]: `PRRR`/`NMRR` from [`crate::short::attrs`], `SCTLR.TRE = 1`,
 //!   `AFE = 0`;
 //! - [`set_split`]: `TTBR1` + `TTBCR.N`;
-//! - [`activate`]: the architected `TTBR0` + ASID switch; [`switch_context`]: the same
-//!   with an ASID allocator's owed local flush (see [`crate::asid`]);
+//! - [`activate`]: the `TTBR0` + ASID switch of [`crate::switch`] on this CPU;
+//!   [`switch_context`]: the same with an ASID allocator's owed local flush (see
+//!   [`crate::asid`]); [`park`]: no user space;
 //! - [`clean_dcache_to_pou`] / [`publish_table_writes`]: walk coherency, used by the
 //!   address space after it writes descriptors.
 
@@ -16,14 +17,15 @@ use tock_registers::interfaces::{ReadWriteable, Readable, Writeable};
 
 use super::barrier::{dsb_ish, dsb_ishst, dsb_sy, isb};
 use super::cp15::{
-    CONTEXTIDR, CONTEXTIDR_BITS, ID_MMFR0, ID_MMFR3, MPIDR, MPIDR_BITS, NMRR, PRRR, SCTLR,
-    SCTLR_BITS, TTBCR, TTBCR_BITS, TTBR0, TTBR1,
+    ACTLR, CONTEXTIDR, CONTEXTIDR_BITS, ID_MMFR0, ID_MMFR3, MIDR, MPIDR, NMRR, PRRR, SCTLR,
+    SCTLR_BITS, TTBCR, TTBCR_BITS, TTBR1,
 };
 use super::tlbi;
 use crate::addr::PhysAddr;
 use crate::error::ActivateError;
 use crate::short::{attrs, Features};
-use crate::tlb::Asid;
+use crate::switch::{park_short, switch_short, ShortWalk, Switched};
+use crate::tlb::{Asid, Cp15};
 
 /// The optional short-descriptor features of this CPU, from `ID_MMFR0`/`ID_MMFR3`.
 #[must_use]
@@ -31,21 +33,19 @@ pub fn detect_features() -> Features {
     Features::from_id_regs(ID_MMFR0.get(), ID_MMFR3.get())
 }
 
-/// `TTBR0`/`TTBR1` value for the table at `root`: walks are inner and outer write-back
-/// write-allocate and shareable (inner shareable with the multiprocessing extensions,
-/// which split `IRGN` over bits 6 and 0; without them bit 0 is plain "inner cacheable").
+/// The walk attributes for this core: shareable walks only when it takes part in
+/// coherency (multiprocessing extensions, and `ACTLR.SMP` on the parts that have it; see
+/// [`crate::switch::ShortWalk`]).
+#[must_use]
+pub fn walk_attributes() -> ShortWalk {
+    ShortWalk::from_registers(MIDR.get(), MPIDR.get(), ACTLR.get())
+}
+
+/// `TTBR0`/`TTBR1` value for the table at `root` with this core's
+/// [`walk_attributes`].
 #[must_use]
 pub fn ttbr_value(root: PhysAddr) -> u32 {
-    let base = root.as_u64() as u32;
-    // RGN = 01 (outer WB-WA) at bits [4:3], S at bit 1.
-    let common = (0b01 << 3) | (1 << 1);
-    if MPIDR.is_set(MPIDR_BITS::MP) {
-        // IRGN = 01 (inner WB-WA): IRGN[0] is bit 6, IRGN[1] bit 0; NOS (bit 5) = inner
-        // shareable.
-        base | common | (1 << 6) | (1 << 5)
-    } else {
-        base | common | 1
-    }
+    crate::switch::short_ttbr(root, walk_attributes())
 }
 
 /// Programs `PRRR`/`NMRR` with the crate's memory-type slots and turns on TEX remap
@@ -70,9 +70,11 @@ pub unsafe fn enable_tex_remap() {
 }
 
 /// Splits translation: VAs from `1 << (32 - n)` up are translated by the table at
-/// `kernel_root` through `TTBR1`, the rest by `TTBR0` (`n = 0`: `TTBR0` for everything).
-/// Invalidates this CPU's TLB afterwards, since entries cached through the other TTBR may
-/// no longer match.
+/// `kernel_root` through `TTBR1`, the rest by `TTBR0`. With `n = 0` `TTBR0` translates
+/// everything and `kernel_root` is the table `TTBR0` is *parked* on while the ASID changes
+/// ([`crate::switch`]): the kernel's own table, with global entries only (Linux's
+/// `swapper_pg_dir`). Invalidates this CPU's TLB afterwards, since entries cached through
+/// the other TTBR may no longer match.
 ///
 /// # Errors
 /// [`ActivateError::InvalidSplit`] for `n > 7`; [`ActivateError::BadTableBase`] if
@@ -80,19 +82,19 @@ pub unsafe fn enable_tex_remap() {
 ///
 /// # Safety
 /// The code, stack and data in use must be mapped identically before and after: through
-/// `kernel_root` for VAs at or above the split, through the current `TTBR0` below.
+/// `kernel_root` for VAs at or above the split, through the current `TTBR0` below. With
+/// `n = 0`, `kernel_root` maps identically everything the CPU uses while parked and holds
+/// no non-global entry.
 pub unsafe fn set_split(n: u8, kernel_root: PhysAddr) -> Result<(), ActivateError> {
     if n > 7 {
         return Err(ActivateError::InvalidSplit(n));
     }
-    if n > 0 && (!kernel_root.is_aligned(16384) || kernel_root.as_u64() >= 1 << 32) {
+    if !kernel_root.is_aligned(16384) || kernel_root.as_u64() >= 1 << 32 {
         return Err(ActivateError::BadTableBase(kernel_root));
     }
     dsb_ishst();
-    if n > 0 {
-        TTBR1.set(ttbr_value(kernel_root));
-        isb();
-    }
+    TTBR1.set(ttbr_value(kernel_root));
+    isb();
     TTBCR.modify(
         TTBCR_BITS::N.val(u32::from(n))
             + TTBCR_BITS::PD0::CLEAR
@@ -106,119 +108,63 @@ pub unsafe fn set_split(n: u8, kernel_root: PhysAddr) -> Result<(), ActivateErro
     Ok(())
 }
 
-/// Switches `TTBR0` to the table at `root` and the current ASID to `asid`, with the
-/// architected sequence for short descriptors (ASID in `CONTEXTIDR`):
+/// Switches `TTBR0` to the table at `root` and the current ASID to `asid`:
+/// [`crate::switch::switch_short`] on this CPU with its [`walk_attributes`] (`TTBR0`
+/// parked while the ASID changes, the Cortex-A9 754322 barrier where `MIDR` says so,
+/// branch predictor invalidated).
 ///
-/// ```text
-/// dsb ishst                     table writes visible to the walker
-/// CONTEXTIDR.ASID = 0 ; isb     reserved ASID: no non-global entry can be created for
-///                               `asid` from the old table
-/// TTBR0 = root | attrs ; isb
-/// CONTEXTIDR.ASID = asid ; isb
-/// BPIALL ; isb                  branch predictor may hold targets of the old context
-/// ```
-///
-/// ASID 0 is therefore reserved: no non-global mapping is ever used with it. No TLB flush
-/// is needed when every non-global mapping of `root` is tagged with `asid` (the ASID
-/// allocator guarantees a reused ASID is flushed first).
+/// ASID 0 is never used for a mapping. No TLB flush is needed when every non-global
+/// mapping of `root` is tagged with `asid` (the ASID allocator guarantees a reused ASID is
+/// flushed first).
 ///
 /// # Errors
-/// [`ActivateError::ReservedAsid`] for ASID 0; [`ActivateError::BadTableBase`] if `root`
-/// is above 4 GiB or not aligned to `16 KiB >> TTBCR.N`.
+/// As [`crate::switch::switch_short`]: [`ActivateError::ReservedAsid`],
+/// [`ActivateError::FormatMismatch`], [`ActivateError::BadTableBase`],
+/// [`ActivateError::NoParkingTable`] (`TTBCR.N = 0` and no kernel table in `TTBR1`).
 ///
 /// # Safety
-/// Everything the CPU uses after the switch must be mapped identically by the new
-/// context: below the split (all of it when `TTBCR.N = 0`) by `root`, above by `TTBR1`.
+/// As [`crate::switch::switch_short`]: everything the CPU uses after the switch must be
+/// mapped identically by the new context (below the split, or everywhere with `N = 0`, by
+/// `root`; above by `TTBR1`), and with `N = 0` `TTBR1` holds the kernel's table (global
+/// entries only, mapping what the CPU uses).
 pub unsafe fn activate(root: PhysAddr, asid: Asid) -> Result<(), ActivateError> {
-    if asid.0 == 0 {
-        return Err(ActivateError::ReservedAsid);
-    }
-    let n = TTBCR.read(TTBCR_BITS::N);
-    let align = (16384u64 >> n).max(128);
-    if !root.is_aligned(align) || root.as_u64() >= 1 << 32 {
-        return Err(ActivateError::BadTableBase(root));
-    }
-    dsb_ishst();
-    CONTEXTIDR.modify(CONTEXTIDR_BITS::ASID.val(0));
-    isb();
-    TTBR0.set(ttbr_value(root));
-    isb();
-    CONTEXTIDR.modify(CONTEXTIDR_BITS::ASID.val(u32::from(asid.0)));
-    isb();
-    tlbi::bpiall(0);
-    dsb_ish();
-    isb();
-    Ok(())
+    // SAFETY: the caller's contract is switch_short's.
+    unsafe { switch_context(root, asid, false) }.map(|_| ())
 }
 
-/// [`activate`] as an ASID allocator needs it ([`crate::asid`]): the allocator's owed
-/// local invalidate folded into the sequence, and no ASID dance when the ASID does not
-/// change.
-///
-/// ```text
-/// same ASID as now, no flush owed:
-///   TTBR0 already `root`: nothing at all
-///   else: dsb ishst ; TTBR0 = root ; isb
-/// otherwise:
-///   dsb ishst
-///   CONTEXTIDR.ASID = 0 ; isb       reserved ASID while the tables change
-///   TTBR0 = root ; isb
-///   [TLBIALL ; dsb nsh]             `flush_local_tlb`: after a rollover, before any ASID
-///                                   of the new generation is used on this CPU
-///   CONTEXTIDR.ASID = asid ; isb
-///   BPIALL ; dsb ish ; isb
-/// ```
-///
-/// The same-ASID shortcut is sound because every non-global entry this CPU holds under
-/// `asid` then belongs to `root`'s space: either it is the space this CPU already runs
-/// (another thread of the same process), or the CPU was parked (`TTBR0` on a table with
-/// no non-global entries, ASID kept, as Linux does for lazy switches) and the ASID was
-/// handed to `root`'s space after a broadcast invalidate of it (the teardown gather of the
-/// previous owner, then [`crate::asid::AsidAllocator::release`]).
+/// [`activate`] as an ASID allocator needs it ([`crate::asid`]): `flush_local_tlb` is the
+/// allocator's owed local `TLBIALL`, done while `TTBR0` is parked. Nothing is written when
+/// the CPU already runs `root` with `asid`; a CPU that last ran `asid` over another table
+/// drops that table's entries (`TLBIASID`) before the switch completes.
 ///
 /// # Errors
 /// As [`activate`].
 ///
 /// # Safety
-/// As [`activate`]; and no entry tagged `asid` in this CPU's TLB may belong to another
-/// table than `root` unless `flush_local_tlb` is set (what the allocator guarantees).
+/// As [`activate`].
 pub unsafe fn switch_context(
     root: PhysAddr,
     asid: Asid,
     flush_local_tlb: bool,
-) -> Result<(), ActivateError> {
-    if asid.0 == 0 {
-        return Err(ActivateError::ReservedAsid);
-    }
-    let n = TTBCR.read(TTBCR_BITS::N);
-    let align = (16384u64 >> n).max(128);
-    if !root.is_aligned(align) || root.as_u64() >= 1 << 32 {
-        return Err(ActivateError::BadTableBase(root));
-    }
-    let ttbr = ttbr_value(root);
-    if !flush_local_tlb && current_asid() == asid {
-        if TTBR0.get() != ttbr {
-            dsb_ishst();
-            TTBR0.set(ttbr);
-            isb();
-        }
-        return Ok(());
-    }
-    dsb_ishst();
-    CONTEXTIDR.modify(CONTEXTIDR_BITS::ASID.val(0));
-    isb();
-    TTBR0.set(ttbr);
-    isb();
-    if flush_local_tlb {
-        tlbi::tlbiall(0);
-        super::barrier::dsb_nsh();
-    }
-    CONTEXTIDR.modify(CONTEXTIDR_BITS::ASID.val(u32::from(asid.0)));
-    isb();
-    tlbi::bpiall(0);
-    dsb_ish();
-    isb();
-    Ok(())
+) -> Result<Switched, ActivateError> {
+    // SAFETY: the caller's contract is switch_short's; `Cp15` is this CPU.
+    unsafe { switch_short(&mut Cp15, root, walk_attributes(), asid, flush_local_tlb) }
+}
+
+/// Parks this CPU's `TTBR0` ([`crate::switch::park_short`]): no user space, ASID kept,
+/// nothing below the split walked (`TTBR0` on `TTBR1`'s kernel table with `N = 0`). For a
+/// CPU that is about to run kernel threads only, or before an address space it ran is
+/// destroyed. Returns whether anything was written.
+///
+/// # Errors
+/// As [`crate::switch::park_short`].
+///
+/// # Safety
+/// Nothing the CPU uses afterwards lies below the split (or, with `N = 0`, `TTBR1` maps
+/// identically everything it uses).
+pub unsafe fn park() -> Result<bool, ActivateError> {
+    // SAFETY: the caller's contract; `Cp15` is this CPU.
+    unsafe { park_short(&mut Cp15) }
 }
 
 /// The ASID in `CONTEXTIDR` now.

@@ -71,36 +71,32 @@
 //!
 //! ## Fallback and the walk cache
 //!
-//! TLBIASID certainly drops the ASID's non-global *leaf* entries. Whether it also drops
-//! cached *table* entries (walk cache) is where sources differ: the Arm description of the
-//! AArch32 TLBIASID operation says it removes entries "from a level of lookup above the
-//! final level" used with that ASID, and Linux frees page tables after a `flush_tlb_mm`
-//! (TLBIASID) on teardown; but this crate's TLB model, reading the ARMv7 text
-//! conservatively, keeps walk-cache entries across TLBIASID. By default the gather does
-//! not rely on it either: a fallback flush in a flush epoch where a table was unlinked is
-//! a TLBIALL. A kernel that trusts TLBIASID with its walk caches sets
-//! [`GatherConfig::asid_flush_drops_walk_cache`] and gets TLBIASID (same operation count;
-//! only other ASIDs and global entries are spared).
+//! TLBIASID drops the ASID's non-global leaf entries and its walk-cache entries: the
+//! invalidate-by-ASID operations remove entries of that ASID "from any level of lookup"
+//! (the Armv8 AArch32 definitions of TLBIASID/TLBIASIDIS, which restate ARMv7's; the
+//! Cortex-A15 TRM tags walk-cache entries with the ASID they were walked under), and Linux
+//! frees a process's page tables after a `flush_tlb_mm` (TLBIASID) on teardown. So the
+//! fallback after table frees, and a teardown, is one TLBIASID, unless a global entry was
+//! cleared (TLBIASID leaves global entries alone: then TLBIALL). A kernel that switches
+//! address spaces with its own code, and cannot promise that no walk of a space's tables
+//! happens under another ASID, sets [`GatherConfig::asid_flush_drops_walk_cache`] to
+//! `false` and gets TLBIALL after table frees.
 //!
-//! ## Tables and the reserved ASID
+//! ## Tables and the ASID
 //!
-//! The invalidate for an unlinked table is always *by VA for all ASIDs* (TLBIMVAA), even
-//! in an ASID space. The context switch ([`crate::asid`], `arch::mmu`) uses the
-//! architected reserved-ASID sequence: ASID 0, then the new TTBR0, then the new ASID.
-//! While ASID 0 is current over a process's TTBR0, a speculative walk may cache that
-//! process's table entries (walk-cache entries) tagged with ASID 0, which a TLBIMVA with
-//! the process's ASID does not remove. Arm's Cortex-A15 manual says it plainly: with a
-//! reserved ASID, the TLB must be invalidated for all ASIDs to deallocate translation table
-//! memory. Otherwise a later switch window (ASID 0 again) could walk through the freed and
-//! reused frame and load garbage descriptors, with speculative reads of whatever they
-//! point at, device registers included. Leaf entries tagged with ASID 0 only allow
-//! speculative reads of the old data frame, which is harmless, so pages keep the cheaper
-//! ASID-tagged operation. A pending leaf invalidate inside the table's span is widened
-//! to all ASIDs in place, so freeing tables after a sparse unmap still costs nothing extra.
-//! For the same reason the fallback after table frees is a TLBIALL by default: a TLBIASID
-//! of the process's ASID cannot reach ASID-0-tagged walk entries
-//! ([`GatherConfig::asid_flush_drops_walk_cache`] is only sound for a kernel that never
-//! runs a reserved ASID over a process's tables, e.g. LPAE with the ASID in TTBR0).
+//! The invalidate for an unlinked table of an ASID space is by VA *and ASID* (TLBIMVA),
+//! like its leaves; a table that may hold global entries (reported `global`) and every
+//! table of the kernel space is invalidated for all ASIDs (TLBIMVAA). This is sound
+//! because of how the crate switches context ([`crate::switch`]): `TTBR0` is *parked*
+//! (`TTBCR.PD0`/`EPD0`, or the kernel's table in `TTBR1`) while the ASID changes, so no
+//! walk ever goes through a process's tables under another ASID, and every walk-cache
+//! entry for them is tagged with the process's ASID. (With the earlier reserved-ASID
+//! switch, ASID 0 was current over each process's `TTBR0` for a moment and speculative
+//! walks cached its table entries under ASID 0, which only an all-ASID operation reaches:
+//! the Cortex-A15 TRM's warning. The host CPU model test
+//! `tlb::cpu_model::tests::reserved_asid_switch_leaves_asid0_walk_entries` shows it.) A
+//! pending leaf invalidate inside the table's span drops the walk-cache entry too, so
+//! freeing tables after a sparse unmap still costs nothing extra.
 //!
 //! ## The default threshold: 64
 //!
@@ -156,8 +152,8 @@
 //!
 //! [`Scope::Teardown`] is for destroying a whole address space: nothing will be mapped
 //! there again, so per-VA work is pointless. The gather records no VAs and each flush is
-//! one TLBIASID (TLBIALL if a global entry was reported, or if tables were freed and
-//! TLBIASID is not trusted with the walk cache, see above).
+//! one TLBIASID (TLBIALL only if a global entry was reported, or if tables were freed and
+//! [`GatherConfig::asid_flush_drops_walk_cache`] was turned off, see above).
 //!
 //! # Overlapping gathers on one address space
 //!
@@ -363,22 +359,23 @@ pub struct GatherConfig {
     pub max_invalidates: usize,
     /// Most frames borrowed from the allocator for overflow batches. Default 9.
     pub max_batch_frames: usize,
-    /// Whether a whole-ASID invalidate (TLBIASID) may be trusted to drop every walk-cache
-    /// entry of the space's tables. Default `false`: a fallback flush after tables were
-    /// unlinked uses TLBIALL instead (see "Fallback and the walk cache" and "Tables and the
-    /// reserved ASID" in the module docs). Only sound if the CPU's TLBIASID drops walk-cache
-    /// entries *and* the kernel never runs a reserved ASID over this space's tables (the
-    /// short-descriptor switch in `arch::mmu` does; LPAE with the ASID in TTBR0 does not).
+    /// Whether a whole-ASID invalidate (TLBIASID) drops every walk-cache entry of the
+    /// space's tables. Default `true`: the architecture says an invalidate by ASID removes
+    /// the entries of that ASID from every level of lookup, and the crate's context switch
+    /// ([`crate::switch`]) never walks a space's tables under another ASID, so all of them
+    /// carry the space's ASID (see "Fallback and the walk cache" in the module docs).
+    /// `false` makes a fallback after table frees a TLBIALL, for a kernel that switches
+    /// address spaces with its own code and cannot promise that.
     pub asid_flush_drops_walk_cache: bool,
 }
 
 impl GatherConfig {
-    /// The defaults: 64 invalidates, 9 batch frames, TLBIASID not trusted with the walk
-    /// cache.
+    /// The defaults: 64 invalidates, 9 batch frames, TLBIASID drops the ASID's walk-cache
+    /// entries.
     pub const DEFAULT: GatherConfig = GatherConfig {
         max_invalidates: 64,
         max_batch_frames: 9,
-        asid_flush_drops_walk_cache: false,
+        asid_flush_drops_walk_cache: true,
     };
 }
 
@@ -818,18 +815,24 @@ impl<B: TlbBackend, M: Memory> UnmapSink for MmuGather<'_, B, M> {
         } else {
             SEEN_TABLES
         });
+        let all_asids = self.all_asids();
         let st = &mut self.st;
         st.report.tables_unlinked += 1;
         st.global_seen |= global;
         st.tables_seen = true;
-        // Walk-cache entries for a table are invalidated for *all* ASIDs, whatever the
-        // space: with the reserved-ASID context switch, a speculative walk during the switch
-        // can cache this space's table entries tagged with the reserved ASID, which a by-VA
-        // invalidate for the space's own ASID would miss (see "Tables and the reserved
-        // ASID" in the module docs). A pending leaf invalidate in the span is widened to
-        // all ASIDs instead of adding one, so the count does not change.
-        if !st.record.cover_span_all_asids(va, span) {
-            st.record.push(PendingOp::VaAllAsids(va));
+        // A table of an ASID space is invalidated by VA and that ASID: the context switch
+        // parks TTBR0 while the ASID changes (`crate::switch`), so every walk-cache entry
+        // for this space's tables is tagged with its ASID. A table that may hold global
+        // entries, or any table of the kernel space, is invalidated for all ASIDs. A
+        // pending leaf invalidate in the span does the job (one by-VA operation drops the
+        // walk-cache entries for that VA), so freeing tables after a sparse unmap adds
+        // nothing.
+        if global || all_asids {
+            if !st.record.cover_span_all_asids(va, span) {
+                st.record.push(PendingOp::VaAllAsids(va));
+            }
+        } else if !st.record.covers_span(va, span) {
+            st.record.push(PendingOp::Va(va));
         }
     }
 

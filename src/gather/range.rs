@@ -104,6 +104,20 @@ impl PendingInvalidates {
         }
     }
 
+    /// Whether the flush already invalidates some VA in `[va, va + span)` for the gather's
+    /// ASID: a pending operation of either kind lies there, or the record overflowed.
+    pub(crate) fn covers_span(&self, va: VirtAddr, span: u64) -> bool {
+        if self.overflowed {
+            return true;
+        }
+        let start = va.as_u64();
+        let end = start.saturating_add(span);
+        self.ops[..self.len as usize].iter().any(|w| {
+            let a = (*w & PAGE_MASK) as u64;
+            a >= start && a < end
+        })
+    }
+
     /// Whether the record gave up storing operations (the flush must fall back).
     pub(crate) const fn overflowed(&self) -> bool {
         self.overflowed

@@ -75,6 +75,36 @@ pub enum Insn {
     DsbIsh,
     /// `isb`.
     Isb,
+    /// `dsb sy`: a full barrier; also completes table walks in flight (the Cortex-A9
+    /// 754322 workaround issues it before a `CONTEXTIDR` write).
+    DsbSy,
+    /// Write `CONTEXTIDR` (ASID in bits \[7:0\], short descriptors).
+    SetContextidr(u32),
+    /// Write the 32-bit `TTBR0` (short descriptors: table base and walk attributes).
+    SetTtbr0(u32),
+    /// Write the 64-bit `TTBR0` (LPAE: table base and, with `TTBCR.A1 = 0`, the ASID).
+    SetTtbr0Lpae(u64),
+    /// Write `TTBCR`.
+    SetTtbcr(u32),
+}
+
+/// A system register the context-switch programs ([`crate::switch`]) read.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum SysReg {
+    /// `MIDR` (which CPU: errata).
+    Midr,
+    /// `CONTEXTIDR` (short descriptors: the current ASID).
+    Contextidr,
+    /// `TTBCR`.
+    Ttbcr,
+    /// The 32-bit `TTBR0`.
+    Ttbr0,
+    /// The 32-bit `TTBR1`.
+    Ttbr1,
+    /// The 64-bit `TTBR0` (LPAE).
+    Ttbr0Lpae,
+    /// The 64-bit `TTBR1` (LPAE).
+    Ttbr1Lpae,
 }
 
 impl Insn {
@@ -97,6 +127,11 @@ impl Insn {
             Insn::DsbIshst => "dsb ishst",
             Insn::DsbIsh => "dsb ish",
             Insn::Isb => "isb",
+            Insn::DsbSy => "dsb sy",
+            Insn::SetContextidr(_) => "mcr contextidr",
+            Insn::SetTtbr0(_) => "mcr ttbr0",
+            Insn::SetTtbr0Lpae(_) => "mcrr ttbr0",
+            Insn::SetTtbcr(_) => "mcr ttbcr",
         }
     }
 }
@@ -113,6 +148,21 @@ impl<T: InsnSink + ?Sized> InsnSink for &mut T {
     }
 }
 
+/// An [`InsnSink`] that can also read the system registers a context switch needs: what
+/// the switch programs in [`crate::switch`] run on. `Cp15` (ARM only) is the CPU itself;
+/// the host CPU model (`tlb::cpu_model`, feature `tlb-model`) executes the same programs
+/// against a TLB with ASID-tagged walk caches and speculative walks.
+pub trait SysRegs: InsnSink {
+    /// Reads `reg` (32-bit registers zero-extended).
+    fn read(&mut self, reg: SysReg) -> u64;
+}
+
+impl<T: SysRegs + ?Sized> SysRegs for &mut T {
+    fn read(&mut self, reg: SysReg) -> u64 {
+        (**self).read(reg)
+    }
+}
+
 /// Executes the instructions on this CPU.
 #[cfg(target_arch = "arm")]
 #[derive(Clone, Copy, Debug, Default)]
@@ -123,6 +173,7 @@ impl InsnSink for Cp15 {
     #[inline(always)]
     fn issue(&mut self, insn: Insn) {
         use crate::arch::{barrier, tlbi};
+        use tock_registers::interfaces::Writeable;
         match insn {
             Insn::Tlbiall => tlbi::tlbiall(0),
             Insn::Tlbimva(op) => tlbi::tlbimva(op),
@@ -139,6 +190,29 @@ impl InsnSink for Cp15 {
             Insn::DsbIshst => barrier::dsb_ishst(),
             Insn::DsbIsh => barrier::dsb_ish(),
             Insn::Isb => barrier::isb(),
+            Insn::DsbSy => barrier::dsb_sy(),
+            Insn::SetContextidr(v) => crate::arch::cp15::CONTEXTIDR.set(v),
+            Insn::SetTtbr0(v) => crate::arch::cp15::TTBR0.set(v),
+            Insn::SetTtbr0Lpae(v) => crate::arch::cp15::TTBR0_64.set(v),
+            Insn::SetTtbcr(v) => crate::arch::cp15::TTBCR.set(v),
+        }
+    }
+}
+
+#[cfg(target_arch = "arm")]
+impl SysRegs for Cp15 {
+    #[inline(always)]
+    fn read(&mut self, reg: SysReg) -> u64 {
+        use crate::arch::cp15::{CONTEXTIDR, MIDR, TTBCR, TTBR0, TTBR0_64, TTBR1, TTBR1_64};
+        use tock_registers::interfaces::Readable;
+        match reg {
+            SysReg::Midr => u64::from(MIDR.get()),
+            SysReg::Contextidr => u64::from(CONTEXTIDR.get()),
+            SysReg::Ttbcr => u64::from(TTBCR.get()),
+            SysReg::Ttbr0 => u64::from(TTBR0.get()),
+            SysReg::Ttbr1 => u64::from(TTBR1.get()),
+            SysReg::Ttbr0Lpae => TTBR0_64.get(),
+            SysReg::Ttbr1Lpae => TTBR1_64.get(),
         }
     }
 }

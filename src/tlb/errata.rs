@@ -48,6 +48,18 @@ pub fn a9_720789_affected(midr: u32) -> bool {
     id.is(IMPLEMENTER_ARM, PART_CORTEX_A9) && id.variant < 2
 }
 
+/// Whether a CPU with this `MIDR` has Cortex-A9 erratum 754322 (r2pX and r3pX, as Linux's
+/// `ARM_ERRATA_754322`): a speculative table walk started before a `CONTEXTIDR` write may
+/// complete after it and leave an entry that hits under the new ASID. The workaround (a
+/// full `dsb` right before the write) is in every short-descriptor switch
+/// ([`crate::switch::switch_short`]), which reads `MIDR` itself, so a kernel cannot forget
+/// it.
+#[must_use]
+pub fn a9_754322_affected(midr: u32) -> bool {
+    let id = MainId::from_midr(midr);
+    id.is(IMPLEMENTER_ARM, PART_CORTEX_A9) && (2..=3).contains(&id.variant)
+}
+
 /// Which 798181 workaround a CPU with this `MIDR` and `REVIDR` needs.
 ///
 /// - Cortex-A15 r0p0..r2p1: full (no ECO fix exists for them);

@@ -18,12 +18,14 @@
 use crate::addr::VirtAddr;
 
 pub mod armv7;
+#[cfg(feature = "tlb-model")]
+pub mod cpu_model;
 pub mod errata;
 #[cfg(feature = "tlb-model")]
 pub mod model;
 pub mod select;
 
-pub use armv7::{Armv7Tlb, Insn, InsnSink};
+pub use armv7::{Armv7Tlb, Insn, InsnSink, SysReg, SysRegs};
 #[cfg(target_arch = "arm")]
 pub use armv7::{Cp15, Cp15Tlb};
 pub use errata::{ErrataConfig, IpiHook, IpiTarget};

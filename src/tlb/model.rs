@@ -28,14 +28,17 @@
 //! | --- | --- | --- |
 //! | `invalidate_va(va, asid)` | covering `va`, of `asid` or global | spanning `va`, of `asid` |
 //! | `invalidate_va_all_asids(va)` | covering `va` | spanning `va` |
-//! | `invalidate_asid(asid)` | non-global of `asid` | **none** |
+//! | `invalidate_asid(asid)` | non-global of `asid` | of `asid` |
 //! | `invalidate_all` | all | all |
 //!
 //! The architecture lets by-VA operations match walk-cache entries only of the given ASID,
-//! so the model does exactly that. Whether `TLBIASID` must drop walk-cache entries is not
-//! something this crate relies on: the model is conservative and keeps them, so freed
-//! table memory is only safe after a by-VA invalidate inside the table's span (of the
-//! table's ASID, or for all ASIDs) or an invalidate-all.
+//! so the model does exactly that; an invalidate by ASID removes that ASID's entries from
+//! every level of lookup (walk-cache entries included: the Armv8 AArch32 TLBIASID
+//! definition, which restates ARMv7's, and the Cortex-A15 TRM's ASID-tagged walk cache).
+//! What the model cannot know is *which* ASID an entry was walked under on its own: the
+//! tests decide it through [`TlbModel::access`], or the CPU model
+//! ([`super::cpu_model`]) decides it by running the crate's context-switch programs with
+//! speculative walks between instructions.
 //!
 //! # Batches
 //!
@@ -190,14 +193,13 @@ impl Invalidate {
         }
     }
 
-    /// Whether this invalidate drops the walk-cache entry (see the module documentation:
-    /// never for an ASID invalidate).
+    /// Whether this invalidate drops the walk-cache entry (see the module documentation).
     #[must_use]
     pub fn drops_table(&self, e: &TableEntry) -> bool {
         match *self {
             Invalidate::Va(va, asid) => e.table.spans(va) && e.asid == asid,
             Invalidate::VaAllAsids(va) => e.table.spans(va),
-            Invalidate::Asid(_) => false,
+            Invalidate::Asid(asid) => e.asid == asid,
             Invalidate::All => true,
         }
     }
