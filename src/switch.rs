@@ -51,7 +51,8 @@
 //! park ; isb                        TTBCR.PD0 = 1 (N > 0) or TTBR0 = TTBR1 (N = 0)
 //! [TLBIALL ; dsb nsh]               owed after an ASID rollover (crate::asid)
 //! [TLBIASID asid ; dsb nsh]         same ASID last used over another table (its walk-cache
-//!                                   and leaf entries are tagged with this ASID)
+//!                                   and leaf entries are tagged with this ASID); with
+//!                                   PD0 parking TTBR0 still names that table
 //! [dsb sy]                          Cortex-A9 754322: a walk in flight may complete after
 //!                                   the CONTEXTIDR write and be tagged with the new ASID
 //! CONTEXTIDR.ASID = asid ; isb      only if it changes
@@ -185,6 +186,22 @@ impl ShortWalk {
     }
 }
 
+/// How far a descriptor write is cleaned for a table walker that is not coherent with the
+/// data cache (`ID_MMFR3.CohWalk = 0`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum CleanLevel {
+    /// To the point of unification (`DCCMVAU`).
+    PoU,
+    /// To the point of coherency (`DCCMVAC`), as Linux's UP `cpu_v7_set_pte_ext` does.
+    PoC,
+}
+
+/// Where the crate cleans descriptor writes when walks are not coherent: the point of
+/// coherency, which every walker reads through whatever its attributes (an `S = 1` walk
+/// on a core outside coherency reads memory; see `tlb::cpu_model::WalkCoherence` for the
+/// model that checks the choice).
+pub const DESCRIPTOR_CLEAN: CleanLevel = CleanLevel::PoC;
+
 /// The 32-bit `TTBRn` value for the table at `root` (below 4 GiB) with `walk`.
 #[must_use]
 pub const fn short_ttbr(root: PhysAddr, walk: ShortWalk) -> u32 {
@@ -213,8 +230,6 @@ pub(crate) enum Variant {
     No754322Barrier,
     /// Un-park and install the table in one step (`TTBR0` and `TTBCR` before one `isb`).
     OneIsb,
-    /// LPAE with a split: the owed flush without parking, before the `TTBR0` write.
-    LpaeFlushUnparked,
 }
 
 /// Whether `root` is a short-descriptor `TTBR0` table for `TTBCR.N = n`.
@@ -333,7 +348,9 @@ pub(crate) fn switch_short_variant<S: SysRegs>(
         });
         cpu.issue(Insn::Isb);
     }
-    let foreign = same_asid && !parked && !on_root;
+    // The ASID was last used over another table: with `PD0` parking `TTBR0` still says
+    // which (parked on `TTBR1`, `N = 0`, the contract says it was `root`).
+    let foreign = same_asid && (if n > 0 { ttbr0 != new_ttbr } else { !parked && !on_root });
     if flush_local {
         cpu.issue(Insn::Tlbiall);
         done.flushed_local = true;
@@ -428,15 +445,14 @@ pub unsafe fn switch_lpae<S: SysRegs>(
     asid: Asid,
     flush_local: bool,
 ) -> Result<Switched, ActivateError> {
-    switch_lpae_variant(cpu, root, asid, flush_local, Variant::Correct)
+    switch_lpae_variant(cpu, root, asid, flush_local)
 }
 
-pub(crate) fn switch_lpae_variant<S: SysRegs>(
+fn switch_lpae_variant<S: SysRegs>(
     cpu: &mut S,
     root: PhysAddr,
     asid: Asid,
     flush_local: bool,
-    variant: Variant,
 ) -> Result<Switched, ActivateError> {
     let ttbcr = cpu.read(SysReg::Ttbcr) as u32;
     if ttbcr & EAE == 0 {
@@ -459,7 +475,9 @@ pub(crate) fn switch_lpae_variant<S: SysRegs>(
     if !flush_local && on_root {
         return Ok(Switched::default());
     }
-    let foreign = same_asid && !parked && !on_root;
+    // As for short descriptors: `EPD0` parking keeps `TTBR0`, which says whose entries
+    // the ASID holds.
+    let foreign = same_asid && (if t0sz > 0 { ttbr0 != new_ttbr } else { !parked && !on_root });
     let flush = if flush_local {
         Some(Insn::Tlbiall)
     } else if foreign {
@@ -482,7 +500,7 @@ pub(crate) fn switch_lpae_variant<S: SysRegs>(
     let mut parked_now = parked;
     let mut flush_after = None;
     if let Some(op) = flush {
-        if t0sz > 0 && variant != Variant::LpaeFlushUnparked {
+        if t0sz > 0 {
             if !parked_now {
                 cpu.issue(Insn::SetTtbcr(ttbcr | EPD0));
                 cpu.issue(Insn::Isb);
@@ -547,7 +565,3 @@ pub unsafe fn park_lpae<S: SysRegs>(cpu: &mut S) -> Result<bool, ActivateError> 
     branch_predictor(cpu);
     Ok(true)
 }
-
-#[cfg(test)]
-#[path = "switch_tests.rs"]
-mod tests;

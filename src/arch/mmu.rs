@@ -10,7 +10,7 @@
 //! - [`activate`]: the `TTBR0` + ASID switch of [`crate::switch`] on this CPU;
 //!   [`switch_context`]: the same with an ASID allocator's owed local flush (see
 //!   [`crate::asid`]); [`park`]: no user space;
-//! - [`clean_dcache_to_pou`] / [`publish_table_writes`]: walk coherency, used by the
+//! - [`clean_dcache_for_walker`] / [`publish_table_writes`]: walk coherency, used by the
 //!   address space after it writes descriptors.
 
 use tock_registers::interfaces::{ReadWriteable, Readable, Writeable};
@@ -24,7 +24,7 @@ use super::tlbi;
 use crate::addr::PhysAddr;
 use crate::error::ActivateError;
 use crate::short::{attrs, Features};
-use crate::switch::{park_short, switch_short, ShortWalk, Switched};
+use crate::switch::{park_short, switch_short, CleanLevel, ShortWalk, Switched};
 use crate::tlb::{Asid, Cp15};
 
 /// The optional short-descriptor features of this CPU, from `ID_MMFR0`/`ID_MMFR3`.
@@ -185,18 +185,35 @@ fn dcache_line() -> usize {
 }
 
 /// Cleans the data cache lines holding `[addr, addr + len)` to the point of unification
-/// (`DCCMVAU`), so a non-coherent table walker sees descriptor writes there. Completion
-/// needs a later `dsb` ([`publish_table_writes`] does it).
+/// (`DCCMVAU`). Completion needs a later `dsb` ([`publish_table_writes`] does it).
 pub fn clean_dcache_to_pou(addr: usize, len: usize) {
+    clean_lines(addr, len, CleanLevel::PoU);
+}
+
+/// Cleans the data cache lines holding `[addr, addr + len)` to where a non-coherent table
+/// walker reads them ([`crate::switch::DESCRIPTOR_CLEAN`]: the point of coherency,
+/// `DCCMVAC`). Completion needs a later `dsb` ([`publish_table_writes`] does it).
+pub fn clean_dcache_for_walker(addr: usize, len: usize) {
+    clean_lines(addr, len, crate::switch::DESCRIPTOR_CLEAN);
+}
+
+fn clean_lines(addr: usize, len: usize, level: CleanLevel) {
     let line = dcache_line();
     let mut a = addr & !(line - 1);
     let end = addr.saturating_add(len);
     while a < end {
-        // SAFETY: cleaning a line writes dirty data back; it changes no value and cannot
-        // fault on a mapped address (the caller just wrote there).
-        unsafe {
-            core::arch::asm!("mcr p15, 0, {0}, c7, c11, 1", in(reg) a,
-                options(nostack, preserves_flags));
+        match level {
+            // SAFETY: cleaning a line writes dirty data back; it changes no value and
+            // cannot fault on a mapped address (the caller just wrote there).
+            CleanLevel::PoU => unsafe {
+                core::arch::asm!("mcr p15, 0, {0}, c7, c11, 1", in(reg) a,
+                    options(nostack, preserves_flags));
+            },
+            // SAFETY: as above, to the point of coherency.
+            CleanLevel::PoC => unsafe {
+                core::arch::asm!("mcr p15, 0, {0}, c7, c10, 1", in(reg) a,
+                    options(nostack, preserves_flags));
+            },
         }
         a += line;
     }

@@ -169,7 +169,7 @@ unsafe impl<F: Format, M: Memory + Send> Send for AddressSpace<F, M> {}
 fn clean_for_walker<T>(coherent: bool, p: *const T, len: usize) {
     if !coherent {
         #[cfg(target_arch = "arm")]
-        crate::arch::mmu::clean_dcache_to_pou(p as usize, len);
+        crate::arch::mmu::clean_dcache_for_walker(p as usize, len);
         #[cfg(not(target_arch = "arm"))]
         let _ = (p, len);
     }
