@@ -19,6 +19,7 @@
 //!   table) for both formats, run on the CPU or on the host CPU model;
 //! - [`locked`]: the address-space lock and what must be held for each operation;
 //! - [`lockless`]: software table walks without the lock, synced with table freeing;
+//! - [`hazards`]: every silicon hazard handled, its source, its code and its test;
 //! - [`arch`]: the one place with CP15 instructions and barriers (those only on
 //!   `target_arch = "arm"`; the register layouts in `arch::fields` everywhere).
 
@@ -35,6 +36,7 @@ pub mod arch;
 pub mod asid;
 pub mod error;
 pub mod gather;
+pub mod hazards;
 pub mod locked;
 pub mod lockless;
 pub mod lpae;

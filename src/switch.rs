@@ -11,7 +11,7 @@
 //! table (`TTBR0`) and the ASID (`CONTEXTIDR`) are two registers, written by two
 //! instructions: between them, the new table is walked under the old ASID or the old table
 //! under the new one, and the entries created there belong to the wrong address space
-//! (Arm ARM B3.10.4, "Synchronization of changes of ASID and TTBR").
+//! (Arm ARM, "Synchronization of changes of ASID and TTBR").
 //!
 //! # Parking `TTBR0`
 //!
@@ -21,8 +21,8 @@
 //! tables while the ASID changes:
 //!
 //! - with a split (`TTBCR.N > 0`, or LPAE `T0SZ > 0`): `TTBCR.PD0 = 1` (LPAE: `EPD0 = 1`).
-//!   A TLB miss below the split then faults without a walk (Arm ARM B4.1.153 `TTBCR`,
-//!   B4.1.154 for the long format). That is exactly what an empty table gives (no walk can
+//!   A TLB miss below the split then faults without a walk (Arm ARM, `TTBCR`, in both
+//!   formats). That is exactly what an empty table gives (no walk can
 //!   load anything through it) without spending a table or needing one aligned for every
 //!   `N`; entries already cached still hit, as they would with an empty table;
 //! - without a split (`N = 0`: `TTBR0` translates the kernel too): `TTBR0 = TTBR1`. The
@@ -350,7 +350,12 @@ pub(crate) fn switch_short_variant<S: SysRegs>(
     }
     // The ASID was last used over another table: with `PD0` parking `TTBR0` still says
     // which (parked on `TTBR1`, `N = 0`, the contract says it was `root`).
-    let foreign = same_asid && (if n > 0 { ttbr0 != new_ttbr } else { !parked && !on_root });
+    let foreign = same_asid
+        && (if n > 0 {
+            ttbr0 != new_ttbr
+        } else {
+            !parked && !on_root
+        });
     if flush_local {
         cpu.issue(Insn::Tlbiall);
         done.flushed_local = true;
@@ -477,7 +482,12 @@ fn switch_lpae_variant<S: SysRegs>(
     }
     // As for short descriptors: `EPD0` parking keeps `TTBR0`, which says whose entries
     // the ASID holds.
-    let foreign = same_asid && (if t0sz > 0 { ttbr0 != new_ttbr } else { !parked && !on_root });
+    let foreign = same_asid
+        && (if t0sz > 0 {
+            ttbr0 != new_ttbr
+        } else {
+            !parked && !on_root
+        });
     let flush = if flush_local {
         Some(Insn::Tlbiall)
     } else if foreign {
@@ -559,7 +569,9 @@ pub unsafe fn park_lpae<S: SysRegs>(cpu: &mut S) -> Result<bool, ActivateError> 
         if ttbr0 & LPAE_BASE == ttbr1 & LPAE_BASE {
             return Ok(false);
         }
-        cpu.issue(Insn::SetTtbr0Lpae((ttbr1 & LPAE_BASE) | (ttbr0 & !LPAE_BASE)));
+        cpu.issue(Insn::SetTtbr0Lpae(
+            (ttbr1 & LPAE_BASE) | (ttbr0 & !LPAE_BASE),
+        ));
     }
     cpu.issue(Insn::Isb);
     branch_predictor(cpu);

@@ -779,6 +779,7 @@ fn errata_798181_detected() -> CaseResult {
 fn errata_forced() -> CaseResult {
     let config = ErrataConfig {
         a9_720789: true,
+        a9_754322: false,
         a15_798181: A15Workaround::DummyInvalidateAndIpi(ipi_hook),
     };
     let mut b = backend(Shareability::InnerShareable).with_errata(config);

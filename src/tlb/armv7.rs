@@ -25,10 +25,11 @@
 //! decides what a batch is. The 798181 steps run only in a batch that issued at least one
 //! TLB invalidate (not for a branch-predictor-only batch).
 //!
-//! The `dsb` of `prepare` suffices for the walker to see table writes only when table walks
-//! are coherent with the data cache (`ID_MMFR3.CohWalk` = 1, cacheable walks in `TTBRn`),
-//! as on every multiprocessing-extensions CPU; the crate does not clean table writes to the
-//! point of unification.
+//! The `dsb` of `prepare` makes table writes visible to the walkers. Where table walks are
+//! not coherent with the data cache (`ID_MMFR3.CohWalk` = 0), the address space itself
+//! cleans every descriptor it writes to the point of coherency before that
+//! (`arch::mmu::clean_dcache_for_walker`, from `table::space`); the backend adds no
+//! cache maintenance of its own.
 //!
 //! # Counting
 //!
@@ -573,6 +574,7 @@ mod tests {
     fn a9_720789_never_broadcasts_an_asid() {
         let errata = ErrataConfig {
             a9_720789: true,
+            a9_754322: false,
             a15_798181: A15Workaround::Off,
         };
         let mut b = backend(Shareability::InnerShareable).with_errata(errata);
@@ -601,6 +603,7 @@ mod tests {
     fn a15_798181_partial_once_per_batch_after_completion_dsb() {
         let errata = ErrataConfig {
             a9_720789: false,
+            a9_754322: false,
             a15_798181: A15Workaround::DummyInvalidate,
         };
         let mut b = backend(Shareability::InnerShareable).with_errata(errata);
@@ -666,6 +669,7 @@ mod tests {
     fn a15_798181_full_calls_hook_with_target() {
         let errata = ErrataConfig {
             a9_720789: false,
+            a9_754322: false,
             a15_798181: A15Workaround::DummyInvalidateAndIpi(record_ipi),
         };
         let mut b = Armv7Tlb::new(EventSink, Shareability::InnerShareable).with_errata(errata);

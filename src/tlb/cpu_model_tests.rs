@@ -127,14 +127,20 @@ fn reserved_asid_switch_leaves_asid0_walk_entries() {
     // ASID 0, which neither the ASID-tagged table invalidates nor TLBIASID reach.
     for sparse in [true, false] {
         let (stale, _) = switch_then_teardown_a(Variant::ReservedAsid, sparse);
-        assert!(stale > 0, "sparse={sparse}: the model missed the ASID-0 entries");
+        assert!(
+            stale > 0,
+            "sparse={sparse}: the model missed the ASID-0 entries"
+        );
     }
 }
 
 /// P and R both map `V`, to different frames; the CPU last ran P under ASID 3 and now
 /// switches to R under the same ASID. Returns what `V` translates to afterwards and the
 /// program executed.
-fn same_asid_other_table(variant: Variant, park_first: bool) -> (Option<PhysAddr>, PhysAddr, Vec<Insn>) {
+fn same_asid_other_table(
+    variant: Variant,
+    park_first: bool,
+) -> (Option<PhysAddr>, PhysAddr, Vec<Insn>) {
     const V: u64 = 0x0800_0000;
     let mem = HostMemory::new();
     let (p, _) = space_with::<Short>(&mem, &[V]);
@@ -161,7 +167,10 @@ fn same_asid_over_another_table_drops_its_entries_and_the_branch_predictor() {
     let (got, want, log) = same_asid_other_table(Variant::Correct, false);
     assert_eq!(got, Some(want));
     assert!(log.contains(&Insn::Tlbiasid(3)), "{log:?}");
-    assert!(log.contains(&Insn::Bpiall), "TTBR0 changed without an ASID change: {log:?}");
+    assert!(
+        log.contains(&Insn::Bpiall),
+        "TTBR0 changed without an ASID change: {log:?}"
+    );
     // Parked first: P's entries under ASID 3 are still cached, and PD0 parking keeps
     // TTBR0 on P, so the switch still sees that the ASID was P's and drops them.
     let (got, want, log) = same_asid_other_table(Variant::Correct, true);
@@ -173,7 +182,11 @@ fn same_asid_over_another_table_drops_its_entries_and_the_branch_predictor() {
 #[test]
 fn teeth_bare_ttbr0_rewrite_under_the_same_asid_is_caught() {
     let (got, want, log) = same_asid_other_table(Variant::BareSameAsid, false);
-    assert_ne!(got, Some(want), "the old shortcut should translate through P's entries");
+    assert_ne!(
+        got,
+        Some(want),
+        "the old shortcut should translate through P's entries"
+    );
     assert!(!log.contains(&Insn::Bpiall));
 }
 
@@ -224,7 +237,10 @@ fn teeth_754322_without_the_barrier_leaks_a_walk_into_the_new_asid() {
 #[test]
 fn teeth_unparking_with_the_table_in_one_step_is_caught() {
     let (got, _) = switch_a_to_b(A15, Variant::OneIsb);
-    assert!(got.is_some(), "PD0 cleared before the new TTBR0: A walked under B's ASID");
+    assert!(
+        got.is_some(),
+        "PD0 cleared before the new TTBR0: A walked under B's ASID"
+    );
 }
 
 #[test]
@@ -233,8 +249,14 @@ fn teeth_reserved_asid_switch_tags_entries_with_asid0() {
     assert!(log.contains(&Insn::SetContextidr(0)));
     // And what the correct program never does: change CONTEXTIDR while TTBR0 can walk.
     let (_, log) = switch_a_to_b(A15, Variant::Correct);
-    let ctx = log.iter().position(|i| matches!(i, Insn::SetContextidr(_))).unwrap();
-    let park = log.iter().position(|i| *i == Insn::SetTtbcr(N | (1 << 4))).unwrap();
+    let ctx = log
+        .iter()
+        .position(|i| matches!(i, Insn::SetContextidr(_)))
+        .unwrap();
+    let park = log
+        .iter()
+        .position(|i| *i == Insn::SetTtbcr(N | (1 << 4)))
+        .unwrap();
     assert!(park < ctx, "{log:?}");
 }
 
@@ -257,7 +279,12 @@ fn no_split_parks_on_ttbr1_and_refuses_without_it() {
     c.model.regs.ttbr1 = 0x4000_0000;
     // SAFETY: the model CPU has no memory to break.
     let _ = unsafe { switch_short(&mut c, a.root(), WALK, Asid(2), false) }.unwrap();
-    assert_eq!(c.model.log[1], Insn::SetTtbr0(0x4000_0000), "{:?}", c.model.log);
+    assert_eq!(
+        c.model.log[1],
+        Insn::SetTtbr0(0x4000_0000),
+        "{:?}",
+        c.model.log
+    );
 }
 
 /// 300 LPAE spaces each map `S` to their own frame; one CPU switches through all of them
@@ -290,15 +317,14 @@ fn lpae_allocator_round(honour_flush: bool) -> Result<u64, std::string::String> 
                 let mut c = cpu.with(&tables);
                 if honour_flush {
                     // SAFETY: the model CPU has no memory to break.
-                    let _ = unsafe {
-                        alloc.activate_lpae_on(&mut c, 0, &ctxs[k], spaces[k].0.root())
-                    }
-                    .unwrap();
+                    let _ =
+                        unsafe { alloc.activate_lpae_on(&mut c, 0, &ctxs[k], spaces[k].0.root()) }
+                            .unwrap();
                 } else {
                     let sw = alloc.switch_to(0, &ctxs[k]).unwrap();
                     // SAFETY: as above.
-                    let _ = unsafe { switch_lpae(&mut c, spaces[k].0.root(), sw.asid, false) }
-                        .unwrap();
+                    let _ =
+                        unsafe { switch_lpae(&mut c, spaces[k].0.root(), sw.asid, false) }.unwrap();
                 }
                 c.speculate();
             }
@@ -338,7 +364,9 @@ fn lpae_owed_flush_runs_parked() {
     let done = unsafe { switch_lpae(&mut c, a.root(), Asid(5), true) }.unwrap();
     assert!(done.flushed_local && done.asid_changed);
     let log = &c.model.log;
-    let park = log.iter().position(|i| *i == Insn::SetTtbcr((1 << 31) | N | (1 << 7)));
+    let park = log
+        .iter()
+        .position(|i| *i == Insn::SetTtbcr((1 << 31) | N | (1 << 7)));
     let flush = log.iter().position(|i| *i == Insn::Tlbiall);
     let write = log.iter().position(|i| matches!(i, Insn::SetTtbr0Lpae(_)));
     let unpark = log.iter().position(|i| *i == Insn::SetTtbcr((1 << 31) | N));
@@ -394,13 +422,25 @@ fn teeth_shareable_walks_on_a_core_outside_coherency_miss_a_pou_clean() {
 fn walk_attributes_follow_actlr_smp_on_parts_that_have_it() {
     let mp = 1 << 31;
     // Cortex-A9 with ACTLR.SMP clear: not coherent, no S.
-    assert_eq!(ShortWalk::from_registers(0x412F_C090, mp, 0), ShortWalk::UP_MP);
-    assert_eq!(ShortWalk::from_registers(0x412F_C090, mp, 1 << 6), ShortWalk::SMP);
+    assert_eq!(
+        ShortWalk::from_registers(0x412F_C090, mp, 0),
+        ShortWalk::UP_MP
+    );
+    assert_eq!(
+        ShortWalk::from_registers(0x412F_C090, mp, 1 << 6),
+        ShortWalk::SMP
+    );
     // No multiprocessing extensions.
     assert_eq!(ShortWalk::from_registers(0x413F_C080, 0, 0), ShortWalk::UP);
     // Another part: MPIDR.U decides.
-    assert_eq!(ShortWalk::from_registers(0x5100_0000, mp, 0), ShortWalk::SMP);
-    assert_eq!(ShortWalk::from_registers(0x5100_0000, mp | (1 << 30), 0), ShortWalk::UP_MP);
+    assert_eq!(
+        ShortWalk::from_registers(0x5100_0000, mp, 0),
+        ShortWalk::SMP
+    );
+    assert_eq!(
+        ShortWalk::from_registers(0x5100_0000, mp | (1 << 30), 0),
+        ShortWalk::UP_MP
+    );
     assert_eq!(ShortWalk::SMP.bits(), 0x6a, "Linux TTB_FLAGS_SMP");
     assert_eq!(ShortWalk::UP_MP.bits(), 0x59, "Linux TTB_FLAGS_UP");
 }

@@ -9,16 +9,18 @@
 //!   broadcast a corrupted ASID, so other CPUs invalidate the wrong entries. Workaround:
 //!   never broadcast an ASID. An ASID flush becomes `TLBIALLIS`, a by-VA flush becomes
 //!   `TLBIMVAAIS` (the VA for every ASID). Both over-invalidate, never under-invalidate.
-//! - **Cortex-A15 erratum 798181** (r0p0..r3p2 without the ECO fix, and Brahma-B15
-//!   r0p0..r0p2): a broadcast TLB invalidate followed by `dsb ish` may not yet have taken
+//! - **Cortex-A15 erratum 798181** (r0p0..r3pN unless `REVIDR` reports a fix, and
+//!   Brahma-B15 r0p0..r0p2): a broadcast TLB invalidate followed by `dsb ish` may not yet have taken
 //!   effect for an access in flight on another CPU. Workaround, once per batch after its
 //!   invalidates: a dummy `TLBIMVAIS` for VA 0 / ASID 0 and another `dsb ish` (the
 //!   *partial* variant, enough with the first ECO fix), and in the *full* variant also an
 //!   IPI to the other CPUs that may use the affected translations, each executing a `dmb`
 //!   before answering. The crate cannot send IPIs: the kernel supplies an [`IpiHook`].
 //!   `REVIDR` bit 4 (the ECO fix, from r2p2) and bit 9 (its update, from r2p4) say which
-//!   variant a CPU needs; the table follows the one Linux applies
-//!   (`erratum_a15_798181_init`). (A CPU that does not implement `REVIDR` reads `MIDR` at
+//!   variant a CPU needs, as Linux's `erratum_a15_798181_init` reads them: bit 4 set means
+//!   the partial workaround (even with bit 9); on r2p4..r3p2 bit 9 *alone* means not
+//!   affected, and from r3p3 bit 9 means not affected, its absence partial; r2p2/r2p3 do
+//!   not define bit 9 (see [`a15_798181`] for the whole table). (A CPU that does not implement `REVIDR` reads `MIDR` at
 //!   its encoding, as QEMU's models do; only Cortex-A15 r2p2..r3pN consult it, and those
 //!   implement it. QEMU's Cortex-A15 is r4p0: not affected.)
 
@@ -157,6 +159,11 @@ impl PartialEq for A15Workaround {
 pub struct ErrataConfig {
     /// Cortex-A9 720789: no ASID in broadcast operations.
     pub a9_720789: bool,
+    /// Cortex-A9 754322: a full `dsb` before each `CONTEXTIDR` write. Listed for the
+    /// record (and for merging a system's CPUs): the short-descriptor switch
+    /// ([`crate::switch::switch_short`]) reads `MIDR` and applies it on the CPU it runs
+    /// on, whatever this says, since the erratum is in that CPU's own walker.
+    pub a9_754322: bool,
     /// Cortex-A15 798181.
     pub a15_798181: A15Workaround,
 }
@@ -182,6 +189,7 @@ impl ErrataConfig {
     /// No workarounds.
     pub const NONE: ErrataConfig = ErrataConfig {
         a9_720789: false,
+        a9_754322: false,
         a15_798181: A15Workaround::Off,
     };
 
@@ -203,6 +211,7 @@ impl ErrataConfig {
         };
         Ok(Self {
             a9_720789: a9_720789_affected(midr),
+            a9_754322: a9_754322_affected(midr),
             a15_798181,
         })
     }
@@ -280,6 +289,17 @@ mod tests {
         assert_eq!(a15_798181(midr(0x42, 0x00F, 0, 3), 0), NotAffected);
         // Same part number from another implementer.
         assert_eq!(a15_798181(midr(0x51, 0xC0F, 0, 0), 0), NotAffected);
+    }
+
+    #[test]
+    fn a9_754322_r2_and_r3_only() {
+        assert!(!a9_754322_affected(midr(0x41, 0xC09, 1, 4)));
+        assert!(a9_754322_affected(midr(0x41, 0xC09, 2, 0)));
+        assert!(a9_754322_affected(midr(0x41, 0xC09, 3, 0)));
+        assert!(!a9_754322_affected(midr(0x41, 0xC09, 4, 1)));
+        assert!(!a9_754322_affected(midr(0x41, 0xC0F, 2, 0)));
+        let c = ErrataConfig::for_cpu(midr(0x41, 0xC09, 2, 1), 0, None).unwrap();
+        assert!(c.a9_754322 && !c.a9_720789);
     }
 
     #[test]

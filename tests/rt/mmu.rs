@@ -2,7 +2,7 @@
 //! page tables are in play: an identity map of RAM and the UART made of 1 MiB sections.
 
 use armv7_mm::arch::barrier::{dsb_sy, isb};
-use armv7_mm::arch::cp15::{DACR, SCTLR, SCTLR_BITS, TTBCR, TTBR0};
+use armv7_mm::arch::cp15::{DACR, SCTLR, SCTLR_BITS, TTBCR, TTBR0, TTBR1};
 use armv7_mm::arch::tlbi;
 use tock_registers::interfaces::{ReadWriteable, Writeable};
 
@@ -37,6 +37,9 @@ pub fn enable_identity(ram_size: u64) -> usize {
     dsb_sy();
     TTBCR.set(0);
     TTBR0.set(base | TTBR_WALK_ATTRS);
+    // With TTBCR.N = 0, TTBR1 is the table the crate parks TTBR0 on while it changes the
+    // ASID (`armv7_mm::switch`): the boot map, global sections only.
+    TTBR1.set(base | TTBR_WALK_ATTRS);
     DACR.set(0b01); // domain 0: client (permissions checked)
     tlbi::tlbiall(0);
     tlbi::iciallu(0);

@@ -48,6 +48,7 @@ use armv7_mm::{MapSize, Memory, PhysAddr, VirtAddr, VirtRange};
 use rt::fault::{self, FaultClass};
 use rt::frames::{KernelMemory, RAM_BASE};
 use rt::println;
+use tock_registers::interfaces::Writeable;
 
 /// `TTBCR.N`: user tables translate `[0, 1 GiB)`.
 pub const SPLIT: u8 = 2;
@@ -237,12 +238,15 @@ pub fn park() {
 /// of the space this CPU ran stay usable under that ASID until a broadcast invalidate
 /// removes them). Legitimate because the parking table has no non-global entries.
 pub fn park_keeping_asid() {
-    let asid = mmu::current_asid();
-    // SAFETY: the parking table maps the UART like every user table; with the same ASID,
-    // `switch_context` only rewrites TTBR0, and the parking table creates no entry tagged
-    // with it.
-    unsafe { mmu::switch_context(PARK.get().root(), asid, false) }
-        .unwrap_or_else(|e| panic!("park: {e:?}"));
+    // A bare TTBR0 write, not the crate's switch: the crate's switch would see the ASID
+    // used over another table and drop its entries locally, and the point here is that
+    // they stay until a *broadcast* invalidate. (The crate's own way to leave user space
+    // is `mmu::park`, TTBCR.PD0, which this kernel cannot use: its UART is below the
+    // split.) The parking table maps the UART like every user table and has no
+    // non-global entries.
+    armv7_mm::arch::barrier::dsb_ishst();
+    armv7_mm::arch::cp15::TTBR0.set(mmu::ttbr_value(PARK.get().root()));
+    armv7_mm::arch::barrier::isb();
 }
 
 // ---- The watched slots and the readers -----------------------------------------------
