@@ -11,9 +11,12 @@
 
 use std::vec::Vec;
 
-use super::attrs::{Attributes, MemoryType};
+use super::attrs::{Access, Attributes, Execute, MemoryType};
+use crate::lpae::attrs::{MAIR0, MAIR1};
+use crate::lpae::descriptor::{Desc, DescKind};
 use crate::short::descriptor::{L1Desc, L2Desc};
 use crate::short::{NMRR, PRRR};
+use crate::sink::MapSize;
 
 /// A shareability domain.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -181,4 +184,94 @@ fn short_shareable_normal_is_inner_shareable_like_the_walks() {
         let (n, s) = short_index_and_s(attrs(MemoryType::StronglyOrdered, shareable));
         assert_eq!(remap(PRRR, NMRR, n, s), Remapped::StronglyOrdered);
     }
+}
+
+#[test]
+fn lpae_shareable_normal_is_inner_shareable_like_the_walks() {
+    let walks = sh_domain(TTBCR_SH_WALK);
+    for m in normal_types() {
+        for shareable in [false, true] {
+            let a = attrs(m, shareable);
+            let d = Desc::leaf(MapSize::Page4K, 0x1_2345_6000, a).raw();
+            let want = if shareable {
+                walks
+            } else {
+                Domain::NonShareable
+            };
+            assert_eq!(
+                sh_domain(d >> 8 & 3),
+                want,
+                "{m:?} shareable={shareable}: {d:#x}"
+            );
+            // The MAIR slot the descriptor selects holds the type, inner and outer alike.
+            let slot = d >> 2 & 7;
+            let mair = u64::from(if slot < 4 { MAIR0 } else { MAIR1 });
+            assert_eq!(mair >> (8 * (slot % 4)) & 0xff, normal_policy(m).1, "{m:?}");
+        }
+    }
+}
+
+#[test]
+fn both_formats_give_the_same_domain() {
+    for m in normal_types() {
+        for shareable in [false, true] {
+            let a = attrs(m, shareable);
+            let (n, s) = short_index_and_s(a);
+            let Remapped::Normal { domain: short, .. } = remap(PRRR, NMRR, n, s) else {
+                panic!("{m:?} is not Normal under PRRR");
+            };
+            let d = Desc::leaf(MapSize::Block2M, 0x4020_0000, a).raw();
+            assert_eq!(short, sh_domain(d >> 8 & 3), "{m:?} shareable={shareable}");
+        }
+    }
+}
+
+#[test]
+fn lpae_shareability_roundtrips() {
+    let execs = [Execute::Never, Execute::Anywhere, Execute::UserOnly];
+    for memory in [
+        MemoryType::StronglyOrdered,
+        MemoryType::Device,
+        MemoryType::NormalNonCacheable,
+        MemoryType::NormalWriteThrough,
+        MemoryType::NormalWriteBackNoAllocate,
+        MemoryType::NormalWriteBack,
+    ] {
+        for (shareable, execute) in [false, true]
+            .into_iter()
+            .flat_map(|s| execs.into_iter().map(move |e| (s, e)))
+        {
+            let a = Attributes {
+                memory,
+                access: Access::UserRo,
+                execute,
+                global: !shareable,
+                shareable,
+            };
+            for (level, size) in [
+                (1, MapSize::Block1G),
+                (2, MapSize::Block2M),
+                (3, MapSize::Page4K),
+            ] {
+                let d = Desc::leaf(size, 0x40_0000_0000, a);
+                assert_eq!(
+                    d.kind(level),
+                    DescKind::Leaf {
+                        size,
+                        pa: 0x40_0000_0000,
+                        attrs: a
+                    }
+                );
+            }
+        }
+    }
+    // An outer-shareable entry (written by someone else) still reads as shareable.
+    let outer = Desc::leaf(
+        MapSize::Page4K,
+        0x1000,
+        attrs(MemoryType::NormalWriteBack, false),
+    )
+    .raw()
+        | 0b10 << 8;
+    assert!(Desc::from_bits_retain(outer).attrs().shareable);
 }
