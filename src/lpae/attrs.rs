@@ -14,8 +14,13 @@
 //! whichever format a kernel picks. With `TTBCR.EAE = 1` the `MAIRn` registers are the
 //! registers that hold `PRRR`/`NMRR` in the short format.
 //!
-//! Shareable Normal memory is outer shareable (`SH = 0b10`), as `S = 1` means with the
-//! crate's `PRRR`; device and strongly-ordered memory are shareable whatever `SH` says.
+//! Shareable Normal memory is inner shareable (`SH = 0b11`), as `S = 1` means with the
+//! crate's `PRRR` (`NOSn = 1`), and the domain the walks use (`TTBCR.SH0 = SH1 = 0b11`
+//! from `crate::arch::lpae::enable`), the crate's barriers (`dsb ish`) and its TLB
+//! broadcasts. Linux's `L_PTE_SHARED` is the same `0b11`. Non-shareable is `0b00`; a
+//! leaf with `SH = 0b10` (outer shareable, never written by the crate) reads back as
+//! shareable. Device and strongly-ordered memory are shareable whatever `SH` says (the
+//! crate writes `0b11` for them too when [`Attributes::shareable`] is set).
 //!
 //! # Permissions
 //!

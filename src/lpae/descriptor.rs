@@ -64,9 +64,13 @@ bitflags! {
     }
 }
 
-/// `SH` for shareable Normal memory: outer shareable, as the short format's `S` bit means
-/// with the crate's `PRRR` (`NOSn = 0`).
-const SH_OUTER: u64 = 0b10 << 8;
+/// `SH` for shareable memory: inner shareable (`0b11`), as the short format's `S` bit means
+/// with the crate's `PRRR` (`NOSn = 1`), and the domain of the walks (`TTBCR.SH0 = 0b11`),
+/// barriers and TLB broadcasts. Linux's `L_PTE_SHARED` is the same `3 << 8`.
+const SH_INNER: u64 = 0b11 << 8;
+/// `SH[1]`: set for both shareable encodings (`0b10` outer, `0b11` inner), clear for
+/// non-shareable (`0b00`; `0b01` is reserved).
+const SH_SHAREABLE: u64 = 0b10 << 8;
 
 /// What a long descriptor is.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -119,7 +123,7 @@ impl Desc {
         d |= Desc::from_bits_retain(u64::from(attrs.memory.remap_index()) << 2);
         d |= Desc::from_bits_retain(u64::from(ap21(attrs.access)) << 6);
         if attrs.shareable {
-            d |= Desc::from_bits_retain(SH_OUTER);
+            d |= Desc::from_bits_retain(SH_INNER);
         }
         d.set(Desc::NG, !attrs.global);
         let (xn, pxn) = match attrs.execute {
@@ -153,7 +157,7 @@ impl Desc {
                 Execute::Anywhere
             },
             global: !self.contains(Desc::NG),
-            shareable: b & SH_OUTER != 0,
+            shareable: b & SH_SHAREABLE != 0,
         }
     }
 
@@ -197,12 +201,12 @@ mod tests {
 
     #[test]
     fn known_encodings() {
-        // Kernel RW write-back page at 0x12_3456_7000: AttrIndx 7, AP 00, outer
+        // Kernel RW write-back page at 0x12_3456_7000: AttrIndx 7, AP 00, inner
         // shareable, AF, XN + PXN, type 0b11.
         let d = Desc::leaf(MapSize::Page4K, 0x12_3456_7000, Attributes::KERNEL_DATA);
         assert_eq!(
             d.raw(),
-            0x12_3456_7000 | 0b11 | 7 << 2 | 0b10 << 8 | 1 << 10 | 1 << 53 | 1 << 54
+            0x12_3456_7000 | 0b11 | 7 << 2 | 0b11 << 8 | 1 << 10 | 1 << 53 | 1 << 54
         );
         // User RW device 2 MiB block, nG: AttrIndx 1, AP 01, type 0b01.
         let a = Attributes {
@@ -213,7 +217,7 @@ mod tests {
         let d = Desc::leaf(MapSize::Block2M, 0x8020_0000, a);
         assert_eq!(
             d.raw(),
-            0x8020_0000 | 0b01 | 1 << 2 | 1 << 6 | 0b10 << 8 | 1 << 10 | 1 << 11 | 3 << 53
+            0x8020_0000 | 0b01 | 1 << 2 | 1 << 6 | 0b11 << 8 | 1 << 10 | 1 << 11 | 3 << 53
         );
         // 1 GiB block ignores the address bits below 1 GiB.
         let d = Desc::leaf(MapSize::Block1G, 0xc0_4000_1000, Attributes::KERNEL_IMAGE);

@@ -22,9 +22,19 @@
 //! strongly-ordered. So turning `TRE` on over a boot map written with plain TEX/C/B
 //! (such as the test runtime's) changes the meaning of none of its entries.
 //!
-//! Normal memory with `S = 1` is shareable (`PRRR.NS1 = 1`, `NS0 = 0`) and outer
-//! shareable (`NOSn = 0`), again as without remap; device memory is shareable whatever
-//! `S` says (`DS0 = DS1 = 1`).
+//! Normal memory with `S = 1` is shareable (`PRRR.NS1 = 1`, `NS0 = 0`), as without remap,
+//! and *inner* shareable (`NOSn = 1` for the Normal slots): the domain the table walks
+//! use (`TTBR.S = 1`, `NOS = 1` from `crate::arch::mmu::ttbr_value` on CPUs with the
+//! multiprocessing extensions), the domain of the crate's barriers (`dsb ish`) and of its
+//! TLB broadcasts (`TLBI*IS`). Linux makes the same choice. Device memory is shareable
+//! whatever `S` says (`DS0 = DS1 = 1`).
+//!
+//! That is the one thing `TRE = 1` changes for a plain TEX/C/B boot map: a descriptor
+//! without remap has no inner/outer choice, and its shareable Normal entries are outer
+//! shareable; under the crate's `PRRR` they are inner shareable. For the CPUs of one inner
+//! shareable domain, which is all the crate's barriers and TLB maintenance reach anyway,
+//! that changes nothing; an observer that is only in the outer shareable domain (a
+//! coherent DMA master outside the cluster, say) is no longer covered.
 //!
 //! # Access permissions
 //!
@@ -57,11 +67,18 @@ const fn compute_prrr() -> u32 {
     let mut v = 0;
     let mut i = 0;
     while i < 8 {
-        v |= prrr_tr(MemoryType::from_remap_index(i)) << (2 * i as u32);
+        let t = MemoryType::from_remap_index(i);
+        v |= prrr_tr(t) << (2 * i as u32);
+        // NOSn = 1 for the Normal slots: shareable normal memory is inner shareable, the
+        // domain of the walks, barriers and TLB broadcasts. (NOSn of a Device or
+        // strongly-ordered slot is ignored; the crate leaves it 0.)
+        if t.is_normal() {
+            v |= 1 << (24 + i as u32);
+        }
         i += 1;
     }
     // DS0 = DS1 = 1: device is shareable whatever S says. NS0 = 0, NS1 = 1: normal memory
-    // is shareable iff S. NOSn = 0: shareable normal memory is outer shareable.
+    // is shareable iff S.
     v | (1 << 16) | (1 << 17) | (1 << 19)
 }
 
@@ -77,7 +94,11 @@ const fn compute_nmrr() -> u32 {
 }
 
 /// The value the kernel must program in `PRRR` (Primary Region Remap Register) before
-/// setting `SCTLR.TRE` for tables built by this crate (`0x000b_82a4`).
+/// setting `SCTLR.TRE` for tables built by this crate (`0x9c0b_82a4`: `TRn` as the slots
+/// above, `DS0 = DS1 = NS1 = 1`, `NOSn = 1` for the Normal slots 2, 3, 4 and 7).
+///
+/// Linux's ARMv7 value (`0xff0a_81a8`, `proc-v7-2level.S`) has the same `NOS` meaning
+/// (shareable Normal memory is inner shareable) over different slots.
 pub const PRRR: u32 = compute_prrr();
 /// The value the kernel must program in `NMRR` (Normal Memory Remap Register) before
 /// setting `SCTLR.TRE` (`0x40e0_40e0`).
@@ -139,7 +160,7 @@ mod tests {
 
     #[test]
     fn remap_registers() {
-        assert_eq!(PRRR, 0x000b_82a4);
+        assert_eq!(PRRR, 0x9c0b_82a4);
         assert_eq!(NMRR, 0x40e0_40e0);
     }
 
