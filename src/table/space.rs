@@ -645,12 +645,20 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
         }
     }
 
+    /// Whether this space can have leaves of shape `s`: the CPU has the size, and its
+    /// level is not above the root's (a long-descriptor root at level 2, for
+    /// `Layout::User { n >= 2 }`, has no entry that could hold a 1 GiB block).
+    #[inline(always)]
+    fn holds(&self, s: LeafShape) -> bool {
+        s.level >= self.root.level && F::size_usable(&self.features, s.size)
+    }
+
     /// The leaf shape of the next chunk of a map at `va -> pa` ending at `end`: the
     /// largest size up to `max` that the CPU has, that VA and PA alignment and the
     /// remaining length allow, and whose entries are free.
     fn choose(&self, va: u64, pa: u64, end: u64, max: MapSize) -> LeafShape {
         for &s in F::LEAVES {
-            if s.size > max || !F::size_usable(&self.features, s.size) {
+            if s.size > max || !self.holds(s) {
                 continue;
             }
             let b = s.size.bytes();
@@ -685,7 +693,7 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
         if let Some(l) = smaller
             .iter()
             .rev()
-            .find(|l| l.size <= max && F::size_usable(&self.features, l.size))
+            .find(|&&l| l.size <= max && self.holds(l))
         {
             let lb = l.size.bytes();
             if (va ^ pa) & (lb - 1) == 0 {
@@ -699,7 +707,9 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
     /// mappings up to `max` that alignment (of both VA and PA) and the tables allow (a
     /// region that already has a table is mapped with smaller leaves). Sizes the format
     /// does not have count as the next smaller one (short: 2 MiB / 1 GiB mean 1 MiB /
-    /// 16 MiB; long: 64 KiB / 1 MiB mean 4 KiB, 16 MiB means 2 MiB).
+    /// 16 MiB; long: 64 KiB / 1 MiB mean 4 KiB, 16 MiB means 2 MiB), and so do sizes the
+    /// layout's root table cannot hold (long descriptors with `Layout::User { n >= 2 }`,
+    /// whose root is a level-2 table: 1 GiB means 2 MiB).
     ///
     /// Nothing is written before everything is checked and every needed table frame is
     /// allocated, so on error the tables are exactly as before and every frame taken has
