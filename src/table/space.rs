@@ -721,7 +721,10 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
     /// # Errors
     /// [`MapError::OutOfRange`], [`MapError::Misaligned`], [`MapError::PhysUnreachable`],
     /// [`MapError::AlreadyMapped`] (some VA of the range is mapped), [`MapError::PxnConflict`],
-    /// [`MapError::Unsupported`], [`MapError::OutOfMemory`], [`MapError::TableUnreachable`].
+    /// [`MapError::Unsupported`], [`MapError::ExecutableDevice`] (device or
+    /// strongly-ordered memory must be execute-never), [`MapError::GlobalInUserSpace`]
+    /// (a [`Layout::User`] space takes only not-global leaves), [`MapError::OutOfMemory`],
+    /// [`MapError::TableUnreachable`].
     pub fn map(
         &mut self,
         range: VirtRange,
@@ -743,6 +746,12 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
         }
         F::check_permissions(&self.features, attrs.access, attrs.execute)
             .map_err(MapError::Unsupported)?;
+        if !attrs.memory.is_normal() && attrs.execute != Execute::Never {
+            return Err(MapError::ExecutableDevice);
+        }
+        if attrs.global && matches!(self.layout, Layout::User { .. }) {
+            return Err(MapError::GlobalInUserSpace);
+        }
         let (start, end) = (range.start().as_u64(), range.end());
         let need = self.plan_map(start, end, pa.as_u64(), attrs.execute, max)?;
         let mut list = self.take_frames(need)?;
@@ -1076,7 +1085,9 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
     /// # Errors
     /// [`ProtectError::OutOfRange`], [`ProtectError::PartialBlock`],
     /// [`ProtectError::PxnConflict`] (a short-descriptor page's table has the other PXN),
-    /// [`ProtectError::Unsupported`]; all checked before anything is written.
+    /// [`ProtectError::Unsupported`], [`ProtectError::ExecutableDevice`] (`execute` is not
+    /// [`Execute::Never`] and the range holds device or strongly-ordered memory); all
+    /// checked before anything is written.
     pub fn protect(
         &mut self,
         range: VirtRange,
@@ -1102,15 +1113,18 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
             end,
             &mut NoTally,
             &mut Each(|l: Found<F>| {
-                if F::table_allows(l.ctx, execute) {
-                    ControlFlow::Continue(())
+                let va = VirtAddr::new(l.va as u32);
+                if execute != Execute::Never && !l.attrs().memory.is_normal() {
+                    ControlFlow::Break(ProtectError::ExecutableDevice(va))
+                } else if !F::table_allows(l.ctx, execute) {
+                    ControlFlow::Break(ProtectError::PxnConflict(va))
                 } else {
-                    ControlFlow::Break(l.va)
+                    ControlFlow::Continue(())
                 }
             }),
         );
-        if let ControlFlow::Break(va) = conflict {
-            return Err(ProtectError::PxnConflict(VirtAddr::new(va as u32)));
+        if let ControlFlow::Break(e) = conflict {
+            return Err(e);
         }
         let mut first = None;
         let mut changed = Changed {

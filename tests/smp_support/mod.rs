@@ -177,7 +177,11 @@ pub fn new_user_space() -> Space {
     user.map(
         range(UART, 4096),
         PhysAddr::new(UART as u64),
-        Attributes::DEVICE,
+        // Not global: a process space takes only ASID-tagged leaves.
+        Attributes {
+            global: false,
+            ..Attributes::DEVICE
+        },
         MapSize::Page4K,
     )
     .unwrap_or_else(|e| panic!("uart map: {e:?}"));
@@ -235,12 +239,14 @@ pub fn park() {
 
 /// Parks `TTBR0` on the parking table but keeps the current ASID (a lazy switch: entries
 /// of the space this CPU ran stay usable under that ASID until a broadcast invalidate
-/// removes them). Legitimate because the parking table has no non-global entries.
+/// removes them). Legitimate because the parking table maps nothing but the UART page,
+/// exactly as every user table does.
 pub fn park_keeping_asid() {
     let asid = mmu::current_asid();
     // SAFETY: the parking table maps the UART like every user table; with the same ASID,
-    // `switch_context` only rewrites TTBR0, and the parking table creates no entry tagged
-    // with it.
+    // `switch_context` only rewrites TTBR0, and the only entry the parking table can
+    // create tagged with it (the UART page, not global in a process table) is the one
+    // every space using that ASID has too.
     unsafe { mmu::switch_context(PARK.get().root(), asid, false) }
         .unwrap_or_else(|e| panic!("park: {e:?}"));
 }
