@@ -57,6 +57,16 @@ pub enum MapError {
     PxnConflict(VirtAddr),
     /// The attributes need a feature this CPU does not have.
     Unsupported(Feature),
+    /// Device or strongly-ordered memory that is not execute-never (`execute` other than
+    /// [`Execute::Never`](crate::table::attrs::Execute::Never)): the processor could fetch
+    /// instructions from it speculatively, reading device registers (the Arm ARM requires
+    /// such regions to be XN, B3.7.2 "Execute-never restrictions on instruction
+    /// fetching").
+    ExecutableDevice,
+    /// A global mapping (`Attributes::global`, nG clear) in a
+    /// [`Layout::User`](crate::table::Layout::User) space: its TLB entry would match every
+    /// ASID, so it would leak into every other process and survive their flushes by ASID.
+    GlobalInUserSpace,
     /// The kernel's memory model ran out of frames for L2 tables.
     OutOfMemory,
     /// The allocator returned table memory a table entry cannot point to (short: above
@@ -97,6 +107,9 @@ pub enum ProtectError {
     PxnConflict(VirtAddr),
     /// The new permissions need a feature this CPU does not have.
     Unsupported(Feature),
+    /// The new permissions make the device or strongly-ordered mapping at `va` executable
+    /// (see [`MapError::ExecutableDevice`]).
+    ExecutableDevice(VirtAddr),
 }
 
 /// Why a `free_tables` was refused. Nothing was unlinked.

@@ -753,7 +753,11 @@ fn user_space(tag: u32) -> Result<(Space, PhysAddr), ()> {
         .map(
             range(UART, 4096),
             PhysAddr::new(UART as u64),
-            Attributes::DEVICE,
+            // Not global: a process space takes only ASID-tagged leaves.
+            Attributes {
+                global: false,
+                ..Attributes::DEVICE
+            },
             MapSize::Page4K,
         )
         .and_then(|()| {

@@ -214,7 +214,12 @@ fn random_attrs(rng: &mut Rng, features: Features) -> Attributes {
     Attributes {
         memory,
         access,
-        execute,
+        // Device and strongly-ordered memory is execute-never (`map` refuses it otherwise).
+        execute: if memory.is_normal() {
+            execute
+        } else {
+            Execute::Never
+        },
         global: rng.below(2) == 0,
         shareable: rng.below(2) == 0,
     }

@@ -151,24 +151,30 @@ impl Pending {
         }
     }
 
-    /// Hands the item back to `memory` and counts it in `report`. Only after the flush.
+    /// Hands the item back to `memory` and counts it in `report` (the counts saturate).
+    /// Only after the flush. Whatever a kernel reported is handed back as reported, even a
+    /// range that passes the top of the physical address space (an unpackable item).
     pub(crate) fn release<M: Memory>(self, memory: &mut M, report: &mut FlushReport) {
         match self {
             Pending::Mapped { pa, size, count } => {
                 // One call per mapping, as the `Memory` contract promises; the run only
-                // saved batch space and bookkeeping.
+                // saved batch space and bookkeeping. `i * bytes` stays below 2^62 (a
+                // count is 32 bits, a leaf at most 1 GiB); only runs of packable leaves,
+                // below 2^40, have more than one, so the sum never wraps for them.
                 let bytes = size.bytes();
-                let mut at = pa.as_u64();
-                for _ in 0..count {
+                for i in 0..u64::from(count) {
+                    let at = pa.as_u64().wrapping_add(i * bytes);
                     memory.release_mapped(PhysAddr::new(at), bytes as usize);
-                    at += bytes;
                 }
-                report.leaves_released += count;
-                report.bytes_released += bytes * count as u64;
+                report.leaves_released = report.leaves_released.saturating_add(count);
+                report.bytes_released = report
+                    .bytes_released
+                    .saturating_add(bytes * u64::from(count));
             }
             Pending::Table { pa, frames } => {
                 memory.free_frames(pa, frames);
-                report.table_frames_freed += frames as u32;
+                let frames = u32::try_from(frames).unwrap_or(u32::MAX);
+                report.table_frames_freed = report.table_frames_freed.saturating_add(frames);
             }
         }
     }
@@ -419,11 +425,11 @@ impl FrameBatches {
             });
         }
         let Some(pa) = memory.allocate_frames(1, PAGE_SIZE as usize) else {
-            report.batch_alloc_failures += 1;
+            report.batch_alloc_failures = report.batch_alloc_failures.saturating_add(1);
             return Err(BatchFull { alloc_failed: true });
         };
         let frame = pa.as_u64();
-        report.batch_frames_borrowed += 1;
+        report.batch_frames_borrowed = report.batch_frames_borrowed.saturating_add(1);
         set_next(memory, frame, NONE);
         write_word(memory, frame, 3, MAGIC);
         if self.cur == NONE {
@@ -549,6 +555,150 @@ mod tests {
             };
             assert_eq!(roundtrip(p), p);
         }
+    }
+
+    /// What the backend and the memory saw, in order.
+    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+    enum Event {
+        Complete,
+        Released(u64, usize),
+        Freed(u64, usize),
+    }
+
+    type Log = std::rc::Rc<std::cell::RefCell<std::vec::Vec<Event>>>;
+
+    /// A backend that logs its completions.
+    struct Completions(Log);
+
+    impl crate::TlbBackend for Completions {
+        fn prepare(&mut self) {}
+        fn invalidate_va(&mut self, _: crate::VirtAddr, _: crate::Asid) {}
+        fn invalidate_va_all_asids(&mut self, _: crate::VirtAddr) {}
+        fn invalidate_asid(&mut self, _: crate::Asid) {}
+        fn invalidate_all(&mut self) {}
+        fn invalidate_branch_predictor(&mut self) {}
+        fn complete(&mut self) {
+            self.0.borrow_mut().push(Event::Complete);
+        }
+        fn counters(&self) -> crate::TlbCounters {
+            crate::TlbCounters::default()
+        }
+    }
+
+    /// A memory that lends no batch frame and logs what comes back.
+    struct Returns(Log);
+
+    // SAFETY: never allocates, so `phys_to_virt` is never used on its behalf.
+    unsafe impl Memory for Returns {
+        fn allocate_frames(&mut self, _: usize, _: usize) -> Option<PhysAddr> {
+            None
+        }
+        fn free_frames(&mut self, pa: PhysAddr, frames: usize) {
+            self.0.borrow_mut().push(Event::Freed(pa.as_u64(), frames));
+        }
+        fn phys_to_virt(&self, _: PhysAddr) -> core::ptr::NonNull<u8> {
+            core::ptr::NonNull::dangling()
+        }
+        fn release_mapped(&mut self, pa: PhysAddr, bytes: usize) {
+            self.0
+                .borrow_mut()
+                .push(Event::Released(pa.as_u64(), bytes));
+        }
+    }
+
+    #[test]
+    fn items_at_the_top_of_the_address_space_are_released_after_a_flush() {
+        use crate::sink::UnmapSink;
+        // What a kernel may report (directly, or through a bad memory model): leaves and
+        // table memory whose end passes 2^64, counts that fit no word. None can be packed;
+        // each must still go back exactly once, after a completed flush, without a panic.
+        let top: u64 = !0xfff;
+        let items = [
+            (top, MapSize::Page4K),
+            (top & !((1 << 30) - 1), MapSize::Block1G),
+            (top - (1 << 20), MapSize::Block2M),
+            (1 << 40, MapSize::Super16M),
+        ];
+        let log = Log::default();
+        let in_flight = crate::InFlight::new();
+        let mut g = crate::MmuGather::new(
+            crate::Scope::Kernel,
+            Completions(log.clone()),
+            Returns(log.clone()),
+            &in_flight,
+        );
+        for (i, &(pa, size)) in items.iter().enumerate() {
+            g.leaf_cleared(crate::ClearedLeaf {
+                va: crate::VirtAddr::new(0x1000_0000 + (i as u32) * 0x1000),
+                size,
+                pa: PhysAddr::new(pa),
+                global: true,
+                executable: false,
+            });
+        }
+        g.table_memory_freed(PhysAddr::new(top), 1);
+        g.table_memory_freed(PhysAddr::new(0x4000_0000), usize::MAX);
+        g.table_memory_freed(PhysAddr::new(top), usize::MAX);
+        let report = g.finish();
+        let log = log.borrow();
+        let mut want: std::vec::Vec<Event> = items
+            .iter()
+            .map(|&(pa, size)| Event::Released(pa, size.bytes() as usize))
+            .collect();
+        want.extend([
+            Event::Freed(top, 1),
+            Event::Freed(0x4000_0000, usize::MAX),
+            Event::Freed(top, usize::MAX),
+        ]);
+        for w in &want {
+            let at = log.iter().position(|e| e == w).expect("released");
+            assert_eq!(log.iter().filter(|e| *e == w).count(), 1, "{w:?} twice");
+            assert!(
+                log[..at].contains(&Event::Complete),
+                "{w:?} released before a flush completed: {log:?}"
+            );
+        }
+        assert_eq!(report.leaves_released, items.len() as u32);
+        assert_eq!(
+            report.table_frames_freed,
+            u32::MAX,
+            "saturated, not wrapped"
+        );
+    }
+
+    #[test]
+    fn release_counts_saturate() {
+        let log = Log::default();
+        let mut mem = Returns(log.clone());
+        let mut report = FlushReport {
+            leaves_released: u32::MAX - 1,
+            bytes_released: u64::MAX - 4096,
+            table_frames_freed: u32::MAX - 1,
+            ..FlushReport::default()
+        };
+        let run = Pending::Mapped {
+            pa: PhysAddr::new(0x4000_0000),
+            size: MapSize::Page4K,
+            count: 3,
+        };
+        run.release(&mut mem, &mut report);
+        Pending::Table {
+            pa: PhysAddr::new(0x5000_0000),
+            frames: 2,
+        }
+        .release(&mut mem, &mut report);
+        assert_eq!(report.leaves_released, u32::MAX);
+        assert_eq!(report.bytes_released, u64::MAX);
+        assert_eq!(report.table_frames_freed, u32::MAX);
+        assert_eq!(
+            *log.borrow(),
+            [
+                Event::Released(0x4000_0000, 4096),
+                Event::Released(0x4000_1000, 4096),
+                Event::Released(0x4000_2000, 4096),
+                Event::Freed(0x5000_0000, 2),
+            ]
+        );
     }
 
     #[test]

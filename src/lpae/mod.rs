@@ -23,6 +23,8 @@
 //! table 1 GiB). The root is one frame: a level-1 table for [`Layout::Whole`] and
 //! [`Layout::Kernel`] and for [`Layout::User`] with `n = 1`; a level-2 table of
 //! `2^(11 - n)` entries for `User { n >= 2 }` (the walk starts at level 2 when `T0SZ >= 2`).
+//! Such a space has no 1 GiB blocks: `map` treats a `MapSize::Block1G` limit there as
+//! `Block2M`.
 //!
 //! Table memory for a dense mapping of 4 KiB pages: 1 GiB costs 512 level-3 tables and one
 //! level-2 table (2,052 KiB, twice the short format's 1 MiB: the entries are twice as

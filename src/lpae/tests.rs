@@ -292,6 +292,48 @@ fn user_and_kernel_layouts() {
 }
 
 #[test]
+fn root_at_level_2_takes_no_1_gib_block() {
+    // From T0SZ = 2 the root is a level-2 table: a 1 GiB block has no entry to live in,
+    // so `Block1G` counts as the largest size the root holds (2 MiB), as sizes the format
+    // lacks count as the next smaller one. (A level-1 block descriptor written into a
+    // level-2 root entry reads as a 2 MiB block: the rest of the GiB would be unmapped.)
+    for n in 2..=3u8 {
+        let mem = HostMemory::new();
+        let mut s = AddressSpace::new(mem.clone(), Layout::User { n }, Features::ALL).unwrap();
+        let top = (1u64 << 32) >> n;
+        let a = Attributes::USER_DATA;
+        s.map(r(0, top), PhysAddr::new(0x4000_0000), a, MapSize::Block1G)
+            .unwrap();
+        let got = sizes(&s, all());
+        assert_eq!(got.len() as u64, top / (2 * MIB), "n = {n}");
+        assert!(got.iter().all(|&(_, size)| size == MapSize::Block2M));
+        for va in [0, 0x20_0000, 0x1234_5000, top - 4096] {
+            let t = s.translate(VirtAddr::new(va as u32)).expect("mapped");
+            assert_eq!(t.pa.as_u64(), 0x4000_0000 + va, "n = {n}, va = {va:#x}");
+            assert_eq!(t.mapping.size, MapSize::Block2M);
+        }
+        assert_eq!(s.table_frames(), 0, "blocks in the root need no table");
+        // Nothing can be mapped over it.
+        assert_eq!(
+            s.map(
+                r(0x20_0000, 4096),
+                PhysAddr::new(0x1000),
+                a,
+                MapSize::Block1G
+            ),
+            Err(MapError::AlreadyMapped(VirtAddr::new(0x20_0000)))
+        );
+        // Unmapping the whole range clears and reports every 2 MiB of it.
+        let mut rec = Rec::default();
+        assert_eq!(s.unmap(r(0, top), &mut rec), Ok((top / (2 * MIB)) as usize));
+        let bytes: u64 = rec.leaves.iter().map(|l| l.size.bytes()).sum();
+        assert_eq!(bytes, top);
+        assert_eq!(s.mappings(all()).count(), 0);
+        teardown(s, &mem);
+    }
+}
+
+#[test]
 fn walk_reads_one_entry_per_empty_entry() {
     // Four level-1 entries, plus one when the walk resumes after the leaf; the level-2
     // and level-3 tables of 0x8000_0000 once each, plus one re-read of the level-2 entry.

@@ -7,6 +7,8 @@
 //!   a stale walk through freed table memory reads garbage or someone else's table, as on
 //!   hardware; `phys_to_virt` keeps working for them.
 //! - [`HostMemory::fail_nth`] makes the Nth allocation from now fail once.
+//! - A request it cannot meet (no frames, more than 4 GiB, an alignment that is not a
+//!   power of two or too large) returns `None`, as an exhausted allocator would.
 //! - `release_mapped` of a range this memory did not allocate (tests map made-up PAs) is
 //!   recorded, not freed.
 //!
@@ -106,10 +108,11 @@ impl HostMemory {
         self.lock().outstanding
     }
 
-    /// Makes the `n`th allocation from now fail once (1 = the next); `None` disarms.
+    /// Makes the `n`th allocation from now fail once (1 = the next); `None` disarms. An `n`
+    /// too far ahead to count to is as good as never.
     pub fn fail_nth(&self, n: Option<u64>) {
         let mut s = self.lock();
-        s.fail_at = n.map(|n| s.allocs + n);
+        s.fail_at = n.and_then(|n| s.allocs.checked_add(n));
     }
 
     /// Whether `pa` lies in a currently allocated block.
@@ -143,7 +146,11 @@ unsafe impl Memory for HostMemory {
                 return None;
             }
         }
-        if count == 0 {
+        // Nothing, more than the 4 GiB of fake physical addresses, or an alignment that is
+        // not a power of two: refused like an exhausted allocator (what a kernel's would
+        // do), with no state changed.
+        let bytes = (count as u64).checked_mul(PAGE)?;
+        if count == 0 || bytes > 1 << 32 || !align.is_power_of_two() {
             return None;
         }
         let align = align.max(PAGE as usize);
@@ -161,9 +168,9 @@ unsafe impl Memory for HostMemory {
             unsafe { std::ptr::write_bytes(b.ptr.as_ptr(), 0, count * PAGE as usize) };
             pa
         } else {
-            let pa = s.next_pa.div_ceil(align as u64) * align as u64;
-            let bytes = count as u64 * PAGE;
-            if pa + bytes > 1 << 32 {
+            // A huge `align` overflows here or passes the limit below: refused.
+            let pa = s.next_pa.div_ceil(align as u64).checked_mul(align as u64)?;
+            if pa.checked_add(bytes)? > 1 << 32 {
                 return None;
             }
             let layout = Layout::from_size_align(bytes as usize, align).ok()?;
@@ -224,5 +231,60 @@ unsafe impl Memory for HostMemory {
         } else {
             self.lock().released.push((pa, bytes));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arming_far_ahead_does_not_overflow() {
+        let mut m = HostMemory::new();
+        let a = m.allocate_frames(1, 4096).expect("frame");
+        m.fail_nth(Some(u64::MAX));
+        let b = m
+            .allocate_frames(1, 4096)
+            .expect("the failure is far ahead");
+        m.fail_nth(Some(2));
+        let c = m
+            .allocate_frames(1, 4096)
+            .expect("the failure is the one after");
+        assert_eq!(
+            m.allocate_frames(1, 4096),
+            None,
+            "the 2nd from arming fails"
+        );
+        assert!(m.allocate_frames(1, 4096).is_some(), "once");
+        for pa in [a, b, c] {
+            m.free_frames(pa, 1);
+        }
+    }
+
+    #[test]
+    fn impossible_requests_are_refused() {
+        let mut m = HostMemory::new();
+        // A freed block a bad alignment could wrongly match.
+        let kept = m.allocate_frames(3, 4096).expect("frames");
+        m.free_frames(kept, 3);
+        let before = m.stats();
+        for (count, align) in [
+            (usize::MAX, 4096),
+            (usize::MAX / 4096 + 1, 4096),
+            (1 << 20, 4096),
+            (1, usize::MAX),
+            (1, 1 << 63),
+            (1, 1 << 40),
+            (1, 3 * 4096),
+            (3, 3 * 4096),
+            (0, 4096),
+        ] {
+            assert_eq!(m.allocate_frames(count, align), None, "{count} x {align}");
+            assert_eq!(m.stats(), before, "{count} x {align}");
+        }
+        // Still usable, and the freed block is reused.
+        assert_eq!(m.allocate_frames(3, 4096), Some(kept));
+        m.free_frames(kept, 3);
+        assert_eq!(m.outstanding(), 0);
     }
 }

@@ -71,8 +71,10 @@
 //! [`Layout::Whole`] is one table for all 4 GiB (`TTBCR.N = 0`). With `TTBCR.N = n > 0`,
 //! a [`Layout::User`] table (`16 KiB >> n`) translates `[0, 2^(32-n))` through `TTBR0` and
 //! a [`Layout::Kernel`] table (16 KiB) the rest through `TTBR1`. User mappings are
-//! usually not global (`Attributes::global = false`): their TLB entries carry the ASID
-//! current at the walk, so switching `TTBR0` and ASID together (see
+//! never global (`Attributes::global = false`; `map` refuses a global leaf in a
+//! [`Layout::User`] table with
+//! [`MapError::GlobalInUserSpace`](crate::error::MapError::GlobalInUserSpace)): their TLB
+//! entries carry the ASID current at the walk, so switching `TTBR0` and ASID together (see
 //! `crate::arch::mmu::activate`) needs no flush. Kernel mappings are global.
 //!
 //! # Walk coherency

@@ -474,11 +474,15 @@ fn user_tables_get_pxn_by_default() {
         MapSize::Page4K,
     )
     .unwrap();
+    let kernel_code = Attributes {
+        global: false,
+        ..Attributes::KERNEL_IMAGE
+    };
     assert!(matches!(
         u.map(
             r(0x12000, 4096),
             PhysAddr::new(0x3000),
-            Attributes::KERNEL_IMAGE,
+            kernel_code,
             MapSize::Page4K
         ),
         Err(MapError::PxnConflict(_))

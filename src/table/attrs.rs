@@ -145,10 +145,13 @@ pub struct Attributes {
     pub memory: MemoryType,
     /// Read/write permissions per level.
     pub access: Access,
-    /// Execute permission.
+    /// Execute permission. [`Execute::Never`] for device and strongly-ordered memory:
+    /// `map` and `protect` refuse anything else there (the processor could fetch
+    /// instructions from device registers speculatively).
     pub execute: Execute,
     /// Global (`nG = 0`): the TLB entry matches every ASID. Kernel mappings are global;
-    /// user mappings are not (tagged with the ASID current at the walk).
+    /// user mappings are not (tagged with the ASID current at the walk), and a
+    /// [`Layout::User`](crate::table::Layout::User) space refuses global ones.
     pub global: bool,
     /// Shareable, for Normal memory; device and strongly-ordered memory are always
     /// shareable.
@@ -170,7 +173,8 @@ impl Attributes {
         execute: Execute::Anywhere,
         ..Self::KERNEL_DATA
     };
-    /// Device registers: device memory, kernel read/write, never executable, global.
+    /// Device registers: device memory, kernel read/write, never executable, global (for a
+    /// [`Layout::User`](crate::table::Layout::User) space, the same with `global: false`).
     pub const DEVICE: Attributes = Attributes {
         memory: MemoryType::Device,
         access: Access::KernelRw,

@@ -75,8 +75,10 @@ pub enum Layout {
     /// are treated as possibly holding global entries.
     Whole,
     /// The `TTBR0` half of a split: VAs below `1 << (32 - n)`, `n` in 1..=7. Typically a
-    /// process: nG mappings; on short descriptors, tables of never-executable pages get
-    /// PXN by default.
+    /// process: nG mappings only (`map` refuses a global leaf with
+    /// [`MapError::GlobalInUserSpace`](crate::error::MapError::GlobalInUserSpace): its TLB
+    /// entry would match every ASID); on short descriptors, tables of never-executable
+    /// pages get PXN by default.
     User {
         /// `TTBCR.N` (short) or `TTBCR.T0SZ` (long).
         n: u8,

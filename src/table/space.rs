@@ -645,12 +645,20 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
         }
     }
 
+    /// Whether this space can have leaves of shape `s`: the CPU has the size, and its
+    /// level is not above the root's (a long-descriptor root at level 2, for
+    /// `Layout::User { n >= 2 }`, has no entry that could hold a 1 GiB block).
+    #[inline(always)]
+    fn holds(&self, s: LeafShape) -> bool {
+        s.level >= self.root.level && F::size_usable(&self.features, s.size)
+    }
+
     /// The leaf shape of the next chunk of a map at `va -> pa` ending at `end`: the
     /// largest size up to `max` that the CPU has, that VA and PA alignment and the
     /// remaining length allow, and whose entries are free.
     fn choose(&self, va: u64, pa: u64, end: u64, max: MapSize) -> LeafShape {
         for &s in F::LEAVES {
-            if s.size > max || !F::size_usable(&self.features, s.size) {
+            if s.size > max || !self.holds(s) {
                 continue;
             }
             let b = s.size.bytes();
@@ -685,7 +693,7 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
         if let Some(l) = smaller
             .iter()
             .rev()
-            .find(|l| l.size <= max && F::size_usable(&self.features, l.size))
+            .find(|&&l| l.size <= max && self.holds(l))
         {
             let lb = l.size.bytes();
             if (va ^ pa) & (lb - 1) == 0 {
@@ -699,7 +707,9 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
     /// mappings up to `max` that alignment (of both VA and PA) and the tables allow (a
     /// region that already has a table is mapped with smaller leaves). Sizes the format
     /// does not have count as the next smaller one (short: 2 MiB / 1 GiB mean 1 MiB /
-    /// 16 MiB; long: 64 KiB / 1 MiB mean 4 KiB, 16 MiB means 2 MiB).
+    /// 16 MiB; long: 64 KiB / 1 MiB mean 4 KiB, 16 MiB means 2 MiB), and so do sizes the
+    /// layout's root table cannot hold (long descriptors with `Layout::User { n >= 2 }`,
+    /// whose root is a level-2 table: 1 GiB means 2 MiB).
     ///
     /// Nothing is written before everything is checked and every needed table frame is
     /// allocated, so on error the tables are exactly as before and every frame taken has
@@ -711,7 +721,10 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
     /// # Errors
     /// [`MapError::OutOfRange`], [`MapError::Misaligned`], [`MapError::PhysUnreachable`],
     /// [`MapError::AlreadyMapped`] (some VA of the range is mapped), [`MapError::PxnConflict`],
-    /// [`MapError::Unsupported`], [`MapError::OutOfMemory`], [`MapError::TableUnreachable`].
+    /// [`MapError::Unsupported`], [`MapError::ExecutableDevice`] (device or
+    /// strongly-ordered memory must be execute-never), [`MapError::GlobalInUserSpace`]
+    /// (a [`Layout::User`] space takes only not-global leaves), [`MapError::OutOfMemory`],
+    /// [`MapError::TableUnreachable`].
     pub fn map(
         &mut self,
         range: VirtRange,
@@ -733,6 +746,12 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
         }
         F::check_permissions(&self.features, attrs.access, attrs.execute)
             .map_err(MapError::Unsupported)?;
+        if !attrs.memory.is_normal() && attrs.execute != Execute::Never {
+            return Err(MapError::ExecutableDevice);
+        }
+        if attrs.global && matches!(self.layout, Layout::User { .. }) {
+            return Err(MapError::GlobalInUserSpace);
+        }
         let (start, end) = (range.start().as_u64(), range.end());
         let need = self.plan_map(start, end, pa.as_u64(), attrs.execute, max)?;
         let mut list = self.take_frames(need)?;
@@ -1066,7 +1085,9 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
     /// # Errors
     /// [`ProtectError::OutOfRange`], [`ProtectError::PartialBlock`],
     /// [`ProtectError::PxnConflict`] (a short-descriptor page's table has the other PXN),
-    /// [`ProtectError::Unsupported`]; all checked before anything is written.
+    /// [`ProtectError::Unsupported`], [`ProtectError::ExecutableDevice`] (`execute` is not
+    /// [`Execute::Never`] and the range holds device or strongly-ordered memory); all
+    /// checked before anything is written.
     pub fn protect(
         &mut self,
         range: VirtRange,
@@ -1092,15 +1113,18 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
             end,
             &mut NoTally,
             &mut Each(|l: Found<F>| {
-                if F::table_allows(l.ctx, execute) {
-                    ControlFlow::Continue(())
+                let va = VirtAddr::new(l.va as u32);
+                if execute != Execute::Never && !l.attrs().memory.is_normal() {
+                    ControlFlow::Break(ProtectError::ExecutableDevice(va))
+                } else if !F::table_allows(l.ctx, execute) {
+                    ControlFlow::Break(ProtectError::PxnConflict(va))
                 } else {
-                    ControlFlow::Break(l.va)
+                    ControlFlow::Continue(())
                 }
             }),
         );
-        if let ControlFlow::Break(va) = conflict {
-            return Err(ProtectError::PxnConflict(VirtAddr::new(va as u32)));
+        if let ControlFlow::Break(e) = conflict {
+            return Err(e);
         }
         let mut first = None;
         let mut changed = Changed {

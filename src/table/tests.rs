@@ -12,7 +12,7 @@ use proptest::prelude::*;
 use super::attrs::{Access, Attributes, Execute, MemoryType};
 use super::{AddressSpace, Format, Kind, Layout, Mapping, Word};
 use crate::addr::{PhysAddr, VirtAddr, VirtRange};
-use crate::error::{MapError, UnmapError};
+use crate::error::{MapError, ProtectError, UnmapError};
 use crate::lpae::Lpae;
 use crate::memory::Memory;
 use crate::short::host::HostMemory;
@@ -426,10 +426,12 @@ fn run_ops<F: TestFormat>(ops: &[Op], features: F::Features) {
                     .values()
                     .any(|m| m.va.as_u64() < range.end() && m.end() > range.start().as_u64());
                 let encodable = F::check_permissions(&features, attrs.access, attrs.execute);
+                let exec_device = !attrs.memory.is_normal() && attrs.execute != Execute::Never;
                 match s.map(range, PhysAddr::new(pa), attrs, max) {
                     Ok(()) => {
                         assert!(!overlap, "map over a mapping succeeded");
                         assert!(encodable.is_ok(), "unencodable attributes mapped");
+                        assert!(!exec_device, "executable device memory mapped");
                         let new: Vec<Mapping> = s.mappings(range).collect();
                         // They tile the range exactly, in order, with the intent's PA and
                         // attributes, and at most `max`.
@@ -453,6 +455,7 @@ fn run_ops<F: TestFormat>(ops: &[Op], features: F::Features) {
                             }
                             MapError::PxnConflict(_) => {}
                             MapError::Unsupported(_) => assert!(encodable.is_err()),
+                            MapError::ExecutableDevice => assert!(exec_device),
                             MapError::PhysUnreachable(_) => assert!(high),
                             e => panic!("unexpected {e:?}"),
                         }
@@ -500,14 +503,31 @@ fn run_ops<F: TestFormat>(ops: &[Op], features: F::Features) {
                 execute,
             } => {
                 let range = window_range(page, pages);
+                let (a, b) = (range.start().as_u64(), range.end());
+                // The first leaf of the range (wholly inside it: a straddling block is
+                // refused first) that the new permissions would make executable device
+                // memory.
+                let exec_device = model
+                    .range(a..b)
+                    .map(|(_, m)| m)
+                    .find(|m| !m.attrs.memory.is_normal() && execute != Execute::Never)
+                    .map(|m| m.va);
                 match s.protect(range, access, execute) {
                     Ok(_) => {
-                        let (a, b) = (range.start().as_u64(), range.end());
+                        assert_eq!(exec_device, None, "device memory made executable");
                         for m in model.range_mut(a..b).map(|(_, m)| m) {
                             m.attrs = m.attrs.with_permissions(access, execute);
                         }
                     }
-                    Err(_) => assert_eq!(s.snapshot(), before),
+                    Err(e) => {
+                        if let ProtectError::ExecutableDevice(va) = e {
+                            assert_eq!(Some(va), exec_device);
+                        }
+                        assert!(
+                            s.snapshot() == before,
+                            "a refused protect changed the tables"
+                        );
+                    }
                 }
             }
             Op::FreeTables {
@@ -812,4 +832,254 @@ fn map_failing_at_every_allocation_loses_nothing() {
         1 + 3,
         "lpae: a level-2 table and three level-3 tables"
     );
+}
+
+// ----- attribute rules --------------------------------------------------------------------
+
+/// Device and strongly-ordered memory executable at some level, in every layout: refused
+/// before anything is written (the range would need new tables: none is taken), while the
+/// same memory execute-never maps.
+fn executable_device_refused<F: TestFormat>() {
+    let mem = HostMemory::new();
+    for layout in [
+        Layout::Whole,
+        Layout::User { n: 1 },
+        Layout::Kernel { n: 1 },
+    ] {
+        let user = matches!(layout, Layout::User { .. });
+        let mut s = AddressSpace::<F, _>::new(mem.clone(), layout, F::ALL).unwrap();
+        let base = layout.bounds().0;
+        // Something mapped already, so the refusals below have tables to leave alone.
+        let normal = Attributes {
+            global: !user,
+            ..Attributes::KERNEL_DATA
+        };
+        s.map(
+            r(base, 4096),
+            PhysAddr::new(0x1000),
+            normal,
+            MapSize::Page4K,
+        )
+        .unwrap();
+        for memory in [MemoryType::Device, MemoryType::StronglyOrdered] {
+            let before = s.snapshot();
+            let out = mem.outstanding();
+            for execute in [Execute::Anywhere, Execute::UserOnly] {
+                let attrs = Attributes {
+                    memory,
+                    execute,
+                    global: !user,
+                    ..Attributes::DEVICE
+                };
+                // Pages next to the existing one (its table), pages in a region without a
+                // table (frames it would take), and a block.
+                for (va, len, max) in [
+                    (base + 4096, 8192, MapSize::Page4K),
+                    (base + 64 * MIB, 64 * KIB, MapSize::Page4K),
+                    (base + 32 * MIB, 16 * MIB, MapSize::Block1G),
+                ] {
+                    let got = s.map(r(va, len), PhysAddr::new(0x2000_0000), attrs, max);
+                    assert_eq!(got, Err(MapError::ExecutableDevice), "{layout:?} {attrs:?}");
+                    assert!(s.snapshot() == before, "a refused map changed the tables");
+                    assert_eq!(mem.outstanding(), out, "a refused map kept a frame");
+                }
+            }
+            let xn = Attributes {
+                memory,
+                global: !user,
+                ..Attributes::DEVICE
+            };
+            let va = base + 64 * MIB + (memory.remap_index() as u64) * MIB;
+            s.map(r(va, 8192), PhysAddr::new(0x2000_0000), xn, MapSize::Page4K)
+                .unwrap();
+            assert_eq!(
+                s.translate(VirtAddr::new(va as u32)).unwrap().mapping.attrs,
+                xn
+            );
+        }
+        teardown(s, &mem);
+    }
+}
+
+#[test]
+fn executable_device_refused_short() {
+    executable_device_refused::<Short>();
+}
+
+#[test]
+fn executable_device_refused_lpae() {
+    executable_device_refused::<Lpae>();
+}
+
+/// Global leaves in a `User` layout are refused before anything is written; `Whole` and
+/// `Kernel` spaces take them, and a `User` space takes the same mapping not global.
+fn global_in_user_space_refused<F: TestFormat>() {
+    let mem = HostMemory::new();
+    for n in [1, 2, 7] {
+        let mut s = AddressSpace::<F, _>::new(mem.clone(), Layout::User { n }, F::ALL).unwrap();
+        map_user_page(&mut s, 0);
+        let before = s.snapshot();
+        let out = mem.outstanding();
+        let top = Layout::User { n }.bounds().1;
+        for attrs in [
+            Attributes::KERNEL_DATA,
+            Attributes::KERNEL_IMAGE,
+            Attributes::DEVICE,
+            Attributes {
+                global: true,
+                ..Attributes::USER_DATA
+            },
+        ] {
+            for (va, len, max) in [
+                (4096, 8192, MapSize::Page4K),
+                (top - 4 * MIB, 4 * MIB, MapSize::Block1G),
+                (top - 16 * MIB, 64 * KIB, MapSize::Large64K),
+            ] {
+                let got = s.map(r(va, len), PhysAddr::new(0x1000_0000), attrs, max);
+                assert_eq!(got, Err(MapError::GlobalInUserSpace), "n = {n}, {attrs:?}");
+                assert!(s.snapshot() == before, "a refused map changed the tables");
+                assert_eq!(mem.outstanding(), out, "a refused map kept a frame");
+            }
+        }
+        let local = Attributes {
+            global: false,
+            ..Attributes::KERNEL_DATA
+        };
+        s.map(
+            r(4096, 8192),
+            PhysAddr::new(0x1000_0000),
+            local,
+            MapSize::Page4K,
+        )
+        .unwrap();
+        teardown(s, &mem);
+    }
+    for layout in [Layout::Whole, Layout::Kernel { n: 1 }] {
+        let mut s = AddressSpace::<F, _>::new(mem.clone(), layout, F::ALL).unwrap();
+        let va = layout.bounds().0;
+        s.map(
+            r(va, 8192),
+            PhysAddr::new(0x1000_0000),
+            Attributes::KERNEL_DATA,
+            MapSize::Page4K,
+        )
+        .unwrap();
+        assert!(
+            s.translate(VirtAddr::new(va as u32))
+                .unwrap()
+                .mapping
+                .attrs
+                .global
+        );
+        teardown(s, &mem);
+    }
+}
+
+/// One not-global user page at `va`.
+fn map_user_page<F: Format, M: Memory>(s: &mut AddressSpace<F, M>, va: u64) {
+    s.map(
+        r(va, 4096),
+        PhysAddr::new(0x1000),
+        Attributes::USER_DATA,
+        MapSize::Page4K,
+    )
+    .unwrap();
+}
+
+#[test]
+fn global_in_user_space_refused_short() {
+    global_in_user_space_refused::<Short>();
+}
+
+#[test]
+fn global_in_user_space_refused_lpae() {
+    global_in_user_space_refused::<Lpae>();
+}
+
+/// `protect` cannot make device or strongly-ordered memory executable: refused, naming
+/// the first such leaf, before any leaf of the range (normal memory included) changes;
+/// execute-never permission changes on device memory and executable normal memory next
+/// to it still work.
+fn protect_keeps_device_execute_never<F: TestFormat>() {
+    let mem = HostMemory::new();
+    let mut s = whole::<F>(&mem);
+    let ram = 0x1000_0000;
+    let dev = ram + 8192;
+    let so = 0x1020_0000;
+    s.map(
+        r(ram, 8192),
+        PhysAddr::new(0x4000_0000),
+        Attributes::KERNEL_DATA,
+        MapSize::Page4K,
+    )
+    .unwrap();
+    s.map(
+        r(dev, 4096),
+        PhysAddr::new(0x2000_0000),
+        Attributes::DEVICE,
+        MapSize::Page4K,
+    )
+    .unwrap();
+    let so_attrs = Attributes {
+        memory: MemoryType::StronglyOrdered,
+        ..Attributes::DEVICE
+    };
+    // A block: the check covers leaves of every size.
+    s.map(
+        r(so, 2 * MIB),
+        PhysAddr::new(0x2020_0000),
+        so_attrs,
+        MapSize::Block2M,
+    )
+    .unwrap();
+    let before = s.snapshot();
+    for execute in [Execute::Anywhere, Execute::UserOnly] {
+        for (range, first) in [
+            (r(ram, 3 * 4096), dev),
+            (r(dev, 4096), dev),
+            (r(so, 2 * MIB), so),
+            (r(ram + 4096, so + 2 * MIB - ram - 4096), dev),
+            (r(dev, so + 2 * MIB - dev), dev),
+        ] {
+            if execute == Execute::UserOnly && range.start().as_u64() < dev {
+                // Short-descriptor pages: their table has PXN clear, a conflict found
+                // first.
+                continue;
+            }
+            assert_eq!(
+                s.protect(range, Access::KernelRo, execute),
+                Err(ProtectError::ExecutableDevice(VirtAddr::new(first as u32))),
+                "{range:?} {execute:?}"
+            );
+            assert!(
+                s.snapshot() == before,
+                "a refused protect changed the tables"
+            );
+        }
+    }
+    let all_of_it = r(ram, so + 2 * MIB - ram);
+    let ro = s
+        .protect(all_of_it, Access::KernelRo, Execute::Never)
+        .unwrap()
+        .expect("changed");
+    assert_eq!(ro.leaves, s.mappings(all_of_it).count());
+    for va in [ram, dev, so] {
+        let a = s.translate(VirtAddr::new(va as u32)).unwrap().mapping.attrs;
+        assert_eq!((a.access, a.execute), (Access::KernelRo, Execute::Never));
+    }
+    assert!(s
+        .protect(r(ram, 8192), Access::KernelRw, Execute::Anywhere)
+        .unwrap()
+        .is_some());
+    teardown(s, &mem);
+}
+
+#[test]
+fn protect_keeps_device_execute_never_short() {
+    protect_keeps_device_execute_never::<Short>();
+}
+
+#[test]
+fn protect_keeps_device_execute_never_lpae() {
+    protect_keeps_device_execute_never::<Lpae>();
 }

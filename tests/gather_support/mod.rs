@@ -187,7 +187,11 @@ fn spaces<F: Format>(features: F::Features) -> (Space<F>, Space<F>) {
     user.map(
         range(UART, 4096),
         PhysAddr::new(UART as u64),
-        Attributes::DEVICE,
+        // Not global: a process space takes only ASID-tagged leaves.
+        Attributes {
+            global: false,
+            ..Attributes::DEVICE
+        },
         MapSize::Page4K,
     )
     .unwrap_or_else(|e| panic!("uart map: {e:?}"));

@@ -178,7 +178,11 @@ pub fn new_user_space() -> Space {
     user.map(
         range(UART, 4096),
         PhysAddr::new(UART as u64),
-        Attributes::DEVICE,
+        // Not global: a process space takes only ASID-tagged leaves.
+        Attributes {
+            global: false,
+            ..Attributes::DEVICE
+        },
         MapSize::Page4K,
     )
     .unwrap_or_else(|e| panic!("uart map: {e:?}"));
@@ -236,14 +240,14 @@ pub fn park() {
 
 /// Parks `TTBR0` on the parking table but keeps the current ASID (a lazy switch: entries
 /// of the space this CPU ran stay usable under that ASID until a broadcast invalidate
-/// removes them). Legitimate because the parking table has no non-global entries.
+/// removes them). Legitimate because the parking table maps nothing but the UART page,
+/// exactly as every user table does.
 pub fn park_keeping_asid() {
     // A bare TTBR0 write, not the crate's switch: the crate's switch would see the ASID
     // used over another table and drop its entries locally, and the point here is that
     // they stay until a *broadcast* invalidate. (The crate's own way to leave user space
     // is `mmu::park`, TTBCR.PD0, which this kernel cannot use: its UART is below the
-    // split.) The parking table maps the UART like every user table and has no
-    // non-global entries.
+    // split.) The parking table maps the UART page like every user table.
     armv7_mm::arch::barrier::dsb_ishst();
     armv7_mm::arch::cp15::TTBR0.set(mmu::ttbr_value(PARK.get().root()));
     armv7_mm::arch::barrier::isb();
