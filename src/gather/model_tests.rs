@@ -125,10 +125,15 @@ impl Cpu {
 impl<F: TestFormat> Cpu<F> {
     /// A process space (`[0, 2 GiB)`) of format `F`, its TLB and checked memory.
     fn with_format() -> Self {
+        Self::with_layout(Layout::User { n: 1 })
+    }
+
+    /// A space of format `F` with `layout` (its tables are reported global unless it is
+    /// [`Layout::User`]), its TLB and checked memory.
+    fn with_layout(layout: Layout) -> Self {
         let mem = HostMemory::new();
         let tlb = SharedTlbModel::new();
-        let space =
-            AddressSpace::<_, F>::new(mem.clone(), Layout::User { n: 1 }, F::ALL).expect("root");
+        let space = AddressSpace::<_, F>::new(mem.clone(), layout, F::ALL).expect("root");
         let ledger = Rc::new(RefCell::new(LedgerState::default()));
         let tracked = Tracked {
             inner: mem.clone(),
@@ -164,6 +169,22 @@ impl<F: TestFormat> Cpu<F> {
         let mut m = self.tlb.borrow_mut();
         m.access(VirtAddr::new(va as u32), ASID, &self.space)
             .map(|t| t.pa)
+    }
+
+    /// A (speculative) access under `asid` to an unmapped `va` whose region has a table:
+    /// the walk goes through the table and faults below it, so it caches a walk-cache
+    /// entry for the table tagged with `asid`, and no leaf.
+    fn walk_only(&self, va: u64, asid: Asid) {
+        let va = VirtAddr::new(va as u32);
+        let mut m = self.tlb.borrow_mut();
+        assert!(m.access(va, asid, &self.space).is_none(), "{va} is mapped");
+        assert!(
+            m.tables()
+                .iter()
+                .any(|e| e.asid == asid && e.table.spans(va)),
+            "no walk-cache entry for {va} under ASID {}",
+            asid.0
+        );
     }
 
     fn violations(&self) -> Vec<String> {
@@ -224,7 +245,7 @@ fn sparse_scenario<F: TestFormat>(cpu: &mut Cpu<F>) -> Vec<u64> {
 }
 
 /// The model as backend; with `narrow`, every all-ASID by-VA invalidate is narrowed to
-/// the space's own ASID: the bug the reserved-ASID rule guards against.
+/// the space's own ASID: the bug the all-ASID rule for global tables guards against.
 struct NarrowToAsid {
     tlb: SharedTlbModel,
     narrow: bool,
@@ -261,17 +282,125 @@ impl TlbBackend for NarrowToAsid {
     }
 }
 
-/// The sparse scenario with every table also walked under the reserved ASID 0, as a
-/// speculative walk during a context switch (ASID 0 current over this TTBR0) may do; then
-/// unmap + free tables. Returns what the checker saw at the frees.
-fn reserved_asid_walks(narrow: bool) -> Vec<String> {
+/// The sparse scenario's pages in a first gather (unmapped and flushed: its leaf
+/// invalidates also drop the walk-cache entries the touches loaded), then every table
+/// walked again, under each ASID of `walks`, by an access to an unmapped VA of its span
+/// (what a speculative walk does), then the emptied tables freed by a second gather with
+/// `cfg`. Returns the second gather's report and what the checker saw at the frees.
+fn free_tables_after_walks(walks: &[Asid], cfg: GatherConfig) -> (FlushReport, Vec<String>) {
     let mut cpu = Cpu::new();
     let vas = sparse_scenario(&mut cpu);
+    let all = range(BASE, WINDOW);
+    let floor = VirtAddr::new(BASE as u32);
+    {
+        let Cpu {
+            space,
+            checker,
+            tlb,
+            in_flight,
+            ..
+        } = &mut cpu;
+        let mut g = MmuGather::new(Scope::Asid(ASID), tlb.clone(), &mut *checker, in_flight);
+        assert_eq!(space.unmap(all, &mut g).unwrap(), 8);
+        let _ = g.finish();
+    }
+    assert!(cpu.tlb.borrow().tables().is_empty());
     for &va in &vas {
-        let mut m = cpu.tlb.borrow_mut();
-        assert!(m
-            .access(VirtAddr::new(va as u32), Asid(0), &cpu.space)
-            .is_some());
+        for &asid in walks {
+            cpu.walk_only(va + 0x1000, asid);
+        }
+    }
+    assert_eq!(cpu.tlb.borrow().tables().len(), 8 * walks.len());
+    let Cpu {
+        space,
+        checker,
+        tlb,
+        in_flight,
+        ..
+    } = &mut cpu;
+    let mut g = MmuGather::with_config(
+        Scope::Asid(ASID),
+        tlb.clone(),
+        &mut *checker,
+        in_flight,
+        cfg,
+    );
+    assert_eq!(space.free_tables(all, floor, BASE + WINDOW, &mut g), Ok(8));
+    let rep = g.finish();
+    assert_eq!(rep.tables_unlinked, 8);
+    (rep, cpu.violations())
+}
+
+/// Past the threshold (4 invalidates for 8 table regions): the flush falls back.
+const FALL_BACK: GatherConfig = GatherConfig {
+    max_invalidates: 4,
+    ..GatherConfig::DEFAULT
+};
+
+#[test]
+fn tables_walked_under_the_spaces_asid_are_forgotten_before_they_are_freed() {
+    // The context switch parks TTBR0 while the ASID changes, so every walk-cache entry of
+    // a process's tables carries the process's ASID: one TLBIMVA with that ASID per freed
+    // table region drops it, and so does the fallback's TLBIASID.
+    let (rep, v) = free_tables_after_walks(&[ASID], GatherConfig::DEFAULT);
+    assert_eq!(v, Vec::<String>::new());
+    let i = rep.invalidates;
+    assert_eq!((i.va, i.va_all_asids, i.tlb_ops()), (8, 0, 8));
+    assert_eq!(rep.fallback, None);
+
+    let (rep, v) = free_tables_after_walks(&[ASID], FALL_BACK);
+    assert_eq!(v, Vec::<String>::new());
+    assert_eq!(rep.fallback, Some(Fallback::Threshold));
+    let i = rep.invalidates;
+    assert_eq!((i.asid, i.tlb_ops()), (1, 1), "one TLBIASID, not TLBIALL");
+}
+
+#[test]
+fn teeth_walk_entries_under_another_asid_survive_the_asid_tagged_invalidates() {
+    // Each table is also walked under ASID 0, by hand: what the old reserved-ASID switch
+    // let a speculative walk do (ASID 0 current over this TTBR0; the switch-level test is
+    // `tlb::cpu_model::tests::reserved_asid_switch_leaves_asid0_walk_entries`). The
+    // ASID-tagged table invalidates rely on no such entry existing: neither TLBIMVA nor
+    // TLBIASID with the space's ASID drops it, and the checker flags every table frame
+    // freed while it points there (the ASID-5 entries are dropped: only ASID 0's are left).
+    // Only an operation for all ASIDs reaches it: the TLBIALL fallback with
+    // `asid_flush_drops_walk_cache` off.
+    let walks = [ASID, Asid(0)];
+    let only_asid0_walk_entries = |v: &[String]| {
+        assert_eq!(v.len(), 8, "one per freed table frame: {v:?}");
+        for m in v {
+            assert!(
+                m.contains("stale walk-cache entry") && m.contains("ASID 0)"),
+                "{m}"
+            );
+        }
+    };
+    let (rep, v) = free_tables_after_walks(&walks, GatherConfig::DEFAULT);
+    assert_eq!((rep.invalidates.va, rep.invalidates.tlb_ops()), (8, 8));
+    only_asid0_walk_entries(&v);
+
+    let (rep, v) = free_tables_after_walks(&walks, FALL_BACK);
+    assert_eq!((rep.invalidates.asid, rep.invalidates.tlb_ops()), (1, 1));
+    only_asid0_walk_entries(&v);
+
+    let cfg = GatherConfig {
+        asid_flush_drops_walk_cache: false,
+        ..FALL_BACK
+    };
+    let (rep, v) = free_tables_after_walks(&walks, cfg);
+    assert_eq!((rep.invalidates.all, rep.invalidates.tlb_ops()), (1, 1));
+    assert_eq!(v, Vec::<String>::new());
+}
+
+/// A space whose tables are global (`Layout::Whole`: they may hold global entries, and
+/// every ASID walks them): the sparse scenario touched under the space's ASID, every table
+/// also walked under another ASID (3), then unmap and free tables in one gather through
+/// [`NarrowToAsid`]. Returns its report and what the checker saw at the frees.
+fn global_tables_walked_under_another_asid(narrow: bool) -> (FlushReport, Vec<String>) {
+    let mut cpu = Cpu::<Short>::with_layout(Layout::Whole);
+    let vas = sparse_scenario(&mut cpu);
+    for &va in &vas {
+        cpu.walk_only(va + 0x1000, Asid(3));
     }
     let Cpu {
         space,
@@ -287,26 +416,33 @@ fn reserved_asid_walks(narrow: bool) -> Vec<String> {
         narrow,
     };
     let mut g = MmuGather::new(Scope::Asid(ASID), backend, &mut *checker, in_flight);
-    space.unmap(all, &mut g).unwrap();
-    space
-        .free_tables(all, floor, BASE + WINDOW, &mut g)
-        .unwrap();
-    let _ = g.finish();
-    cpu.violations()
+    assert_eq!(space.unmap(all, &mut g).unwrap(), 8);
+    assert_eq!(space.free_tables(all, floor, BASE + WINDOW, &mut g), Ok(8));
+    let rep = g.finish();
+    (rep, cpu.violations())
 }
 
 #[test]
-fn tables_walked_under_the_reserved_asid_are_forgotten_before_they_are_freed() {
-    assert_eq!(reserved_asid_walks(false), Vec::<String>::new());
+fn global_tables_walked_under_any_asid_are_forgotten_before_they_are_freed() {
+    // Each freed table's region holds a pending leaf TLBIMVA: it is widened to all ASIDs
+    // in place (same count), which drops ASID 3's walk-cache entry too.
+    let (rep, v) = global_tables_walked_under_another_asid(false);
+    assert_eq!(v, Vec::<String>::new());
+    assert_eq!(rep.tables_unlinked, 8);
+    let i = rep.invalidates;
+    assert_eq!((i.va, i.va_all_asids, i.tlb_ops()), (0, 8, 8));
 }
 
 #[test]
 fn teeth_table_invalidates_for_the_own_asid_only_are_caught() {
-    // TLBIMVA with the space's ASID leaves the walk-cache entries tagged with ASID 0.
-    let v = reserved_asid_walks(true);
+    // A global table's invalidate narrowed to the space's ASID leaves the walk-cache
+    // entries tagged with ASID 3.
+    let (_, v) = global_tables_walked_under_another_asid(true);
+    assert_eq!(v.len(), 8, "the narrowed flush was not caught: {v:?}");
     assert!(
-        v.iter().any(|m| m.contains("walk-cache")),
-        "the narrowed flush was not caught: {v:?}"
+        v.iter()
+            .all(|m| m.contains("stale walk-cache entry") && m.contains("ASID 3)")),
+        "{v:?}"
     );
 }
 
@@ -334,9 +470,13 @@ fn sparse_unmap_and_free_tables_leave_nothing_reachable() {
     let rep = g.finish();
     assert_eq!(cpu.violations(), Vec::<String>::new());
     let c = cpu.counters().since(&before);
-    // 8 leaf invalidates; each freed table's region already holds one of them, widened to
-    // all ASIDs (walk-cache entries under the reserved ASID).
-    assert_eq!((c.va_all_asids, c.invalidates(), c.completions), (8, 8, 1));
+    // 8 leaf invalidates (TLBIMVA, the space's ASID); each freed table's region already
+    // holds one of them, which drops the table's walk-cache entry (tagged with the same
+    // ASID) too: nothing added, nothing widened.
+    assert_eq!(
+        (c.va, c.va_all_asids, c.invalidates(), c.completions),
+        (8, 0, 8, 1)
+    );
     assert_eq!((rep.tables_unlinked, rep.table_frames_freed), (8, 8));
     for va in vas {
         assert_eq!(cpu.touch(va), None, "{va:#x} still translates");
@@ -499,8 +639,9 @@ fn teeth_untracked_table_frees_are_caught() {
         if track {
             assert_eq!(v, Vec::<String>::new());
             assert_eq!(
-                rep.invalidates.va_all_asids, 8,
-                "one per freed table region"
+                (rep.invalidates.va, rep.invalidates.va_all_asids),
+                (8, 0),
+                "one TLBIMVA (the space's ASID) per freed table region"
             );
         } else {
             assert_eq!(v.len(), 8, "{v:?}");
@@ -534,7 +675,9 @@ fn lpae_tables_freed_level_by_level_are_flushed_by_their_spans() {
         space.unmap(all, &mut g).unwrap();
         assert_eq!(space.free_tables(all, floor, BASE + WINDOW, &mut g), Ok(8));
         let rep = g.finish();
-        assert_eq!((rep.tables_unlinked, rep.invalidates.va_all_asids), (8, 8));
+        // The leaf ops (TLBIMVA) cover the level-3 tables' spans: nothing added.
+        let i = rep.invalidates;
+        assert_eq!((rep.tables_unlinked, i.va, i.va_all_asids), (8, 8, 0));
         assert_eq!(space.table_frames(), 1, "the level-2 table stays");
         assert!(tlb.borrow().tables().is_empty());
         let va = VirtAddr::new(vas[0] as u32);
@@ -557,8 +700,9 @@ fn lpae_tables_freed_level_by_level_are_flushed_by_their_spans() {
         if track {
             assert_eq!(v, Vec::<String>::new());
             assert_eq!(
-                rep.invalidates.va_all_asids, 1,
-                "one by-VA invalidate in the GiB"
+                (rep.invalidates.va, rep.invalidates.va_all_asids),
+                (1, 0),
+                "one by-VA invalidate (the space's ASID) in the GiB"
             );
         } else {
             assert_eq!(v.len(), 1, "{v:?}");
@@ -568,42 +712,66 @@ fn lpae_tables_freed_level_by_level_are_flushed_by_their_spans() {
 }
 
 #[test]
-fn trusting_tlbiasid_with_the_walk_cache_is_what_the_model_flags() {
-    // The knob's reason: the model keeps walk-cache entries across TLBIASID.
-    for trust in [false, true] {
-        let mut cpu = Cpu::new();
-        sparse_scenario(&mut cpu);
-        let Cpu {
-            space,
-            checker,
-            tlb,
-            in_flight,
-            ..
-        } = &mut cpu;
-        let cfg = GatherConfig {
-            asid_flush_drops_walk_cache: trust,
-            ..GatherConfig::DEFAULT
-        };
-        let mut g = MmuGather::with_config(
-            Scope::Teardown(ASID),
-            tlb.clone(),
-            &mut *checker,
-            in_flight,
-            cfg,
-        );
-        let all = range(BASE, WINDOW);
-        space.unmap(all, &mut g).unwrap();
-        space
-            .free_tables(all, VirtAddr::new(BASE as u32), BASE + WINDOW, &mut g)
-            .unwrap();
-        let rep = g.finish();
-        let v = cpu.violations();
-        if trust {
-            assert_eq!(rep.invalidates.asid, 1);
-            assert!(v.iter().all(|m| m.contains("walk-cache")) && v.len() == 8);
-        } else {
-            assert_eq!(rep.invalidates.all, 1);
-            assert_eq!(v, Vec::<String>::new());
+fn teardown_after_table_frees_is_tlbiasid_by_default_and_tlbiall_with_the_knob_off() {
+    // By default TLBIASID is trusted with the walk cache (it drops the ASID's walk-cache
+    // entries, and the switch tags all of them with the space's ASID): a teardown that
+    // freed tables is one TLBIASID. With `asid_flush_drops_walk_cache` off it is TLBIALL.
+    // The knob's reason, as teeth: with every table also walked under ASID 0 by hand (the
+    // old reserved-ASID switch, see
+    // `tlb::cpu_model::tests::reserved_asid_switch_leaves_asid0_walk_entries`), the
+    // TLBIASID leaves those entries and the checker flags them; TLBIALL drops them.
+    for other_asid_walks in [false, true] {
+        for trust in [true, false] {
+            let mut cpu = Cpu::new();
+            let vas = sparse_scenario(&mut cpu);
+            if other_asid_walks {
+                for &va in &vas {
+                    cpu.walk_only(va + 0x1000, Asid(0));
+                }
+            }
+            let Cpu {
+                space,
+                checker,
+                tlb,
+                in_flight,
+                ..
+            } = &mut cpu;
+            let cfg = GatherConfig {
+                asid_flush_drops_walk_cache: trust,
+                ..GatherConfig::DEFAULT
+            };
+            let mut g = MmuGather::with_config(
+                Scope::Teardown(ASID),
+                tlb.clone(),
+                &mut *checker,
+                in_flight,
+                cfg,
+            );
+            let all = range(BASE, WINDOW);
+            space.unmap(all, &mut g).unwrap();
+            space
+                .free_tables(all, VirtAddr::new(BASE as u32), BASE + WINDOW, &mut g)
+                .unwrap();
+            let rep = g.finish();
+            let v = cpu.violations();
+            let i = rep.invalidates;
+            let case = format!("trust {trust}, ASID-0 walks {other_asid_walks}");
+            assert_eq!(i.tlb_ops(), 1, "{case}");
+            if trust {
+                assert_eq!((i.asid, i.all), (1, 0), "{case}");
+            } else {
+                assert_eq!((i.asid, i.all), (0, 1), "{case}");
+            }
+            if trust && other_asid_walks {
+                assert_eq!(v.len(), 8, "{case}: {v:?}");
+                assert!(
+                    v.iter()
+                        .all(|m| m.contains("stale walk-cache entry") && m.contains("ASID 0)")),
+                    "{case}: {v:?}"
+                );
+            } else {
+                assert_eq!(v, Vec::<String>::new(), "{case}");
+            }
         }
     }
 }

@@ -531,7 +531,7 @@ fn teardown_is_one_asid_op() {
         r.tables(&mut g, &[0x0010_0000, 0x0020_0000], A, false);
         assert_eq!(g.pending_invalidates(), None);
         let rep = g.finish();
-        // With tables freed, TLBIASID only if trusted with the walk cache.
+        // With tables freed, TLBIASID unless `asid_flush_drops_walk_cache` is off.
         assert_eq!(
             (rep.invalidates.asid, rep.invalidates.all),
             if trust { (1, 0) } else { (0, 1) }
@@ -581,27 +581,53 @@ fn freed_tables_cost_one_op_per_region_unless_a_leaf_covers_it() {
     );
     let rep = g.finish();
     assert_eq!(rep.tables_unlinked, 4);
-    // Tables are invalidated for all ASIDs; region 1's leaf op is widened in place.
-    assert_eq!(rep.invalidates.va, 0);
-    assert_eq!(
-        rep.invalidates.va_all_asids,
-        1 + 3,
-        "region 1 covered by the leaf"
-    );
+    // Tables of an ASID space are invalidated by VA and its ASID; region 1's leaf op
+    // already covers its table (not widened, no second op).
+    assert_eq!(rep.invalidates.va, 1 + 3, "region 1 covered by the leaf");
+    assert_eq!(rep.invalidates.va_all_asids, 0);
     assert_eq!(rep.table_frames_freed, 1);
     r.assert_clean();
 }
 
+/// Unlinks the 1 MiB table at `va` (reported `global` or not), whose walk-cache entry the
+/// world tags with `asid` as a *non-global* entry: only an op for that ASID, or for all
+/// ASIDs, removes it (a global table may be walked under any ASID, so the world's `global`
+/// flag, which every by-VA op would match, would not tell an all-ASID op from a narrow one).
+fn table_walked_under(r: &mut Rig, g: &mut impl UnmapSink, va: u32, asid: u8, global: bool) {
+    let pa = r.fresh_pa(4096);
+    r.reachable((va as u64, va as u64 + MIB), false, asid, pa, 1);
+    g.table_unlinked(VirtAddr::new(va), MIB, global);
+    g.table_memory_freed(PhysAddr::new(pa), 1);
+}
+
 #[test]
-fn table_ops_are_for_all_asids_and_widen_a_leaf_op_in_place() {
-    // A global table, and a non-global one: both need all-ASID walk-cache invalidation;
-    // the leaf op already pending in the span is widened rather than a second op added.
+fn table_ops_are_by_asid_in_an_asid_space_and_all_asid_for_global_tables_and_the_kernel() {
+    // ASID space: a non-global table is invalidated by VA and the space's ASID; a pending
+    // leaf op in its span covers it as it is (no second op, not widened). A global table is
+    // invalidated for all ASIDs: the pending leaf op in its span is widened in place, and
+    // one is added where there is none. The global tables' walk-cache entries are tagged
+    // with another ASID (3): an op narrowed to the space's ASID would leave them, and the
+    // world would flag the frees.
     let mut r = Rig::new();
     let f = InFlight::new();
     let mut g = r.gather(Scope::Asid(Asid(A)), &f);
+    r.page(&mut g, 0x0010_5000, A);
+    r.tables(&mut g, &[0x0010_0000], A, false); // covered by the leaf op
+    r.tables(&mut g, &[0x0040_0000], A, false); // one TLBIMVA
     r.page(&mut g, 0xc000_0000, A);
-    r.tables(&mut g, &[0xc000_0000], 0, true);
-    r.tables(&mut g, &[0x0040_0000], A, false);
+    table_walked_under(&mut r, &mut g, 0xc000_0000, 3, true); // widens the leaf op
+    table_walked_under(&mut r, &mut g, 0xc080_0000, 3, true); // one TLBIMVAA
+    assert_eq!(g.pending_invalidates(), Some(4));
+    let rep = g.finish();
+    assert_eq!(rep.tables_unlinked, 4);
+    assert_eq!((rep.invalidates.va, rep.invalidates.va_all_asids), (2, 2));
+    assert_eq!(rep.invalidates.tlb_ops(), 4);
+    r.assert_clean();
+
+    // Kernel space: every table op is for all ASIDs, reported global or not.
+    let mut g = r.gather(Scope::Kernel, &f);
+    table_walked_under(&mut r, &mut g, 0xc010_0000, 3, false);
+    table_walked_under(&mut r, &mut g, 0xc020_0000, 4, true);
     let rep = g.finish();
     assert_eq!((rep.invalidates.va, rep.invalidates.va_all_asids), (0, 2));
     r.assert_clean();
@@ -834,16 +860,35 @@ fn nested_fallback_covers_the_other_gathers_global_entries() {
 
 #[test]
 fn nested_fallback_covers_the_other_gathers_unlinked_tables() {
-    // The same for a table g1 unlinked: TLBIASID is not trusted with the walk cache.
-    let mut r = Rig::new();
-    let f = InFlight::new();
-    let mut g1 = r.gather(Scope::Asid(Asid(A)), &f);
-    let g0 = r.gather(Scope::Asid(Asid(A)), &f);
-    r.tables(&mut g1, &[0x0010_0000], A, false);
-    let rep0 = g0.finish();
-    assert_eq!((rep0.invalidates.all, rep0.invalidates.asid), (1, 0));
-    let _ = g1.finish();
-    r.assert_clean();
+    // The same for a table g1 unlinked (its walk-cache entry tagged with the space's
+    // ASID). By default TLBIASID drops the ASID's walk-cache entries, so g0's nested
+    // fallback is one TLBIASID; with `asid_flush_drops_walk_cache` off it is TLBIALL.
+    // Either way g1's table entry is gone once g0 has finished, before g1 flushes.
+    for trust in [true, false] {
+        let mut r = Rig::new();
+        let f = InFlight::new();
+        let cfg = GatherConfig {
+            asid_flush_drops_walk_cache: trust,
+            ..GatherConfig::DEFAULT
+        };
+        let mut g1 = r.gather_cfg(Scope::Asid(Asid(A)), &f, cfg);
+        let g0 = r.gather_cfg(Scope::Asid(Asid(A)), &f, cfg);
+        r.tables(&mut g1, &[0x0010_0000], A, false);
+        let rep0 = g0.finish();
+        assert_eq!(rep0.fallback, Some(Fallback::Nested));
+        assert_eq!(
+            (rep0.invalidates.all, rep0.invalidates.asid),
+            if trust { (0, 1) } else { (1, 0) },
+            "trust {trust}"
+        );
+        let stale = r.w.borrow().stale.clone();
+        assert!(
+            stale.is_empty(),
+            "still cached after the nested flush: {stale:?}"
+        );
+        let _ = g1.finish();
+        r.assert_clean();
+    }
 }
 
 #[test]
@@ -1055,14 +1100,7 @@ fn table_sync_runs_after_completion_before_table_frees() {
     assert_eq!(rep.table_syncs, 1);
     assert_eq!(
         r.log(),
-        [
-            "prepare",
-            "va_all",
-            "complete",
-            "sync",
-            "free",
-            "free_table"
-        ]
+        ["prepare", "va", "complete", "sync", "free", "free_table"]
     );
     assert_eq!(check_sync_order(&r.log()), 1);
     r.assert_clean();
@@ -1091,7 +1129,7 @@ fn without_a_hook_nothing_is_synced_and_the_order_is_unchanged() {
     r.tables(&mut g, &[0x0010_0000], A, false);
     let rep = g.finish();
     assert_eq!(rep.table_syncs, 0);
-    assert_eq!(r.log(), ["prepare", "va_all", "complete", "free_table"]);
+    assert_eq!(r.log(), ["prepare", "va", "complete", "free_table"]);
     // The documented default is the same as an explicit no-op hook.
     let mut r2 = Rig::new();
     let mut g2 = r2
@@ -1139,10 +1177,7 @@ fn table_freed_at_once_is_synced_first() {
     r.reachable((0x0100_0000, 0x0110_0000), false, A, tpa, 12);
     g.table_unlinked(VirtAddr::new(0x0100_0000), MIB, false);
     g.table_memory_freed(PhysAddr::new(tpa), 12);
-    assert_eq!(
-        r.log(),
-        ["prepare", "va_all", "complete", "sync", "free_table"]
-    );
+    assert_eq!(r.log(), ["prepare", "va", "complete", "sync", "free_table"]);
     let rep = g.finish();
     assert_eq!(rep.table_syncs, 1);
     r.assert_clean();

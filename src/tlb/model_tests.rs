@@ -370,27 +370,74 @@ fn walk_cache_serves_freed_table_until_va_in_its_span_is_invalidated() {
     assert_eq!((t.pa.as_u64(), t.via), (0xDEAD_0000, Via::WalkCache));
 
     // Invalidates that do not cover the walk-cache entry: a VA outside the table's span
-    // (the next MiB), another ASID, and an ASID flush (conservatively kept).
+    // (the next MiB), the right VA for another ASID, and a flush of another ASID.
     batch(&mut tlb, |t| {
         t.invalidate_va(va((VA & !0xF_FFFF) + (1 << 20)), ONE)
     });
     batch(&mut tlb, |t| t.invalidate_va(va(VA), TWO));
-    batch(&mut tlb, |t| t.invalidate_asid(ONE));
+    batch(&mut tlb, |t| t.invalidate_asid(TWO));
     assert!(tlb
         .stale_entries(frame, 1)
         .any(|s| matches!(s.entry, CachedEntry::Table(_))));
-    let t = tlb.access(va(other + 0x10), ONE, &f).unwrap();
-    assert_eq!(t.via, Via::WalkCache);
+    // (`other`'s leaf survived them too, so use a page not cached yet.)
+    f.write_page(TABLE, other + 0x1000, Some((0xBEEF_0000, false)));
+    let t = tlb.access(va(other + 0x1010), ONE, &f).unwrap();
+    assert_eq!((t.pa.as_u64(), t.via), (0xBEEF_0010, Via::WalkCache));
 
     // By-VA anywhere inside the span (not necessarily a mapped page) drops it.
     batch(&mut tlb, |t| t.invalidate_va(va(VA & !0xF_FFFF), ONE));
     assert!(!tlb
         .stale_entries(frame, 1)
         .any(|s| matches!(s.entry, CachedEntry::Table(_))));
-    // (The leaf loaded through it for `other` is still cached: a separate entry.)
-    batch(&mut tlb, |t| t.invalidate_va(va(other), ONE));
+    // (The leaves loaded through it are still cached: separate entries.)
+    assert_eq!(pa_of(tlb.access(va(other), ONE, &f)), Some(0xDEAD_0000));
+    batch(&mut tlb, |t| {
+        t.invalidate_va(va(other), ONE);
+        t.invalidate_va(va(other + 0x1000), ONE);
+    });
     assert_eq!(tlb.check_freed(frame, 1), Ok(()));
     assert_eq!(tlb.access(va(other), ONE, &f), None);
+    assert!(tlb.tables().is_empty());
+}
+
+/// An invalidate by ASID drops that ASID's walk-cache entries (every level of lookup),
+/// and only that ASID's: an entry for the same table walked under another ASID stays and
+/// keeps the freed table frame reachable.
+#[test]
+fn asid_flush_drops_the_walk_cache_entries_of_its_asid_only() {
+    let mut f = mapped(false);
+    let mut tlb = TlbModel::new();
+    tlb.access(va(VA), ONE, &f);
+    tlb.access(va(VA), TWO, &f);
+    assert_eq!(tlb.tables().len(), 2, "one walk-cache entry per ASID");
+    f.write_page(TABLE, VA, None);
+    f.unlink(VA);
+    let frame = PhysAddr::new(TABLE & !0xfff);
+    let walk_asids = |tlb: &TlbModel| -> Vec<u8> {
+        tlb.stale_entries(frame, 1)
+            .filter_map(|s| match s.entry {
+                CachedEntry::Table(e) => Some(e.asid.0),
+                CachedEntry::Leaf(_) => None,
+            })
+            .collect()
+    };
+    assert_eq!(walk_asids(&tlb), [1, 2]);
+    // Issued but not completed: still reachable, reported as awaiting completion.
+    tlb.prepare();
+    tlb.invalidate_asid(ONE);
+    assert!(tlb.stale_entries(frame, 1).any(
+        |s| matches!(s.entry, CachedEntry::Table(e) if e.asid == ONE) && s.awaiting_completion
+    ));
+    tlb.complete();
+    assert_eq!(walk_asids(&tlb), [2], "ASID 1's entry gone, ASID 2's kept");
+    // ASID 2 still walks through the unlinked table's memory; ASID 1 walks from the root.
+    f.write_page(TABLE, VA + 0x4000, Some((0xDEAD_0000, false)));
+    assert_eq!(tlb.access(va(VA + 0x4000), ONE, &f), None);
+    let t = tlb.access(va(VA + 0x4000), TWO, &f).unwrap();
+    assert_eq!((t.pa.as_u64(), t.via), (0xDEAD_0000, Via::WalkCache));
+    batch(&mut tlb, |t| t.invalidate_asid(TWO));
+    assert_eq!(tlb.check_freed(frame, 1), Ok(()));
+    assert!(tlb.tables().is_empty());
 }
 
 #[test]
