@@ -827,7 +827,9 @@ impl<B: TlbBackend, M: Memory> UnmapSink for MmuGather<'_, B, M> {
         // pending leaf invalidate in the span does the job (one by-VA operation drops the
         // walk-cache entries for that VA), so freeing tables after a sparse unmap adds
         // nothing.
-        if global || all_asids {
+        // (A kernel that does not trust its own switch, `asid_flush_drops_walk_cache` off,
+        // gets all-ASID table invalidates too.)
+        if global || all_asids || !st.asid_flush_drops_walk_cache {
             if !st.record.cover_span_all_asids(va, span) {
                 st.record.push(PendingOp::VaAllAsids(va));
             }

@@ -220,14 +220,14 @@ impl SysRegs for Cp15 {
 
 /// Records instructions instead of issuing them (host tests of backends and of code that
 /// drives them).
-#[cfg(feature = "std")]
+#[cfg(any(test, feature = "std"))]
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Recorder {
     /// Everything issued so far, in order.
     pub log: std::vec::Vec<Insn>,
 }
 
-#[cfg(feature = "std")]
+#[cfg(any(test, feature = "std"))]
 impl InsnSink for Recorder {
     fn issue(&mut self, insn: Insn) {
         self.log.push(insn);
