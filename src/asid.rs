@@ -269,15 +269,15 @@ impl<const CPUS: usize> AsidAllocator<CPUS> {
         unsafe { self.activate_on(&mut crate::tlb::Cp15, cpu, ctx, root, walk) }
     }
 
-    /// [`AsidAllocator::activate`] for a long-descriptor (LPAE) space: the ASID and the
+    /// `AsidAllocator::activate` for a long-descriptor (LPAE) space: the ASID and the
     /// table in one 64-bit `TTBR0` write, the owed local flush while `TTBR0` is parked
     /// ([`crate::switch::switch_lpae`]).
     ///
     /// # Errors
-    /// As [`AsidAllocator::activate`].
+    /// As `AsidAllocator::activate`.
     ///
     /// # Safety
-    /// As [`AsidAllocator::activate`], and `crate::arch::lpae::enable` has run on this CPU.
+    /// As `AsidAllocator::activate`, and `crate::arch::lpae::enable` has run on this CPU.
     #[cfg(target_arch = "arm")]
     pub unsafe fn activate_lpae(
         &self,
@@ -289,14 +289,14 @@ impl<const CPUS: usize> AsidAllocator<CPUS> {
         unsafe { self.activate_lpae_on(&mut crate::tlb::Cp15, cpu, ctx, root) }
     }
 
-    /// [`AsidAllocator::activate`] on any [`SysRegs`]: the CPU, or the host CPU model,
+    /// `AsidAllocator::activate` on any [`SysRegs`]: the CPU, or the host CPU model,
     /// which runs this exact path (allocator decision, then [`switch_short`]).
     ///
     /// # Errors
-    /// As [`AsidAllocator::activate`].
+    /// As `AsidAllocator::activate`.
     ///
     /// # Safety
-    /// When `regs` is this CPU: as [`AsidAllocator::activate`].
+    /// When `regs` is this CPU: as `AsidAllocator::activate`.
     pub unsafe fn activate_on<S: SysRegs>(
         &self,
         regs: &mut S,
@@ -316,14 +316,14 @@ impl<const CPUS: usize> AsidAllocator<CPUS> {
         Ok(sw)
     }
 
-    /// [`AsidAllocator::activate_lpae`] on any [`SysRegs`] (see
+    /// `AsidAllocator::activate_lpae` on any [`SysRegs`] (see
     /// [`AsidAllocator::activate_on`]).
     ///
     /// # Errors
-    /// As [`AsidAllocator::activate`].
+    /// As `AsidAllocator::activate`.
     ///
     /// # Safety
-    /// When `regs` is this CPU: as [`AsidAllocator::activate_lpae`].
+    /// When `regs` is this CPU: as `AsidAllocator::activate_lpae`.
     pub unsafe fn activate_lpae_on<S: SysRegs>(
         &self,
         regs: &mut S,

@@ -153,7 +153,7 @@ pub enum ActivateError {
     FormatMismatch,
     /// Without a split (`TTBCR.N = 0` / `T0SZ = 0`) `TTBR0` is parked on the kernel's table
     /// in `TTBR1` while the ASID changes, and `TTBR1` holds none (base 0): load it first
-    /// ([`crate::arch::mmu::set_split`] with `n = 0` does).
+    /// (`crate::arch::mmu::set_split` with `n = 0` does).
     NoParkingTable,
 }
 

@@ -346,11 +346,11 @@ impl<M: Memory, F: Format> LockedAddressSpace<M, F> {
 impl<M: Memory> LockedAddressSpace<M, Short> {
     /// Switches this CPU (`cpu`) to the space: ASID from `alloc` (with the local flush it
     /// may owe), then the architected `TTBR0` + ASID switch. See
-    /// [`AsidAllocator::activate`](crate::asid::AsidAllocator::activate).
+    /// `AsidAllocator::activate`(crate::asid::AsidAllocator::activate).
     ///
     /// # Errors
     /// [`SwitchError::NotTtbr0`] for a kernel-layout space; as
-    /// [`AsidAllocator::activate`](crate::asid::AsidAllocator::activate).
+    /// `AsidAllocator::activate`(crate::asid::AsidAllocator::activate).
     ///
     /// # Safety
     /// As [`crate::arch::mmu::activate`]: everything this CPU uses after the switch must be
@@ -374,11 +374,11 @@ impl<M: Memory> LockedAddressSpace<M, Short> {
 impl<M: Memory> LockedAddressSpace<M, crate::lpae::Lpae> {
     /// Switches this CPU (`cpu`) to the long-descriptor space: ASID from `alloc`, then one
     /// 64-bit `TTBR0` write with the owed local flush while parked. See
-    /// [`AsidAllocator::activate_lpae`](crate::asid::AsidAllocator::activate_lpae).
+    /// `AsidAllocator::activate_lpae`(crate::asid::AsidAllocator::activate_lpae).
     ///
     /// # Errors
     /// [`SwitchError::NotTtbr0`] for a kernel-layout space; as
-    /// [`AsidAllocator::activate_lpae`](crate::asid::AsidAllocator::activate_lpae).
+    /// `AsidAllocator::activate_lpae`(crate::asid::AsidAllocator::activate_lpae).
     ///
     /// # Safety
     /// As [`crate::arch::lpae::activate`]; `cpu` is this CPU's number.

@@ -27,7 +27,7 @@
 //!   `N`; entries already cached still hit, as they would with an empty table;
 //! - without a split (`N = 0`: `TTBR0` translates the kernel too): `TTBR0 = TTBR1`. The
 //!   kernel loads `TTBR1` with its own table, which holds only global kernel mappings (Linux's
-//!   `swapper_pg_dir`; [`crate::arch::mmu::set_split`] with `n = 0` does it). Walks through it
+//!   `swapper_pg_dir`; `crate::arch::mmu::set_split` with `n = 0` does it). Walks through it
 //!   create only the kernel's global entries, the same for every process.
 //!
 //! Then the ASID changes, then the new table is installed and the walks are enabled again,

@@ -5,16 +5,16 @@
 //! - **speculative walks between any two instructions**: before every instruction the
 //!   model walks every VA of its speculation set ([`CpuModel::speculate`]) through the
 //!   current `TTBR0` under the current ASID, and caches what the walk loaded (leaf *and*
-//!   walk-cache entries, ASID-tagged, in the shared [`TlbModel`]);
+//!   walk-cache entries, ASID-tagged, in the shared [`TlbModel`](super::model::TlbModel));
 //! - **register writes take effect at the next `isb`, in any order**: until then a walk
 //!   may see any subset of the pending writes (the model tries each subset);
 //! - **ASID-tagged walk caches** (Cortex-A15 TRM, "Intermediate table walk caches"):
-//!   inherited from [`TlbModel`];
+//!   inherited from [`TlbModel`](super::model::TlbModel);
 //! - **Cortex-A9 754322** when `MIDR` says r2/r3: a walk started since the last full `dsb`
 //!   may complete after a `CONTEXTIDR` change and be tagged with the new ASID;
 //! - `TTBCR.PD0` / `EPD0`: no walk below the split.
 //!
-//! TLB invalidates issued through it go to the [`TlbModel`] (a batch opens at the first
+//! TLB invalidates issued through it go to the [`TlbModel`](super::model::TlbModel) (a batch opens at the first
 //! one and completes at the next full `dsb`), so a gather whose backend is an
 //! [`Armv7Tlb`](super::Armv7Tlb) on a [`Cpu`] runs the crate's real backend into the model
 //! and [`FreeChecker`](super::model::FreeChecker) on the same [`SharedTlbModel`] sees what
@@ -141,7 +141,7 @@ impl CpuModel {
 
     /// A view that executes instructions without walking (for a TLB backend used while the
     /// tables are being changed: nothing speculates during the gather's own batch, as the
-    /// older [`TlbModel`](super::model::TlbModel) tests assume).
+    /// older [`TlbModel`](super::model::TlbModel)(super::model::TlbModel) tests assume).
     pub fn without_walks(&mut self) -> Cpu<'_> {
         Cpu {
             model: self,
