@@ -59,7 +59,10 @@ fn main() -> ! {
     user.map(
         range(UART, 4096),
         PhysAddr::new(UART as u64),
-        Attributes { global: false, ..Attributes::DEVICE },
+        Attributes {
+            global: false,
+            ..Attributes::DEVICE
+        },
         MapSize::Page4K,
     )
     .expect("map UART");
