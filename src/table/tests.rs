@@ -1,6 +1,8 @@
 //! Host tests of the generic walker, run over both formats: a property test against a
-//! reference model with frame accounting, the seeds it found, and failure injection at
-//! every allocation. The format-specific tests (encodings, sizes, packing numbers) live in
+//! reference model with frame accounting (on a whole-space table, and in every layout
+//! with maps limited to every size), the seeds it found, failure injection at every
+//! allocation, and the attribute rules (executable device memory, global leaves in a
+//! user space). The format-specific tests (encodings, sizes, packing numbers) live in
 //! `short::tests` and `lpae::tests` and share the helpers here.
 
 use std::collections::BTreeMap;
@@ -278,11 +280,18 @@ enum Op {
     Translate {
         page: u32,
     },
+    /// Map, unmap, protect and free-tables of `pages` pages on each side of the layout's
+    /// edge inside the 4 GiB (a `User` space's top, a `Kernel` space's bottom), and a
+    /// translate just outside it: all refused or empty, nothing changed. Nothing for
+    /// `Whole`.
+    Across {
+        pages: u32,
+    },
 }
 
-/// The model's VA window starts here. Most ops play in its first 64 MiB (sixteen 4 MiB
-/// short groups, thirty-two 2 MiB LPAE tables) so they collide; some cover a whole
-/// GiB-aligned GiB further up (1 GiB blocks, LPAE level-2 tables freed).
+/// The whole-space model's VA window starts here. Most ops play in its first 64 MiB
+/// (sixteen 4 MiB short groups, thirty-two 2 MiB LPAE tables) so they collide; some cover
+/// a whole GiB-aligned GiB further up (1 GiB blocks, LPAE level-2 tables freed).
 const WIN: u64 = 0x3000_0000;
 const DENSE_PAGES: u32 = (64 * MIB / 4096) as u32;
 /// Up to 0xc000_0000.
@@ -293,6 +302,85 @@ const GIB_PAGES: u32 = (GIB / 4096) as u32;
 /// PA of window page 0: congruent to `WIN` modulo 1 GiB, so blocks of every size fit.
 const PA_BASE: u64 = 0x7000_0000;
 const PA_HIGH: u64 = 1 << 36;
+
+/// Where a model run plays: a space of some layout and the window of its VAs the ops
+/// use. Page numbers in ops count from `base`.
+#[derive(Clone, Copy, Debug)]
+struct Win {
+    layout: Layout,
+    base: u64,
+    /// Pages of the window (ranges are clipped to its end).
+    pages: u32,
+    /// Pages at its start where most ops play (so they collide).
+    dense: u32,
+    /// Window page of its first GiB-aligned GiB, and how many whole ones it has (0 to 2).
+    gib: (u32, u32),
+    /// PA of window page 0: congruent to `base` modulo 1 GiB, so blocks of every size fit,
+    /// and low enough that every window PA is below 4 GiB.
+    pa_base: u64,
+}
+
+impl Win {
+    /// The window of the whole-space runs.
+    const WHOLE: Win = Win {
+        layout: Layout::Whole,
+        base: WIN,
+        pages: WIN_PAGES,
+        dense: DENSE_PAGES,
+        gib: (GIB_PAGE, 2),
+        pa_base: PA_BASE,
+    };
+
+    /// The window of a layout: its VAs from the bottom, at most 2 GiB of them.
+    fn of(layout: Layout) -> Win {
+        if layout == Layout::Whole {
+            return Self::WHOLE;
+        }
+        let (lo, hi) = layout.bounds();
+        let end = hi.min(lo + 2 * GIB);
+        let first_gib = lo.next_multiple_of(GIB);
+        let gibs = if end > first_gib {
+            ((end - first_gib) / GIB).min(2)
+        } else {
+            0
+        };
+        let pages = ((end - lo) / 4096) as u32;
+        Win {
+            layout,
+            base: lo,
+            pages,
+            dense: pages.min(DENSE_PAGES),
+            gib: (((first_gib - lo) / 4096) as u32, gibs as u32),
+            pa_base: GIB + lo % GIB,
+        }
+    }
+
+    fn end(&self) -> u64 {
+        self.base + u64::from(self.pages) * 4096
+    }
+
+    /// Extents at or above this many pages are mapped aligned with every size allowed
+    /// (else a GiB would be a million pages).
+    fn big(&self) -> u32 {
+        self.pages.min(GIB_PAGES)
+    }
+
+    /// `[base + page, base + page + pages)`, clipped to the window.
+    fn range(&self, page: u32, pages: u32) -> VirtRange {
+        let start = self.base + u64::from(page) * 4096;
+        let end = (start + u64::from(pages) * 4096).min(self.end());
+        VirtRange::new(VirtAddr::new(start as u32), end).unwrap()
+    }
+
+    /// The edge of the layout inside the 4 GiB, if any.
+    fn edge(&self) -> Option<u64> {
+        match self.layout {
+            Layout::Whole => None,
+            Layout::User { .. } => Some(self.layout.bounds().1),
+            Layout::Kernel { .. } => Some(self.layout.bounds().0),
+        }
+    }
+}
 
 fn arb_access() -> impl Strategy<Value = Access> {
     prop_oneof![
@@ -312,7 +400,9 @@ fn arb_execute() -> impl Strategy<Value = Execute> {
     ]
 }
 
-fn arb_attrs() -> impl Strategy<Value = Attributes> {
+/// Attributes, global with probability `global` (a `User` space refuses global ones:
+/// most of its maps should not be).
+fn arb_attrs(global: f64) -> impl Strategy<Value = Attributes> {
     (
         prop_oneof![
             Just(MemoryType::NormalWriteBack),
@@ -322,7 +412,7 @@ fn arb_attrs() -> impl Strategy<Value = Attributes> {
         ],
         arb_access(),
         arb_execute(),
-        any::<bool>(),
+        proptest::bool::weighted(global),
         any::<bool>(),
     )
         .prop_map(|(memory, access, execute, global, shareable)| Attributes {
@@ -334,15 +424,24 @@ fn arb_attrs() -> impl Strategy<Value = Attributes> {
         })
 }
 
-/// Page counts and alignments that make every size likely.
-fn arb_extent() -> impl Strategy<Value = (u32, u32)> {
+/// Page counts and alignments in window `w` that make every size likely: mostly in its
+/// dense part, sometimes a whole GiB (or, in a window without one, the whole window), or
+/// pages in its first GiB.
+fn arb_extent(w: Win) -> impl Strategy<Value = (u32, u32)> {
+    let (dense, sixteen_m) = (w.dense, (w.pages / 4096).clamp(1, 4));
+    let (gib, gibs) = w.gib;
+    let high = if gibs > 0 { gib } else { w.pages / 2 };
     prop_oneof![
-        8 => (0..DENSE_PAGES, 1..40u32),
-        8 => (0..DENSE_PAGES / 16, 1..40u32).prop_map(|(p, n)| (p * 16, n * 16)),
-        8 => (0..DENSE_PAGES / 256, 1..6u32).prop_map(|(p, n)| (p * 256, n * 256)),
-        8 => (0..4u32, 1..3u32).prop_map(|(p, n)| (p * 4096, n * 4096)),
-        2 => (0..2u32).prop_map(|g| (GIB_PAGE + g * GIB_PAGES, GIB_PAGES)),
-        2 => (0..64u32, 1..40u32).prop_map(|(p, n)| (GIB_PAGE + p * 16, n)),
+        8 => (0..dense, 1..40u32),
+        8 => (0..dense / 16, 1..40u32).prop_map(|(p, n)| (p * 16, n * 16)),
+        8 => (0..dense / 256, 1..6u32).prop_map(|(p, n)| (p * 256, n * 256)),
+        8 => (0..sixteen_m, 1..3u32).prop_map(|(p, n)| (p * 4096, n * 4096)),
+        2 => (0..gibs.max(1)).prop_map(move |g| if gibs > 0 {
+            (gib + g * GIB_PAGES, GIB_PAGES)
+        } else {
+            (0, w.pages)
+        }),
+        2 => (0..64u32, 1..40u32).prop_map(move |(p, n)| (high + p * 16, n)),
     ]
 }
 
@@ -350,14 +449,27 @@ fn arb_bound() -> impl Strategy<Value = u32> {
     prop_oneof![4 => 0..2048u32, 1 => Just(u32::MAX)]
 }
 
-fn arb_op() -> impl Strategy<Value = Op> {
+/// Every size a map may be limited to.
+const ALL_SIZES: [MapSize; 6] = [
+    MapSize::Page4K,
+    MapSize::Large64K,
+    MapSize::Section1M,
+    MapSize::Block2M,
+    MapSize::Super16M,
+    MapSize::Block1G,
+];
+
+fn arb_op(w: Win) -> impl Strategy<Value = Op> {
+    let global = if matches!(w.layout, Layout::User { .. }) {
+        0.2
+    } else {
+        0.5
+    };
     prop_oneof![
-        4 => (arb_extent(), any::<bool>(), 0..8u32, arb_attrs(), prop_oneof![
-            Just(MapSize::Page4K), Just(MapSize::Large64K),
-            Just(MapSize::Section1M), Just(MapSize::Block2M),
-            Just(MapSize::Super16M), Just(MapSize::Block1G)])
-            .prop_map(|((page, pages), same_align, high, attrs, max)| {
-                let gib = pages >= GIB_PAGES;
+        4 => (arb_extent(w), any::<bool>(), 0..8u32, arb_attrs(global),
+              proptest::sample::select(&ALL_SIZES[..]))
+            .prop_map(move |((page, pages), same_align, high, attrs, max)| {
+                let gib = pages >= w.big();
                 Op::Map {
                     page,
                     pages,
@@ -370,12 +482,13 @@ fn arb_op() -> impl Strategy<Value = Op> {
                     max: if gib { MapSize::Block1G } else { max },
                 }
             }),
-        3 => arb_extent().prop_map(|(page, pages)| Op::Unmap { page, pages }),
-        1 => (arb_extent(), arb_access(), arb_execute())
+        3 => arb_extent(w).prop_map(|(page, pages)| Op::Unmap { page, pages }),
+        1 => (arb_extent(w), arb_access(), arb_execute())
             .prop_map(|((page, pages), access, execute)| Op::Protect { page, pages, access, execute }),
-        2 => (arb_extent(), arb_bound(), arb_bound())
+        2 => (arb_extent(w), arb_bound(), arb_bound())
             .prop_map(|((page, pages), floor_back, ceil_fwd)| Op::FreeTables { page, pages, floor_back, ceil_fwd }),
-        2 => (0..DENSE_PAGES).prop_map(|page| Op::Translate { page }),
+        2 => prop_oneof![0..w.dense, 0..w.pages].prop_map(|page| Op::Translate { page }),
+        1 => prop_oneof![1..40u32, Just(4096u32)].prop_map(|pages| Op::Across { pages }),
     ]
 }
 
@@ -387,25 +500,24 @@ fn model_leaf(m: &Model, va: u64) -> Option<Mapping> {
     (va < l.end()).then_some(*l)
 }
 
-fn window_range(page: u32, pages: u32) -> VirtRange {
-    let start = WIN + u64::from(page) * 4096;
-    let end = (start + u64::from(pages) * 4096).min(WIN + u64::from(WIN_PAGES) * 4096);
-    VirtRange::new(VirtAddr::new(start as u32), end).unwrap()
-}
-
 fn check_against_model<F: Format>(s: &AddressSpace<F, HostMemory>, model: &Model) {
     let got: Vec<Mapping> = s.mappings(all()).collect();
     let want: Vec<Mapping> = model.values().copied().collect();
     assert_eq!(got, want);
 }
 
-/// Runs `ops` on a whole-space table of format `F` next to the model, checking after each
-/// op: the mappings equal the model's, refused ops changed no entry and kept no frame,
-/// free-tables freed exactly the eligible empty groups (after the sink's flush only), and
-/// the frames out are exactly the table frames the space counts; teardown returns all.
-fn run_ops<F: TestFormat>(ops: &[Op], features: F::Features) {
+/// Runs `ops` on a table of format `F` with `w`'s layout next to the model, checking after
+/// each op: the mappings equal the model's, a map tiles its range with leaves the format
+/// and the layout's root can hold, refused ops changed no entry and kept no frame (and
+/// were refused for a reason the model sees), free-tables freed exactly the eligible
+/// empty groups (after the sink's flush only), and the frames out are exactly the table
+/// frames the space counts; teardown returns all.
+fn run_ops<F: TestFormat>(w: Win, ops: &[Op], features: F::Features) {
     let mem = HostMemory::new();
-    let mut s = AddressSpace::<F, _>::new(mem.clone(), Layout::Whole, features).unwrap();
+    let mut s = AddressSpace::<F, _>::new(mem.clone(), w.layout, features).unwrap();
+    let user = matches!(w.layout, Layout::User { .. });
+    let root_level = F::root(w.layout).level;
+    let (lo, hi) = w.layout.bounds();
     let mut model = Model::new();
     let mut rec = Rec::default();
     for op in ops {
@@ -420,18 +532,20 @@ fn run_ops<F: TestFormat>(ops: &[Op], features: F::Features) {
                 attrs,
                 max,
             } => {
-                let range = window_range(page, pages);
-                let pa = PA_BASE + u64::from(pa_page) * 4096 + if high { PA_HIGH } else { 0 };
+                let range = w.range(page, pages);
+                let pa = w.pa_base + u64::from(pa_page) * 4096 + if high { PA_HIGH } else { 0 };
                 let overlap = model
                     .values()
                     .any(|m| m.va.as_u64() < range.end() && m.end() > range.start().as_u64());
                 let encodable = F::check_permissions(&features, attrs.access, attrs.execute);
                 let exec_device = !attrs.memory.is_normal() && attrs.execute != Execute::Never;
+                let global_in_user = user && attrs.global;
                 match s.map(range, PhysAddr::new(pa), attrs, max) {
                     Ok(()) => {
                         assert!(!overlap, "map over a mapping succeeded");
                         assert!(encodable.is_ok(), "unencodable attributes mapped");
                         assert!(!exec_device, "executable device memory mapped");
+                        assert!(!global_in_user, "a global leaf in a user space");
                         let new: Vec<Mapping> = s.mappings(range).collect();
                         // They tile the range exactly, in order, with the intent's PA and
                         // attributes, and at most `max`.
@@ -440,6 +554,14 @@ fn run_ops<F: TestFormat>(ops: &[Op], features: F::Features) {
                             assert_eq!(m.va.as_u64(), at);
                             assert_eq!(m.pa.as_u64(), pa + (at - range.start().as_u64()));
                             assert!(m.size <= max);
+                            assert!(
+                                F::LEAVES
+                                    .iter()
+                                    .any(|l| l.size == m.size && l.level >= root_level),
+                                "{:?} in a {:?} space",
+                                m.size,
+                                w.layout
+                            );
                             assert_eq!(m.va.as_u64() % m.size.bytes(), 0);
                             assert_eq!(m.attrs, attrs);
                             at += m.size.bytes();
@@ -456,16 +578,17 @@ fn run_ops<F: TestFormat>(ops: &[Op], features: F::Features) {
                             MapError::PxnConflict(_) => {}
                             MapError::Unsupported(_) => assert!(encodable.is_err()),
                             MapError::ExecutableDevice => assert!(exec_device),
+                            MapError::GlobalInUserSpace => assert!(global_in_user),
                             MapError::PhysUnreachable(_) => assert!(high),
                             e => panic!("unexpected {e:?}"),
                         }
-                        assert_eq!(s.snapshot(), before, "refused map changed the tables");
+                        assert!(s.snapshot() == before, "refused map changed the tables");
                         assert_eq!(mem.outstanding(), before_out);
                     }
                 }
             }
             Op::Unmap { page, pages } => {
-                let range = window_range(page, pages);
+                let range = w.range(page, pages);
                 let (a, b) = (range.start().as_u64(), range.end());
                 let straddle = model
                     .values()
@@ -491,7 +614,7 @@ fn run_ops<F: TestFormat>(ops: &[Op], features: F::Features) {
                         let m = straddle.expect("refused without a straddling block");
                         assert_eq!((va, size), (m.va, m.size));
                         assert!(rec.leaves.is_empty());
-                        assert_eq!(s.snapshot(), before);
+                        assert!(s.snapshot() == before, "refused unmap changed the tables");
                     }
                     Err(e) => panic!("unexpected {e:?}"),
                 }
@@ -502,7 +625,7 @@ fn run_ops<F: TestFormat>(ops: &[Op], features: F::Features) {
                 access,
                 execute,
             } => {
-                let range = window_range(page, pages);
+                let range = w.range(page, pages);
                 let (a, b) = (range.start().as_u64(), range.end());
                 // The first leaf of the range (wholly inside it: a straddling block is
                 // refused first) that the new permissions would make executable device
@@ -536,7 +659,7 @@ fn run_ops<F: TestFormat>(ops: &[Op], features: F::Features) {
                 floor_back,
                 ceil_fwd,
             } => {
-                let range = window_range(page, pages);
+                let range = w.range(page, pages);
                 let floor = range
                     .start()
                     .as_u64()
@@ -546,6 +669,9 @@ fn run_ops<F: TestFormat>(ops: &[Op], features: F::Features) {
                 let n = s
                     .free_tables(range, VirtAddr::new(floor as u32), ceiling, &mut rec)
                     .unwrap();
+                // VAs outside the layout count as unused: bounds at its edges reach past.
+                let floor = if floor <= lo { 0 } else { floor };
+                let ceiling = if ceiling >= hi { 1 << 32 } else { ceiling };
                 assert_eq!(s.table_frames(), frames - n);
                 assert_eq!(rec.freed.len(), n);
                 for &(pa, frames) in &rec.freed {
@@ -557,7 +683,7 @@ fn run_ops<F: TestFormat>(ops: &[Op], features: F::Features) {
                 for &(va, span, global) in &rec.unlinked {
                     let group = group_of::<F>(span);
                     let g = va.as_u64() & !(group - 1);
-                    assert!(global, "a whole-space table reports global tables");
+                    assert_eq!(global, !user, "only a user space's tables are not global");
                     assert!(g >= floor && g + group <= ceiling);
                     assert!(g < range.end() && g + group > range.start().as_u64());
                     assert!(model
@@ -591,13 +717,38 @@ fn run_ops<F: TestFormat>(ops: &[Op], features: F::Features) {
                 rec.flush(&mut mem.clone());
             }
             Op::Translate { page } => {
-                let va = WIN + u64::from(page) * 4096 + 0x123;
+                let va = w.base + u64::from(page) * 4096 + 0x123;
                 let t = s.translate(VirtAddr::new(va as u32));
                 let m = model_leaf(&model, va);
                 assert_eq!(t.map(|t| t.mapping), m);
                 if let (Some(t), Some(m)) = (t, m) {
                     assert_eq!(t.pa.as_u64(), m.pa.as_u64() + (va - m.va.as_u64()));
                 }
+            }
+            Op::Across { pages } => {
+                let Some(edge) = w.edge() else { continue };
+                let len = u64::from(pages) * 4096;
+                let start = edge.saturating_sub(len);
+                let range = VirtRange::new(VirtAddr::new(start as u32), edge + len).unwrap();
+                let pa = PhysAddr::new(0x1000_0000);
+                let attrs = Attributes::USER_DATA;
+                for max in ALL_SIZES {
+                    assert_eq!(s.map(range, pa, attrs, max), Err(MapError::OutOfRange));
+                }
+                assert_eq!(s.unmap(range, &mut rec), Err(UnmapError::OutOfRange));
+                assert_eq!(
+                    s.protect(range, Access::UserRo, Execute::Never),
+                    Err(ProtectError::OutOfRange)
+                );
+                assert_eq!(
+                    s.free_tables(range, VirtAddr::new(0), 1 << 32, &mut rec),
+                    Err(crate::error::FreeTablesError::OutOfRange)
+                );
+                let outside = if edge == hi { edge } else { edge - 4096 };
+                assert_eq!(s.translate(VirtAddr::new(outside as u32)), None);
+                assert!(rec.leaves.is_empty() && rec.unlinked.is_empty() && rec.freed.is_empty());
+                assert!(s.snapshot() == before, "refused ops changed the tables");
+                assert_eq!(mem.outstanding(), before_out);
             }
         }
         check_against_model(&s, &model);
@@ -643,24 +794,157 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
-    fn short_random_ops_match_the_model(ops in proptest::collection::vec(arb_op(), 1..60)) {
-        run_ops::<Short>(&ops, Short::ALL);
+    fn short_random_ops_match_the_model(ops in proptest::collection::vec(arb_op(Win::WHOLE), 1..60)) {
+        run_ops::<Short>(Win::WHOLE, &ops, Short::ALL);
     }
 
     #[test]
-    fn short_random_ops_match_the_model_baseline(ops in proptest::collection::vec(arb_op(), 1..40)) {
-        run_ops::<Short>(&without_pxn(ops), Short::BASELINE);
+    fn short_random_ops_match_the_model_baseline(ops in proptest::collection::vec(arb_op(Win::WHOLE), 1..40)) {
+        run_ops::<Short>(Win::WHOLE, &without_pxn(ops), Short::BASELINE);
     }
 
     #[test]
-    fn lpae_random_ops_match_the_model(ops in proptest::collection::vec(arb_op(), 1..60)) {
-        run_ops::<Lpae>(&ops, Lpae::ALL);
+    fn lpae_random_ops_match_the_model(ops in proptest::collection::vec(arb_op(Win::WHOLE), 1..60)) {
+        run_ops::<Lpae>(Win::WHOLE, &ops, Lpae::ALL);
     }
 
     #[test]
-    fn lpae_random_ops_match_the_model_non_coherent(ops in proptest::collection::vec(arb_op(), 1..40)) {
-        run_ops::<Lpae>(&ops, Lpae::BASELINE);
+    fn lpae_random_ops_match_the_model_non_coherent(ops in proptest::collection::vec(arb_op(Win::WHOLE), 1..40)) {
+        run_ops::<Lpae>(Win::WHOLE, &ops, Lpae::BASELINE);
     }
+}
+
+/// The layouts the model runs cover: the whole space; user halves whose roots differ
+/// (LPAE: level 1 for `n = 1`, level 2 below, the smallest for `n = 7`; short: roots of
+/// one to four frames); kernel halves, whose LPAE root entries span VAs below the split.
+const LAYOUTS: [Layout; 8] = [
+    Layout::Whole,
+    Layout::User { n: 1 },
+    Layout::User { n: 2 },
+    Layout::User { n: 3 },
+    Layout::User { n: 7 },
+    Layout::Kernel { n: 1 },
+    Layout::Kernel { n: 2 },
+    Layout::Kernel { n: 7 },
+];
+
+/// `cases` random op sequences in each of [`LAYOUTS`] for format `F`, every map limited
+/// to a random one of all six sizes (those the format or the layout's root lacks
+/// included); a failure names the layout and the shrunk ops.
+fn random_ops_in_every_layout<F: TestFormat>(features: F::Features, cases: u32) {
+    use proptest::test_runner::{Config, TestRunner};
+    for layout in LAYOUTS {
+        let w = Win::of(layout);
+        let config = Config {
+            cases,
+            failure_persistence: None,
+            ..Config::default()
+        };
+        let ops = proptest::collection::vec(arb_op(w), 1..30);
+        let result = TestRunner::new(config).run(&ops, |ops| {
+            run_ops::<F>(w, &ops, features);
+            Ok(())
+        });
+        if let Err(e) = result {
+            panic!("{layout:?}: {e}");
+        }
+    }
+}
+
+#[test]
+fn short_random_ops_in_every_layout() {
+    random_ops_in_every_layout::<Short>(Short::ALL, 16);
+}
+
+#[test]
+fn lpae_random_ops_in_every_layout() {
+    random_ops_in_every_layout::<Lpae>(Lpae::ALL, 16);
+}
+
+/// For each layout and each size: a map limited to it over an aligned extent (four
+/// leaves of it, or the window's first whole GiB for 1 GiB), the model's checks on it,
+/// translates inside each 2 MiB of the start, a map over it, protect, a partial and a whole
+/// unmap, free-tables over the window, the refusals (executable device memory, global
+/// leaves in a user space, ranges across the layout's edge). Deterministic, for both
+/// formats, on the most and the least capable CPU.
+fn every_size_in_every_layout<F: TestFormat>() {
+    for layout in LAYOUTS {
+        let w = Win::of(layout);
+        let user = matches!(layout, Layout::User { .. });
+        let (gib, gibs) = w.gib;
+        let page0 = if gibs > 0 { gib } else { 0 };
+        let data = Attributes {
+            global: !user,
+            ..Attributes::KERNEL_DATA
+        };
+        let map = |page, pages, attrs, max| Op::Map {
+            page,
+            pages,
+            pa_page: page,
+            high: false,
+            attrs,
+            max,
+        };
+        for max in ALL_SIZES {
+            let pages = ((max.bytes() / 4096) as u32).saturating_mul(4).min(w.big());
+            let mut ops = vec![map(page0, pages, data, max)];
+            ops.extend((0..4).map(|k| Op::Translate {
+                page: page0 + (k * 512 + 1).min(pages - 1),
+            }));
+            ops.extend([
+                map(page0 + pages - 1, 1, data, max),
+                Op::Protect {
+                    page: page0,
+                    pages,
+                    access: Access::UserRo,
+                    execute: Execute::Never,
+                },
+                Op::Unmap {
+                    page: page0 + 1,
+                    pages: 1,
+                },
+                Op::Unmap { page: page0, pages },
+                Op::FreeTables {
+                    page: 0,
+                    pages: w.pages,
+                    floor_back: u32::MAX,
+                    ceil_fwd: u32::MAX,
+                },
+                map(
+                    page0,
+                    pages,
+                    Attributes {
+                        execute: Execute::Anywhere,
+                        global: !user,
+                        ..Attributes::DEVICE
+                    },
+                    max,
+                ),
+                map(
+                    page0,
+                    pages,
+                    Attributes {
+                        global: true,
+                        ..Attributes::USER_DATA
+                    },
+                    max,
+                ),
+                Op::Across { pages: 1 },
+            ]);
+            run_ops::<F>(w, &ops, F::ALL);
+            run_ops::<F>(w, &ops, F::BASELINE);
+        }
+    }
+}
+
+#[test]
+fn every_size_in_every_layout_short() {
+    every_size_in_every_layout::<Short>();
+}
+
+#[test]
+fn every_size_in_every_layout_lpae() {
+    every_size_in_every_layout::<Lpae>();
 }
 
 /// The cases proptest found while the walkers were mutation-tested (formerly seeds in
@@ -724,21 +1008,42 @@ fn seed_cases() -> Vec<Vec<Op>> {
                 ceil_fwd: u32::MAX,
             },
         ],
+        // Found with protect's device check removed: a GiB of execute-never device memory
+        // made executable.
+        vec![
+            Op::Map {
+                page: GIB_PAGE,
+                pages: GIB_PAGES,
+                pa_page: GIB_PAGE,
+                high: true,
+                attrs: Attributes {
+                    memory: MemoryType::Device,
+                    ..data
+                },
+                max: MapSize::Block1G,
+            },
+            Op::Protect {
+                page: GIB_PAGE,
+                pages: GIB_PAGES,
+                access: Access::KernelRw,
+                execute: Execute::Anywhere,
+            },
+        ],
     ]
 }
 
 #[test]
 fn seed_cases_short() {
     for ops in seed_cases() {
-        run_ops::<Short>(&ops, Short::ALL);
-        run_ops::<Short>(&ops, Short::BASELINE);
+        run_ops::<Short>(Win::WHOLE, &ops, Short::ALL);
+        run_ops::<Short>(Win::WHOLE, &ops, Short::BASELINE);
     }
 }
 
 #[test]
 fn seed_cases_lpae() {
     for ops in seed_cases() {
-        run_ops::<Lpae>(&ops, Lpae::ALL);
+        run_ops::<Lpae>(Win::WHOLE, &ops, Lpae::ALL);
     }
 }
 
