@@ -20,6 +20,11 @@
 //!   for supersections, which `PAR` reports that way), same fault/no-fault, and a
 //!   permission fault exactly where `translate`'s access permissions forbid the access.
 //!
+//! The short-descriptor `PAR` of QEMU reports no memory attributes, so shareability is
+//! checked on the registers instead: the domain of the walks (`TTBR0.S`/`NOS`, as
+//! `arch::mmu::ttbr_value` set it) is the domain `PRRR` gives the kernel's shareable RAM
+//! (`NS1`, `NOSn` of its slot): inner shareable.
+//!
 //! It also reads through a sample of the backed mappings (the data must come from the
 //! expected frame) and probes a sample of VAs that must fault for a privileged read.
 //! Variants give the checker teeth, each must fail: `corrupt=answer` falsifies the output
@@ -121,8 +126,30 @@ fn build_kernel_space(features: Features) -> Result<Space, ()> {
     Ok(space)
 }
 
+/// The shareability domain of short-descriptor walks with this `TTBR` (`S` bit 1, `NOS`
+/// bit 5).
+fn walk_domain(ttbr: u32) -> &'static str {
+    match (ttbr & 1 << 1 != 0, ttbr & 1 << 5 != 0) {
+        (false, _) => "non-shareable",
+        (true, false) => "outer",
+        (true, true) => "inner",
+    }
+}
+
+/// The shareability domain `prrr` gives Normal memory with `attrs` (`NS0`/`NS1` at 18/19,
+/// `NOSn` at `24 + n` for its slot `n = TEX[0]:C:B`).
+fn normal_domain(prrr: u32, attrs: Attributes) -> &'static str {
+    let n = u32::from(attrs.memory.remap_index());
+    let bit = |b: u32| prrr >> b & 1 != 0;
+    match (bit(18 + u32::from(attrs.shareable)), bit(24 + n)) {
+        (false, _) => "non-shareable",
+        (true, false) => "outer",
+        (true, true) => "inner",
+    }
+}
+
 fn kernel_runs_on_crate_tables() -> CaseResult {
-    use armv7_mm::arch::cp15::TTBR0;
+    use armv7_mm::arch::cp15::{PRRR, TTBR0};
     use tock_registers::interfaces::Readable;
     let guard = SPACE.lock();
     let Some(space) = guard.as_ref() else {
@@ -134,6 +161,18 @@ fn kernel_runs_on_crate_tables() -> CaseResult {
         "TTBR0 is the crate's L1"
     );
     ensure_eq!(mmu::current_asid(), Asid(1), "ASID after activate");
+    ensure_eq!(
+        walk_domain(TTBR0.get()),
+        "inner",
+        "TTBR0 walks (S, NOS): {:#x}",
+        TTBR0.get()
+    );
+    ensure_eq!(
+        normal_domain(PRRR.get(), Attributes::KERNEL_IMAGE),
+        walk_domain(TTBR0.get()),
+        "shareable RAM under PRRR {:#x} is in the walks' domain",
+        PRRR.get()
+    );
     static WORD: u32 = 0x1234_5678;
     let va = core::ptr::addr_of!(WORD) as u32;
     let t = space.translate(VirtAddr::new(va));

@@ -22,7 +22,9 @@
 //! `0x1_0000_0000` at `0xc000_0000`. For every VA of a sample (both sides of every mapping
 //! edge, inside every mapping, random VAs over the whole 4 GiB) it compares the intent,
 //! `AddressSpace::translate`, and the hardware (`ATS1CPR`/`CPW`/`CUR`/`CUW` with the 64-bit
-//! `PAR`: 40-bit PA, `MAIR` attribute byte, fault kind).
+//! `PAR`: 40-bit PA, `MAIR` attribute byte, fault kind, and for cacheable Normal memory the
+//! shareability `SH`: `0b11` inner shareable where the mapping is shareable, the domain the
+//! walks use (`TTBCR.SH0`), `0b00` where it is not).
 //!
 //! It also reads through the backed mappings (PL1, and PL0 where user access is allowed or
 //! must fault), writes where writes must fault, and checks memory above 4 GiB: patterns
@@ -179,9 +181,17 @@ fn kernel_runs_on_crate_tables() -> CaseResult {
         t
     );
     match Par64Result::decode(ats1cpr_64(va)) {
-        Par64Result::Ok { pa, attr, .. } => {
+        Par64Result::Ok { pa, attr, sh } => {
             ensure_eq!(pa, u64::from(va) & !0xfff, "PAR.PA of the image");
             ensure_eq!(attr, 0xff, "PAR.ATTR: write-back (MAIR slot 7)");
+            // Shareable RAM is in the walks' domain: inner shareable, as the barriers and
+            // TLB broadcasts are.
+            ensure_eq!(sh, SH_INNER, "PAR.SH: inner shareable");
+            ensure_eq!(
+                TTBCR.read(TTBCR_BITS::SH0),
+                u32::from(sh),
+                "TTBCR.SH0 (walks) = PAR.SH (shareable RAM)"
+            );
         }
         p => {
             println!("    PAR {:x?}", p);
@@ -340,7 +350,27 @@ fn build_big(space: &mut Space, rng: &mut Rng, world: &mut World) -> Result<Phys
 enum Expect {
     Translation,
     Permission,
-    Pa { pa: u64, attr: u8 },
+    /// `sh`: the `PAR.SH` cacheable Normal memory must report; `None` for non-cacheable
+    /// Normal, Device and strongly-ordered memory, which the architecture may report as
+    /// outer shareable whatever the descriptor says (newer QEMUs do).
+    Pa {
+        pa: u64,
+        attr: u8,
+        sh: Option<u8>,
+    },
+}
+
+/// `SH` / `PAR.SH` / `TTBCR.SHn`: inner shareable.
+const SH_INNER: u8 = 0b11;
+
+/// The `PAR.SH` a mapping with `attrs` must report, where the architecture fixes it.
+fn par_sh(attrs: Attributes) -> Option<u8> {
+    match attrs.memory {
+        MemoryType::NormalWriteBack
+        | MemoryType::NormalWriteBackNoAllocate
+        | MemoryType::NormalWriteThrough => Some(if attrs.shareable { SH_INNER } else { 0 }),
+        _ => None,
+    }
 }
 
 /// The `MAIR` byte of a memory type (what `PAR.ATTR` reports).
@@ -362,6 +392,7 @@ fn expected(t: Option<&Translation>, user: bool, write: bool) -> Expect {
         Some(t) => Expect::Pa {
             pa: t.pa.as_u64() & !0xfff,
             attr: mair_byte(t.mapping.attrs.memory),
+            sh: par_sh(t.mapping.attrs),
         },
     }
 }
@@ -371,11 +402,13 @@ fn matches(e: Expect, par: Par64Result) -> bool {
         (Expect::Translation, p) => p.is_translation_fault(),
         (Expect::Permission, p) => p.is_permission_fault(),
         (
-            Expect::Pa { pa, attr },
+            Expect::Pa { pa, attr, sh },
             Par64Result::Ok {
-                pa: got, attr: a, ..
+                pa: got,
+                attr: a,
+                sh: got_sh,
             },
-        ) => got == pa && a == attr,
+        ) => got == pa && a == attr && sh.is_none_or(|sh| sh == got_sh),
         _ => false,
     }
 }
