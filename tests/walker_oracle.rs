@@ -21,9 +21,10 @@
 //!   permission fault exactly where `translate`'s access permissions forbid the access.
 //!
 //! The short-descriptor `PAR` of QEMU reports no memory attributes, so shareability is
-//! checked on the registers instead: the domain of the walks (`TTBR0.S`/`NOS`, as
-//! `arch::mmu::ttbr_value` set it) is the domain `PRRR` gives the kernel's shareable RAM
-//! (`NS1`, `NOSn` of its slot): inner shareable.
+//! checked on the registers instead: `PRRR` gives the kernel's shareable RAM (`NS1`,
+//! `NOSn` of its slot) the inner shareable domain, and the walks (`TTBR0.S`/`NOS`) are
+//! inner shareable where `arch::mmu::walk_attributes` says the core is coherent,
+//! non-shareable otherwise.
 //!
 //! It also reads through a sample of the backed mappings (the data must come from the
 //! expected frame) and probes a sample of VAs that must fault for a privileged read.
@@ -161,17 +162,26 @@ fn kernel_runs_on_crate_tables() -> CaseResult {
         "TTBR0 is the crate's L1"
     );
     ensure_eq!(mmu::current_asid(), Asid(1), "ASID after activate");
-    ensure_eq!(
-        walk_domain(TTBR0.get()),
-        "inner",
-        "TTBR0 walks (S, NOS): {:#x}",
-        TTBR0.get()
-    );
+    // Shareable RAM is inner shareable, the domain of the barriers and TLB broadcasts.
     ensure_eq!(
         normal_domain(PRRR.get(), Attributes::KERNEL_IMAGE),
-        walk_domain(TTBR0.get()),
-        "shareable RAM under PRRR {:#x} is in the walks' domain",
+        "inner",
+        "shareable RAM under PRRR {:#x}",
         PRRR.get()
+    );
+    // The walks are inner shareable too on a core that takes part in coherency, and
+    // non-shareable (cacheable) on one that does not (QEMU reads ACTLR.SMP as 0):
+    // `mmu::walk_attributes`, Linux's TTB_FLAGS_SMP / TTB_FLAGS_UP.
+    let want = if mmu::walk_attributes().shareable() {
+        "inner"
+    } else {
+        "non-shareable"
+    };
+    ensure_eq!(
+        walk_domain(TTBR0.get()),
+        want,
+        "TTBR0 walks (S, NOS): {:#x}",
+        TTBR0.get()
     );
     static WORD: u32 = 0x1234_5678;
     let va = core::ptr::addr_of!(WORD) as u32;
