@@ -1,6 +1,8 @@
 //! qemu: cpu=cortex-a15,cortex-a7 smp=4 mem=128
 //! timeout: 60
 //! variant: ttbr_only arg=bug=ttbr_only expect=fail "STALE"
+//! variant: lpae arg=format=lpae
+//! variant: lpae_ttbr_only arg=format=lpae arg=bug=ttbr_only expect=fail "STALE"
 //!
 //! More address spaces than ASIDs, switched through the ASID allocator on four CPUs at
 //! once.
@@ -17,6 +19,11 @@
 //! is what a kernel without ASID management would get wrong: the shared VA then still
 //! translates to the previous space's frame ("STALE").
 //!
+//! `format=lpae` runs the same on long-descriptor tables: the allocator's
+//! `activate_lpae` (one 64-bit `TTBR0` write carrying the ASID, the owed flush while
+//! `EPD0` parks `TTBR0`); its `ttbr_only` variant rewrites the table base alone and keeps
+//! the ASID in `TTBR0`, and must fail the same way.
+//!
 //! QEMU 7.2 flushes a vCPU's whole TLB whenever `CONTEXTIDR` changes, so on QEMU this test
 //! cannot show an allocator bug that reuses an ASID without the owed flush (that one is
 //! shown by the host model test `asid::tests::ignoring_the_local_flush_is_caught`); it
@@ -31,12 +38,17 @@ mod support;
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
+use armv7_mm::arch::lpae as arch_lpae;
 use armv7_mm::arch::mmu;
+use armv7_mm::asid::{AsidContext, Switch};
+use armv7_mm::locked::LockedAddressSpace;
 use armv7_mm::short::Attributes;
-use armv7_mm::{MapSize, PhysAddr};
+use armv7_mm::table::Format;
+use armv7_mm::{Asid, MapSize, PhysAddr};
 use rt::fault::{self, FaultClass};
+use rt::frames::KernelMemory;
 use rt::{ensure, ensure_eq, println, Case, CaseResult};
-use support::{new_user_space, range, tlb, Slot, Space, ALLOC};
+use support::{range, tlb, LpaeSpace, Slot, Space, ALLOC};
 use tock_registers::interfaces::Writeable;
 
 rt::entry!(main);
@@ -46,7 +58,9 @@ const PASSES: usize = 3;
 /// The VA every space maps, each to its own frame.
 const SHARED: u32 = 0x2000_0000;
 
+/// The spaces, in the format the run uses (`format=lpae`: long descriptors).
 static SPACE: [Slot<Space>; SPACES] = [const { Slot::new() }; SPACES];
+static SPACE_LPAE: [Slot<LpaeSpace>; SPACES] = [const { Slot::new() }; SPACES];
 static FRAME: [AtomicU32; SPACES] = [const { AtomicU32::new(0) }; SPACES];
 
 const fn tag(k: usize) -> u32 {
@@ -58,8 +72,16 @@ const fn own_va(k: usize) -> u32 {
     0x2100_0000 + (k as u32) * 0x1000
 }
 
+fn lpae() -> bool {
+    rt::arg("format") == Some("lpae")
+}
+
 fn main() -> ! {
-    support::setup("asid_switch");
+    if lpae() {
+        support::setup_lpae("asid_switch");
+    } else {
+        support::setup("asid_switch");
+    }
     rt::cases::run(&[Case {
         name: "more_spaces_than_asids_on_four_cpus",
         run: many_spaces,
@@ -90,26 +112,53 @@ fn fail(cpu: usize, k: usize, va: u32, value: u32) {
     }
 }
 
+/// Space `k`'s root table and ASID context, in the run's format.
+fn space(k: usize) -> (PhysAddr, &'static AsidContext) {
+    if lpae() {
+        let s = SPACE_LPAE[k].get();
+        (s.root(), s.asid_context())
+    } else {
+        let s = SPACE[k].get();
+        (s.root(), s.asid_context())
+    }
+}
+
+fn current_asid() -> Asid {
+    if lpae() {
+        arch_lpae::current_asid()
+    } else {
+        mmu::current_asid()
+    }
+}
+
 /// Switches this CPU to space `k`.
 fn switch(cpu: usize, k: usize) {
-    let s = SPACE[k].get();
+    let (root, ctx) = space(k);
     if bug_ttbr_only() {
-        // The bug: the allocator is asked, but only TTBR0 changes (the ASID stays, and
-        // with it every entry the TLB holds).
-        let _ = ALLOC.switch_to(cpu, s.asid_context());
-        // A bare TTBR0 write (the crate's own switch would see that the ASID was used over
-        // another table and drop its entries).
+        // The bug: the allocator is asked, but only the table base changes (the ASID
+        // stays, and with it every entry the TLB holds). A bare register write: the crate's
+        // own switch would see the ASID used over another table and drop its entries.
+        let _ = ALLOC.switch_to(cpu, ctx);
         armv7_mm::arch::barrier::dsb_ishst();
-        armv7_mm::arch::cp15::TTBR0.set(mmu::ttbr_value(s.root()));
+        if lpae() {
+            let asid = arch_lpae::current_asid();
+            armv7_mm::arch::cp15::TTBR0_64.set(arch_lpae::ttbr_value(root, asid));
+        } else {
+            armv7_mm::arch::cp15::TTBR0.set(mmu::ttbr_value(root));
+        }
         armv7_mm::arch::barrier::isb();
         SWITCHES[cpu].fetch_add(1, Ordering::Relaxed);
         return;
     }
-    let sw = support::switch_to(s);
+    let sw: Switch = if lpae() {
+        support::switch_to_lpae(SPACE_LPAE[k].get())
+    } else {
+        support::switch_to(SPACE[k].get())
+    };
     SWITCHES[cpu].fetch_add(1, Ordering::Relaxed);
     FLUSHES[cpu].fetch_add(u32::from(sw.flush_local_tlb), Ordering::Relaxed);
     ALLOCATED[cpu].fetch_add(u32::from(sw.allocated), Ordering::Relaxed);
-    if sw.asid.0 == 0 || mmu::current_asid() != sw.asid {
+    if sw.asid.0 == 0 || current_asid() != sw.asid {
         BAD_ASID.fetch_add(1, Ordering::SeqCst);
     }
 }
@@ -144,6 +193,21 @@ fn runner(cpu: usize) {
     support::park();
 }
 
+/// Maps space `k`'s two VAs to its frame at `p`.
+fn map_space<F: Format>(s: &LockedAddressSpace<KernelMemory, F>, k: usize, p: u32) -> CaseResult {
+    let mut g = s.lock();
+    for va in [SHARED, own_va(k)] {
+        g.map(
+            range(va, 4096),
+            PhysAddr::new(p as u64),
+            Attributes::USER_DATA,
+            MapSize::Page4K,
+        )
+        .map_err(|e| println!("    map space {k}: {e:?}"))?;
+    }
+    Ok(())
+}
+
 fn many_spaces() -> CaseResult {
     ensure_eq!(rt::smp::cpus(), 4, "CPUs");
     for k in 0..SPACES {
@@ -154,20 +218,15 @@ fn many_spaces() -> CaseResult {
             unsafe { ((p + w * 4) as *mut u32).write_volatile(tag(k)) };
         }
         FRAME[k].store(p, Ordering::SeqCst);
-        let s = new_user_space();
-        {
-            let mut g = s.lock();
-            for va in [SHARED, own_va(k)] {
-                g.map(
-                    range(va, 4096),
-                    PhysAddr::new(p as u64),
-                    Attributes::USER_DATA,
-                    MapSize::Page4K,
-                )
-                .map_err(|e| println!("    map space {k}: {e:?}"))?;
-            }
+        if lpae() {
+            let s = support::new_lpae_user_space();
+            map_space(&s, k, p)?;
+            SPACE_LPAE[k].put(s);
+        } else {
+            let s = support::new_user_space();
+            map_space(&s, k, p)?;
+            SPACE[k].put(s);
         }
-        SPACE[k].put(s);
     }
     let before = ALLOC.rollovers();
     rt::smp::start_all(runner);
@@ -194,9 +253,16 @@ fn many_spaces() -> CaseResult {
     // Tear everything down (every CPU is parked).
     for k in 0..SPACES {
         // SAFETY: every runner has returned and parked.
-        let s = unsafe { SPACE[k].take() };
-        let d = s.destroy(tlb(), support::KeepMapped);
-        let _ = ALLOC.release(d.asid);
+        let asid = if lpae() {
+            unsafe { SPACE_LPAE[k].take() }
+                .destroy(tlb(), support::KeepMapped)
+                .asid
+        } else {
+            unsafe { SPACE[k].take() }
+                .destroy(tlb(), support::KeepMapped)
+                .asid
+        };
+        let _ = ALLOC.release(asid);
         rt::frames::free(PhysAddr::new(FRAME[k].load(Ordering::SeqCst) as u64), 1);
     }
     ensure_eq!(stale, 0, "reads that saw another space");

@@ -16,7 +16,9 @@
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use armv7_mm::arch::barrier::{dsb_sy, isb};
-use armv7_mm::arch::cp15::{CONTEXTIDR, DACR, NMRR, PRRR, SCTLR, TTBCR, TTBR0, TTBR1};
+use armv7_mm::arch::cp15::{
+    CONTEXTIDR, DACR, NMRR, PRRR, SCTLR, TTBCR, TTBR0, TTBR0_64, TTBR1, TTBR1_64,
+};
 use armv7_mm::arch::tlbi;
 use tock_registers::interfaces::{Readable, Writeable};
 
@@ -32,8 +34,9 @@ static WORK: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS]
 #[derive(Clone, Copy)]
 struct MmuContext {
     ttbcr: u32,
-    ttbr0: u32,
-    ttbr1: u32,
+    /// The 64-bit registers with LPAE (`TTBCR.EAE`), the 32-bit ones zero-extended without.
+    ttbr0: u64,
+    ttbr1: u64,
     dacr: u32,
     prrr: u32,
     nmrr: u32,
@@ -65,10 +68,19 @@ fn psci_cpu_on(target: u32, entry: u32) -> i32 {
 /// regime. Panics if PSCI refuses (the test then fails with the PSCI error).
 pub fn start(cpu: usize, work: fn(usize)) {
     assert!(cpu > 0 && cpu < MAX_CPUS, "no such secondary CPU {cpu}");
+    let lpae = TTBCR.get() & (1 << 31) != 0;
     *CONTEXT.lock() = Some(MmuContext {
         ttbcr: TTBCR.get(),
-        ttbr0: TTBR0.get(),
-        ttbr1: TTBR1.get(),
+        ttbr0: if lpae {
+            TTBR0_64.get()
+        } else {
+            u64::from(TTBR0.get())
+        },
+        ttbr1: if lpae {
+            TTBR1_64.get()
+        } else {
+            u64::from(TTBR1.get())
+        },
         dacr: DACR.get(),
         prrr: PRRR.get(),
         nmrr: NMRR.get(),
@@ -177,8 +189,15 @@ pub(crate) fn secondary_main(cpu: usize) -> ! {
     // Turn the MMU on with CPU 0's translation regime. The MMU is off, so the TLB may hold
     // nothing useful; invalidate it locally first.
     TTBCR.set(ctx.ttbcr);
-    TTBR0.set(ctx.ttbr0);
-    TTBR1.set(ctx.ttbr1);
+    isb();
+    if ctx.ttbcr & (1 << 31) != 0 {
+        // LPAE: PRRR/NMRR below are MAIR0/MAIR1 (same encodings).
+        TTBR0_64.set(ctx.ttbr0);
+        TTBR1_64.set(ctx.ttbr1);
+    } else {
+        TTBR0.set(ctx.ttbr0 as u32);
+        TTBR1.set(ctx.ttbr1 as u32);
+    }
     DACR.set(ctx.dacr);
     PRRR.set(ctx.prrr);
     NMRR.set(ctx.nmrr);

@@ -39,11 +39,15 @@ use core::ptr::NonNull;
 use core::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 use armv7_mm::arch::barrier::dsb_ish;
+use armv7_mm::arch::lpae as arch_lpae;
 use armv7_mm::arch::mmu;
 use armv7_mm::asid::AsidAllocator;
 use armv7_mm::locked::LockedAddressSpace;
-use armv7_mm::short::{AddressSpace, Attributes, Layout};
+use armv7_mm::lpae::Lpae;
+use armv7_mm::short::{AddressSpace, Attributes, Layout, Short};
+use armv7_mm::table::{self, Format};
 use armv7_mm::tlb::{Cp15Tlb, Shareability};
+use armv7_mm::Asid;
 use armv7_mm::{MapSize, Memory, PhysAddr, VirtAddr, VirtRange};
 use rt::fault::{self, FaultClass};
 use rt::frames::{KernelMemory, RAM_BASE};
@@ -62,6 +66,9 @@ pub const CPUS: usize = 4;
 
 /// The ASID allocator of all CPUs.
 pub static ALLOC: AsidAllocator<CPUS> = AsidAllocator::new();
+
+/// Long-descriptor spaces of the tests ([`setup_lpae`]).
+pub type LpaeSpace = LockedAddressSpace<KernelMemory, Lpae>;
 
 /// Spaces of the tests: the kernel memory model, short descriptors.
 pub type Space = LockedAddressSpace<KernelMemory>;
@@ -119,6 +126,12 @@ impl<T> Slot<T> {
 static KERNEL: spin::Mutex<Option<AddressSpace<KernelMemory>>> = spin::Mutex::new(None);
 /// The parking space: the UART and nothing else.
 pub static PARK: Slot<Space> = Slot::new();
+/// The long-descriptor kernel table and parking space ([`setup_lpae`]).
+static KERNEL_LPAE: spin::Mutex<Option<table::AddressSpace<Lpae, KernelMemory>>> =
+    spin::Mutex::new(None);
+pub static PARK_LPAE: Slot<LpaeSpace> = Slot::new();
+/// [`setup_lpae`] ran: the CPUs walk long descriptors.
+static LPAE: AtomicBool = AtomicBool::new(false);
 /// PA of the secret frame.
 static SECRET_PA: AtomicU32 = AtomicU32::new(0);
 
@@ -170,11 +183,11 @@ fn fill(addr: u32, bytes: u32, word: u32) {
     }
 }
 
-/// A fresh user space with the UART mapped.
-pub fn new_user_space() -> Space {
-    let features = mmu::detect_features();
-    let mut user = AddressSpace::new(KernelMemory, Layout::User { n: SPLIT }, features)
-        .unwrap_or_else(|e| panic!("user space: {e:?}"));
+/// A fresh user space of format `F` with the UART mapped.
+fn user_table<F: Format>(features: F::Features) -> table::AddressSpace<F, KernelMemory> {
+    let mut user =
+        table::AddressSpace::<F, _>::new(KernelMemory, Layout::User { n: SPLIT }, features)
+            .unwrap_or_else(|e| panic!("user space: {e:?}"));
     user.map(
         range(UART, 4096),
         PhysAddr::new(UART as u64),
@@ -186,23 +199,58 @@ pub fn new_user_space() -> Space {
         MapSize::Page4K,
     )
     .unwrap_or_else(|e| panic!("uart map: {e:?}"));
-    LockedAddressSpace::new(user)
+    user
 }
 
-/// Boots onto the crate's tables, every CPU parked (see the module docs).
-pub fn setup(name: &str) {
-    rt::mmu::enable_identity(rt::ram_size());
-    let features = mmu::detect_features();
-    let mut kernel = AddressSpace::new(KernelMemory, Layout::Kernel { n: SPLIT }, features)
-        .unwrap_or_else(|e| panic!("kernel space: {e:?}"));
+/// The kernel table of format `F`: RAM identity-mapped from the split up.
+fn kernel_table<F: Format>(
+    features: F::Features,
+    max: MapSize,
+) -> table::AddressSpace<F, KernelMemory> {
+    let mut kernel =
+        table::AddressSpace::<F, _>::new(KernelMemory, Layout::Kernel { n: SPLIT }, features)
+            .unwrap_or_else(|e| panic!("kernel space: {e:?}"));
     kernel
         .map(
             range(RAM_BASE as u32, rt::ram_size()),
             PhysAddr::new(RAM_BASE),
             Attributes::KERNEL_IMAGE,
-            MapSize::Super16M,
+            max,
         )
         .unwrap_or_else(|e| panic!("kernel map: {e:?}"));
+    kernel
+}
+
+/// A fresh short-descriptor user space with the UART mapped.
+pub fn new_user_space() -> Space {
+    LockedAddressSpace::new(user_table::<Short>(mmu::detect_features()))
+}
+
+/// A fresh long-descriptor user space with the UART mapped (after [`setup_lpae`]).
+pub fn new_lpae_user_space() -> LpaeSpace {
+    let features = arch_lpae::detect_features().expect("a CPU with LPAE");
+    LockedAddressSpace::new(user_table::<Lpae>(features))
+}
+
+/// The rest of the boot, both formats: the secret frame, the free hook, the banner.
+fn setup_common(name: &str, format: &str) {
+    let secret = rt::frames::alloc(1, 4096).expect("secret frame");
+    fill(secret.as_u64() as u32, 4096, SECRET);
+    SECRET_PA.store(secret.as_u64() as u32, Ordering::SeqCst);
+    rt::frames::set_free_hook(Some(table_free_hook));
+    println!(
+        "{name}: {} CPUs on the crate's {format} tables (TTBCR.N = {SPLIT}), TLB scope {:?}, bug = {}",
+        rt::smp::cpus(),
+        tlb().shareability(),
+        rt::arg("bug").unwrap_or("none")
+    );
+}
+
+/// Boots onto the crate's short-descriptor tables, every CPU parked (see the module
+/// docs).
+pub fn setup(name: &str) {
+    rt::mmu::enable_identity(rt::ram_size());
+    let kernel = kernel_table::<Short>(mmu::detect_features(), MapSize::Super16M);
     let park = new_user_space();
     // SAFETY: RAM stays identity-mapped through the kernel table with the same memory
     // type, the UART through every user table.
@@ -213,16 +261,34 @@ pub fn setup(name: &str) {
     PARK.put(park);
     *KERNEL.lock() = Some(kernel);
     let _ = switch_to(PARK.get());
-    let secret = rt::frames::alloc(1, 4096).expect("secret frame");
-    fill(secret.as_u64() as u32, 4096, SECRET);
-    SECRET_PA.store(secret.as_u64() as u32, Ordering::SeqCst);
-    rt::frames::set_free_hook(Some(table_free_hook));
-    println!(
-        "{name}: {} CPUs on the crate's tables (TTBCR.N = {SPLIT}), TLB scope {:?}, bug = {}",
-        rt::smp::cpus(),
-        tlb().shareability(),
-        rt::arg("bug").unwrap_or("none")
-    );
+    setup_common(name, "short-descriptor");
+}
+
+/// Boots onto the crate's long-descriptor (LPAE) tables, with the long-descriptor parking
+/// space (switch with [`switch_to_lpae`], park with [`park`]).
+pub fn setup_lpae(name: &str) {
+    rt::mmu::enable_identity(rt::ram_size());
+    let features = arch_lpae::detect_features().expect("a CPU with LPAE");
+    let kernel = kernel_table::<Lpae>(features, MapSize::Block1G);
+    let park = new_lpae_user_space();
+    // SAFETY: RAM identity-mapped by the kernel table (MAIR slot 7 is what the boot map's
+    // TEX/C/B say), the UART by every user table.
+    unsafe {
+        arch_lpae::enable(SPLIT, park.root(), Asid(0), kernel.root())
+            .unwrap_or_else(|e| panic!("enable: {e:?}"));
+    }
+    LPAE.store(true, Ordering::SeqCst);
+    PARK_LPAE.put(park);
+    *KERNEL_LPAE.lock() = Some(kernel);
+    let _ = switch_to_lpae(PARK_LPAE.get());
+    setup_common(name, "long-descriptor");
+}
+
+/// Switches this CPU to the long-descriptor `space` (ASID from [`ALLOC`], one 64-bit
+/// `TTBR0` write); returns what the allocator decided (already acted on).
+pub fn switch_to_lpae(space: &LpaeSpace) -> armv7_mm::asid::Switch {
+    // SAFETY: as `switch_to`, for the long-descriptor tables.
+    unsafe { space.activate(&ALLOC, rt::cpu_id()) }.unwrap_or_else(|e| panic!("switch: {e:?}"))
 }
 
 /// Switches this CPU to `space` (ASID from [`ALLOC`], architected sequence); returns
@@ -233,9 +299,14 @@ pub fn switch_to(space: &Space) -> armv7_mm::asid::Switch {
     unsafe { space.activate(&ALLOC, rt::cpu_id()) }.unwrap_or_else(|e| panic!("switch: {e:?}"))
 }
 
-/// Switches this CPU to the parking space.
+/// Switches this CPU to the parking space (of the format [`setup`] / [`setup_lpae`]
+/// chose).
 pub fn park() {
-    let _ = switch_to(PARK.get());
+    if LPAE.load(Ordering::SeqCst) {
+        let _ = switch_to_lpae(PARK_LPAE.get());
+    } else {
+        let _ = switch_to(PARK.get());
+    }
 }
 
 /// Parks `TTBR0` on the parking table but keeps the current ASID (a lazy switch: entries
