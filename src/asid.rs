@@ -105,7 +105,7 @@ impl AsidContext {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[must_use = "the ASID must be programmed, and the local TLB flushed if asked"]
 pub struct Switch {
-    /// The ASID to program (via the reserved-ASID switch sequence).
+    /// The ASID to program (with the switch of [`crate::switch`]).
     pub asid: Asid,
     /// A rollover happened since this CPU last switched: invalidate this CPU's entire TLB
     /// (local `TLBIALL`) before running with `asid`.

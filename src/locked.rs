@@ -59,10 +59,8 @@
 //! the same protocol down two or three levels. The format parameter defaults to
 //! [`Short`], so `LockedAddressSpace<M>` and `SpaceGuard<'_, M>` are the short-descriptor
 //! types; an LPAE kernel names `LockedAddressSpace<M, Lpae>` (built from an
-//! [`crate::lpae::AddressSpace`]). The one exception is the architected switch
-//! (`activate`, ARM only), which is short-descriptor only: an LPAE kernel takes its ASID
-//! (and the local flush it may owe) from [`crate::asid::AsidAllocator::switch_to`] and
-//! switches with `crate::arch::lpae::activate`.
+//! [`crate::lpae::AddressSpace`]). `activate` (ARM only) switches either format through
+//! the ASID allocator and the format's program of [`crate::switch`].
 
 use core::ops::Deref;
 
@@ -190,6 +188,15 @@ impl<M: Memory, F: Format> LockedAddressSpace<M, F> {
 
     fn id(&self) -> usize {
         self as *const Self as usize
+    }
+
+    /// A kernel-layout space is loaded once into `TTBR1`, never switched to.
+    #[cfg(target_arch = "arm")]
+    fn ttbr0_space(&self) -> Result<(), SwitchError> {
+        match self.layout {
+            Layout::Kernel { .. } => Err(SwitchError::NotTtbr0),
+            _ => Ok(()),
+        }
     }
 
     /// Takes the page-table lock (spinning).
@@ -362,9 +369,7 @@ impl<M: Memory> LockedAddressSpace<M, Short> {
         alloc: &crate::asid::AsidAllocator<CPUS>,
         cpu: usize,
     ) -> Result<crate::asid::Switch, SwitchError> {
-        if matches!(self.layout, Layout::Kernel { .. }) {
-            return Err(SwitchError::NotTtbr0);
-        }
+        self.ttbr0_space()?;
         // SAFETY: the caller's contract; the context is this space's, `root` its table.
         unsafe { alloc.activate(cpu, &self.asid, self.root) }
     }
@@ -387,9 +392,7 @@ impl<M: Memory> LockedAddressSpace<M, crate::lpae::Lpae> {
         alloc: &crate::asid::AsidAllocator<CPUS>,
         cpu: usize,
     ) -> Result<crate::asid::Switch, SwitchError> {
-        if matches!(self.layout, Layout::Kernel { .. }) {
-            return Err(SwitchError::NotTtbr0);
-        }
+        self.ttbr0_space()?;
         // SAFETY: the caller's contract; the context is this space's, `root` its table.
         unsafe { alloc.activate_lpae(cpu, &self.asid, self.root) }
     }

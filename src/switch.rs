@@ -293,7 +293,12 @@ pub(crate) fn switch_short_variant<S: SysRegs>(
     if !short_root_ok(root, n) {
         return Err(ActivateError::BadTableBase(root));
     }
-    let ttbr1 = cpu.read(SysReg::Ttbr1) as u32;
+    // Only without a split is `TTBR1` the parking table.
+    let ttbr1 = if n == 0 {
+        cpu.read(SysReg::Ttbr1) as u32
+    } else {
+        0
+    };
     if n == 0 && ttbr1 & SHORT_BASE_N0 == 0 {
         return Err(ActivateError::NoParkingTable);
     }
@@ -445,15 +450,6 @@ pub unsafe fn park_short<S: SysRegs>(cpu: &mut S) -> Result<bool, ActivateError>
 /// # Safety
 /// As [`switch_short`], for the long-descriptor tables.
 pub unsafe fn switch_lpae<S: SysRegs>(
-    cpu: &mut S,
-    root: PhysAddr,
-    asid: Asid,
-    flush_local: bool,
-) -> Result<Switched, ActivateError> {
-    switch_lpae_variant(cpu, root, asid, flush_local)
-}
-
-fn switch_lpae_variant<S: SysRegs>(
     cpu: &mut S,
     root: PhysAddr,
     asid: Asid,

@@ -37,8 +37,8 @@
 //! `T1SZ = 0`): [`Layout::User`] `{ n }` translates `[0, 2^(32-n))` through `TTBR0`,
 //! [`Layout::Kernel`] `{ n }` the rest through `TTBR1` (a level-1 root indexed by
 //! `VA[31:30]`). The ASID lives in `TTBR0[55:48]` (`TTBCR.A1 = 0`), so a context switch
-//! is one 64-bit `TTBR0` write that changes table and ASID together: no reserved-ASID
-//! step as with short descriptors' `CONTEXTIDR`. (`T1SZ > 0`, a TTBR1 region smaller than
+//! is one 64-bit `TTBR0` write that changes table and ASID together: no parking step as
+//! with short descriptors' `CONTEXTIDR` (see [`crate::switch`]). (`T1SZ > 0`, a TTBR1 region smaller than
 //! half the space, is not offered.)
 //!
 //! # Access flag

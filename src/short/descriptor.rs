@@ -380,14 +380,7 @@ mod tests {
     use super::*;
 
     fn all_attrs() -> impl Iterator<Item = Attributes> {
-        let mems = [
-            MemoryType::StronglyOrdered,
-            MemoryType::Device,
-            MemoryType::NormalNonCacheable,
-            MemoryType::NormalWriteThrough,
-            MemoryType::NormalWriteBackNoAllocate,
-            MemoryType::NormalWriteBack,
-        ];
+        let mems = MemoryType::ALL;
         let accs = [
             Access::None,
             Access::KernelRw,

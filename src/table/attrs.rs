@@ -24,6 +24,16 @@ pub enum MemoryType {
 }
 
 impl MemoryType {
+    /// Every memory type, in declaration order.
+    pub const ALL: [MemoryType; 6] = [
+        MemoryType::StronglyOrdered,
+        MemoryType::Device,
+        MemoryType::NormalNonCacheable,
+        MemoryType::NormalWriteThrough,
+        MemoryType::NormalWriteBackNoAllocate,
+        MemoryType::NormalWriteBack,
+    ];
+
     /// The attribute index of this type: `TEX[0]:C:B` under TEX remap (short
     /// descriptors), `AttrIndx` into `MAIR0`/`MAIR1` (long descriptors).
     #[must_use]

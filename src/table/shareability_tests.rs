@@ -124,15 +124,10 @@ fn normal_policy(m: MemoryType) -> (u32, u64) {
 }
 
 fn normal_types() -> Vec<MemoryType> {
-    let all = [
-        MemoryType::StronglyOrdered,
-        MemoryType::Device,
-        MemoryType::NormalNonCacheable,
-        MemoryType::NormalWriteThrough,
-        MemoryType::NormalWriteBackNoAllocate,
-        MemoryType::NormalWriteBack,
-    ];
-    all.into_iter().filter(|m| m.is_normal()).collect()
+    MemoryType::ALL
+        .into_iter()
+        .filter(|m| m.is_normal())
+        .collect()
 }
 
 fn attrs(memory: MemoryType, shareable: bool) -> Attributes {
@@ -229,14 +224,7 @@ fn both_formats_give_the_same_domain() {
 #[test]
 fn lpae_shareability_roundtrips() {
     let execs = [Execute::Never, Execute::Anywhere, Execute::UserOnly];
-    for memory in [
-        MemoryType::StronglyOrdered,
-        MemoryType::Device,
-        MemoryType::NormalNonCacheable,
-        MemoryType::NormalWriteThrough,
-        MemoryType::NormalWriteBackNoAllocate,
-        MemoryType::NormalWriteBack,
-    ] {
+    for memory in MemoryType::ALL {
         for (shareable, execute) in [false, true]
             .into_iter()
             .flat_map(|s| execs.into_iter().map(move |e| (s, e)))

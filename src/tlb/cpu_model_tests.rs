@@ -193,6 +193,13 @@ fn teeth_bare_ttbr0_rewrite_under_the_same_asid_is_caught() {
 /// The CPU runs A (ASID 1, maps `V`) and switches to B (ASID 2, does not map `V`).
 /// Returns what `V` translates to under B, and the program.
 fn switch_a_to_b(midr: u32, variant: Variant) -> (Option<PhysAddr>, Vec<Insn>) {
+    let (got, log, _) = switch_a_to_b_tagged(midr, variant);
+    (got, log)
+}
+
+/// [`switch_a_to_b`], with the number of cached entries (leaf or walk-cache) tagged with
+/// ASID 0, which no space has.
+fn switch_a_to_b_tagged(midr: u32, variant: Variant) -> (Option<PhysAddr>, Vec<Insn>, usize) {
     const V: u64 = 0x0800_0000;
     let mem = HostMemory::new();
     let (a, _) = space_with::<Short>(&mem, &[V]);
@@ -207,7 +214,12 @@ fn switch_a_to_b(midr: u32, variant: Variant) -> (Option<PhysAddr>, Vec<Insn>) {
         c.speculate();
     }
     let log = core::mem::take(&mut cpu.log);
-    (cpu.access(va(V), &tables), log)
+    let asid0 = {
+        let tlb = cpu.tlb().borrow();
+        let leaves = tlb.leaves().iter().filter(|e| e.asid == Asid(0)).count();
+        leaves + tlb.tables().iter().filter(|e| e.asid == Asid(0)).count()
+    };
+    (cpu.access(va(V), &tables), log, asid0)
 }
 
 #[test]
@@ -245,10 +257,13 @@ fn teeth_unparking_with_the_table_in_one_step_is_caught() {
 
 #[test]
 fn teeth_reserved_asid_switch_tags_entries_with_asid0() {
-    let (_, log) = switch_a_to_b(A15, Variant::ReservedAsid);
-    assert!(log.contains(&Insn::SetContextidr(0)));
-    // And what the correct program never does: change CONTEXTIDR while TTBR0 can walk.
-    let (_, log) = switch_a_to_b(A15, Variant::Correct);
+    // The old program walks A's and B's tables under ASID 0, and the model caches it.
+    let (_, _, asid0) = switch_a_to_b_tagged(A15, Variant::ReservedAsid);
+    assert!(asid0 > 0, "the model saw no entry tagged with ASID 0");
+    // The crate's program leaves none, because it changes CONTEXTIDR only while TTBR0
+    // cannot walk.
+    let (_, log, asid0) = switch_a_to_b_tagged(A15, Variant::Correct);
+    assert_eq!(asid0, 0);
     let ctx = log
         .iter()
         .position(|i| matches!(i, Insn::SetContextidr(_)))
