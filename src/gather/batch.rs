@@ -158,13 +158,15 @@ impl Pending {
         match self {
             Pending::Mapped { pa, size, count } => {
                 // One call per mapping, as the `Memory` contract promises; the run only
-                // saved batch space and bookkeeping. `i * bytes` stays below 2^62 (a
-                // count is 32 bits, a leaf at most 1 GiB); only runs of packable leaves,
-                // below 2^40, have more than one, so the sum never wraps for them.
+                // saved batch space and bookkeeping. Only runs of packable leaves, below
+                // 2^40, have more than one, so the wrapping add never wraps for them (and
+                // an unpackable leaf near 2^64 is released once, as reported). An add per
+                // leaf, not a 64-bit multiply: this is the free loop.
                 let bytes = size.bytes();
-                for i in 0..u64::from(count) {
-                    let at = pa.as_u64().wrapping_add(i * bytes);
+                let mut at = pa.as_u64();
+                for _ in 0..count {
                     memory.release_mapped(PhysAddr::new(at), bytes as usize);
+                    at = at.wrapping_add(bytes);
                 }
                 report.leaves_released = report.leaves_released.saturating_add(count);
                 report.bytes_released = report
