@@ -106,7 +106,7 @@ unsafe impl Memory for HostFrames {
         unsafe { NonNull::new_unchecked(addr as *mut u8) }
     }
 
-    fn release_mapped(&mut self, pa: PhysAddr, bytes: usize) {
+    fn release_mapped(&mut self, _va: VirtAddr, pa: PhysAddr, bytes: usize) {
         // A made-up data frame: nothing to free. The flush report counts what came back.
         black_box((pa, bytes));
     }

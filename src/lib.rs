@@ -49,6 +49,6 @@ pub mod tlb;
 
 pub use addr::{Frame, Page, PhysAddr, VirtAddr, VirtRange, PAGE_SIZE};
 pub use gather::{FlushReport, InFlight, MmuGather, Scope};
-pub use memory::Memory;
+pub use memory::{MappedRun, Memory};
 pub use sink::{ChangedLeaf, ClearedLeaf, MapSize, UnmapSink};
 pub use tlb::{Asid, TlbBackend, TlbCounters};

@@ -223,5 +223,5 @@ unsafe impl armv7_mm::Memory for DemoMemory {
     fn phys_to_virt(&self, pa: PhysAddr) -> core::ptr::NonNull<u8> {
         KernelMemory.phys_to_virt(pa)
     }
-    fn release_mapped(&mut self, _pa: PhysAddr, _bytes: usize) {}
+    fn release_mapped(&mut self, _va: VirtAddr, _pa: PhysAddr, _bytes: usize) {}
 }

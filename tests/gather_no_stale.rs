@@ -180,8 +180,10 @@ fn sparse_pages_range_flush<F: TestFormat>() -> CaseResult {
 
 fn dense_fallback<F: TestFormat>() -> CaseResult {
     with_space::<F>(|space| {
-        // 1 MiB of pages, 4 large pages, 2 sections, one executable page.
-        for i in 0..256u32 {
+        // 1 MiB of pages, 4 large pages, 2 sections, one executable page. The pages are
+        // mapped from the top down, so their frames run backwards: no run forms, and the
+        // batch needs a borrowed frame.
+        for i in (0..256u32).rev() {
             support::map_leaf(space, BASE + i * 4096, MapSize::Page4K, false)?;
         }
         for i in 0..4u32 {

@@ -5,47 +5,47 @@
 //!
 //! Unmapping walks VAs in order, and the frames behind consecutive VAs are often physically
 //! consecutive too (a process heap from a contiguous allocation, a linear map, a big
-//! buffer). So the gather keeps one *open run*: leaves of one [`MapSize`] whose frames
-//! follow each other. A leaf that extends the run costs a compare and an add; anything
-//! else closes the run into the batch and opens a new one. A whole run takes one or two
-//! batch words, so a big unmap of contiguous memory needs no batch frame and no early
-//! flush. At the flush every leaf of a run still goes back with its own
-//! [`Memory::release_mapped`] call, as the `Memory` contract says. For scattered frames
+//! buffer). So the gather keeps one *open run*: leaves of one [`MapSize`] whose VAs and
+//! frames both follow each other. A leaf that extends the run costs two compares and two
+//! adds; anything else closes the run into the batch and opens a new one. A whole run
+//! takes three batch words, so a big unmap of contiguous memory needs no batch frame and
+//! no early flush, and at the flush it goes back in one [`Memory::release_mapped_run`]
+//! call (whose default is one [`Memory::release_mapped`] per leaf). For scattered frames
 //! every run has one leaf and the cost is what per-leaf batching costs anyway.
 //!
 //! # Batch words
 //!
-//! An entry is one or two 32-bit words. The first holds the frame number (PA >> 12, so PAs
-//! below 2^40, all that ARMv7-A can map) in bits 31..4 and a 4-bit code:
+//! An entry is two or three 32-bit words. The first holds the frame number (PA >> 12, so
+//! PAs below 2^40, all that ARMv7-A can map) in bits 31..4 and a 4-bit code:
 //!
-//! | code | entry | second word |
+//! | code | entry | then |
 //! | --- | --- | --- |
-//! | 0..=5 | one mapped leaf of that [`MapSize`] | none |
-//! | 6..=11 | a run of leaves of size `code - 6` | the number of leaves |
+//! | 0..=5 | one mapped leaf of that [`MapSize`] | its VA |
+//! | 6..=11 | a run of leaves of size `code - 6` | the first VA, the number of leaves |
 //! | 12 | table memory | the number of frames |
 //!
 //! Whatever does not fit (a PA at or past 2^40, a misaligned PA) is never put in a batch:
 //! the gather flushes at once and frees it directly (see [`Pending::packable`]).
 //!
 //! A borrowed batch frame is 1024 words: `[count, next_lo, next_hi, magic]` then
-//! [`ENTRIES_PER_FRAME`] words of entries (a two-word entry never straddles two frames).
+//! [`ENTRIES_PER_FRAME`] words of entries (an entry never straddles two frames).
 //! The frames form a singly linked list that is kept across intermediate flushes (emptied,
 //! then refilled) and returned to the allocator when the gather ends. The frame being
 //! filled is reached through a pointer and a count cached in [`FrameBatches`], not through
 //! its header, so appending costs two stores.
 
-use crate::addr::{PhysAddr, PAGE_SIZE};
-use crate::memory::Memory;
+use crate::addr::{PhysAddr, VirtAddr, PAGE_SIZE};
+use crate::memory::{MappedRun, Memory};
 use crate::sink::MapSize;
 
 use super::report::FlushReport;
 
-/// Words in the on-stack batch.
-pub const LOCAL_BATCH: usize = 8;
+/// Words in the on-stack batch (eight single leaves).
+pub const LOCAL_BATCH: usize = 16;
 const WORDS_PER_FRAME: usize = PAGE_SIZE as usize / 4;
 const HEADER_WORDS: usize = 4;
-/// Entry words one borrowed 4 KiB batch frame holds (a single leaf or a whole run of leaves
-/// takes one or two).
+/// Entry words one borrowed 4 KiB batch frame holds (a single leaf takes two, a whole run
+/// of leaves three).
 pub const ENTRIES_PER_FRAME: usize = WORDS_PER_FRAME - HEADER_WORDS;
 const NONE: u64 = u64::MAX;
 const MAGIC: u32 = 0x6761_7468;
@@ -79,9 +79,10 @@ const fn size_code(size: MapSize) -> u32 {
 /// One thing to hand back after the flush.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Pending {
-    /// `count` mapped leaves of `size`, physically consecutive from `pa`:
-    /// [`Memory::release_mapped`] for each.
+    /// `count` mapped leaves of `size`, virtually consecutive from `va` and physically
+    /// from `pa`: one [`Memory::release_mapped_run`].
     Mapped {
+        va: VirtAddr,
         pa: PhysAddr,
         size: MapSize,
         count: u32,
@@ -92,8 +93,13 @@ pub(crate) enum Pending {
 
 impl Pending {
     /// One mapped leaf.
-    pub(crate) const fn leaf(pa: PhysAddr, size: MapSize) -> Self {
-        Pending::Mapped { pa, size, count: 1 }
+    pub(crate) const fn leaf(va: VirtAddr, pa: PhysAddr, size: MapSize) -> Self {
+        Pending::Mapped {
+            va,
+            pa,
+            size,
+            count: 1,
+        }
     }
 
     /// Whether the item can be stored in a batch (a frame number below 2^28, and counts
@@ -109,44 +115,55 @@ impl Pending {
             && n <= u32::MAX as u64
     }
 
-    /// The batch words for this item (the second is `None` for a single leaf). The item
-    /// must be [`Pending::packable`].
-    fn encode(self) -> (u32, Option<u32>) {
+    /// The batch words for this item: the first [`Pending::words`] of the array count. The
+    /// item must be [`Pending::packable`].
+    fn encode(self) -> [u32; 3] {
         let head = |pa: PhysAddr, code: u32| (((pa.as_u64() >> 12) as u32) << CODE_BITS) | code;
         match self {
-            Pending::Mapped { pa, size, count: 1 } => (head(pa, size_code(size)), None),
-            Pending::Mapped { pa, size, count } => {
-                (head(pa, RUN_BASE + size_code(size)), Some(count))
-            }
-            Pending::Table { pa, frames } => (head(pa, TABLE_CODE), Some(frames as u32)),
+            Pending::Mapped {
+                va,
+                pa,
+                size,
+                count: 1,
+            } => [head(pa, size_code(size)), va.as_u32(), 0],
+            Pending::Mapped {
+                va,
+                pa,
+                size,
+                count,
+            } => [head(pa, RUN_BASE + size_code(size)), va.as_u32(), count],
+            Pending::Table { pa, frames } => [head(pa, TABLE_CODE), frames as u32, 0],
         }
     }
 
     /// How many words the entry starting with `head` takes.
     const fn words(head: u32) -> usize {
-        if head & CODE_MASK < RUN_BASE {
-            1
+        let code = head & CODE_MASK;
+        if code >= RUN_BASE && code < TABLE_CODE {
+            3
         } else {
             2
         }
     }
 
-    /// The item an entry stands for (`second` is read only for two-word entries).
-    fn decode(head: u32, second: u32) -> Self {
+    /// The item an entry stands for (`rest` holds its words after `head`; words past the
+    /// entry's length are not read).
+    fn decode(head: u32, rest: [u32; 2]) -> Self {
         let pa = PhysAddr::new((head >> CODE_BITS) as u64 * PAGE_SIZE as u64);
         let code = head & CODE_MASK;
         if code < RUN_BASE {
-            Pending::leaf(pa, SIZES[code as usize])
+            Pending::leaf(VirtAddr::new(rest[0]), pa, SIZES[code as usize])
         } else if code < TABLE_CODE {
             Pending::Mapped {
+                va: VirtAddr::new(rest[0]),
                 pa,
                 size: SIZES[(code - RUN_BASE) as usize],
-                count: second,
+                count: rest[1],
             }
         } else {
             Pending::Table {
                 pa,
-                frames: second as usize,
+                frames: rest[0] as usize,
             }
         }
     }
@@ -156,25 +173,28 @@ impl Pending {
     /// range that passes the top of the physical address space (an unpackable item).
     pub(crate) fn release<M: Memory>(self, memory: &mut M, report: &mut FlushReport) {
         match self {
-            Pending::Mapped { pa, size, count } => {
-                // One call per mapping, as the `Memory` contract promises; the run only
-                // saved batch space and bookkeeping. Only runs of packable leaves, below
-                // 2^40, have more than one, so the wrapping add never wraps for them (and
-                // an unpackable leaf near 2^64 is released once, as reported). An add per
-                // leaf, not a 64-bit multiply: this is the free loop.
-                let bytes = size.bytes();
-                let mut at = pa.as_u64();
-                for _ in 0..count {
-                    memory.release_mapped(PhysAddr::new(at), bytes as usize);
-                    at = at.wrapping_add(bytes);
-                }
+            Pending::Mapped {
+                va,
+                pa,
+                size,
+                count,
+            } => {
+                // One call per run. Only runs of packable leaves, below 2^40, have more
+                // than one leaf (an unpackable leaf near 2^64 is released once, as
+                // reported).
+                memory.release_mapped_run(MappedRun {
+                    va,
+                    pa,
+                    size,
+                    count,
+                });
                 report.leaves_released = report.leaves_released.saturating_add(count);
                 report.bytes_released = report
                     .bytes_released
-                    .saturating_add(bytes * u64::from(count));
+                    .saturating_add(size.bytes() * u64::from(count));
             }
             Pending::Table { pa, frames } => {
-                memory.free_frames(pa, frames);
+                memory.free_table_frames(pa, frames);
                 let frames = u32::try_from(frames).unwrap_or(u32::MAX);
                 report.table_frames_freed = report.table_frames_freed.saturating_add(frames);
             }
@@ -190,21 +210,28 @@ pub(crate) struct BatchFull {
     pub(crate) alloc_failed: bool,
 }
 
-/// The open run: leaves of one size whose frames follow each other.
+/// The open run: leaves of one size whose VAs and frames follow each other.
 #[derive(Clone, Copy, Debug)]
 struct Run {
     /// Frame number of the first leaf (below 2^28: only packable items are pushed).
     pfn: u32,
+    /// VA of the first leaf.
+    va: u32,
     size: MapSize,
     count: u32,
     /// Frame number the next leaf must have to extend the run (`pfn + count * pages`,
     /// wrapping: a run whose end passes 2^32 frames is never extended, see `extends`).
     next: u32,
+    /// VA the next leaf must have (`va + count * size`, wrapping: a leaf at VA 0 after a
+    /// run that ends at 4 GiB does not extend it, since its frame check fails first or
+    /// the run is closed by `extend_run`'s VA-wrap test).
+    next_va: u32,
 }
 
 impl Run {
     fn pending(self) -> Pending {
         Pending::Mapped {
+            va: VirtAddr::new(self.va),
             pa: PhysAddr::new(self.pfn as u64 * PAGE_SIZE as u64),
             size: self.size,
             count: self.count,
@@ -294,7 +321,7 @@ impl FrameBatches {
         let mut count_words = |words: &mut dyn Iterator<Item = u32>| {
             while let Some(w) = words.next() {
                 n += 1;
-                if Pending::words(w) == 2 {
+                for _ in 1..Pending::words(w) {
                     words.next();
                 }
             }
@@ -327,8 +354,14 @@ impl FrameBatches {
         max_frames: usize,
         report: &mut FlushReport,
     ) -> Result<(), BatchFull> {
-        if let Pending::Mapped { pa, size, count: 1 } = item {
-            if self.extend_run(pa, size) {
+        if let Pending::Mapped {
+            va,
+            pa,
+            size,
+            count: 1,
+        } = item
+        {
+            if self.extend_run(va, pa, size) {
                 return Ok(());
             }
             if let Some(run) = &self.run {
@@ -338,9 +371,11 @@ impl FrameBatches {
             let pfn = (pa.as_u64() >> 12) as u32;
             self.run = Some(Run {
                 pfn,
+                va: va.as_u32(),
                 size,
                 count: 1,
                 next: pfn.wrapping_add((size.bytes() >> 12) as u32),
+                next_va: va.as_u32().wrapping_add(size.bytes() as u32),
             });
             return Ok(());
         }
@@ -348,22 +383,27 @@ impl FrameBatches {
     }
 
     /// Counts one mapped leaf into the open run if it continues it (same size, the next
-    /// frame, the run not full, a frame number a batch word can hold: what a leaf needs to
-    /// be [`Pending::packable`], given that the run's first leaf was). Returns whether it
-    /// did; on `false` nothing changed. The per-leaf fast path of a gather.
+    /// VA and the next frame, the run not full, no VA wrap, a frame number a batch word can
+    /// hold: what a leaf needs to be [`Pending::packable`], given that the run's first leaf
+    /// was). Returns whether it did; on `false` nothing changed. The per-leaf fast path of
+    /// a gather.
     #[inline(always)]
-    pub(crate) fn extend_run(&mut self, pa: PhysAddr, size: MapSize) -> bool {
+    pub(crate) fn extend_run(&mut self, va: VirtAddr, pa: PhysAddr, size: MapSize) -> bool {
         let pa = pa.as_u64();
+        let va = va.as_u32();
         match &mut self.run {
             Some(run)
                 if pa < PFN_LIMIT * PAGE_SIZE as u64
                     && (pa >> 12) as u32 == run.next
+                    && va == run.next_va
+                    && va != 0
                     && pa & (PAGE_SIZE as u64 - 1) == 0
                     && run.size == size
                     && run.count < u32::MAX =>
             {
                 run.count += 1;
                 run.next = run.next.wrapping_add((size.bytes() >> 12) as u32);
+                run.next_va = va.wrapping_add(size.bytes() as u32);
                 true
             }
             _ => false,
@@ -378,14 +418,11 @@ impl FrameBatches {
         max_frames: usize,
         report: &mut FlushReport,
     ) -> Result<(), BatchFull> {
-        let (head, second) = item.encode();
-        let need = 1 + usize::from(second.is_some());
+        let words = item.encode();
+        let need = Pending::words(words[0]);
         let local = self.local_len as usize;
         if local + need <= LOCAL_BATCH {
-            self.local[local] = head;
-            if let Some(w) = second {
-                self.local[local + 1] = w;
-            }
+            self.local[local..local + need].copy_from_slice(&words[..need]);
             self.local_len += need as u8;
             return Ok(());
         }
@@ -394,13 +431,10 @@ impl FrameBatches {
         }
         let at = HEADER_WORDS + self.cur_len as usize;
         let base = core::ptr::with_exposed_provenance_mut::<u32>(self.cur_virt);
-        // SAFETY: `cur_virt` maps the batch frame `cur` this gather holds (set from
-        // `phys_to_virt` in `next_frame`); `at + need <= WORDS_PER_FRAME`.
-        unsafe {
-            base.add(at).write_unaligned(head);
-            if let Some(w) = second {
-                base.add(at + 1).write_unaligned(w);
-            }
+        for (k, &w) in words[..need].iter().enumerate() {
+            // SAFETY: `cur_virt` maps the batch frame `cur` this gather holds (set from
+            // `phys_to_virt` in `next_frame`); `at + need <= WORDS_PER_FRAME`.
+            unsafe { base.add(at + k).write_unaligned(w) };
         }
         self.cur_len += need as u16;
         Ok(())
@@ -477,14 +511,15 @@ impl FrameBatches {
             let mut i = 0;
             while i < used {
                 let head = read_word(memory, f, HEADER_WORDS + i);
-                let two = Pending::words(head) == 2 && i + 1 < used;
-                let second = if two {
-                    read_word(memory, f, HEADER_WORDS + i + 1)
-                } else {
-                    0
-                };
-                i += 1 + usize::from(two);
-                Pending::decode(head, second).release(memory, report);
+                // The words an entry has, within what the frame holds (a frame never
+                // holds part of an entry; the bound only keeps a corrupt count inside it).
+                let n = Pending::words(head).min(used - i);
+                let mut rest = [0; 2];
+                for (k, w) in rest.iter_mut().enumerate().take(n - 1) {
+                    *w = read_word(memory, f, HEADER_WORDS + i + 1 + k);
+                }
+                i += n;
+                Pending::decode(head, rest).release(memory, report);
             }
             f = next_of(memory, f);
         }
@@ -518,12 +553,11 @@ fn release_words<M: Memory>(
     report: &mut FlushReport,
 ) {
     while let Some(head) = words.next() {
-        let second = if Pending::words(head) == 2 {
-            words.next().unwrap_or(0)
-        } else {
-            0
-        };
-        Pending::decode(head, second).release(memory, report);
+        let mut rest = [0; 2];
+        for w in rest.iter_mut().take(Pending::words(head) - 1) {
+            *w = words.next().unwrap_or(0);
+        }
+        Pending::decode(head, rest).release(memory, report);
     }
 }
 
@@ -532,18 +566,25 @@ mod tests {
     use super::*;
 
     fn roundtrip(p: Pending) -> Pending {
-        let (head, second) = p.encode();
-        assert_eq!(Pending::words(head), 1 + usize::from(second.is_some()));
-        Pending::decode(head, second.unwrap_or(0))
+        let w = p.encode();
+        let want = match p {
+            Pending::Mapped { count: 1, .. } | Pending::Table { .. } => 2,
+            Pending::Mapped { .. } => 3,
+        };
+        assert_eq!(Pending::words(w[0]), want);
+        Pending::decode(w[0], [w[1], w[2]])
     }
+
+    const VA: VirtAddr = VirtAddr::new(0xfff0_0000);
 
     #[test]
     fn encode_roundtrips_every_kind() {
         for (i, &size) in SIZES.iter().enumerate() {
             let pa = PhysAddr::new(((i as u64 + 1) << 24) | 0xff_ff00_0000);
-            let p = Pending::leaf(pa, size);
+            let p = Pending::leaf(VA, pa, size);
             assert_eq!(roundtrip(p), p);
             let run = Pending::Mapped {
+                va: VA,
                 pa,
                 size,
                 count: 77_000,
@@ -563,7 +604,7 @@ mod tests {
     #[derive(Clone, Copy, PartialEq, Eq, Debug)]
     enum Event {
         Complete,
-        Released(u64, usize),
+        Released(u32, u64, usize),
         Freed(u64, usize),
     }
 
@@ -601,10 +642,10 @@ mod tests {
         fn phys_to_virt(&self, _: PhysAddr) -> core::ptr::NonNull<u8> {
             core::ptr::NonNull::dangling()
         }
-        fn release_mapped(&mut self, pa: PhysAddr, bytes: usize) {
+        fn release_mapped(&mut self, va: VirtAddr, pa: PhysAddr, bytes: usize) {
             self.0
                 .borrow_mut()
-                .push(Event::Released(pa.as_u64(), bytes));
+                .push(Event::Released(va.as_u32(), pa.as_u64(), bytes));
         }
     }
 
@@ -645,7 +686,10 @@ mod tests {
         let log = log.borrow();
         let mut want: std::vec::Vec<Event> = items
             .iter()
-            .map(|&(pa, size)| Event::Released(pa, size.bytes() as usize))
+            .enumerate()
+            .map(|(i, &(pa, size))| {
+                Event::Released(0x1000_0000 + (i as u32) * 0x1000, pa, size.bytes() as usize)
+            })
             .collect();
         want.extend([
             Event::Freed(top, 1),
@@ -679,6 +723,7 @@ mod tests {
             ..FlushReport::default()
         };
         let run = Pending::Mapped {
+            va: VirtAddr::new(0x2000_0000),
             pa: PhysAddr::new(0x4000_0000),
             size: MapSize::Page4K,
             count: 3,
@@ -695,23 +740,132 @@ mod tests {
         assert_eq!(
             *log.borrow(),
             [
-                Event::Released(0x4000_0000, 4096),
-                Event::Released(0x4000_1000, 4096),
-                Event::Released(0x4000_2000, 4096),
+                Event::Released(0x2000_0000, 0x4000_0000, 4096),
+                Event::Released(0x2000_1000, 0x4000_1000, 4096),
+                Event::Released(0x2000_2000, 0x4000_2000, 4096),
                 Event::Freed(0x5000_0000, 2),
+            ]
+        );
+    }
+
+    /// A memory that frees runs in one call and tells table memory apart, and logs it.
+    struct Runs(std::rc::Rc<std::cell::RefCell<std::vec::Vec<std::string::String>>>);
+
+    // SAFETY: never allocates, so `phys_to_virt` is never used on its behalf.
+    unsafe impl Memory for Runs {
+        fn allocate_frames(&mut self, _: usize, _: usize) -> Option<PhysAddr> {
+            None
+        }
+        fn free_frames(&mut self, pa: PhysAddr, frames: usize) {
+            self.0
+                .borrow_mut()
+                .push(std::format!("frames {pa} x{frames}"));
+        }
+        fn free_table_frames(&mut self, pa: PhysAddr, frames: usize) {
+            self.0
+                .borrow_mut()
+                .push(std::format!("tables {pa} x{frames}"));
+        }
+        fn phys_to_virt(&self, _: PhysAddr) -> core::ptr::NonNull<u8> {
+            core::ptr::NonNull::dangling()
+        }
+        fn release_mapped_run(&mut self, run: MappedRun) {
+            self.0.borrow_mut().push(std::format!(
+                "run {} -> {} {:?} x{}",
+                run.va,
+                run.pa,
+                run.size,
+                run.count
+            ));
+        }
+    }
+
+    #[test]
+    fn runs_need_consecutive_vas_and_frames_and_go_back_in_one_call() {
+        use crate::sink::UnmapSink;
+        let log = std::rc::Rc::new(std::cell::RefCell::new(std::vec::Vec::new()));
+        let in_flight = crate::InFlight::new();
+        let mut g = crate::MmuGather::new(
+            crate::Scope::Kernel,
+            Completions(Log::default()),
+            Runs(log.clone()),
+            &in_flight,
+        );
+        let mut leaf = |va: u32, pa: u64, size: MapSize| {
+            g.leaf_cleared(crate::ClearedLeaf {
+                va: VirtAddr::new(va),
+                size,
+                pa: PhysAddr::new(pa),
+                global: true,
+                executable: false,
+            })
+        };
+        // 300 pages, both consecutive: one run.
+        for i in 0..300u32 {
+            leaf(
+                0x1000_0000 + i * 4096,
+                0x4000_0000 + u64::from(i) * 4096,
+                MapSize::Page4K,
+            );
+        }
+        // The next frame but not the next VA: a new run, released with its own VA.
+        leaf(0x2000_0000, 0x4000_0000 + 300 * 4096, MapSize::Page4K);
+        leaf(0x2000_1000, 0x4000_0000 + 301 * 4096, MapSize::Page4K);
+        // The next VA but not the next frame.
+        leaf(0x2000_2000, 0x5000_0000, MapSize::Page4K);
+        // Sections: consecutive in both.
+        leaf(0x3000_0000, 0x6000_0000, MapSize::Section1M);
+        leaf(0x3010_0000, 0x6010_0000, MapSize::Section1M);
+        // The last page below 4 GiB, then VA 0 with the next frame: not one run.
+        leaf(0xffff_f000, 0x7000_0000, MapSize::Page4K);
+        leaf(0x0000_0000, 0x7000_1000, MapSize::Page4K);
+        g.table_memory_freed(PhysAddr::new(0x8000_0000), 1);
+        let report = g.finish();
+        assert_eq!(report.leaves_released, 300 + 2 + 1 + 2 + 2);
+        let want = [
+            "run 0x10000000 -> 0x40000000 Page4K x300",
+            "run 0x20000000 -> 0x4012c000 Page4K x2",
+            "run 0x20002000 -> 0x50000000 Page4K x1",
+            "run 0x30000000 -> 0x60000000 Section1M x2",
+            "run 0xfffff000 -> 0x70000000 Page4K x1",
+            "run 0x00000000 -> 0x70001000 Page4K x1",
+            "tables 0x80000000 x1",
+        ];
+        let got = log.borrow();
+        for w in want {
+            assert_eq!(got.iter().filter(|e| *e == w).count(), 1, "{w} in {got:?}");
+        }
+        assert_eq!(got.len(), want.len(), "{got:?}");
+    }
+
+    #[test]
+    fn default_run_release_is_one_release_mapped_per_leaf_with_its_va() {
+        let log = Log::default();
+        let mut mem = Returns(log.clone());
+        mem.release_mapped_run(MappedRun {
+            va: VirtAddr::new(0xffe0_0000),
+            pa: PhysAddr::new(0x1_0000_0000),
+            size: MapSize::Section1M,
+            count: 2,
+        });
+        assert_eq!(
+            *log.borrow(),
+            [
+                Event::Released(0xffe0_0000, 0x1_0000_0000, 1 << 20),
+                Event::Released(0xfff0_0000, 0x1_0010_0000, 1 << 20),
             ]
         );
     }
 
     #[test]
     fn packable_refuses_what_does_not_fit() {
-        assert!(!Pending::leaf(PhysAddr::new(1 << 40), MapSize::Page4K).packable());
-        assert!(!Pending::leaf(PhysAddr::new(0x4000_0800), MapSize::Page4K).packable());
+        assert!(!Pending::leaf(VA, PhysAddr::new(1 << 40), MapSize::Page4K).packable());
+        assert!(!Pending::leaf(VA, PhysAddr::new(0x4000_0800), MapSize::Page4K).packable());
         let none = Pending::Table {
             pa: PhysAddr::new(0x4000_0000),
             frames: 0,
         };
         assert!(!none.packable());
-        assert!(Pending::leaf(PhysAddr::new((1 << 40) - 4096), MapSize::Page4K).packable());
+        assert!(Pending::leaf(VA, PhysAddr::new((1 << 40) - 4096), MapSize::Page4K).packable());
     }
 }

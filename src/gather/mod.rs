@@ -261,11 +261,11 @@
 //! # Size
 //!
 //! The gather lives on the caller's stack and uses no heap: [`GATHER_STATE_BYTES`] bytes
-//! of its own state (the 64-entry record, the open run and the 8-word batch, the report)
+//! of its own state (the 64-entry record, the open run and the 16-word batch, the report)
 //! plus the backend, the memory handle, the `&InFlight` and the optional table-sync hook
-//! and ASID source. With references or zero-sized handles that is 464 bytes on `armv7a`
-//! and 488 on a 64-bit host (the state is 440 on both); a compile-time check keeps it
-//! under 512.
+//! and ASID source. With references or zero-sized handles that is 504 bytes on `armv7a`
+//! and 528 on a 64-bit host (the state is 480 on both); a compile-time check keeps it
+//! under 576.
 //!
 //! # Example
 //!
@@ -465,7 +465,7 @@ pub struct MmuGather<'a, B: TlbBackend, M: Memory> {
 
 // The whole point of the design: the gather fits comfortably on a kernel stack (with
 // thin references as handles, the usual way to pass them).
-const _: () = assert!(core::mem::size_of::<MmuGather<'static, &mut Nothing, &mut Nothing>>() < 512);
+const _: () = assert!(core::mem::size_of::<MmuGather<'static, &mut Nothing, &mut Nothing>>() < 576);
 
 /// A stand-in backend and memory handle for the size check above.
 struct Nothing;
@@ -806,8 +806,8 @@ impl<B: TlbBackend, M: Memory> UnmapSink for MmuGather<'_, B, M> {
         });
         // The common case (the frame follows the previous leaf's) in a few instructions;
         // anything else takes the general path.
-        if !st.batches.extend_run(leaf.pa, leaf.size) {
-            self.batch(Pending::leaf(leaf.pa, leaf.size));
+        if !st.batches.extend_run(leaf.va, leaf.pa, leaf.size) {
+            self.batch(Pending::leaf(leaf.va, leaf.pa, leaf.size));
         }
     }
 

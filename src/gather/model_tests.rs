@@ -64,7 +64,7 @@ unsafe impl Memory for Tracked {
     fn phys_to_virt(&self, pa: PhysAddr) -> core::ptr::NonNull<u8> {
         self.inner.phys_to_virt(pa)
     }
-    fn release_mapped(&mut self, pa: PhysAddr, bytes: usize) {
+    fn release_mapped(&mut self, va: VirtAddr, pa: PhysAddr, bytes: usize) {
         let mut l = self.ledger.borrow_mut();
         let p = pa.as_u64();
         let block = l
@@ -75,7 +75,7 @@ unsafe impl Memory for Tracked {
             .filter(|&(b, n)| p < b + n as u64 * 4096);
         let Some((block, frames)) = block else {
             drop(l);
-            return self.inner.release_mapped(pa, bytes);
+            return self.inner.release_mapped(va, pa, bytes);
         };
         for page in (p..p + bytes as u64).step_by(4096) {
             if !l.released.insert(page) {
@@ -557,7 +557,8 @@ impl UnmapSink for FreeAtOnce<'_> {
     fn leaf_changed(&mut self, _: crate::ChangedLeaf) {}
     fn flush_now(&mut self) {}
     fn leaf_cleared(&mut self, leaf: ClearedLeaf) {
-        self.mem.release_mapped(leaf.pa, leaf.size.bytes() as usize);
+        self.mem
+            .release_mapped(leaf.va, leaf.pa, leaf.size.bytes() as usize);
     }
     fn table_unlinked(&mut self, _: VirtAddr, _: u64, _: bool) {}
     fn table_memory_freed(&mut self, pa: PhysAddr, frames: usize) {

@@ -21,7 +21,7 @@ use std::ptr::NonNull;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::vec::Vec;
 
-use crate::addr::{PhysAddr, PAGE_SIZE};
+use crate::addr::{PhysAddr, VirtAddr, PAGE_SIZE};
 use crate::memory::Memory;
 
 const PAGE: u64 = PAGE_SIZE as u64;
@@ -220,7 +220,7 @@ unsafe impl Memory for HostMemory {
         unsafe { NonNull::new_unchecked(b.ptr.as_ptr().add((pa.as_u64() - start) as usize)) }
     }
 
-    fn release_mapped(&mut self, pa: PhysAddr, bytes: usize) {
+    fn release_mapped(&mut self, _va: VirtAddr, pa: PhysAddr, bytes: usize) {
         let known = self
             .lock()
             .blocks

@@ -60,7 +60,7 @@ use std::vec::Vec;
 
 use super::{Asid, TlbBackend, TlbCounters};
 use crate::addr::{PhysAddr, VirtAddr, PAGE_SIZE};
-use crate::memory::Memory;
+use crate::memory::{MappedRun, Memory};
 use crate::sink::MapSize;
 
 /// One leaf translation as a walk found it.
@@ -702,9 +702,19 @@ unsafe impl<M: Memory> Memory for FreeChecker<M> {
         self.inner.phys_to_virt(pa)
     }
 
-    fn release_mapped(&mut self, pa: PhysAddr, bytes: usize) {
+    fn free_table_frames(&mut self, pa: PhysAddr, count: usize) {
+        self.check(pa, count);
+        self.inner.free_table_frames(pa, count);
+    }
+
+    fn release_mapped(&mut self, va: VirtAddr, pa: PhysAddr, bytes: usize) {
         self.check(pa, bytes.div_ceil(PAGE_SIZE as usize));
-        self.inner.release_mapped(pa, bytes)
+        self.inner.release_mapped(va, pa, bytes)
+    }
+
+    fn release_mapped_run(&mut self, run: MappedRun) {
+        self.check(run.pa, run.bytes().div_ceil(u64::from(PAGE_SIZE)) as usize);
+        self.inner.release_mapped_run(run)
     }
 }
 

@@ -529,7 +529,7 @@ fn free_checker_reports_early_free_and_passes_frees_on() {
     f.write_page(TABLE, VA, None);
 
     // Freed before the flush: reported.
-    mem.release_mapped(PhysAddr::new(FRAME_A), 4096);
+    mem.release_mapped(VirtAddr::new(0x1000), PhysAddr::new(FRAME_A), 4096);
     assert_eq!(mem.violations().len(), 1);
     // The right order: flush, then free. Nothing new.
     let mut backend = shared.clone();

@@ -434,29 +434,25 @@ fn probe_offsets(bytes: u32) -> impl Iterator<Item = u32> {
 /// The allocator's free hook.
 fn free_hook(pa: PhysAddr, count: usize) {
     let (start, end) = (pa.as_u64() as u32, pa.as_u64() as u32 + count as u32 * 4096);
-    let mut leaves = [None; 16];
-    let mut n = 0;
-    let table;
-    {
+    let (nleaves, table) = {
         let w = WATCH.lock();
-        for (i, l) in w.leaves[..w.nleaves].iter().enumerate() {
-            if !l.freed && l.pa < end && start < l.pa + l.bytes && n < leaves.len() {
-                leaves[n] = Some(i);
-                n += 1;
-            }
+        (w.nleaves, w.tables[..w.ntables].contains(&start))
+    };
+    // A call may hand back one leaf or a whole run of them (`release_mapped_run`).
+    let (mut stale, mut checked, mut n) = (0, 0, 0);
+    for i in 0..nleaves {
+        let l = WATCH.lock().leaves[i];
+        if l.freed || l.pa >= end || start >= l.pa + l.bytes {
+            continue;
         }
-        table = w.tables[..w.ntables].contains(&start);
-    }
-    let (mut stale, mut checked) = (0, 0);
-    for i in leaves.iter().flatten() {
-        let l = WATCH.lock().leaves[*i];
+        n += 1;
         for off in probe_offsets(l.bytes) {
             checked += 1;
             if !gone(l.va + off, "at free") {
                 stale += 1;
             }
         }
-        WATCH.lock().leaves[*i].freed = true;
+        WATCH.lock().leaves[i].freed = true;
     }
     // Reuse: someone else now owns the frame.
     if table {
@@ -627,7 +623,7 @@ impl UnmapSink for FreeAtOnce {
     fn leaf_changed(&mut self, _: armv7_mm::ChangedLeaf) {}
     fn flush_now(&mut self) {}
     fn leaf_cleared(&mut self, leaf: ClearedLeaf) {
-        KernelMemory.release_mapped(leaf.pa, leaf.size.bytes() as usize);
+        KernelMemory.release_mapped(leaf.va, leaf.pa, leaf.size.bytes() as usize);
     }
     fn table_unlinked(&mut self, _: VirtAddr, _: u64, _: bool) {}
     fn table_memory_freed(&mut self, pa: PhysAddr, frames: usize) {

@@ -176,4 +176,8 @@ unsafe impl Memory for KernelMemory {
     fn phys_to_virt(&self, pa: PhysAddr) -> NonNull<u8> {
         NonNull::new(pa.as_u64() as usize as *mut u8).expect("RAM is never at 0")
     }
+    /// A run of consecutive frames goes back in one call, as a bitmap allocator frees.
+    fn release_mapped_run(&mut self, run: armv7_mm::MappedRun) {
+        free(run.pa, (run.bytes() / 4096) as usize)
+    }
 }

@@ -705,7 +705,7 @@ unsafe impl Memory for PoolMemory {
     fn phys_to_virt(&self, pa: PhysAddr) -> NonNull<u8> {
         KernelMemory.phys_to_virt(pa)
     }
-    fn release_mapped(&mut self, pa: PhysAddr, bytes: usize) {
+    fn release_mapped(&mut self, _va: VirtAddr, pa: PhysAddr, bytes: usize) {
         // Only pool frames come back to the pool; anything else mapped (the UART page)
         // is not memory of ours.
         if pool_owns(pa.as_u64() as u32) {
@@ -763,7 +763,7 @@ unsafe impl Memory for KeepMapped {
     fn phys_to_virt(&self, pa: PhysAddr) -> NonNull<u8> {
         KernelMemory.phys_to_virt(pa)
     }
-    fn release_mapped(&mut self, _: PhysAddr, _: usize) {}
+    fn release_mapped(&mut self, _: VirtAddr, _: PhysAddr, _: usize) {}
 }
 
 /// [`Bug::FreeEarly`]: hands mapped frames back the moment the walker reports them (put
@@ -776,7 +776,7 @@ impl armv7_mm::UnmapSink for FreeAtOnce {
     fn leaf_changed(&mut self, _: armv7_mm::ChangedLeaf) {}
     fn flush_now(&mut self) {}
     fn leaf_cleared(&mut self, leaf: armv7_mm::ClearedLeaf) {
-        PoolMemory.release_mapped(leaf.pa, leaf.size.bytes() as usize);
+        PoolMemory.release_mapped(leaf.va, leaf.pa, leaf.size.bytes() as usize);
     }
     fn table_unlinked(&mut self, _: VirtAddr, _: u64, _: bool) {}
     fn table_memory_freed(&mut self, _: PhysAddr, _: usize) {}
