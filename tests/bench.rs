@@ -445,10 +445,11 @@ mod ours {
         }
 
         fn translate(&self, va: u32) -> Option<u32> {
+            // The fast path (PA, access, leaf size), as the peer's `query` (PA, flags, size).
             self.space
                 .as_ref()
                 .expect("live space")
-                .translate(VirtAddr::new(va))
+                .lookup(VirtAddr::new(va))
                 .map(|t| t.pa.as_u64() as u32)
         }
 

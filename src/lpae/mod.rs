@@ -76,7 +76,7 @@ mod tests;
 use crate::error::Feature;
 use crate::sink::MapSize;
 use crate::table::attrs::{Access, Attributes, Execute};
-pub use crate::table::{Changed, Layout, Mapping, Translation, WalkCounts};
+pub use crate::table::{Changed, Layout, Lookup, Mapping, Translation, WalkCounts};
 use crate::table::{Format, Kind, LeafShape, RootShape};
 use descriptor::Desc;
 
@@ -237,6 +237,11 @@ impl Format for Lpae {
     #[inline]
     fn leaf_attrs(raw: u64, _: MapSize, (): ()) -> Attributes {
         Desc::from_bits_retain(raw).attrs()
+    }
+
+    #[inline(always)]
+    fn leaf_access(raw: u64, _: MapSize) -> Access {
+        attrs::from_ap21(((raw >> 6) & 3) as u8)
     }
 
     fn encode_table(pa: u64, (): ()) -> u64 {

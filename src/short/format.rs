@@ -239,6 +239,17 @@ impl Format for Short {
         }
     }
 
+    #[inline(always)]
+    fn leaf_access(raw: u32, size: MapSize) -> Access {
+        // AP[1:0] and AP[2]: bits 11:10 and 15 in a section, 5:4 and 9 in a page.
+        let ap = if size >= MapSize::Section1M {
+            ((raw >> 10) & 3) | ((raw >> 13) & 4)
+        } else {
+            ((raw >> 4) & 3) | ((raw >> 7) & 4)
+        };
+        Access::from_ap(ap as u8)
+    }
+
     fn encode_table(pa: u64, ctx: Option<bool>) -> u32 {
         L1Desc::table(pa as u32, ctx.unwrap_or(false)).raw()
     }

@@ -101,7 +101,7 @@ pub mod host;
 #[cfg(test)]
 mod tests;
 
-pub use crate::table::{Changed, Layout, Mapping, Translation, WalkCounts};
+pub use crate::table::{Changed, Layout, Lookup, Mapping, Translation, WalkCounts};
 pub use attrs::{Access, Attributes, Execute, MemoryType, NMRR, PRRR};
 pub use descriptor::{L1Desc, L1Kind, L2Desc, L2Kind};
 pub use format::{Features, Short};

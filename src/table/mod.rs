@@ -338,6 +338,9 @@ pub trait Format: sealed::Sealed + Sized + 'static {
     fn leaf_executable(raw: Self::Word, size: MapSize) -> bool;
     /// The attributes of a leaf entry of `size` in a table with `ctx`.
     fn leaf_attrs(raw: Self::Word, size: MapSize, ctx: Self::TableCtx) -> Attributes;
+    /// The access permissions of a leaf entry of `size` alone (what [`AddressSpace::lookup`]
+    /// decodes): the same as `leaf_attrs(..).access`, without decoding the rest.
+    fn leaf_access(raw: Self::Word, size: MapSize) -> Access;
     /// A table entry pointing at the table at `pa`.
     fn encode_table(pa: u64, ctx: Self::TableCtx) -> Self::Word;
     /// A leaf entry (each copy) mapping `size` at `pa` with `attrs`.
@@ -385,6 +388,18 @@ impl Mapping {
     pub const fn end(&self) -> u64 {
         self.va.as_u64() + self.size.bytes()
     }
+}
+
+/// The result of [`AddressSpace::lookup`]: what a copy to or from user memory, or a
+/// fault handler, needs of a translation.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Lookup {
+    /// The physical address the VA translates to.
+    pub pa: PhysAddr,
+    /// Who may read and write it.
+    pub access: Access,
+    /// The size of the leaf holding it (the PA stays valid up to the leaf's end).
+    pub size: MapSize,
 }
 
 /// The result of [`AddressSpace::translate`].

@@ -10,8 +10,8 @@ use core::ptr::NonNull;
 
 use super::attrs::{Access, Attributes, Execute};
 use super::{
-    check_layout, Changed, Format, Kind, Layout, LeafShape, Mapping, RootShape, Translation,
-    WalkCounts, Word,
+    check_layout, Changed, Format, Kind, Layout, LeafShape, Lookup, Mapping, RootShape,
+    Translation, WalkCounts, Word,
 };
 use crate::addr::{PhysAddr, VirtAddr, VirtRange, PAGE_SIZE};
 use crate::error::{CreateError, FreeTablesError, MapError, ProtectError, UnmapError};
@@ -749,6 +749,67 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
             pa: PhysAddr::new(l.pa() + (va.as_u64() - l.va)),
             mapping: l.mapping(),
         })
+    }
+
+    /// The fast path of [`AddressSpace::translate`]: the physical address and the access
+    /// permissions `va` has now, as the hardware walker would find them (`None` for a
+    /// translation fault or a VA outside this table's part of the address space), without
+    /// decoding memory type, shareability, execute permission or global-ness. For a
+    /// kernel's software walk on every user copy and fault; [`AddressSpace::translate`]
+    /// gives the whole mapping.
+    #[inline]
+    #[must_use]
+    pub fn lookup(&self, va: VirtAddr) -> Option<Lookup> {
+        let v = va.as_u32();
+        let (lo, hi) = self.bounds;
+        if u64::from(v) < lo || u64::from(v) >= hi {
+            return None;
+        }
+        let root = self.root.level;
+        let shift = F::SHIFT[root as usize & 3];
+        let mut raw = self.load(Table::Root, (v >> shift) as usize & (self.root.entries - 1));
+        // The levels below the root written out, so that every shift and mask is a
+        // constant: a root at level 1 descends to 2, a table at level 2 (LPAE) to 3.
+        let mut level = root;
+        if level == 1 {
+            match self.kind(1, raw) {
+                Kind::Invalid => return None,
+                Kind::Leaf(size) => return Some(Self::found(raw, size, v)),
+                Kind::Table => raw = self.next_entry::<2>(raw, v),
+            }
+            level = 2;
+        }
+        if level == 2 {
+            match self.kind(2, raw) {
+                Kind::Invalid => return None,
+                Kind::Leaf(size) => return Some(Self::found(raw, size, v)),
+                Kind::Table if F::LAST_LEVEL >= 3 => raw = self.next_entry::<3>(raw, v),
+                Kind::Table => return None,
+            }
+        }
+        match self.kind(3, raw) {
+            Kind::Leaf(size) => Some(Self::found(raw, size, v)),
+            _ => None,
+        }
+    }
+
+    /// The entry for `v` at level `L` of the table a table entry `raw` points at.
+    #[inline(always)]
+    fn next_entry<const L: usize>(&self, raw: F::Word, v: u32) -> F::Word {
+        let t = self.table_at(F::table_pa(raw));
+        let idx = (v >> F::SHIFT[L]) as usize & (F::ENTRIES[L] - 1);
+        // SAFETY: `idx` is below the entry count of a level-`L` table, and `t` is a table of
+        // this space (an entry of it points there).
+        unsafe { F::Word::load(t.add(idx)) }
+    }
+
+    #[inline(always)]
+    fn found(raw: F::Word, size: MapSize, v: u32) -> Lookup {
+        Lookup {
+            pa: PhysAddr::new(F::leaf_pa(raw, size) + u64::from(v & (size.bytes() as u32 - 1))),
+            access: F::leaf_access(raw, size),
+            size,
+        }
     }
 
     /// Every leaf mapping overlapping `range`, in VA order, each once (a replicated

@@ -732,6 +732,12 @@ fn run_ops<F: TestFormat>(w: Win, ops: &[Op], features: F::Features) {
                 if let (Some(t), Some(m)) = (t, m) {
                     assert_eq!(t.pa.as_u64(), m.pa.as_u64() + (va - m.va.as_u64()));
                 }
+                // The fast path agrees with the model on PA, access and size.
+                let fast = s.lookup(VirtAddr::new(va as u32));
+                assert_eq!(
+                    fast.map(|l| (l.pa, l.access, l.size)),
+                    t.map(|t| (t.pa, t.mapping.attrs.access, t.mapping.size))
+                );
             }
             Op::Across { pages } => {
                 let Some(edge) = w.edge() else { continue };
@@ -754,6 +760,7 @@ fn run_ops<F: TestFormat>(w: Win, ops: &[Op], features: F::Features) {
                 );
                 let outside = if edge == hi { edge } else { edge - 4096 };
                 assert_eq!(s.translate(VirtAddr::new(outside as u32)), None);
+                assert_eq!(s.lookup(VirtAddr::new(outside as u32)), None);
                 assert!(rec.leaves.is_empty() && rec.unlinked.is_empty() && rec.freed.is_empty());
                 assert!(s.snapshot() == before, "refused ops changed the tables");
                 assert_eq!(mem.outstanding(), before_out);
@@ -1405,4 +1412,60 @@ fn protect_keeps_device_execute_never_short() {
 #[test]
 fn protect_keeps_device_execute_never_lpae() {
     protect_keeps_device_execute_never::<Lpae>();
+}
+
+/// `leaf_access` (the fast path's decode) agrees with the full decode for every access the
+/// format can express, every leaf size, and every other attribute bit pattern.
+fn leaf_access_agrees_with_the_full_decode<F: TestFormat>(sizes: &[MapSize]) {
+    let accesses = [
+        Access::None,
+        Access::KernelRw,
+        Access::KernelRwUserRo,
+        Access::UserRw,
+        Access::KernelRo,
+        Access::UserRo,
+    ];
+    let mut checked = 0;
+    for &size in sizes {
+        for access in accesses {
+            if F::check_permissions(&F::ALL, access, Execute::Never).is_err() {
+                continue;
+            }
+            for memory in crate::table::attrs::MemoryType::ALL {
+                for global in [false, true] {
+                    let attrs = Attributes {
+                        access,
+                        memory,
+                        global,
+                        ..Attributes::KERNEL_DATA
+                    };
+                    let raw = F::encode_leaf(size, 0x4000_0000, attrs);
+                    let full = F::leaf_attrs(raw, size, F::ROOT_CTX).access;
+                    assert_eq!(full, access, "{size:?} {attrs:?}");
+                    assert_eq!(F::leaf_access(raw, size), full, "{size:?} {attrs:?}");
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked >= sizes.len() * 4 * 12, "{checked}");
+}
+
+#[test]
+fn leaf_access_agrees_short() {
+    leaf_access_agrees_with_the_full_decode::<Short>(&[
+        MapSize::Page4K,
+        MapSize::Large64K,
+        MapSize::Section1M,
+        MapSize::Super16M,
+    ]);
+}
+
+#[test]
+fn leaf_access_agrees_lpae() {
+    leaf_access_agrees_with_the_full_decode::<Lpae>(&[
+        MapSize::Page4K,
+        MapSize::Block2M,
+        MapSize::Block1G,
+    ]);
 }

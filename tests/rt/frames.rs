@@ -173,6 +173,7 @@ unsafe impl Memory for KernelMemory {
     fn free_frames(&mut self, pa: PhysAddr, count: usize) {
         free(pa, count)
     }
+    #[inline]
     fn phys_to_virt(&self, pa: PhysAddr) -> NonNull<u8> {
         NonNull::new(pa.as_u64() as usize as *mut u8).expect("RAM is never at 0")
     }
