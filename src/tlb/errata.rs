@@ -5,7 +5,7 @@
 //! applies what *every* recorded CPU needs, read at each operation. A system is affected
 //! when any of its CPUs is: on big.LITTLE, a kernel booting on a Cortex-A7 must still
 //! apply the Cortex-A15s' 798181 workaround, so each CPU calls
-//! [`SystemErrata::record_this_cpu`] as it comes up (before it runs any shared address
+//! `SystemErrata::record_this_cpu` (ARM) as it comes up (before it runs any shared address
 //! space), and [`ErrataConfig::merge`] is the union. Opting out is explicit
 //! ([`super::Armv7Tlb::without_errata`], or [`super::Armv7Tlb::with_errata`] with a fixed
 //! configuration). The decisions are pure functions of the `MIDR` and `REVIDR` values,

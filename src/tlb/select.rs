@@ -2,7 +2,7 @@
 //!
 //! Everything is decided from register *values* ([`CpuRegisters`]: `MIDR`, `REVIDR`,
 //! `MPIDR`, `ID_MMFR3`, `ACTLR`), so the decision is a pure function that host tests cover;
-//! only reading the registers is ARM-only ([`CpuRegisters::read`]).
+//! only reading the registers is ARM-only (`CpuRegisters::read`).
 //!
 //! # Broadcast prerequisites, checked
 //!
