@@ -236,7 +236,8 @@ pub fn ats1cpr(va: u32) -> u32 {
 
 /// Switches this CPU into coherency and broadcast maintenance: sets `ACTLR.SMP` (and
 /// `ACTLR.FW` on a Cortex-A5/A9) with a read-modify-write if they are not set yet, then
-/// reads `ACTLR` back. Call it on each CPU, early in its bring-up; afterwards
+/// reads `ACTLR` back. It never clears a bit (a Cortex-A7 with `DDVM` set stays refused by
+/// detection). Call it on each CPU, early in its bring-up; afterwards
 /// `Cp15Tlb::detect` sees the bits (see [`crate::tlb::select`] for which parts need which
 /// and for what the crate cannot see: interconnect DVM, the Cortex-A9 SCU).
 ///

@@ -18,20 +18,22 @@
 //!    answer, not an error.
 //! 3. `ID_MMFR3.MaintBcst` (bits \[15:12\]) below 2: the hardware does not broadcast TLB
 //!    maintenance: [`BroadcastReason::MaintenanceBroadcast`].
-//! 4. `ACTLR`, read with the meaning the part gives it ([`ActlrBits::for_part`]):
+//! 4. `ACTLR`, read with the meaning the part gives it ([`ActlrBits::for_part`], table
+//!    below): `SMP` clear gives [`BroadcastReason::ActlrSmpClear`] (the core neither takes
+//!    part in coherency nor receives broadcasts); `FW` clear on a Cortex-A5/A9 gives
+//!    [`BroadcastReason::ActlrFwClear`] (its own `...IS` operations stay local); `DDVM`
+//!    set on a Cortex-A7 gives [`BroadcastReason::ActlrDvmDisabled`]. On any
+//!    other part `ACTLR` is IMPLEMENTATION DEFINED and the crate does not know what its
+//!    bits mean, so it refuses with [`BroadcastReason::UnknownPart`] rather than guess; a
+//!    kernel that has checked its part's manual says so with
+//!    [`CpuFeatures::assume_actlr_effective`].
 //!
 //! | part | `ACTLR` bits needed | source |
 //! | --- | --- | --- |
-//! | Cortex-A9, Cortex-A5 | `SMP` (6) and `FW` (0) | A9 MPCore TRM ("Broadcasting of maintenance operations": a core *sends* broadcasts with SMP = 1 and FW = 1, *receives* them with SMP = 1); A5 TRM ACTLR; Linux `__v7_ca9mp_setup`/`__v7_ca5mp_setup` set both |
-//! | Cortex-A7, A12, A15, A17, Brahma-B15 | `SMP` (6) | A7/A15 TRMs ACTLR (SMP must be set before the caches and MMU are enabled and before any cache or TLB maintenance); Linux `__v7_ca7mp_setup`, `__v7_ca12mp_setup`, `__v7_ca15mp_setup`, `__v7_ca17mp_setup`, `__v7_b15mp_setup` set only bit 6 |
-//!
-//!    With `SMP` clear: [`BroadcastReason::ActlrSmpClear`] (the core neither takes part
-//!    in coherency nor receives broadcasts); with `FW` clear on an A5/A9:
-//!    [`BroadcastReason::ActlrFwClear`] (its own `...IS` operations stay local).
-//!    Any other part: `ACTLR` is IMPLEMENTATION DEFINED and the crate does not know what
-//!    its bits mean, so it refuses with [`BroadcastReason::UnknownPart`] rather than guess.
-//!    A kernel that has checked its part's manual says so with
-//!    [`CpuFeatures::assume_actlr_effective`].
+//! | Cortex-A9, Cortex-A5 | `SMP` (6) and `FW` (0) | A9 MPCore TRM ("Broadcasting of maintenance operations": a core *sends* broadcasts with SMP = 1 and FW = 1, *receives* them with SMP = 1); A5 TRM `ACTLR`; Linux `__v7_ca9mp_setup`/`__v7_ca5mp_setup` set both |
+//! | Cortex-A7 | `SMP` (6), and `DDVM` (15) clear | A7 TRM `ACTLR` (`SMP` must be set before the caches and MMU are enabled and before any cache or TLB maintenance); `DDVM`, "disable Distributed Virtual Memory transactions", as Arm's CMSIS `core_ca.h` names it: read conservatively, as turning broadcast maintenance off; Linux `__v7_ca7mp_setup` sets bit 6 only |
+//! | Cortex-A15 | `SMP` (6) | A15 TRM `ACTLR` (as the A7); Linux `__v7_ca15mp_setup` sets bit 6 only |
+//! | Cortex-A12, A17, Brahma-B15 | `SMP` (6) | Linux `__v7_ca12mp_setup`, `__v7_ca17mp_setup`, `__v7_b15mp_setup` set bit 6 only (their manuals were not checked here) |
 //!
 //! An SMP CPU that fails a check gets `Err(`[`BroadcastUnavailable`]`)`, never a silent
 //! [`Shareability::Local`] (which would cover this CPU only, so another CPU would keep a
@@ -137,6 +139,8 @@ pub enum Actlr {
 pub struct ActlrBits {
     /// `FW` (bit 0) is needed too: Cortex-A5 and Cortex-A9.
     pub fw: bool,
+    /// `DDVM` (bit 15) must be clear: Cortex-A7.
+    pub ddvm: bool,
 }
 
 impl ActlrBits {
@@ -145,17 +149,25 @@ impl ActlrBits {
     #[must_use]
     pub const fn for_part(id: MainId) -> Option<Self> {
         match (id.implementer, id.part) {
-            (IMPLEMENTER_ARM, PART_CORTEX_A5 | PART_CORTEX_A9) => Some(Self { fw: true }),
-            (
-                IMPLEMENTER_ARM,
-                PART_CORTEX_A7 | PART_CORTEX_A12 | PART_CORTEX_A15 | PART_CORTEX_A17,
-            ) => Some(Self { fw: false }),
-            (IMPLEMENTER_BROADCOM, PART_BRAHMA_B15) => Some(Self { fw: false }),
+            (IMPLEMENTER_ARM, PART_CORTEX_A5 | PART_CORTEX_A9) => Some(Self {
+                fw: true,
+                ddvm: false,
+            }),
+            (IMPLEMENTER_ARM, PART_CORTEX_A7) => Some(Self {
+                fw: false,
+                ddvm: true,
+            }),
+            (IMPLEMENTER_ARM, PART_CORTEX_A12 | PART_CORTEX_A15 | PART_CORTEX_A17)
+            | (IMPLEMENTER_BROADCOM, PART_BRAHMA_B15) => Some(Self {
+                fw: false,
+                ddvm: false,
+            }),
             _ => None,
         }
     }
 
-    /// The mask of the needed bits in `ACTLR`.
+    /// The mask of the bits that must be set in `ACTLR` (`DDVM`, which must be clear, is
+    /// not in it).
     #[must_use]
     pub fn mask(self) -> u32 {
         let smp = ACTLR_BITS::SMP::SET.value;
@@ -181,6 +193,9 @@ pub enum BroadcastReason {
     /// `ACTLR.FW` (bit 0) is clear on a Cortex-A5/A9: the core's own maintenance is not
     /// broadcast.
     ActlrFwClear,
+    /// `ACTLR.DDVM` (bit 15) is set on a Cortex-A7: DVM transactions, which carry
+    /// broadcast maintenance, are disabled.
+    ActlrDvmDisabled,
     /// A part whose `ACTLR` the crate cannot read (IMPLEMENTATION DEFINED): the kernel
     /// decides ([`CpuFeatures::assume_actlr_effective`]).
     UnknownPart {
@@ -209,6 +224,7 @@ impl core::fmt::Display for BroadcastUnavailable {
             }
             BroadcastReason::ActlrSmpClear => f.write_str("ACTLR.SMP is clear"),
             BroadcastReason::ActlrFwClear => f.write_str("ACTLR.FW is clear"),
+            BroadcastReason::ActlrDvmDisabled => f.write_str("ACTLR.DDVM is set"),
             BroadcastReason::UnknownPart { implementer, part } => write!(
                 f,
                 "ACTLR of implementer {implementer:#x} part {part:#x} is not known to the crate"
@@ -342,6 +358,8 @@ impl CpuFeatures {
             fail(BroadcastReason::ActlrSmpClear)
         } else if bits.fw && !actlr.is_set(ACTLR_BITS::FW) {
             fail(BroadcastReason::ActlrFwClear)
+        } else if bits.ddvm && actlr.is_set(ACTLR_BITS::A7_DDVM) {
+            fail(BroadcastReason::ActlrDvmDisabled)
         } else {
             Ok(Shareability::InnerShareable)
         }
