@@ -338,7 +338,8 @@ impl Armv7Tlb<Cp15> {
     ///
     /// # Errors
     /// [`ErrataError::IpiHookRequired`] for an inner-shareable backend when a recorded CPU
-    /// needs the full 798181 workaround and the system has no IPI hook.
+    /// needs the full 798181 workaround and the system has no IPI hook
+    /// ([`SystemErrata::complete`]).
     pub fn forced(
         shareability: Shareability,
         errata: &'static SystemErrata,
@@ -382,23 +383,25 @@ impl<S: InsnSink> Armv7Tlb<S> {
     /// # Errors
     /// - [`DetectError::Broadcast`]: an SMP CPU without effective broadcast (the reason
     ///   says which prerequisite failed); never a silent local backend.
-    /// - [`DetectError::Errata`]: inner shareable, but a CPU needs the full 798181
-    ///   workaround and `errata` has no IPI hook. (A uniprocessor gets its local
-    ///   backend: the errata concern broadcast only.)
+    /// - [`DetectError::Errata`]: inner shareable, but a recorded CPU (this one or an
+    ///   earlier one) needs the full 798181 workaround and `errata` has no IPI hook
+    ///   ([`SystemErrata::complete`]). (A uniprocessor gets its local backend: the errata
+    ///   concern broadcast only.)
     pub fn for_cpu(
         sink: S,
         cpu: &CpuRegisters,
         actlr: ActlrPolicy,
         errata: &'static SystemErrata,
     ) -> Result<Self, DetectError> {
-        let recorded = errata.record_cpu(cpu.midr, cpu.revidr);
+        // A missing hook is reported by `complete` below, for whichever CPU needed it.
+        let _ = errata.record_cpu(cpu.midr, cpu.revidr);
         let mut features = CpuFeatures::from_cpu(cpu);
         if actlr == ActlrPolicy::AssumeEffective {
             features = features.assume_actlr_effective();
         }
         let shareability = features.broadcast()?;
         if shareability == Shareability::InnerShareable {
-            recorded?;
+            errata.complete()?;
         }
         Ok(Self::new(sink, shareability).with_system_errata(errata))
     }
@@ -414,9 +417,9 @@ impl<S: InsnSink> Armv7Tlb<S> {
         revidr: u32,
         errata: &'static SystemErrata,
     ) -> Result<Self, ErrataError> {
-        let recorded = errata.record_cpu(midr, revidr);
+        let _ = errata.record_cpu(midr, revidr);
         if shareability == Shareability::InnerShareable {
-            recorded?;
+            errata.complete()?;
         }
         Ok(Self::new(sink, shareability).with_system_errata(errata))
     }

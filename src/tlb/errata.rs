@@ -277,6 +277,8 @@ const F_720789: u8 = 1 << 0;
 const F_754322: u8 = 1 << 1;
 const F_798181_DUMMY: u8 = 1 << 2;
 const F_798181_IPI: u8 = 1 << 3;
+/// A recorded CPU needs the 798181 IPI and the system has no hook.
+const F_798181_NO_HOOK: u8 = 1 << 4;
 
 /// The errata of every CPU of a system, merged as they come up: one per system, in a
 /// `static` the kernel owns (the crate keeps no global state).
@@ -330,6 +332,7 @@ impl SystemErrata {
                 if self.hook.is_some() {
                     flags |= F_798181_IPI;
                 } else {
+                    flags |= F_798181_NO_HOOK;
                     result = Err(ErrataError::IpiHookRequired);
                 }
             }
@@ -369,6 +372,20 @@ impl SystemErrata {
         use crate::arch::cp15::{MIDR, REVIDR};
         use tock_registers::interfaces::Readable;
         self.record_cpu(MIDR.get(), REVIDR.get())
+    }
+
+    /// [`SystemErrata::current`], or an error if a recorded CPU needs the full 798181
+    /// workaround and the system has no hook (so an inner-shareable backend would apply
+    /// only its dummy-invalidate half). Detection of an inner-shareable backend checks this.
+    ///
+    /// # Errors
+    /// [`ErrataError::IpiHookRequired`].
+    pub fn complete(&self) -> Result<ErrataConfig, ErrataError> {
+        if self.flags.load(Ordering::Acquire) & F_798181_NO_HOOK != 0 {
+            Err(ErrataError::IpiHookRequired)
+        } else {
+            Ok(self.current())
+        }
     }
 
     /// What the system needs now: the merge of every CPU recorded so far.

@@ -721,6 +721,18 @@ fn a15_798181_full_calls_the_hook_through_the_detected_backend() {
         r.err(),
         Some(DetectError::Errata(ErrataError::IpiHookRequired))
     );
+    // Nor may another CPU of that system (big.LITTLE: the A7) get a backend that would
+    // apply half of it.
+    let r = Armv7Tlb::for_cpu(
+        Recorder::default(),
+        &regs(A7, SMP, SMP_BIT),
+        ActlrPolicy::Check,
+        &NO_HOOK,
+    );
+    assert_eq!(
+        r.err(),
+        Some(DetectError::Errata(ErrataError::IpiHookRequired))
+    );
     // ... unless it is a uniprocessor, which is local and needs none.
     static UP_SYS: SystemErrata = SystemErrata::new(None);
     let b = Armv7Tlb::for_cpu(
