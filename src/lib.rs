@@ -50,5 +50,5 @@ pub mod tlb;
 pub use addr::{Frame, Page, PhysAddr, VirtAddr, VirtRange, PAGE_SIZE};
 pub use gather::{FlushReport, InFlight, MmuGather, Scope};
 pub use memory::Memory;
-pub use sink::{ClearedLeaf, MapSize, UnmapSink};
+pub use sink::{ChangedLeaf, ClearedLeaf, MapSize, UnmapSink};
 pub use tlb::{Asid, TlbBackend, TlbCounters};

@@ -107,6 +107,8 @@ pub enum ZapError {
     Unmap(UnmapError),
     /// `free_tables` refused (nothing was freed).
     FreeTables(FreeTablesError),
+    /// `protect` refused (nothing was changed).
+    Protect(ProtectError),
 }
 
 /// Why a lockless walk was refused.
@@ -457,18 +459,24 @@ impl<M: Memory, F: Format> SpaceGuard<'_, M, F> {
             .map_err(ZapError::FreeTables)
     }
 
-    /// [`AddressSpace::protect`] under the lock. The caller flushes the returned span (by
-    /// VA for the space's ASID) before relying on reduced permissions.
+    /// [`AddressSpace::protect`] into `gather`, which must be a gather of this space: the
+    /// new permissions are in force for every CPU once the gather has flushed (`finish`).
     ///
     /// # Errors
-    /// As [`AddressSpace::protect`].
-    pub fn protect(
+    /// [`ZapError::ForeignGather`] (nothing changed), or `protect`'s own error.
+    pub fn protect<B: TlbBackend, N: Memory>(
         &mut self,
         range: VirtRange,
         access: Access,
         execute: Execute,
-    ) -> Result<Option<Changed>, ProtectError> {
-        self.guard.protect(range, access, execute)
+        gather: &mut SpaceGather<'_, B, N>,
+    ) -> Result<Option<Changed>, ZapError> {
+        if gather.owner != self.owner {
+            return Err(ZapError::ForeignGather);
+        }
+        self.guard
+            .protect(range, access, execute, &mut gather.gather)
+            .map_err(ZapError::Protect)
     }
 }
 

@@ -54,8 +54,23 @@ pub struct ClearedLeaf {
     pub executable: bool,
 }
 
-/// Receives what a walker removed from live tables. Nothing reported here may be reused
-/// until the TLB no longer holds it.
+/// A leaf entry whose permissions the walker rewrote (`protect`): the frames stay mapped,
+/// but the TLB may still hold the old permissions for `[va, va + size)`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct ChangedLeaf {
+    /// First VA of the mapping (aligned to `size`).
+    pub va: VirtAddr,
+    /// Mapping size.
+    pub size: MapSize,
+    /// The entry is global (nG clear): cached for every ASID.
+    pub global: bool,
+    /// The mapping was executable before or is after the change (the branch predictor may
+    /// hold its targets).
+    pub executable: bool,
+}
+
+/// Receives what a walker removed from (or changed in) live tables. Nothing reported here
+/// may be reused, and no reduced permission relied on, until the TLB no longer holds it.
 pub trait UnmapSink {
     /// A leaf mapping was cleared. The frames `[pa, pa + size)` are to be handed back with
     /// [`crate::Memory::release_mapped`] after the flush.
@@ -72,4 +87,18 @@ pub trait UnmapSink {
     /// flush. Every table that lived in it has been reported with
     /// [`UnmapSink::table_unlinked`] first.
     fn table_memory_freed(&mut self, pa: PhysAddr, frames: usize);
+
+    /// A leaf's permissions were rewritten in place (or, for a replicated leaf, its copies
+    /// cleared before new ones are written: see [`UnmapSink::flush_now`]). Invalidate
+    /// `[va, va + size)` as for a cleared leaf; there is nothing to free.
+    fn leaf_changed(&mut self, leaf: ChangedLeaf);
+
+    /// Break-before-make: every invalidate owed for what was reported so far is issued and
+    /// *complete* on every CPU the sink covers before this returns. `protect` calls it
+    /// after clearing all copies of replicated leaves (large pages, supersections) and
+    /// before writing their new copies, so no TLB can hold an old copy next to a new one
+    /// (two overlapping entries with different permissions: a TLB conflict, Arm ARM
+    /// B3.10.1). The gather does a full flush (and may free what it holds, since that is
+    /// now safe).
+    fn flush_now(&mut self);
 }

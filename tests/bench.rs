@@ -475,6 +475,9 @@ mod ours {
     struct Null(u32);
 
     impl UnmapSink for Null {
+        // Not a protect sink: nothing to invalidate or flush early here.
+        fn leaf_changed(&mut self, _: armv7_mm::ChangedLeaf) {}
+        fn flush_now(&mut self) {}
         fn leaf_cleared(&mut self, _: ClearedLeaf) {
             self.0 += 1;
         }

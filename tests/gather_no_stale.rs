@@ -5,6 +5,8 @@
 //! variant: lpae arg=format=lpae
 //! variant: lpae_skip_flush arg=format=lpae arg=bug=skip_flush expect=fail "STALE"
 //! variant: lpae_free_early arg=format=lpae arg=bug=free_early expect=fail "STALE"
+//! variant: protect_skip_flush arg=case=protect arg=bug=skip_flush expect=fail "STALE: write allowed"
+//! variant: lpae_protect_skip_flush arg=format=lpae arg=case=protect arg=bug=skip_flush expect=fail "STALE: write allowed"
 //!
 //! The gather never hands a frame back while a TLB can still reach it.
 //!
@@ -26,6 +28,11 @@
 //! block leaves nothing stale, not that a core with fragmented block entries would drop
 //! them all (that is the architecture's promise the docs of `armv7_mm::gather` rely on).
 //!
+//! `protect_read_only_through_the_gather` is mprotect: pages (and, with short descriptors,
+//! replicated large pages) are written, made read-only through a gather, and every write
+//! after `finish` must take a permission fault; the `protect_skip_flush` variants run only it,
+//! with the invalidates dropped, and must be caught writing through the stale entries.
+//!
 //! Teeth: `bug=skip_flush` runs the same cases with a backend that drops every invalidate;
 //! `bug=free_early` frees each frame as the walker reports it (no gather). Both must be
 //! caught ("STALE").
@@ -42,10 +49,13 @@
 #[path = "gather_support/mod.rs"]
 mod support;
 
-use armv7_mm::gather::FlushReport;
+use armv7_mm::gather::{FlushReport, MmuGather, Scope};
 use armv7_mm::lpae::Lpae;
 use armv7_mm::short::Short;
+use armv7_mm::short::{Access, Execute};
 use armv7_mm::MapSize;
+use rt::fault::{self, FaultClass};
+use rt::frames::KernelMemory;
 use rt::{ensure, ensure_eq, println, Case, CaseResult};
 use support::{with_space, Bug, End, Ignore, Space, TestFormat, Work};
 
@@ -80,6 +90,10 @@ fn run<F: TestFormat>() -> ! {
         Case {
             name: "dropped_gather_flushes_then_frees",
             run: dropped_gather::<F>,
+        },
+        Case {
+            name: "protect_read_only_through_the_gather",
+            run: protect_through_gather::<F>,
         },
     ])
 }
@@ -256,6 +270,69 @@ fn dropped_gather<F: TestFormat>() -> CaseResult {
         }
         support::touch_all()?;
         zap_window(space, End::Drop).ok_or(())?;
+        check_clean()
+    })
+}
+
+/// mprotect: writable leaves made read-only through a gather; after `finish`, writes fault.
+fn protect_through_gather<F: TestFormat>() -> CaseResult {
+    with_space::<F>(|space| {
+        let mut leaves = [(0u32, MapSize::Page4K); 10];
+        for (i, l) in leaves.iter_mut().enumerate().take(8) {
+            *l = (BASE + 40 * MIB + i as u32 * 5 * 4096, MapSize::Page4K);
+        }
+        let n = if support::lpae() {
+            8
+        } else {
+            // Two replicated large pages: rewritten with break-before-make.
+            leaves[8] = (BASE + 41 * MIB, MapSize::Large64K);
+            leaves[9] = (BASE + 41 * MIB + (64 << 10), MapSize::Large64K);
+            10
+        };
+        for &(va, size) in &leaves[..n] {
+            support::map_leaf(space, va, size, false)?;
+        }
+        support::touch_all()?;
+        for &(va, _) in &leaves[..n] {
+            let old = fault::read32(va as usize);
+            ensure!(old.is_ok(), "read {va:#x}");
+            // SAFETY: a writable mapping of our own frame; the value written is the one read.
+            let w = unsafe { fault::write32(va as usize, old.unwrap_or(0)) };
+            ensure!(w.is_ok(), "write {va:#x} while writable: {w:?}");
+        }
+        let mut tlb = support::TestTlb::new();
+        let mut gather = MmuGather::new(
+            Scope::Asid(support::ASID),
+            &mut tlb,
+            KernelMemory,
+            &support::IN_FLIGHT,
+        );
+        let window = support::range(BASE + 40 * MIB, 2 * MIB as u64);
+        let changed = space.protect(window, Access::UserRo, Execute::Never, &mut gather);
+        ensure!(
+            matches!(changed, Ok(Some(c)) if c.leaves == n && c.replicated == n - 8),
+            "protect: {changed:?}"
+        );
+        let report = gather.finish();
+        println!("    {report}");
+        ensure_eq!(report.leaves_changed as usize, n, "leaves reported changed");
+        ensure_eq!(report.leaves_released, 0, "protect freed something");
+        for &(va, _) in &leaves[..n] {
+            // SAFETY: if the new permissions are not in force this writes our own frame
+            // with the value it holds.
+            match unsafe { fault::write32(va as usize, fault::read32(va as usize).unwrap_or(0)) } {
+                Ok(()) => {
+                    println!("    STALE: write allowed at {va:#x} after protect(UserRo)");
+                    return Err(());
+                }
+                Err(f) => ensure_eq!(f.class(), FaultClass::Permission, "DFSR {:#x}", f.status),
+            }
+            ensure!(
+                fault::read32(va as usize).is_ok(),
+                "read {va:#x} after protect"
+            );
+        }
+        zap_window(space, End::Finish).ok_or(())?;
         check_clean()
     })
 }

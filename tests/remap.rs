@@ -26,7 +26,7 @@ use armv7_mm::arch::cp15::TTBR0;
 use armv7_mm::arch::{mmu, tlbi};
 use armv7_mm::error::{MapError, UnmapError};
 use armv7_mm::short::{Access, AddressSpace, Attributes, Execute, Features, Layout};
-use armv7_mm::{Asid, ClearedLeaf, MapSize, PhysAddr, UnmapSink, VirtAddr, VirtRange};
+use armv7_mm::{Asid, ChangedLeaf, ClearedLeaf, MapSize, PhysAddr, UnmapSink, VirtAddr, VirtRange};
 use rt::fault::{self, AbortKind, FaultClass};
 use rt::frames::{KernelMemory, RAM_BASE};
 use rt::{ensure, ensure_eq, println, Case, CaseResult};
@@ -241,6 +241,12 @@ impl Rec {
 }
 
 impl UnmapSink for Rec {
+    fn leaf_changed(&mut self, _leaf: ChangedLeaf) {
+        // Every protect here is followed by `flush_all`.
+    }
+    fn flush_now(&mut self) {
+        flush_all();
+    }
     fn leaf_cleared(&mut self, leaf: ClearedLeaf) {
         if self.nleaves < self.leaves.len() {
             self.leaves[self.nleaves] = Some(leaf);
@@ -385,7 +391,7 @@ fn protect_live() -> CaseResult {
         // SAFETY: maps our frame.
         ensure!(unsafe { fault::write32(va, 1) }.is_ok(), "write while RW");
 
-        let c = space.protect(r, Access::KernelRo, Execute::Never);
+        let c = space.protect(r, Access::KernelRo, Execute::Never, &mut Rec::new());
         ensure!(
             matches!(c, Ok(Some(c)) if c.leaves == 4 && c.span == r),
             "changed {:?}",
@@ -407,7 +413,9 @@ fn protect_live() -> CaseResult {
         );
 
         ensure!(
-            space.protect(r, Access::UserRw, Execute::Never).is_ok(),
+            space
+                .protect(r, Access::UserRw, Execute::Never, &mut Rec::new())
+                .is_ok(),
             "protect"
         );
         flush_all();
@@ -418,7 +426,9 @@ fn protect_live() -> CaseResult {
         );
 
         ensure!(
-            space.protect(r, Access::KernelRw, Execute::Never).is_ok(),
+            space
+                .protect(r, Access::KernelRw, Execute::Never, &mut Rec::new())
+                .is_ok(),
             "protect"
         );
         flush_all();
@@ -474,7 +484,9 @@ fn execute_live() -> CaseResult {
             "call executable page"
         );
         ensure!(
-            space.protect(r, Access::KernelRw, Execute::Never).is_ok(),
+            space
+                .protect(r, Access::KernelRw, Execute::Never, &mut Rec::new())
+                .is_ok(),
             "protect XN"
         );
         flush_all();
@@ -514,7 +526,7 @@ fn execute_live() -> CaseResult {
         }
         ensure!(
             space
-                .protect(r, Access::KernelRw, Execute::Anywhere)
+                .protect(r, Access::KernelRw, Execute::Anywhere, &mut Rec::new())
                 .is_ok(),
             "protect"
         );
@@ -784,6 +796,12 @@ fn destroy(space: Space) {
     impl UnmapSink for Free {
         fn leaf_cleared(&mut self, leaf: ClearedLeaf) {
             self.rec.leaf_cleared(leaf)
+        }
+        fn leaf_changed(&mut self, leaf: ChangedLeaf) {
+            self.rec.leaf_changed(leaf)
+        }
+        fn flush_now(&mut self) {
+            self.rec.flush_now()
         }
         fn table_unlinked(&mut self, va: VirtAddr, span: u64, global: bool) {
             self.rec.table_unlinked(va, span, global)

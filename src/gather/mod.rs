@@ -263,8 +263,8 @@
 //! The gather lives on the caller's stack and uses no heap: [`GATHER_STATE_BYTES`] bytes
 //! of its own state (the 64-entry record, the open run and the 8-word batch, the report)
 //! plus the backend, the memory handle, the `&InFlight` and the optional table-sync hook
-//! and ASID source. With references or zero-sized handles that is 456 bytes on `armv7a`
-//! and 480 on a 64-bit host (the state is 432 on both); a compile-time check keeps it
+//! and ASID source. With references or zero-sized handles that is 464 bytes on `armv7a`
+//! and 488 on a 64-bit host (the state is 440 on both); a compile-time check keeps it
 //! under 512.
 //!
 //! # Example
@@ -314,12 +314,14 @@ use core::sync::atomic::{AtomicU32, Ordering};
 use crate::addr::{PhysAddr, VirtAddr};
 use crate::asid::AsidContext;
 use crate::memory::Memory;
-use crate::sink::{ClearedLeaf, UnmapSink};
+use crate::sink::{ChangedLeaf, ClearedLeaf, UnmapSink};
 use crate::tlb::{Asid, TlbBackend};
 
 mod batch;
 #[cfg(all(test, feature = "tlb-model"))]
 mod model_tests;
+#[cfg(all(test, feature = "tlb-model"))]
+mod protect_tests;
 mod range;
 mod report;
 mod table_sync;
@@ -843,6 +845,31 @@ impl<B: TlbBackend, M: Memory> UnmapSink for MmuGather<'_, B, M> {
             return;
         }
         self.batch(Pending::Table { pa, frames });
+    }
+
+    fn leaf_changed(&mut self, leaf: ChangedLeaf) {
+        // Invalidated exactly like a cleared leaf (same threshold, same all-ASID rule, same
+        // branch-predictor rule); the frames stay mapped, so nothing joins the batch.
+        if leaf.global {
+            self.publish(SEEN_GLOBAL);
+        }
+        let all = leaf.global || self.all_asids();
+        let st = &mut self.st;
+        st.report.leaves_changed += 1;
+        st.global_seen |= leaf.global;
+        st.exec_seen |= leaf.executable;
+        // One invalidate per leaf, as for a cleared one: a TLB entry of a large page or
+        // section is found by any VA inside it.
+        st.record.push(if all {
+            PendingOp::VaAllAsids(leaf.va)
+        } else {
+            PendingOp::Va(leaf.va)
+        });
+    }
+
+    fn flush_now(&mut self) {
+        self.st.report.forced_flushes += 1;
+        self.flush();
     }
 }
 

@@ -553,6 +553,9 @@ struct FreeAtOnce<'a> {
 }
 
 impl UnmapSink for FreeAtOnce<'_> {
+    // Not a protect sink: nothing to invalidate or flush early here.
+    fn leaf_changed(&mut self, _: crate::ChangedLeaf) {}
+    fn flush_now(&mut self) {}
     fn leaf_cleared(&mut self, leaf: ClearedLeaf) {
         self.mem.release_mapped(leaf.pa, leaf.size.bytes() as usize);
     }
@@ -587,6 +590,12 @@ fn teeth_freeing_before_the_flush_is_caught() {
 struct NoTableTracking<'s, S: UnmapSink>(&'s mut S);
 
 impl<S: UnmapSink> UnmapSink for NoTableTracking<'_, S> {
+    fn leaf_changed(&mut self, leaf: crate::ChangedLeaf) {
+        self.0.leaf_changed(leaf)
+    }
+    fn flush_now(&mut self) {
+        self.0.flush_now()
+    }
     fn leaf_cleared(&mut self, leaf: ClearedLeaf) {
         self.0.leaf_cleared(leaf)
     }

@@ -4,7 +4,7 @@
 use core::fmt;
 
 use crate::addr::{PhysAddr, VirtAddr, PAGE_SIZE};
-use crate::sink::{ClearedLeaf, UnmapSink};
+use crate::sink::{ChangedLeaf, ClearedLeaf, UnmapSink};
 
 /// Why a flush invalidated a whole ASID (or everything) instead of its recorded VAs.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -55,6 +55,10 @@ pub struct FlushReport {
     pub leaves_cleared: u32,
     /// Tables reported unlinked.
     pub tables_unlinked: u32,
+    /// Leaf entries reported with changed permissions (`protect`).
+    pub leaves_changed: u32,
+    /// Break-before-make flushes `protect` asked for ([`crate::UnmapSink::flush_now`]).
+    pub forced_flushes: u32,
     /// Mapped ranges handed back with [`crate::Memory::release_mapped`] (one per leaf).
     pub leaves_released: u32,
     /// Bytes of mapped memory handed back.
@@ -95,11 +99,12 @@ impl fmt::Display for FlushReport {
         let i = &self.invalidates;
         write!(
             f,
-            "cleared {} leaves, unlinked {} tables; freed {} ranges ({} KiB) + {} table frames; \
-             invalidates: {} va, {} va-all-asids, {} asid, {} all, {} bp; \
-             {} flushes ({} early), {} prepare, {} complete; batch frames {} (alloc failures {}); \
-             table syncs {}",
+            "cleared {} leaves, changed {} leaves, unlinked {} tables; released {} mappings \
+             ({} KiB) + {} table frames; invalidates: {} va, {} va-all-asids, {} asid, {} all, \
+             {} bp; {} flushes ({} early, {} break-before-make), {} prepare, {} complete; \
+             batch frames {} (alloc failures {}); table syncs {}",
             self.leaves_cleared,
+            self.leaves_changed,
             self.tables_unlinked,
             self.leaves_released,
             self.bytes_released / 1024,
@@ -111,6 +116,7 @@ impl fmt::Display for FlushReport {
             i.branch_predictor,
             self.flushes,
             self.early_flushes,
+            self.forced_flushes,
             self.prepares,
             self.completions,
             self.batch_frames_borrowed,
@@ -240,6 +246,17 @@ impl UnmapSink for LinuxArm32Estimate {
         self.batch_one();
     }
 
+    fn leaf_changed(&mut self, leaf: ChangedLeaf) {
+        // `change_protection` widens the mmu_gather range per PTE; no page to batch.
+        let start = leaf.va.as_u64();
+        self.widen(start, start + leaf.size.bytes());
+    }
+
+    fn flush_now(&mut self) {
+        // Linux ARM32 maps user memory with 4 KiB PTEs only: it never breaks a replicated
+        // leaf, so there is no policy to estimate here.
+    }
+
     fn table_unlinked(&mut self, va: VirtAddr, span: u64, _global: bool) {
         let page = PAGE_SIZE as u64;
         if span == 1 << 20 {
@@ -287,6 +304,14 @@ impl<A: UnmapSink + ?Sized, B: UnmapSink + ?Sized> UnmapSink for Tee<'_, A, B> {
     fn table_memory_freed(&mut self, pa: PhysAddr, frames: usize) {
         self.first.table_memory_freed(pa, frames);
         self.second.table_memory_freed(pa, frames);
+    }
+    fn leaf_changed(&mut self, leaf: ChangedLeaf) {
+        self.first.leaf_changed(leaf);
+        self.second.leaf_changed(leaf);
+    }
+    fn flush_now(&mut self) {
+        self.first.flush_now();
+        self.second.flush_now();
     }
 }
 

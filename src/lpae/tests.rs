@@ -171,7 +171,12 @@ fn refuses_what_long_descriptors_cannot_say() {
             Err(MapError::Unsupported(Feature::ThreeBitAp))
         );
         assert_eq!(
-            s.protect(r(0x1000_0000, 4096), access, Execute::Never),
+            s.protect(
+                r(0x1000_0000, 4096),
+                access,
+                Execute::Never,
+                &mut Rec::default()
+            ),
             Err(ProtectError::Unsupported(Feature::ThreeBitAp))
         );
         assert_eq!(s.snapshot(), before);
@@ -213,7 +218,12 @@ fn pxn_is_per_entry() {
     assert_eq!(exec(&s, 0x1000_0000), Execute::UserOnly);
     assert_eq!(exec(&s, 0x1000_1000), Execute::Anywhere);
     let c = s
-        .protect(r(0x1000_0000, 8192), Access::UserRo, Execute::Anywhere)
+        .protect(
+            r(0x1000_0000, 8192),
+            Access::UserRo,
+            Execute::Anywhere,
+            &mut Rec::default(),
+        )
         .unwrap()
         .unwrap();
     assert_eq!((c.leaves, c.global, c.executable), (2, true, true));

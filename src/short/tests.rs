@@ -258,11 +258,21 @@ fn pxn_is_per_table_for_pages() {
     assert_eq!(t.mapping.attrs.execute, Execute::UserOnly);
     // protect to Anywhere conflicts, to Never is fine.
     assert_eq!(
-        s.protect(r(0x1000_0000, 4096), Access::UserRo, Execute::Anywhere),
+        s.protect(
+            r(0x1000_0000, 4096),
+            Access::UserRo,
+            Execute::Anywhere,
+            &mut Rec::default()
+        ),
         Err(ProtectError::PxnConflict(VirtAddr::new(0x1000_0000)))
     );
     let c = s
-        .protect(r(0x1000_0000, 8192), Access::UserRo, Execute::Never)
+        .protect(
+            r(0x1000_0000, 8192),
+            Access::UserRo,
+            Execute::Never,
+            &mut Rec::default(),
+        )
         .unwrap()
         .unwrap();
     assert_eq!(c.leaves, 2);
@@ -329,7 +339,12 @@ fn unmap_partial_block_refused_before_anything() {
         })
     );
     assert_eq!(
-        s.protect(r(0x1180_0000, MIB), Access::KernelRo, Execute::Never),
+        s.protect(
+            r(0x1180_0000, MIB),
+            Access::KernelRo,
+            Execute::Never,
+            &mut Rec::default()
+        ),
         Err(ProtectError::PartialBlock {
             va: VirtAddr::new(0x1100_0000),
             size: MapSize::Super16M

@@ -57,7 +57,9 @@ pub(crate) mod tests;
 
 use core::fmt;
 
-pub use space::{AddressSpace, Mappings};
+#[cfg(test)]
+pub(crate) use space::store_probe;
+pub use space::{AddressSpace, Mappings, BBM_BATCH};
 
 use crate::addr::{PhysAddr, VirtAddr, VirtRange};
 use crate::error::{CreateError, Feature};
@@ -394,15 +396,17 @@ pub struct Translation {
     pub mapping: Mapping,
 }
 
-/// What [`AddressSpace::protect`] changed: the caller must flush this span from the TLB
-/// before relying on the new permissions (or before treating reduced permissions as in
-/// force).
+/// What [`AddressSpace::protect`] changed (every leaf of it was reported to the sink,
+/// which owes the invalidates).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Changed {
     /// From the first to the end of the last leaf changed.
     pub span: VirtRange,
     /// Leaf mappings changed.
     pub leaves: usize,
+    /// Of those, replicated leaves (large pages, supersections) rewritten with
+    /// break-before-make.
+    pub replicated: usize,
     /// Some changed leaf was global.
     pub global: bool,
     /// Some changed leaf was executable before or after.

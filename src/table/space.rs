@@ -16,7 +16,7 @@ use super::{
 use crate::addr::{PhysAddr, VirtAddr, VirtRange, PAGE_SIZE};
 use crate::error::{CreateError, FreeTablesError, MapError, ProtectError, UnmapError};
 use crate::memory::Memory;
-use crate::sink::{ClearedLeaf, MapSize, UnmapSink};
+use crate::sink::{ChangedLeaf, ClearedLeaf, MapSize, UnmapSink};
 
 const PAGE: u64 = PAGE_SIZE as u64;
 const TOP: u64 = 1 << 32;
@@ -191,7 +191,164 @@ fn write_entry<W: Word>(coherent: bool, p: *mut W, v: W) {
     // SAFETY: callers pass an entry of a table the space owns (found by the walker or
     // computed from a checked index).
     unsafe { W::store(p, v) };
+    #[cfg(test)]
+    store_probe::stored(p as usize, v.to_u64());
     clean_for_walker(coherent, p, W::BYTES);
+}
+
+/// Host tests only: a hook called after every live descriptor store, so a test can check an
+/// invariant at each instant a walker could observe (break-before-make of replicated
+/// leaves: `gather::protect_tests`).
+#[cfg(test)]
+pub(crate) mod store_probe {
+    use std::boxed::Box;
+    use std::cell::RefCell;
+
+    use std::cell::Cell;
+
+    type Probe = Box<dyn FnMut(usize, u64)>;
+
+    /// Wrong `protect` sequences a test can switch on to show its checks catch them.
+    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+    pub(crate) enum Mutant {
+        /// The real sequence.
+        None,
+        /// Replicated leaves rewritten copy by copy over the live entries.
+        InPlace,
+        /// Break-before-make without the flush between the break and the make.
+        NoFlush,
+    }
+
+    std::thread_local! {
+        static PROBE: RefCell<Option<Probe>> = const { RefCell::new(None) };
+        static MUTANT: Cell<Mutant> = const { Cell::new(Mutant::None) };
+    }
+
+    /// Switches a mutant on (or back to [`Mutant::None`]) on this thread.
+    pub(crate) fn set_mutant(m: Mutant) {
+        MUTANT.with(|c| c.set(m));
+    }
+
+    pub(super) fn mutant() -> Mutant {
+        MUTANT.with(Cell::get)
+    }
+
+    /// Calls `probe(address, value)` after every descriptor store on this thread until
+    /// [`clear`].
+    pub(crate) fn set(probe: impl FnMut(usize, u64) + 'static) {
+        PROBE.with(|p| *p.borrow_mut() = Some(Box::new(probe)));
+    }
+
+    /// Removes the probe.
+    pub(crate) fn clear() {
+        PROBE.with(|p| *p.borrow_mut() = None);
+    }
+
+    pub(super) fn stored(addr: usize, value: u64) {
+        PROBE.with(|p| {
+            if let Some(f) = p.borrow_mut().as_mut() {
+                f(addr, value);
+            }
+        });
+    }
+}
+
+/// How many replicated leaves `protect` clears before one break-before-make flush.
+pub const BBM_BATCH: usize = 16;
+
+/// A replicated leaf between break and make: (first entry, copies, new descriptor).
+type Broken<W> = (*mut W, usize, W);
+
+/// `protect`'s visitor: rewrites single entries in place, and replicated ones with
+/// break-before-make, [`BBM_BATCH`] to a flush.
+struct Protector<'s, F: Format, S: UnmapSink + ?Sized> {
+    sink: &'s mut S,
+    coherent: bool,
+    access: Access,
+    execute: Execute,
+    first: Option<u64>,
+    last_end: u64,
+    changed: Changed,
+    /// Replicated leaves cleared and reported, waiting for the flush before their new
+    /// copies are written: (first entry, copies, new descriptor).
+    broken: [Option<Broken<F::Word>>; BBM_BATCH],
+    nbroken: usize,
+}
+
+impl<F: Format, S: UnmapSink + ?Sized> Protector<'_, F, S> {
+    /// The "make" half: once the sink's flush has completed, no TLB holds an old copy of
+    /// any cleared leaf, and the new copies may be written.
+    fn make(&mut self) {
+        if self.nbroken == 0 {
+            return;
+        }
+        // The clears must reach the walkers before the invalidates that follow them.
+        publish(self.coherent);
+        #[cfg(test)]
+        let skip = store_probe::mutant() == store_probe::Mutant::NoFlush;
+        #[cfg(not(test))]
+        let skip = false;
+        if !skip {
+            self.sink.flush_now();
+        }
+        for b in self.broken[..self.nbroken].iter_mut() {
+            if let Some((slot, copies, raw)) = b.take() {
+                for k in 0..copies {
+                    // SAFETY: the copies of a leaf are consecutive entries of its table,
+                    // which the space owns (found by the walker during this call).
+                    write_entry(self.coherent, unsafe { slot.add(k) }, raw);
+                }
+            }
+        }
+        self.nbroken = 0;
+    }
+}
+
+impl<F: Format, S: UnmapSink + ?Sized> Visitor<F, ()> for Protector<'_, F, S> {
+    fn leaf(&mut self, l: Found<F>) -> ControlFlow<()> {
+        // The checks before the walk make `execute` agree with the table's context.
+        let old = l.attrs();
+        let new = old.with_permissions(self.access, self.execute);
+        if new == old {
+            return ControlFlow::Continue(());
+        }
+        let raw = F::encode_leaf(l.size, l.pa(), new);
+        let copies = F::shape(l.size).copies;
+        #[cfg(test)]
+        let copies_in_place = store_probe::mutant() == store_probe::Mutant::InPlace;
+        #[cfg(not(test))]
+        let copies_in_place = false;
+        if copies > 1 && !copies_in_place {
+            if self.nbroken == BBM_BATCH {
+                self.make();
+            }
+            for k in 0..copies {
+                // SAFETY: as in `make`.
+                write_entry(self.coherent, unsafe { l.slot.add(k) }, F::Word::ZERO);
+            }
+            self.broken[self.nbroken] = Some((l.slot, copies, raw));
+            self.nbroken += 1;
+            self.changed.replicated += 1;
+        } else {
+            for k in 0..copies {
+                // SAFETY: as in `make` (one copy unless a test mutant writes 16 in place).
+                write_entry(self.coherent, unsafe { l.slot.add(k) }, raw);
+            }
+        }
+        let executable = old.execute != Execute::Never || new.execute != Execute::Never;
+        self.sink.leaf_changed(ChangedLeaf {
+            va: VirtAddr::new(l.va as u32),
+            size: l.size,
+            global: old.global,
+            executable,
+        });
+        self.first.get_or_insert(l.va);
+        self.last_end = l.end();
+        self.changed.leaves += 1;
+        self.changed.global |= old.global;
+        self.changed.executable |= executable;
+        ControlFlow::Continue(())
+    }
 }
 
 impl<F: Format, M: Memory> AddressSpace<F, M> {
@@ -574,15 +731,6 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
             }
         }
         None
-    }
-
-    /// Writes every copy of `leaf`'s entry with `raw`.
-    fn write_leaf(&self, leaf: &Found<F>, raw: F::Word) {
-        let coherent = self.coherent();
-        for k in 0..F::shape(leaf.size).copies {
-            // SAFETY: the copies of a leaf are consecutive entries of its table.
-            write_entry(coherent, unsafe { leaf.slot.add(k) }, raw);
-        }
     }
 
     // ----- translate and walk -------------------------------------------------------------
@@ -1078,21 +1226,39 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
 
     /// Changes the access and execute permissions of every leaf in `range`, keeping output
     /// address, size, memory type, shareability and global-ness (changing those needs
-    /// break-before-make: unmap, flush, map). A permission-only change of a live entry is
-    /// allowed without break-before-make; the caller flushes the returned span before
-    /// relying on it. Returns `None` when nothing changed.
+    /// break-before-make: unmap, flush, map), and reports every changed leaf to `sink`
+    /// ([`UnmapSink::leaf_changed`]), which owes its invalidate: pass the address space's
+    /// `MmuGather` and the change gets the gather's range tracking, threshold and
+    /// branch-predictor rule, as `unmap` does. Until the gather has flushed, a CPU may still
+    /// use the old permissions (a write to a page just made read-only may succeed).
+    ///
+    /// A single entry is rewritten in place (a single-copy-atomic store; a walk sees the old
+    /// or the new entry, and the flush removes the old one). A *replicated* leaf (a short
+    /// large page or supersection: 16 identical entries) is rewritten with
+    /// break-before-make: all its copies are cleared and reported, the sink flushes
+    /// ([`UnmapSink::flush_now`]), then the new copies are written. Writing the copies one by
+    /// one over live entries would let a CPU with several walks in flight load one TLB entry
+    /// from an old copy and another from a new one: two overlapping entries with different
+    /// permissions, which the architecture makes a TLB conflict (Arm ARM B3.10.1; see
+    /// [`crate::hazards`]). Up to [`BBM_BATCH`] replicated leaves share one flush. While they
+    /// are cleared, an access to them takes a translation fault, so a kernel that protects
+    /// live replicated mappings other CPUs use must treat such a fault as "retry after the
+    /// address-space lock" (as Linux does for break-before-make on arm64).
+    ///
+    /// Returns `None` when nothing changed.
     ///
     /// # Errors
     /// [`ProtectError::OutOfRange`], [`ProtectError::PartialBlock`],
     /// [`ProtectError::PxnConflict`] (a short-descriptor page's table has the other PXN),
     /// [`ProtectError::Unsupported`], [`ProtectError::ExecutableDevice`] (`execute` is not
     /// [`Execute::Never`] and the range holds device or strongly-ordered memory); all
-    /// checked before anything is written.
-    pub fn protect(
+    /// checked before anything is written or reported.
+    pub fn protect<S: UnmapSink + ?Sized>(
         &mut self,
         range: VirtRange,
         access: Access,
         execute: Execute,
+        sink: &mut S,
     ) -> Result<Option<Changed>, ProtectError> {
         if range.is_empty() {
             return Ok(None);
@@ -1126,40 +1292,33 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
         if let ControlFlow::Break(e) = conflict {
             return Err(e);
         }
-        let mut first = None;
-        let mut changed = Changed {
-            span: range,
-            leaves: 0,
-            global: false,
-            executable: false,
+        let coherent = self.coherent();
+        let mut changer = Protector::<F, S> {
+            sink,
+            coherent,
+            access,
+            execute,
+            first: None,
+            last_end: 0,
+            changed: Changed {
+                span: range,
+                leaves: 0,
+                replicated: 0,
+                global: false,
+                executable: false,
+            },
+            broken: [None; BBM_BATCH],
+            nbroken: 0,
         };
-        let mut last_end = 0;
-        let _ = self.visit_range(
-            start,
-            end,
-            &mut NoTally,
-            &mut Each(|l: Found<F>| {
-                // The check above makes `execute` agree with the table's context.
-                let old = l.attrs();
-                let new = old.with_permissions(access, execute);
-                if new != old {
-                    self.write_leaf(&l, F::encode_leaf(l.size, l.pa(), new));
-                    first.get_or_insert(l.va);
-                    last_end = l.end();
-                    changed.leaves += 1;
-                    changed.global |= old.global;
-                    changed.executable |=
-                        old.execute != Execute::Never || new.execute != Execute::Never;
-                }
-                ControlFlow::<()>::Continue(())
-            }),
-        );
-        publish(self.coherent());
-        let Some(first) = first else {
+        let _ = self.visit_range(start, end, &mut NoTally, &mut changer);
+        changer.make();
+        publish(coherent);
+        let Some(first) = changer.first else {
             return Ok(None);
         };
+        let mut changed = changer.changed;
         changed.span =
-            VirtRange::new(VirtAddr::new(first as u32), last_end).unwrap_or(changed.span);
+            VirtRange::new(VirtAddr::new(first as u32), changer.last_end).unwrap_or(changed.span);
         Ok(Some(changed))
     }
 

@@ -50,6 +50,8 @@ pub(crate) struct Rec {
     pub leaves: Vec<ClearedLeaf>,
     pub unlinked: Vec<(VirtAddr, u64, bool)>,
     pub freed: Vec<(PhysAddr, usize)>,
+    pub changed: Vec<crate::ChangedLeaf>,
+    pub flushes_now: usize,
 }
 
 impl UnmapSink for Rec {
@@ -61,6 +63,12 @@ impl UnmapSink for Rec {
     }
     fn table_memory_freed(&mut self, pa: PhysAddr, frames: usize) {
         self.freed.push((pa, frames));
+    }
+    fn leaf_changed(&mut self, leaf: crate::ChangedLeaf) {
+        self.changed.push(leaf);
+    }
+    fn flush_now(&mut self) {
+        self.flushes_now += 1;
     }
 }
 
@@ -635,7 +643,7 @@ fn run_ops<F: TestFormat>(w: Win, ops: &[Op], features: F::Features) {
                     .map(|(_, m)| m)
                     .find(|m| !m.attrs.memory.is_normal() && execute != Execute::Never)
                     .map(|m| m.va);
-                match s.protect(range, access, execute) {
+                match s.protect(range, access, execute, &mut Rec::default()) {
                     Ok(_) => {
                         assert_eq!(exec_device, None, "device memory made executable");
                         for m in model.range_mut(a..b).map(|(_, m)| m) {
@@ -737,7 +745,7 @@ fn run_ops<F: TestFormat>(w: Win, ops: &[Op], features: F::Features) {
                 }
                 assert_eq!(s.unmap(range, &mut rec), Err(UnmapError::OutOfRange));
                 assert_eq!(
-                    s.protect(range, Access::UserRo, Execute::Never),
+                    s.protect(range, Access::UserRo, Execute::Never, &mut Rec::default()),
                     Err(ProtectError::OutOfRange)
                 );
                 assert_eq!(
@@ -1352,7 +1360,7 @@ fn protect_keeps_device_execute_never<F: TestFormat>() {
                 continue;
             }
             assert_eq!(
-                s.protect(range, Access::KernelRo, execute),
+                s.protect(range, Access::KernelRo, execute, &mut Rec::default()),
                 Err(ProtectError::ExecutableDevice(VirtAddr::new(first as u32))),
                 "{range:?} {execute:?}"
             );
@@ -1364,7 +1372,12 @@ fn protect_keeps_device_execute_never<F: TestFormat>() {
     }
     let all_of_it = r(ram, so + 2 * MIB - ram);
     let ro = s
-        .protect(all_of_it, Access::KernelRo, Execute::Never)
+        .protect(
+            all_of_it,
+            Access::KernelRo,
+            Execute::Never,
+            &mut Rec::default(),
+        )
         .unwrap()
         .expect("changed");
     assert_eq!(ro.leaves, s.mappings(all_of_it).count());
@@ -1373,7 +1386,12 @@ fn protect_keeps_device_execute_never<F: TestFormat>() {
         assert_eq!((a.access, a.execute), (Access::KernelRo, Execute::Never));
     }
     assert!(s
-        .protect(r(ram, 8192), Access::KernelRw, Execute::Anywhere)
+        .protect(
+            r(ram, 8192),
+            Access::KernelRw,
+            Execute::Anywhere,
+            &mut Rec::default()
+        )
         .unwrap()
         .is_some());
     teardown(s, &mem);

@@ -623,6 +623,9 @@ impl TlbBackend for TestTlb {
 pub struct FreeAtOnce;
 
 impl UnmapSink for FreeAtOnce {
+    // Not a protect sink: nothing to invalidate or flush early here.
+    fn leaf_changed(&mut self, _: armv7_mm::ChangedLeaf) {}
+    fn flush_now(&mut self) {}
     fn leaf_cleared(&mut self, leaf: ClearedLeaf) {
         KernelMemory.release_mapped(leaf.pa, leaf.size.bytes() as usize);
     }
@@ -637,6 +640,9 @@ impl UnmapSink for FreeAtOnce {
 pub struct TableRecorder;
 
 impl UnmapSink for TableRecorder {
+    // Not a protect sink: nothing to invalidate or flush early here.
+    fn leaf_changed(&mut self, _: armv7_mm::ChangedLeaf) {}
+    fn flush_now(&mut self) {}
     fn leaf_cleared(&mut self, _: ClearedLeaf) {}
     fn table_unlinked(&mut self, _: VirtAddr, _: u64, _: bool) {}
     fn table_memory_freed(&mut self, pa: PhysAddr, _: usize) {
@@ -668,7 +674,7 @@ pub enum End {
 }
 
 /// The gathers' in-flight registry.
-static IN_FLIGHT: InFlight = InFlight::new();
+pub static IN_FLIGHT: InFlight = InFlight::new();
 
 /// What a phase through a gather saw.
 pub struct Pass {
@@ -747,6 +753,9 @@ pub fn phase<F: TestFormat>(
 pub struct Ignore;
 
 impl UnmapSink for Ignore {
+    // Not a protect sink: nothing to invalidate or flush early here.
+    fn leaf_changed(&mut self, _: armv7_mm::ChangedLeaf) {}
+    fn flush_now(&mut self) {}
     fn leaf_cleared(&mut self, _: ClearedLeaf) {}
     fn table_unlinked(&mut self, _: VirtAddr, _: u64, _: bool) {}
     fn table_memory_freed(&mut self, _: PhysAddr, _: usize) {}

@@ -204,6 +204,9 @@ impl Rec {
 }
 
 impl UnmapSink for Rec {
+    // Not a protect sink: nothing to invalidate or flush early here.
+    fn leaf_changed(&mut self, _: armv7_mm::ChangedLeaf) {}
+    fn flush_now(&mut self) {}
     fn leaf_cleared(&mut self, _leaf: ClearedLeaf) {
         self.leaves += 1;
     }

@@ -773,6 +773,9 @@ unsafe impl Memory for KeepMapped {
 pub struct FreeAtOnce;
 
 impl armv7_mm::UnmapSink for FreeAtOnce {
+    // Not a protect sink: nothing to invalidate or flush early here.
+    fn leaf_changed(&mut self, _: armv7_mm::ChangedLeaf) {}
+    fn flush_now(&mut self) {}
     fn leaf_cleared(&mut self, leaf: armv7_mm::ClearedLeaf) {
         PoolMemory.release_mapped(leaf.pa, leaf.size.bytes() as usize);
     }
