@@ -12,7 +12,7 @@
 use armv7_mm::arch::mmu;
 use armv7_mm::gather::{InFlight, LinuxArm32Estimate, MmuGather, Scope, Tee};
 use armv7_mm::short::{AddressSpace, Attributes, Layout};
-use armv7_mm::tlb::Cp15Tlb;
+use armv7_mm::tlb::{Cp15Tlb, DetectError};
 use armv7_mm::{Asid, MapSize, PhysAddr, TlbBackend, VirtAddr, VirtRange};
 use rt::frames::{KernelMemory, RAM_BASE};
 use rt::println;
@@ -39,6 +39,13 @@ fn check(ok: bool, what: &str) {
 
 fn main() -> ! {
     println!("armv7-mm demo");
+    // Per-CPU bring-up, before this CPU's caches and MMU are on: broadcast switched on in
+    // ACTLR where this state may, and this CPU's errata recorded for the whole system.
+    // SAFETY: the MMU and caches are still off, no cache or TLB maintenance has run, and
+    // `virt` has no SCU; QEMU's ACTLR ignores the write anyway.
+    let joined = unsafe { armv7_mm::arch::cp15::join_coherency() };
+    println!("  ACTLR.SMP: {:?}", joined);
+    rt::ERRATA.record_this_cpu().expect("errata recorded");
     rt::mmu::enable_identity(rt::ram_size());
     let features = mmu::detect_features();
 
@@ -73,7 +80,16 @@ fn main() -> ! {
         mmu::set_split(SPLIT, kernel.root()).expect("TTBCR split");
         mmu::activate(user.root(), ASID).expect("activate");
     }
-    let mut tlb = Cp15Tlb::detect();
+    // Broadcast only where it is effective; on QEMU the strict check refuses it (ACTLR is
+    // RAZ/WI), so the demo then takes the runtime's documented override.
+    let mut tlb = match Cp15Tlb::detect(&rt::ERRATA) {
+        Ok(tlb) => tlb,
+        Err(DetectError::Broadcast(e)) => {
+            println!("  strict detection: {e}; QEMU broadcasts anyway: ACTLR not checked");
+            rt::detect_tlb()
+        }
+        Err(e) => panic!("{e}"),
+    };
     println!(
         "  MMU on with the crate's tables: kernel in TTBR1 ({} KiB of tables), process in TTBR0 with ASID {}",
         kernel.table_bytes() / 1024,

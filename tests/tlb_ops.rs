@@ -52,12 +52,13 @@
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
-use armv7_mm::arch::cp15::{ID_MMFR3, MIDR, MPIDR, REVIDR};
+use armv7_mm::arch::cp15::{join_coherency, JoinError, MIDR, REVIDR};
 use armv7_mm::arch::lpae as arch_lpae;
 use armv7_mm::tlb::errata::{self, A15Erratum798181, A15Workaround};
 use armv7_mm::tlb::select::MainId;
 use armv7_mm::tlb::{
-    Armv7Tlb, Cp15, Cp15Tlb, CpuFeatures, ErrataConfig, Insn, InsnSink, IpiTarget, Shareability,
+    Armv7Tlb, BroadcastReason, Cp15, CpuFeatures, CpuRegisters, ErrataConfig, Insn, InsnSink,
+    IpiTarget, Shareability,
 };
 use armv7_mm::{Asid, PhysAddr, TlbBackend, TlbCounters, VirtAddr};
 use rt::{ensure, ensure_eq, println, Case, CaseResult};
@@ -478,28 +479,59 @@ fn enable_lpae() {
 // Cases
 
 fn detect() -> CaseResult {
-    let (mpidr, mmfr3, midr, revidr) = (MPIDR.get(), ID_MMFR3.get(), MIDR.get(), REVIDR.get());
-    let features = CpuFeatures::from_registers(mpidr, mmfr3);
+    let regs = CpuRegisters::read();
+    let (mpidr, mmfr3, midr, revidr) = (regs.mpidr, regs.id_mmfr3, regs.midr, regs.revidr);
+    let features = CpuFeatures::from_cpu(&regs);
     let id = MainId::from_midr(midr);
-    let chosen = Cp15Tlb::detect();
     println!(
-        "    MPIDR {:#010x} ID_MMFR3 {:#010x} -> {:?}",
-        mpidr, mmfr3, features
+        "    MPIDR {:#010x} ID_MMFR3 {:#010x} ACTLR {:#010x} -> {:?}",
+        mpidr, mmfr3, regs.actlr, features
     );
     println!(
         "    MIDR {:#010x} (implementer {:#x} part {:#x} r{}p{}) REVIDR {:#x}",
         midr, id.implementer, id.part, id.variant, id.revision, revidr
     );
+    // QEMU reads ACTLR as 0: the strict decision must refuse broadcast on an SMP core
+    // (the live-register path of what host tests check with real ACTLR values)...
+    let strict = features.broadcast();
+    println!("    strict: {:?}", strict);
+    ensure_eq!(regs.actlr, 0, "QEMU's ACTLR reads as zero");
+    if features.smp() && features.tlb_broadcast() {
+        ensure_eq!(
+            strict.map_err(|e| e.reason),
+            Err(BroadcastReason::ActlrSmpClear),
+            "strict detection with ACTLR.SMP = 0"
+        );
+    }
+    // ... and the helper that sets the bits must say they did not stick.
+    // SAFETY: the MMU and caches are already on, which the helper's contract forbids on
+    // hardware; QEMU's ACTLR ignores the write (RAZ/WI), so nothing changes here.
+    let joined = unsafe { join_coherency() };
+    println!("    join_coherency: {:?}", joined);
+    ensure!(
+        matches!(joined, Err(JoinError::DidNotStick { actlr: 0, .. })),
+        "join_coherency reports that ACTLR ignored the write"
+    );
+    // The runtime's backend: the same decision with the ACTLR check waived, and this
+    // CPU's errata applied.
+    let chosen = rt::detect_tlb();
     println!(
-        "    detect() -> {} backend; 798181: {:?}; 720789: {}",
+        "    detect_tlb() -> {} backend; errata {:?}; 798181: {:?}; 720789: {}",
         name(chosen.shareability()),
+        chosen.errata(),
         errata::a15_798181(midr, revidr),
         errata::a9_720789_affected(midr)
     );
     ensure_eq!(
-        chosen.shareability(),
-        features.shareability(),
-        "detect() and the decision on the same register values"
+        Ok(chosen.shareability()),
+        features.assume_actlr_effective().broadcast(),
+        "detect and the decision on the same register values"
+    );
+    let own = ErrataConfig::for_cpu(midr, revidr, Some(ipi_hook)).map_err(|_| ())?;
+    ensure_eq!(
+        chosen.errata().merge(own),
+        chosen.errata(),
+        "this CPU's errata are applied"
     );
     ensure_eq!(
         chosen.counters(),

@@ -16,6 +16,7 @@
 use tock_registers::interfaces::{Readable, Writeable};
 
 pub use super::fields::*;
+pub use crate::tlb::select::{JoinError, Joined};
 
 /// Defines a zero-sized 32-bit CP15 register accessor.
 macro_rules! cp15_register {
@@ -126,9 +127,11 @@ pub mod reg {
 
 cp15_register!(
     /// Auxiliary Control Register (`c1, 0, c0, 1`), IMPLEMENTATION DEFINED: on Cortex-A5/A7/
-    /// A9/A12/A15/A17 bit 6 is `SMP` (the core takes part in coherency). Read only here:
-    /// writes are often Secure-only (`NSACR`).
-    ACTLR, RAW::Register, "c1", "0", "c0", "1", ro);
+    /// A9/A12/A15/A17 and Brahma-B15 bit 6 is `SMP` (the core takes part in coherency and
+    /// broadcast maintenance), on A5/A9 bit 0 is `FW` (its maintenance is broadcast). Often
+    /// writable only from Secure state (`NSACR`); write it through [`join_coherency`], which
+    /// knows which parts have which bits and checks that the write took.
+    ACTLR, ACTLR_BITS::Register, "c1", "0", "c0", "1", rw);
 cp15_register!(
     /// System Control Register (`c1, 0, c0, 0`).
     SCTLR, SCTLR_BITS::Register, "c1", "0", "c0", "0", rw);
@@ -229,4 +232,45 @@ pub fn ats1cpr(va: u32) -> u32 {
         );
     }
     PAR.get()
+}
+
+/// Switches this CPU into coherency and broadcast maintenance: sets `ACTLR.SMP` (and
+/// `ACTLR.FW` on a Cortex-A5/A9) with a read-modify-write if they are not set yet, then
+/// reads `ACTLR` back. It never clears a bit (a Cortex-A7 with `DDVM` set stays refused by
+/// detection). Call it on each CPU, early in its bring-up; afterwards
+/// `Cp15Tlb::detect` sees the bits (see [`crate::tlb::select`] for which parts need which
+/// and for what the crate cannot see: interconnect DVM, the Cortex-A9 SCU).
+///
+/// # Errors
+/// - [`JoinError::UnknownPart`]: a part whose `ACTLR` the crate does not know; nothing is
+///   written.
+/// - [`JoinError::DidNotStick`]: the bits read back clear after the write: `ACTLR` is
+///   writable only from Secure state here (`NSACR`; on A5/A9 Non-secure state may set
+///   `SMP` but never `FW`), or the CPU is emulated with a RAZ/WI `ACTLR` (QEMU). The
+///   kernel's firmware must set them, or the kernel does without broadcast.
+///
+/// # Safety
+/// - Runs before this CPU turns on its data cache and MMU, and before it issues any cache
+///   or TLB maintenance: the Cortex-A7/A15 TRMs require `SMP` to be set before the caches
+///   and MMU are enabled, and the Cortex-A9 MPCore TRM's bring-up sets it with the data
+///   cache, after the SCU is enabled. (Where the write is ignored, as on QEMU, calling it
+///   later changes nothing.)
+/// - On a Cortex-A9 MPCore the boot CPU has enabled the SCU.
+/// - In Non-secure state, `NSACR` lets this state write `ACTLR.SMP` (`NSACR[18]`,
+///   `NS_SMP`), or the bits are already set: where `ACTLR` is read-only, a write may be
+///   UNDEFINED and trap instead of being ignored. (Nothing is written when the bits are
+///   already set.)
+pub unsafe fn join_coherency() -> Result<Joined, JoinError> {
+    crate::tlb::select::join_with(
+        MIDR.get(),
+        || ACTLR.get(),
+        |value| {
+            super::barrier::dsb_sy();
+            // The caller guarantees (see `# Safety`) that the write is allowed and comes
+            // before this CPU relies on caches or maintenance; `value` keeps every other
+            // bit as it was.
+            ACTLR.set(value);
+            super::barrier::isb();
+        },
+    )
 }

@@ -345,6 +345,21 @@ register_bitfields! {u32,
         /// Supersection support (0: supported, 0xF: not).
         SUPERSEC OFFSET(28) NUMBITS(4) []
     ],
+    /// Auxiliary Control Register: IMPLEMENTATION DEFINED. Only the bits the crate
+    /// checks are described, at the position the Cortex-A5/A7/A9/A12/A15/A17 and
+    /// Brahma-B15 give them (which parts have which: `crate::tlb::select::ActlrBits`);
+    /// every other bit is left as it is (read-modify-write).
+    pub ACTLR_BITS [
+        /// Cortex-A5/A9 `FW`: cache and TLB maintenance operations of this core are
+        /// broadcast (with `SMP`). Another function, or reserved, on other parts.
+        FW OFFSET(0) NUMBITS(1) [],
+        /// `SMP` (the A9 TRM's "SMP/nAMP"): the core takes part in coherency and in
+        /// broadcast maintenance.
+        SMP OFFSET(6) NUMBITS(1) [],
+        /// Cortex-A7 `DDVM`: Distributed Virtual Memory transactions (how maintenance is
+        /// broadcast) disabled. Another function, or reserved, on other parts.
+        A7_DDVM OFFSET(15) NUMBITS(1) []
+    ],
     /// Plain 32-bit register without named fields.
     pub RAW [
         /// The whole register.

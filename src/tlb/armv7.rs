@@ -1,10 +1,22 @@
 //! The ARMv7 TLB backends: [`Armv7Tlb`] in [`Shareability::Local`] or [`Shareability::InnerShareable`]
-//! form, with opt-in errata workarounds and exact counters.
+//! form, with the system's errata workarounds and exact counters.
+//!
+//! # Choosing one
+//!
+//! `Cp15Tlb::detect(&ERRATA)` (ARM; [`Armv7Tlb::for_cpu`] with any sink) decides from this
+//! CPU's registers ([`super::select`]: broadcast prerequisites checked, `ACTLR` included),
+//! records this CPU into the kernel's [`SystemErrata`] and applies the merged errata of every
+//! recorded CPU. It returns the inner-shareable backend only when broadcast is effective,
+//! the local one on a uniprocessor, and otherwise an error saying why
+//! ([`DetectError::Broadcast`]) for the kernel to choose another way (an IPI shootdown, as
+//! in the crate's `tlb::ipi`). `Cp15Tlb::forced` takes the kernel's word for the
+//! shareability; [`Armv7Tlb::new`] is the bare backend (no errata at all) for tests and
+//! for kernels that configure everything themselves.
 //!
 //! The backend decides *what* to issue (which instruction, which operand, which barrier,
 //! errata substitutions, once-per-batch barriers); an [`InsnSink`] issues it. On ARM the sink
 //! is `Cp15` (ARM only), which executes the instructions through [`crate::arch`]; host tests use
-//! [`Recorder`] (feature `std`) and check the exact sequence. So everything but the
+//! `Recorder` (feature `std`) and check the exact sequence. So everything but the
 //! instruction issue itself is host-tested, and the boot test `tlb_ops` checks that the
 //! instructions have their effect on a real (emulated) TLB.
 //!
@@ -38,8 +50,8 @@
 //! each `complete` one to `completions`, each 798181 dummy invalidate one to `errata` (its
 //! extra `dsb ish` is part of it). IPI hook calls are counted by [`Armv7Tlb::errata_ipis`].
 
-use super::errata::{A15Workaround, ErrataConfig, IpiTarget};
-use super::select::Shareability;
+use super::errata::{A15Workaround, ErrataConfig, ErrataError, IpiTarget, SystemErrata};
+use super::select::{CpuFeatures, CpuRegisters, DetectError, Shareability};
 use super::{Asid, TlbBackend, TlbCounters};
 use crate::addr::VirtAddr;
 
@@ -262,13 +274,33 @@ impl Touched {
     }
 }
 
+/// Where a backend's errata configuration comes from.
+#[derive(Clone, Copy, Debug)]
+enum Errata {
+    /// This configuration, whatever CPUs come up.
+    Fixed(ErrataConfig),
+    /// The system's, read at each operation.
+    System(&'static SystemErrata),
+}
+
+/// How detection treats `ACTLR`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ActlrPolicy {
+    /// Check it against the part's bits ([`super::select::ActlrBits`]).
+    Check,
+    /// Take the kernel's word that broadcast is switched on
+    /// ([`CpuFeatures::assume_actlr_effective`]: QEMU, whose `ACTLR` is RAZ/WI, or a part
+    /// the crate does not know).
+    AssumeEffective,
+}
+
 /// The ARMv7 TLB backend. `S` issues the instructions: `Cp15` on ARM (see `Cp15Tlb`),
-/// [`Recorder`] (feature `std`) in host tests.
+/// `Recorder` (feature `std`) in host tests.
 #[derive(Debug)]
 pub struct Armv7Tlb<S: InsnSink> {
     sink: S,
     shareability: Shareability,
-    errata: ErrataConfig,
+    errata: Errata,
     counters: TlbCounters,
     errata_ipis: u64,
     touched: Touched,
@@ -280,22 +312,54 @@ pub type Cp15Tlb = Armv7Tlb<Cp15>;
 
 #[cfg(target_arch = "arm")]
 impl Armv7Tlb<Cp15> {
-    /// A backend of the shareability this CPU calls for ([`Shareability::detect`]), without errata
-    /// workarounds (add them with [`Armv7Tlb::with_errata`]).
-    #[must_use]
-    pub fn detect() -> Self {
-        Self::new(Cp15, Shareability::detect())
+    /// The backend this CPU calls for, with the system's errata: [`Armv7Tlb::for_cpu`]
+    /// with this CPU's registers and `ACTLR` checked.
+    ///
+    /// # Errors
+    /// As [`Armv7Tlb::for_cpu`].
+    pub fn detect(errata: &'static SystemErrata) -> Result<Self, DetectError> {
+        Self::detect_with(ActlrPolicy::Check, errata)
+    }
+
+    /// [`Cp15Tlb::detect`] with an explicit `ACTLR` policy.
+    ///
+    /// # Errors
+    /// As [`Armv7Tlb::for_cpu`].
+    pub fn detect_with(
+        actlr: ActlrPolicy,
+        errata: &'static SystemErrata,
+    ) -> Result<Self, DetectError> {
+        Self::for_cpu(Cp15, &CpuRegisters::read(), actlr, errata)
+    }
+
+    /// A backend of the shareability the kernel chose (it knows better: a single-CPU
+    /// system, or broadcast it has verified itself), with the system's errata; this CPU is
+    /// recorded into `errata` first.
+    ///
+    /// # Errors
+    /// [`ErrataError::IpiHookRequired`] for an inner-shareable backend when a recorded CPU
+    /// needs the full 798181 workaround and the system has no IPI hook
+    /// ([`SystemErrata::complete`]).
+    pub fn forced(
+        shareability: Shareability,
+        errata: &'static SystemErrata,
+    ) -> Result<Self, ErrataError> {
+        use crate::arch::cp15::{MIDR, REVIDR};
+        use tock_registers::interfaces::Readable;
+        Self::forced_for_cpu(Cp15, shareability, MIDR.get(), REVIDR.get(), errata)
     }
 }
 
 impl<S: InsnSink> Armv7Tlb<S> {
-    /// A backend of `shareability` issuing through `sink`, without errata workarounds.
+    /// A bare backend of `shareability` issuing through `sink`, **without errata
+    /// workarounds** (host tests, and kernels that add [`Armv7Tlb::with_errata`] or
+    /// [`Armv7Tlb::with_system_errata`] themselves). Kernels normally detect instead.
     #[must_use]
     pub const fn new(sink: S, shareability: Shareability) -> Self {
         Self {
             sink,
             shareability,
-            errata: ErrataConfig::NONE,
+            errata: Errata::Fixed(ErrataConfig::NONE),
             counters: TlbCounters {
                 va: 0,
                 va_all_asids: 0,
@@ -311,12 +375,74 @@ impl<S: InsnSink> Armv7Tlb<S> {
         }
     }
 
-    /// The same backend with these errata workarounds (they only change what the
-    /// [`Shareability::InnerShareable`] form issues).
+    /// Detection from register values, with any sink (the ARM `Cp15Tlb::detect` is this
+    /// with `Cp15` and the live registers): records the CPU into `errata`, decides the
+    /// shareability ([`CpuFeatures::broadcast`], `ACTLR` per `actlr`) and returns a backend
+    /// that applies the system's merged errata.
+    ///
+    /// # Errors
+    /// - [`DetectError::Broadcast`]: an SMP CPU without effective broadcast (the reason
+    ///   says which prerequisite failed); never a silent local backend.
+    /// - [`DetectError::Errata`]: inner shareable, but a recorded CPU (this one or an
+    ///   earlier one) needs the full 798181 workaround and `errata` has no IPI hook
+    ///   ([`SystemErrata::complete`]). (A uniprocessor gets its local backend: the errata
+    ///   concern broadcast only.)
+    pub fn for_cpu(
+        sink: S,
+        cpu: &CpuRegisters,
+        actlr: ActlrPolicy,
+        errata: &'static SystemErrata,
+    ) -> Result<Self, DetectError> {
+        // A missing hook is reported by `complete` below, for whichever CPU needed it.
+        let _ = errata.record_cpu(cpu.midr, cpu.revidr);
+        let mut features = CpuFeatures::from_cpu(cpu);
+        if actlr == ActlrPolicy::AssumeEffective {
+            features = features.assume_actlr_effective();
+        }
+        let shareability = features.broadcast()?;
+        if shareability == Shareability::InnerShareable {
+            errata.complete()?;
+        }
+        Ok(Self::new(sink, shareability).with_system_errata(errata))
+    }
+
+    /// `Cp15Tlb::forced` with any sink and register values.
+    ///
+    /// # Errors
+    /// As `Cp15Tlb::forced`.
+    pub fn forced_for_cpu(
+        sink: S,
+        shareability: Shareability,
+        midr: u32,
+        revidr: u32,
+        errata: &'static SystemErrata,
+    ) -> Result<Self, ErrataError> {
+        let _ = errata.record_cpu(midr, revidr);
+        if shareability == Shareability::InnerShareable {
+            errata.complete()?;
+        }
+        Ok(Self::new(sink, shareability).with_system_errata(errata))
+    }
+
+    /// The same backend with this fixed errata configuration (it only changes what the
+    /// [`Shareability::InnerShareable`] form issues), whatever other CPUs need.
     #[must_use]
     pub fn with_errata(mut self, errata: ErrataConfig) -> Self {
-        self.errata = errata;
+        self.errata = Errata::Fixed(errata);
         self
+    }
+
+    /// The same backend applying `errata`'s merged configuration, read at each operation.
+    #[must_use]
+    pub fn with_system_errata(mut self, errata: &'static SystemErrata) -> Self {
+        self.errata = Errata::System(errata);
+        self
+    }
+
+    /// The same backend without any errata workaround: the explicit opt-out.
+    #[must_use]
+    pub fn without_errata(self) -> Self {
+        self.with_errata(ErrataConfig::NONE)
     }
 
     /// The same backend in another shareability (the kernel's override of the detected one).
@@ -332,10 +458,14 @@ impl<S: InsnSink> Armv7Tlb<S> {
         self.shareability
     }
 
-    /// The errata workarounds in effect.
+    /// The errata workarounds in effect now (the system's merge so far, or the fixed
+    /// configuration).
     #[must_use]
-    pub const fn errata(&self) -> ErrataConfig {
-        self.errata
+    pub fn errata(&self) -> ErrataConfig {
+        match self.errata {
+            Errata::Fixed(config) => config,
+            Errata::System(system) => system.current(),
+        }
     }
 
     /// How many times the 798181 IPI hook has been called.
@@ -350,7 +480,7 @@ impl<S: InsnSink> Armv7Tlb<S> {
         &self.sink
     }
 
-    /// The instruction sink, mutably (e.g. to clear a [`Recorder`]).
+    /// The instruction sink, mutably (e.g. to clear a `Recorder`).
     pub fn sink_mut(&mut self) -> &mut S {
         &mut self.sink
     }
@@ -375,7 +505,7 @@ impl<S: InsnSink> TlbBackend for Armv7Tlb<S> {
         self.touched = self.touched.add_asid(asid);
         let insn = match self.shareability {
             Shareability::Local => Insn::Tlbimva(va_asid_operand(va, asid)),
-            Shareability::InnerShareable if self.errata.a9_720789 => {
+            Shareability::InnerShareable if self.errata().a9_720789 => {
                 Insn::Tlbimvaais(va_operand(va))
             }
             Shareability::InnerShareable => Insn::Tlbimvais(va_asid_operand(va, asid)),
@@ -397,7 +527,7 @@ impl<S: InsnSink> TlbBackend for Armv7Tlb<S> {
         self.touched = self.touched.add_asid(asid);
         let insn = match self.shareability {
             Shareability::Local => Insn::Tlbiasid(asid.0),
-            Shareability::InnerShareable if self.errata.a9_720789 => Insn::Tlbiallis,
+            Shareability::InnerShareable if self.errata().a9_720789 => Insn::Tlbiallis,
             Shareability::InnerShareable => Insn::Tlbiasidis(asid.0),
         };
         self.sink.issue(insn);
@@ -443,7 +573,7 @@ impl<S: InsnSink> TlbBackend for Armv7Tlb<S> {
 impl<S: InsnSink> Armv7Tlb<S> {
     /// The 798181 steps after a batch's completion `dsb ish`.
     fn a15_798181(&mut self, touched: Touched) {
-        let hook = match self.errata.a15_798181 {
+        let hook = match self.errata().a15_798181 {
             A15Workaround::Off => return,
             A15Workaround::DummyInvalidate => None,
             A15Workaround::DummyInvalidateAndIpi(hook) => Some(hook),

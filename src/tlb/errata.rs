@@ -1,9 +1,21 @@
 //! CPU errata that change how the inner-shareable backend issues TLB maintenance.
 //!
-//! Both are opt-in: a backend starts with [`ErrataConfig::NONE`], and the kernel passes the
-//! configuration it wants (usually [`ErrataConfig::for_cpu`] of the boot CPU's `MIDR` and
-//! `REVIDR`). The decisions are pure functions of those register values, so host tests
-//! cover every revision boundary.
+//! They are on by default: `Cp15Tlb::detect` (ARM; [`super::Armv7Tlb::for_cpu`] in
+//! general) records the CPU it runs on into the kernel's [`SystemErrata`] and the backend
+//! applies what *every* recorded CPU needs, read at each operation. A system is affected
+//! when any of its CPUs is: on big.LITTLE, a kernel booting on a Cortex-A7 must still
+//! apply the Cortex-A15s' 798181 workaround, so each CPU calls
+//! `SystemErrata::record_this_cpu` (ARM) as it comes up (before it runs any shared address
+//! space), and [`ErrataConfig::merge`] is the union. Opting out is explicit
+//! ([`super::Armv7Tlb::without_errata`], or [`super::Armv7Tlb::with_errata`] with a fixed
+//! configuration). The decisions are pure functions of the `MIDR` and `REVIDR` values,
+//! so host tests cover every revision boundary.
+//!
+//! The full 798181 workaround needs an IPI, which the crate cannot send: the kernel gives
+//! its [`IpiHook`] once, to [`SystemErrata::new`]. If a CPU that needs the full workaround
+//! is recorded into a system without a hook, recording returns
+//! [`ErrataError::IpiHookRequired`] (and keeps the dummy-invalidate part), and detection
+//! of an inner-shareable backend fails with it: never a silent partial workaround.
 //!
 //! - **Cortex-A9 erratum 720789** (r0pX and r1pX): `TLBIASIDIS` and `TLBIMVAIS` may
 //!   broadcast a corrupted ASID, so other CPUs invalidate the wrong entries. Workaround:
@@ -23,6 +35,8 @@
 //!   not define bit 9 (see [`a15_798181`] for the whole table). (A CPU that does not implement `REVIDR` reads `MIDR` at
 //!   its encoding, as QEMU's models do; only Cortex-A15 r2p2..r3pN consult it, and those
 //!   implement it. QEMU's Cortex-A15 is r4p0: not affected.)
+
+use core::sync::atomic::{AtomicU8, Ordering};
 
 use tock_registers::LocalRegisterCopy;
 
@@ -228,6 +242,175 @@ impl ErrataConfig {
     }
 }
 
+impl A15Workaround {
+    /// Off < dummy invalidate < dummy invalidate and IPI.
+    const fn strength(&self) -> u8 {
+        match self {
+            A15Workaround::Off => 0,
+            A15Workaround::DummyInvalidate => 1,
+            A15Workaround::DummyInvalidateAndIpi(_) => 2,
+        }
+    }
+}
+
+impl ErrataConfig {
+    /// The configuration a system with CPUs needing `self` and `other` needs: every
+    /// workaround either needs, and the stronger 798181 workaround (`Off` <
+    /// `DummyInvalidate` < `DummyInvalidateAndIpi`; with both the IPI form, `self`'s hook).
+    #[must_use]
+    pub const fn merge(self, other: ErrataConfig) -> ErrataConfig {
+        ErrataConfig {
+            a9_720789: self.a9_720789 || other.a9_720789,
+            a9_754322: self.a9_754322 || other.a9_754322,
+            a15_798181: if other.a15_798181.strength() > self.a15_798181.strength() {
+                other.a15_798181
+            } else {
+                self.a15_798181
+            },
+        }
+    }
+}
+
+// `SystemErrata` flag bits. The IPI bit is only ever set with the dummy bit, so the
+// union of flag sets is the merge of configurations.
+const F_720789: u8 = 1 << 0;
+const F_754322: u8 = 1 << 1;
+const F_798181_DUMMY: u8 = 1 << 2;
+const F_798181_IPI: u8 = 1 << 3;
+/// A recorded CPU needs the 798181 IPI and the system has no hook.
+const F_798181_NO_HOOK: u8 = 1 << 4;
+
+/// The errata of every CPU of a system, merged as they come up: one per system, in a
+/// `static` the kernel owns (the crate keeps no global state).
+///
+/// ```rust,ignore
+/// static ERRATA: SystemErrata = SystemErrata::new(Some(send_798181_ipi));
+/// // on each CPU, early in its bring-up, before it runs any shared address space:
+/// ERRATA.record_this_cpu()?;
+/// ```
+///
+/// Backends created with it ([`super::Armv7Tlb::with_system_errata`], or detection)
+/// read [`SystemErrata::current`] at every operation, so a backend created before a later
+/// CPU came up applies that CPU's errata from then on. Recording only adds (an atomic
+/// `fetch_or`): nothing is ever un-recorded.
+#[derive(Debug)]
+pub struct SystemErrata {
+    flags: AtomicU8,
+    hook: Option<IpiHook>,
+}
+
+impl SystemErrata {
+    /// A system with no CPU recorded yet, whose full 798181 workaround (if any CPU needs
+    /// it) calls `hook`.
+    #[must_use]
+    pub const fn new(hook: Option<IpiHook>) -> Self {
+        Self {
+            flags: AtomicU8::new(0),
+            hook,
+        }
+    }
+
+    /// Adds the configuration one CPU needs.
+    ///
+    /// # Errors
+    /// [`ErrataError::IpiHookRequired`] if `config` asks for the full 798181 workaround and
+    /// the system has no hook; the rest of `config` (and the dummy invalidate) is recorded.
+    pub fn record(&self, config: ErrataConfig) -> Result<(), ErrataError> {
+        let mut flags = 0;
+        if config.a9_720789 {
+            flags |= F_720789;
+        }
+        if config.a9_754322 {
+            flags |= F_754322;
+        }
+        let mut result = Ok(());
+        match config.a15_798181 {
+            A15Workaround::Off => {}
+            A15Workaround::DummyInvalidate => flags |= F_798181_DUMMY,
+            A15Workaround::DummyInvalidateAndIpi(_) => {
+                flags |= F_798181_DUMMY;
+                if self.hook.is_some() {
+                    flags |= F_798181_IPI;
+                } else {
+                    flags |= F_798181_NO_HOOK;
+                    result = Err(ErrataError::IpiHookRequired);
+                }
+            }
+        }
+        self.add_flags(flags);
+        result
+    }
+
+    fn add_flags(&self, flags: u8) {
+        #[cfg(test)]
+        if tests::mutant_last_writer_wins() {
+            self.flags.store(flags, Ordering::Release);
+            return;
+        }
+        self.flags.fetch_or(flags, Ordering::AcqRel);
+    }
+
+    /// Records a CPU with this `MIDR` and `REVIDR` ([`ErrataConfig::for_cpu`] with the
+    /// system's hook) and returns what that CPU alone needs.
+    ///
+    /// # Errors
+    /// As [`SystemErrata::record`].
+    pub fn record_cpu(&self, midr: u32, revidr: u32) -> Result<ErrataConfig, ErrataError> {
+        // With a stand-in hook `for_cpu` cannot fail; `record` reports a missing hook
+        // (after recording everything else).
+        let config = ErrataConfig::for_cpu(midr, revidr, Some(self.hook.unwrap_or(ignore_ipi)))?;
+        self.record(config)?;
+        Ok(config)
+    }
+
+    /// [`SystemErrata::record_cpu`] with this CPU's `MIDR` and `REVIDR`.
+    ///
+    /// # Errors
+    /// As [`SystemErrata::record`].
+    #[cfg(target_arch = "arm")]
+    pub fn record_this_cpu(&self) -> Result<ErrataConfig, ErrataError> {
+        use crate::arch::cp15::{MIDR, REVIDR};
+        use tock_registers::interfaces::Readable;
+        self.record_cpu(MIDR.get(), REVIDR.get())
+    }
+
+    /// [`SystemErrata::current`], or an error if a recorded CPU needs the full 798181
+    /// workaround and the system has no hook (so an inner-shareable backend would apply
+    /// only its dummy-invalidate half). Detection of an inner-shareable backend checks this.
+    ///
+    /// # Errors
+    /// [`ErrataError::IpiHookRequired`].
+    pub fn complete(&self) -> Result<ErrataConfig, ErrataError> {
+        if self.flags.load(Ordering::Acquire) & F_798181_NO_HOOK != 0 {
+            Err(ErrataError::IpiHookRequired)
+        } else {
+            Ok(self.current())
+        }
+    }
+
+    /// What the system needs now: the merge of every CPU recorded so far.
+    #[must_use]
+    pub fn current(&self) -> ErrataConfig {
+        // Relaxed is enough for a backend's reads: a CPU records itself before it runs
+        // any shared address space, and the kernel's bring-up handshake (which must
+        // order that) orders the record before any batch that could concern the CPU.
+        let flags = self.flags.load(Ordering::Relaxed);
+        ErrataConfig {
+            a9_720789: flags & F_720789 != 0,
+            a9_754322: flags & F_754322 != 0,
+            a15_798181: match (flags & F_798181_IPI != 0, self.hook) {
+                (true, Some(hook)) => A15Workaround::DummyInvalidateAndIpi(hook),
+                _ if flags & F_798181_DUMMY != 0 => A15Workaround::DummyInvalidate,
+                _ => A15Workaround::Off,
+            },
+        }
+    }
+}
+
+/// Stands in for a missing hook while recording what can be recorded (never called: the
+/// IPI flag is not set without the system's hook).
+fn ignore_ipi(_: IpiTarget) {}
+
 impl Default for ErrataConfig {
     fn default() -> Self {
         Self::NONE
@@ -235,8 +418,26 @@ impl Default for ErrataConfig {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    std::thread_local! {
+        static LAST_WRITER_WINS: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+    }
+
+    /// Mutant for the teeth of the merge tests: recording *replaces* the system's errata
+    /// instead of adding to them (on this test thread only).
+    pub(crate) fn mutant_last_writer_wins() -> bool {
+        LAST_WRITER_WINS.with(|m| m.get())
+    }
+
+    /// Runs `f` with the last-writer-wins mutant switched on.
+    pub(crate) fn with_last_writer_wins<R>(f: impl FnOnce() -> R) -> R {
+        LAST_WRITER_WINS.with(|m| m.set(true));
+        let r = f();
+        LAST_WRITER_WINS.with(|m| m.set(false));
+        r
+    }
 
     /// A `MIDR` value for `implementer`'s `part` at `rNpM`.
     fn midr(implementer: u32, part: u32, r: u32, p: u32) -> u32 {

@@ -25,11 +25,13 @@ pub mod errata;
 pub mod model;
 pub mod select;
 
-pub use armv7::{Armv7Tlb, Insn, InsnSink, SysReg, SysRegs};
+pub use armv7::{ActlrPolicy, Armv7Tlb, Insn, InsnSink, SysReg, SysRegs};
 #[cfg(target_arch = "arm")]
 pub use armv7::{Cp15, Cp15Tlb};
-pub use errata::{ErrataConfig, IpiHook, IpiTarget};
-pub use select::{CpuFeatures, Shareability};
+pub use errata::{ErrataConfig, IpiHook, IpiTarget, SystemErrata};
+pub use select::{
+    BroadcastReason, BroadcastUnavailable, CpuFeatures, CpuRegisters, DetectError, Shareability,
+};
 
 /// An 8-bit address-space identifier (short descriptors and LPAE with 8-bit ASIDs).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default)]

@@ -573,7 +573,7 @@ pub struct TestTlb {
 impl TestTlb {
     pub fn new() -> Self {
         Self {
-            inner: Cp15Tlb::detect(),
+            inner: rt::detect_tlb(),
             skip: bug() == Bug::SkipFlush,
         }
     }

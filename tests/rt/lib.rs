@@ -32,6 +32,20 @@ pub use cases::{Case, CaseResult};
 use armv7_mm::arch::cp15::{MPIDR, MPIDR_BITS};
 use tock_registers::interfaces::Readable;
 
+/// The errata of every CPU the test kernel runs, merged as each detects its backend
+/// ([`detect_tlb`]). No IPI hook: no CPU QEMU models needs the full 798181 workaround
+/// (its Cortex-A15 is r4p0), and recording one that did would fail loudly.
+pub static ERRATA: armv7_mm::tlb::SystemErrata = armv7_mm::tlb::SystemErrata::new(None);
+
+/// This CPU's TLB backend as a kernel detects it, with the system's errata, except that
+/// `ACTLR` is not checked: QEMU reads `ACTLR` as zero and ignores writes (RAZ/WI) while
+/// it does broadcast TLB maintenance to every CPU, so the strict check would refuse
+/// broadcast on `-smp 4`. (Host tests show the refusal with real `ACTLR` values.)
+pub fn detect_tlb() -> armv7_mm::tlb::Cp15Tlb {
+    armv7_mm::tlb::Cp15Tlb::detect_with(armv7_mm::tlb::ActlrPolicy::AssumeEffective, &ERRATA)
+        .unwrap_or_else(|e| panic!("TLB backend: {e}"))
+}
+
 /// This CPU's number (`MPIDR.Aff0`).
 pub fn cpu_id() -> usize {
     MPIDR.read(MPIDR_BITS::AFF0) as usize

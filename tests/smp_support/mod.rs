@@ -160,9 +160,10 @@ pub fn bug() -> Bug {
 }
 
 /// The TLB backend gathers use: the one this CPU calls for (inner shareable on every
-/// SMP core QEMU models), or the local form with [`Bug::Local`].
+/// SMP core QEMU models; [`rt::detect_tlb`] waives the ACTLR check, QEMU's ACTLR being
+/// RAZ/WI), or the local form with [`Bug::Local`].
 pub fn tlb() -> Cp15Tlb {
-    let t = Cp15Tlb::detect();
+    let t = rt::detect_tlb();
     if bug() == Bug::Local {
         t.with_shareability(Shareability::Local)
     } else {
