@@ -543,13 +543,55 @@ mod ours {
         });
         println!(
             "info armv7-mm breakdown, 64MiB of 4K pages, insns/page: zap into a do-nothing sink {}; \
-             free_tables + its flush {}; gather alone (16384 reports + finish) {} of which \
-             frames::free {}",
+             free_tables + its flush {}; gather alone (16384 reports + finish, the frames \
+             handed back as one run) {}; frames::free one frame at a time (as the peer's \
+             frames are) {}",
             per(zap, u64::from(pages)),
             per(tables, u64::from(pages)),
             per(gather, u64::from(pages)),
             per(free, u64::from(pages))
         );
+
+        // The scattered workload's unmap, step by step.
+        let mut s = Ours::new();
+        let mut chunks = [Chunk {
+            va: 0,
+            pa: 0,
+            bytes: PAGE,
+        }; super::SCATTERED];
+        for (c, p) in chunks.iter_mut().zip(super::scattered_pages()) {
+            c.va = VA_WORK + p * PAGE;
+            c.pa = data_frames(1, PAGE, 0);
+        }
+        s.map(&chunks, Sizes::Pages);
+        let space = s.space.as_mut().expect("live space");
+        let mut g = MmuGather::new(Scope::Kernel, &mut s.tlb, KernelMemory, &s.in_flight);
+        let (zap, ()) = timed(|| {
+            for c in &chunks {
+                space.unmap(range(c.va, PAGE), &mut g).expect("unmap");
+            }
+        });
+        let (free_tables, ()) = timed(|| {
+            for c in &chunks {
+                space
+                    .free_tables(
+                        range(c.va, PAGE),
+                        VirtAddr::new(VA_WORK),
+                        u64::from(VA_WORK + DENSE_BYTES),
+                        &mut g,
+                    )
+                    .expect("free_tables");
+            }
+        });
+        let (finish, _) = timed(|| g.finish());
+        println!(
+            "info armv7-mm breakdown, 8 scattered pages, insns/page: unmap {}; free_tables {}; \
+             finish (flush, then 8 pages and their tables freed) {}",
+            per(zap, super::SCATTERED as u64),
+            per(free_tables, super::SCATTERED as u64),
+            per(finish, super::SCATTERED as u64)
+        );
+        drop(s);
 
         let big_pages = BIG_BYTES / PAGE;
         let pa = data_frames(big_pages, MIB, PAGE);
