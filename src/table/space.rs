@@ -881,17 +881,20 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
         F::LEAVES[F::LEAVES.len() - 1]
     }
 
-    /// How many consecutive chunks from `va -> pa` have shape `s`, in one table: 1, or for
-    /// the smallest leaf every one up to the end of its table, of the range, or the next
-    /// VA where a bigger leaf could start (so `map` checks and writes runs of pages in one
-    /// loop, calling `choose` once per run).
+    /// How many consecutive chunks from `va -> pa` have shape `s` (the shape `choose` picked
+    /// at `va`), in one table: every one up to the end of its table, of the range, or the
+    /// next VA where the next bigger leaf could start, and for a leaf above the last level
+    /// only while its entries are free (a table there means smaller leaves). So `map`
+    /// checks and writes runs of pages, large pages, sections or blocks in one loop,
+    /// calling `choose` once per run: `choose` at any VA inside the run would pick `s`
+    /// again.
     #[inline]
     fn run(&self, s: LeafShape, va: u64, pa: u64, end: u64, max: MapSize) -> u64 {
-        let (smaller, smallest) = F::LEAVES.split_at(F::LEAVES.len() - 1);
+        let pos = F::LEAVES
+            .iter()
+            .position(|l| l.size == s.size)
+            .unwrap_or(F::LEAVES.len() - 1);
         let b = s.size.bytes();
-        if s.size != smallest[0].size {
-            return 1;
-        }
         let mut stop = end;
         if s.level > self.root.level {
             let span = Self::span(s.level - 1);
@@ -899,7 +902,7 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
         }
         // The next bigger size that could be chosen; if VA and PA disagree modulo it, no
         // bigger size ever fits.
-        if let Some(l) = smaller
+        if let Some(l) = F::LEAVES[..pos]
             .iter()
             .rev()
             .find(|&&l| l.size <= max && self.holds(l))
@@ -909,7 +912,39 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
                 stop = stop.min((va & !(lb - 1)) + lb);
             }
         }
-        ((stop - va) / b).max(1)
+        let n = ((stop - va) / b).max(1);
+        if s.level == F::LAST_LEVEL || n == 1 {
+            // Last-level entries have nothing below them: `plan_map` checks each is free.
+            return n;
+        }
+        match self.table_for(va, s.level) {
+            // No table on the way: every entry below the invalid one is free.
+            None => n,
+            Some(t) => {
+                let idx = self.index(s.level, va);
+                let free = |k: u64| {
+                    let first = idx + k as usize * s.copies;
+                    (first..first + s.copies).all(|i| self.load(t, i).to_u64() & F::VALID_MASK == 0)
+                };
+                (1..n).find(|&k| !free(k)).unwrap_or(n)
+            }
+        }
+    }
+
+    /// The table at `level` on the walk for `va`, or `None` if the walk meets an invalid
+    /// (or leaf) entry above it.
+    fn table_for(&self, va: u64, level: u8) -> Option<Table<F::Word>> {
+        let mut t = Table::Root;
+        let mut l = self.root.level;
+        while l < level {
+            let raw = self.load(t, self.index(l, va));
+            match self.kind(l, raw) {
+                Kind::Table => t = Table::At(self.table_at(F::table_pa(raw))),
+                _ => return None,
+            }
+            l += 1;
+        }
+        Some(t)
     }
 
     /// Maps `range` to the physical range starting at `pa` with `attrs`, using the largest
