@@ -48,6 +48,7 @@ pub mod table;
 pub mod tlb;
 
 pub use addr::{Frame, Page, PhysAddr, VirtAddr, VirtRange, PAGE_SIZE};
+pub use error::Error;
 pub use gather::{FlushReport, InFlight, MmuGather, Scope};
 pub use memory::Memory;
 pub use sink::{ClearedLeaf, MapSize, UnmapSink};
