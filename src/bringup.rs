@@ -15,7 +15,7 @@
 //!
 //! Every table carries what it was built for ([`TableRoot`]: format and layout), so the
 //! activation refuses a table built for another split or format with a typed
-//! [`ActivateError`] instead of loading it; the raw `crate::arch::mmu::activate` (an
+//! [`crate::error::ActivateError`] instead of loading it; the raw `crate::arch::mmu::activate` (an
 //! address) remains for kernels that build their own tables.
 
 use crate::arch::root::{RootFormat, RootLayout, TableRoot};

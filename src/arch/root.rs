@@ -229,7 +229,7 @@ impl MmuRegisters {
             Err(e) => return Err(e),
         };
         let pa = kernel.pa.as_u64();
-        if pa % 16384 != 0 || pa >= 1 << 32 {
+        if !kernel.pa.is_aligned(16384) || pa >= 1 << 32 {
             return Err(ActivateError::BadTableBase(kernel.pa));
         }
         let ttbr = (pa as u32 | (walk & 0x7f)) as u64;
@@ -273,7 +273,7 @@ impl MmuRegisters {
         };
         let pa = kernel.pa.as_u64();
         // With `TxSZ = 0` the root is a 4-entry level-1 table: 32-byte alignment.
-        if pa % 32 != 0 || pa >= 1 << 40 {
+        if !kernel.pa.is_aligned(32) || pa >= 1 << 40 {
             return Err(ActivateError::BadTableBase(kernel.pa));
         }
         let sh: u32 = if shareable_walks { 0b11 } else { 0b00 };

@@ -4,7 +4,7 @@
 //! The backend decides *what* to issue (which instruction, which operand, which barrier,
 //! errata substitutions, once-per-batch barriers); an [`InsnSink`] issues it. On ARM the sink
 //! is `Cp15` (ARM only), which executes the instructions through [`crate::arch`]; host tests use
-//! [`Recorder`] (feature `std`) and check the exact sequence. So everything but the
+//! `Recorder` (feature `std`) and check the exact sequence. So everything but the
 //! instruction issue itself is host-tested, and the boot test `tlb_ops` checks that the
 //! instructions have their effect on a real (emulated) TLB.
 //!
@@ -263,7 +263,7 @@ impl Touched {
 }
 
 /// The ARMv7 TLB backend. `S` issues the instructions: `Cp15` on ARM (see `Cp15Tlb`),
-/// [`Recorder`] (feature `std`) in host tests.
+/// `Recorder` (feature `std`) in host tests.
 #[derive(Debug)]
 pub struct Armv7Tlb<S: InsnSink> {
     sink: S,
@@ -350,7 +350,7 @@ impl<S: InsnSink> Armv7Tlb<S> {
         &self.sink
     }
 
-    /// The instruction sink, mutably (e.g. to clear a [`Recorder`]).
+    /// The instruction sink, mutably (e.g. to clear a `Recorder`).
     pub fn sink_mut(&mut self) -> &mut S {
         &mut self.sink
     }

@@ -23,12 +23,14 @@ pub mod cpu_model;
 pub mod errata;
 #[cfg(feature = "tlb-model")]
 pub mod model;
+pub mod observe;
 pub mod select;
 
 pub use armv7::{Armv7Tlb, Insn, InsnSink, SysReg, SysRegs};
 #[cfg(target_arch = "arm")]
 pub use armv7::{Cp15, Cp15Tlb};
 pub use errata::{ErrataConfig, IpiHook, IpiTarget};
+pub use observe::Observed;
 pub use select::{CpuFeatures, Shareability};
 
 /// An 8-bit address-space identifier (short descriptors and LPAE with 8-bit ASIDs).

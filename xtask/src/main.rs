@@ -479,9 +479,20 @@ fn cmd_test(args: &[String]) -> i32 {
             "-D",
             "warnings",
         ]);
+        // Docs for both targets, warnings denied: the host build with every feature (the
+        // host models), and the ARM build as docs.rs makes it (the CP15 layer; `tlb-model`
+        // needs `std`, which the ARM target does not have).
         let mut doc = cargo();
         doc.args(["doc", "--no-deps", "-p", "armv7-mm", "--all-features"])
             .env("RUSTDOCFLAGS", "-D warnings");
+        let mut doc_arm = cargo();
+        doc_arm
+            .args(["doc", "--no-deps", "-p", "armv7-mm", "--target", TARGET])
+            .env("RUSTDOCFLAGS", "-D warnings");
+        // Ready to publish: the package builds from what it ships, and its `rust-version`
+        // is the toolchain the repository pins (the MSRV this suite verifies).
+        let mut publish = cargo();
+        publish.args(["publish", "--dry-run", "-p", "armv7-mm", "--allow-dirty"]);
         let mut host = cargo();
         host.args([
             "test",
@@ -494,7 +505,9 @@ fn cmd_test(args: &[String]) -> i32 {
             ("cargo fmt --check", fmt),
             ("cargo clippy (host)", clippy),
             ("cargo clippy (armv7a-none-eabi)", clippy_arm),
-            ("cargo doc", doc),
+            ("cargo doc (host)", doc),
+            ("cargo doc (armv7a-none-eabi)", doc_arm),
+            ("cargo publish --dry-run", publish),
             ("host tests", host),
         ] {
             if step(name, cmd) {
