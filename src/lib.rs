@@ -51,6 +51,7 @@ pub mod table;
 pub mod tlb;
 
 pub use addr::{Frame, Page, PhysAddr, VirtAddr, VirtRange, PAGE_SIZE};
+pub use arch::root::TableRoot;
 pub use error::Error;
 pub use gather::{FlushReport, InFlight, MmuGather, Scope};
 pub use memory::Memory;
