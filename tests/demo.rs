@@ -1,4 +1,4 @@
-//! qemu: cpu=cortex-a15 smp=1 mem=128
+//! qemu: cpu=cortex-a15,cortex-a7 smp=1 mem=128
 //! variant: lpae arg=lpae expect=pass
 //! variant: wrong_split arg=wrong-split expect=fail "SplitMismatch { table: 1, ttbcr: 2 }"
 //!
