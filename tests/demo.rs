@@ -17,10 +17,12 @@
 #![no_main]
 
 use armv7_mm::arch::cp15::{DACR, SCTLR, SCTLR_BITS, TTBCR};
+use armv7_mm::arch::root::{RootFormat, RootLayout, TableRoot};
 use armv7_mm::arch::root::{
     DACR_DOMAIN0_CLIENT, SCTLR_AFE, SCTLR_C, SCTLR_I, SCTLR_M, SCTLR_TRE, SCTLR_Z,
 };
 use armv7_mm::arch::{lpae as arch_lpae, mmu};
+use armv7_mm::asid::{AsidAllocator, AsidContext, SwitchError};
 use armv7_mm::error::ActivateError;
 use armv7_mm::gather::{InFlight, LinuxArm32Estimate, MmuGather, Scope, Tee};
 use armv7_mm::lpae::Lpae;
@@ -40,6 +42,7 @@ const UART: u32 = 0x0900_0000;
 const MIB: u32 = 1 << 20;
 
 static IN_FLIGHT: InFlight = InFlight::new();
+static ALLOC: AsidAllocator<1> = AsidAllocator::new();
 
 fn range(start: u32, len: u64) -> VirtRange {
     VirtRange::from_start_len(VirtAddr::new(start), len).expect("demo ranges are aligned")
@@ -58,6 +61,7 @@ trait DemoFormat: Format {
     const NAME: &'static str;
     /// Long descriptors (`TTBCR.EAE = 1`).
     const LPAE: bool;
+    const FORMAT: RootFormat;
     /// The largest block the kernel's RAM map uses.
     const RAM_BLOCK: MapSize;
     fn features() -> Self::Features;
@@ -75,6 +79,7 @@ trait DemoFormat: Format {
 impl DemoFormat for Short {
     const NAME: &'static str = "short descriptors";
     const LPAE: bool = false;
+    const FORMAT: RootFormat = RootFormat::Short;
     const RAM_BLOCK: MapSize = MapSize::Super16M;
     fn features() -> Self::Features {
         mmu::detect_features()
@@ -95,6 +100,7 @@ impl DemoFormat for Short {
 impl DemoFormat for Lpae {
     const NAME: &'static str = "long descriptors (LPAE)";
     const LPAE: bool = true;
+    const FORMAT: RootFormat = RootFormat::Lpae;
     const RAM_BLOCK: MapSize = MapSize::Block2M;
     fn features() -> Self::Features {
         arch_lpae::detect_features().expect("the demo's LPAE run needs an LPAE CPU")
@@ -190,6 +196,27 @@ fn demo<F: DemoFormat>() -> ! {
         ttbcr & 7 == u32::from(SPLIT) && (ttbcr >> 31 == 1) == F::LPAE && ttbcr & parked == 0,
         "TTBCR: the split, the format, TTBR0 un-parked",
     );
+    // The ASID allocator's switch checks the same way, before it hands out an ASID: a root
+    // of another split, or the kernel's own, is refused and nothing changes.
+    let ctx = AsidContext::new();
+    let other = TableRoot::new(user.root(), F::FORMAT, RootLayout::User { n: SPLIT + 1 });
+    // SAFETY: refused before anything is written (checked below).
+    let r = unsafe { ALLOC.activate(0, &ctx, &other) };
+    check(
+        r == Err(SwitchError::Activate(ActivateError::SplitMismatch {
+            table: SPLIT + 1,
+            ttbcr: SPLIT,
+        })),
+        "the allocator refuses a table of another split",
+    );
+    let kernel_root = TableRoot::new(kernel.root(), F::FORMAT, RootLayout::Kernel { n: SPLIT });
+    // SAFETY: as above.
+    let r = unsafe { ALLOC.activate(0, &ctx, &kernel_root) };
+    check(
+        r == Err(SwitchError::Activate(ActivateError::WrongHalf)),
+        "the allocator refuses the kernel's table",
+    );
+    check(ctx.asid().is_none(), "no ASID spent on a refused switch");
     let mut tlb = Cp15Tlb::detect();
     println!(
         "  MMU brought up by the crate: kernel in TTBR1 ({} KiB of tables), process in TTBR0 with ASID {}",
