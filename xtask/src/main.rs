@@ -1,9 +1,10 @@
 //! `cargo xtask`: builds the armv7-mm test kernels and boots them in QEMU.
 //!
 //! Commands:
-//! - `cargo xtask test [--filter NAME] [--jobs N] [--skip-host]`: `cargo fmt --check`,
-//!   `cargo clippy` (host, warnings denied, and the test kernels for the ARM target), the host
-//!   tests, then every boot test in every QEMU configuration it declares. Prints one line per
+//! - `cargo xtask test [--filter NAME] [--jobs N] [--skip-host]`: `rust-version` against the
+//!   pinned toolchain, `cargo fmt --check`, `cargo clippy` (host, warnings denied, and the
+//!   test kernels for the ARM target), `cargo doc` for both targets (warnings denied),
+//!   `cargo publish --dry-run -p armv7-mm`, the host tests, then every boot test in every QEMU configuration it declares. Prints one line per
 //!   result and ends with `N passed, N failed`.
 //! - `cargo xtask run`: boots the demo kernel and shows its console.
 //! - `cargo xtask bench [--runs N]`: boots the benchmark kernel `tests/bench.rs` (not a boot
