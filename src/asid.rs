@@ -244,14 +244,18 @@ impl<const CPUS: usize> AsidAllocator<CPUS> {
         Some(asid_of(id))
     }
 
-    /// Switches this CPU (`cpu`, below `CPUS`) to the short-descriptor address space of
-    /// `ctx`, whose `TTBR0` table is at `root`: [`AsidAllocator::switch_to`], then
-    /// [`crate::arch::mmu::switch_context`] with the ASID it gave and the local flush it
-    /// owes. Returns what the allocator decided.
+    /// Switches this CPU (`cpu`, below `CPUS`) to the address space of `ctx`, whose
+    /// `TTBR0` table is `root`: the root is checked against the live `TTBCR` and `SCTLR`
+    /// ([`crate::arch::root::TableRoot::check_ttbr0`]), then [`AsidAllocator::switch_to`],
+    /// then the format's switch ([`crate::switch::switch_short`] with this core's walk
+    /// attributes, or [`crate::switch::switch_lpae`]) with the ASID it gave and the local
+    /// flush it owes. Returns what the allocator decided.
     ///
     /// # Errors
-    /// [`SwitchError::NoSuchCpu`] (nothing changed); [`SwitchError::Activate`] if the
-    /// table base is unusable (the ASID was assigned, the registers were not changed).
+    /// [`SwitchError::Activate`] with the mismatch (format, split, kernel half, `AFE`)
+    /// before the allocator is asked; [`SwitchError::NoSuchCpu`] (nothing changed);
+    /// [`SwitchError::Activate`] if the table base is unusable (the ASID was assigned, the
+    /// registers were not changed).
     ///
     /// # Safety
     /// As [`crate::arch::mmu::activate`]: everything the CPU uses after the switch must be
@@ -262,31 +266,45 @@ impl<const CPUS: usize> AsidAllocator<CPUS> {
         &self,
         cpu: usize,
         ctx: &AsidContext,
-        root: PhysAddr,
+        root: &crate::arch::root::TableRoot,
     ) -> Result<Switch, SwitchError> {
-        let walk = crate::arch::mmu::walk_attributes();
-        // SAFETY: the caller's contract; `Cp15` is this CPU.
-        unsafe { self.activate_on(&mut crate::tlb::Cp15, cpu, ctx, root, walk) }
+        use crate::arch::root::{check_live, RootFormat};
+        check_live(root).map_err(SwitchError::Activate)?;
+        let cp15 = &mut crate::tlb::Cp15;
+        match root.format() {
+            RootFormat::Short => {
+                let walk = crate::arch::mmu::walk_attributes();
+                // SAFETY: the caller's contract; `Cp15` is this CPU.
+                unsafe { self.activate_on(cp15, cpu, ctx, root.pa(), walk) }
+            }
+            // SAFETY: the caller's contract; `Cp15` is this CPU.
+            RootFormat::Lpae => unsafe { self.activate_lpae_on(cp15, cpu, ctx, root.pa()) },
+        }
     }
 
     /// `AsidAllocator::activate` for a long-descriptor (LPAE) space: the ASID and the
     /// table in one 64-bit `TTBR0` write, the owed local flush while `TTBR0` is parked
-    /// ([`crate::switch::switch_lpae`]).
+    /// ([`crate::switch::switch_lpae`]). The same as `AsidAllocator::activate` (which
+    /// follows the root's format), refusing a short-descriptor root.
     ///
     /// # Errors
     /// As `AsidAllocator::activate`.
     ///
     /// # Safety
-    /// As `AsidAllocator::activate`, and `crate::arch::lpae::enable` has run on this CPU.
+    /// As `AsidAllocator::activate`, and `crate::arch::lpae::enable` (or `bring_up`) has
+    /// run on this CPU.
     #[cfg(target_arch = "arm")]
     pub unsafe fn activate_lpae(
         &self,
         cpu: usize,
         ctx: &AsidContext,
-        root: PhysAddr,
+        root: &crate::arch::root::TableRoot,
     ) -> Result<Switch, SwitchError> {
-        // SAFETY: the caller's contract; `Cp15` is this CPU.
-        unsafe { self.activate_lpae_on(&mut crate::tlb::Cp15, cpu, ctx, root) }
+        if root.format() != crate::arch::root::RootFormat::Lpae {
+            return Err(SwitchError::Activate(ActivateError::FormatMismatch));
+        }
+        // SAFETY: the caller's contract.
+        unsafe { self.activate(cpu, ctx, root) }
     }
 
     /// `AsidAllocator::activate` on any [`SysRegs`]: the CPU, or the host CPU model,

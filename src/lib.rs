@@ -15,6 +15,8 @@
 //!   walker;
 //! - [`gather`]: the `MmuGather`: invalidate once, then free what was unmapped;
 //! - [`asid`]: 8-bit ASID allocation with generations, and the switch to an address space;
+//! - [`bringup`]: the MMU bring-up over a kernel space and the checked activation of
+//!   address spaces (typed roots, [`arch::root::TableRoot`]);
 //! - [`switch`]: the context-switch programs (park `TTBR0`, change the ASID, install the
 //!   table) for both formats, run on the CPU or on the host CPU model;
 //! - [`locked`]: the address-space lock and what must be held for each operation;
@@ -34,6 +36,7 @@ extern crate std;
 pub mod addr;
 pub mod arch;
 pub mod asid;
+pub mod bringup;
 pub mod error;
 pub mod gather;
 pub mod hazards;
@@ -48,6 +51,8 @@ pub mod table;
 pub mod tlb;
 
 pub use addr::{Frame, Page, PhysAddr, VirtAddr, VirtRange, PAGE_SIZE};
+pub use arch::root::TableRoot;
+pub use error::Error;
 pub use gather::{FlushReport, InFlight, MmuGather, Scope};
 pub use memory::{MappedRun, Memory};
 pub use sink::{ChangedLeaf, ClearedLeaf, MapSize, UnmapSink};

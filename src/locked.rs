@@ -201,6 +201,12 @@ impl<M: Memory, F: Format> LockedAddressSpace<M, F> {
         }
     }
 
+    /// The typed root of this space in `format` (the caller's impl knows which).
+    #[cfg(target_arch = "arm")]
+    fn table_root(&self, format: crate::arch::root::RootFormat) -> crate::arch::root::TableRoot {
+        crate::arch::root::TableRoot::new(self.root, format, self.layout.into())
+    }
+
     /// Takes the page-table lock (spinning).
     pub fn lock(&self) -> SpaceGuard<'_, M, F> {
         SpaceGuard {
@@ -373,7 +379,13 @@ impl<M: Memory> LockedAddressSpace<M, Short> {
     ) -> Result<crate::asid::Switch, SwitchError> {
         self.ttbr0_space()?;
         // SAFETY: the caller's contract; the context is this space's, `root` its table.
-        unsafe { alloc.activate(cpu, &self.asid, self.root) }
+        unsafe {
+            alloc.activate(
+                cpu,
+                &self.asid,
+                &self.table_root(crate::arch::root::RootFormat::Short),
+            )
+        }
     }
 }
 
@@ -396,7 +408,13 @@ impl<M: Memory> LockedAddressSpace<M, crate::lpae::Lpae> {
     ) -> Result<crate::asid::Switch, SwitchError> {
         self.ttbr0_space()?;
         // SAFETY: the caller's contract; the context is this space's, `root` its table.
-        unsafe { alloc.activate_lpae(cpu, &self.asid, self.root) }
+        unsafe {
+            alloc.activate_lpae(
+                cpu,
+                &self.asid,
+                &self.table_root(crate::arch::root::RootFormat::Lpae),
+            )
+        }
     }
 }
 

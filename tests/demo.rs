@@ -1,21 +1,38 @@
-//! qemu: cpu=cortex-a15 smp=1 mem=128
+//! qemu: cpu=cortex-a15,cortex-a7 smp=1 mem=128
+//! variant: lpae arg=lpae expect=pass
+//! variant: wrong_split arg=wrong-split expect=fail "SplitMismatch { table: 1, ttbcr: 2 }"
 //!
-//! The demo behind `cargo xtask run`: the MMU on over the crate's own tables (a kernel
-//! space in TTBR1, a process in TTBR0 with an ASID), a mapping created, used and removed
-//! through an `MmuGather`, with the gather's flush report next to what Linux's ARM32 policy
-//! would have issued for the same work. Also booted by `cargo xtask test`, so the demo
-//! cannot silently rot: any unexpected result exits non-zero.
+//! The demo behind `cargo xtask run`: from reset (MMU off) the crate brings the MMU up over
+//! its own tables (a kernel space in TTBR1, `AddressSpace::bring_up`), activates a process
+//! in TTBR0 with an ASID (`AddressSpace::activate`, checked against TTBCR.N), and a mapping
+//! is created, used and removed through an `MmuGather`, with the gather's flush report next
+//! to what Linux's ARM32 policy would have issued for the same work. Short descriptors by
+//! default; `lpae` runs the same kernel over long descriptors. Also booted by `cargo xtask
+//! test`, so the demo cannot silently rot: any unexpected result exits non-zero.
+//!
+//! Variants: `lpae` (the same demo in the other format); `wrong_split` builds the process
+//! space for another split than the kernel's, and the activation must refuse it by name.
 
 #![no_std]
 #![no_main]
 
-use armv7_mm::arch::mmu;
+use armv7_mm::arch::cp15::{DACR, SCTLR, SCTLR_BITS, TTBCR};
+use armv7_mm::arch::root::{RootFormat, RootLayout, TableRoot};
+use armv7_mm::arch::root::{
+    DACR_DOMAIN0_CLIENT, SCTLR_AFE, SCTLR_C, SCTLR_I, SCTLR_M, SCTLR_TRE, SCTLR_Z,
+};
+use armv7_mm::arch::{lpae as arch_lpae, mmu};
+use armv7_mm::asid::{AsidAllocator, AsidContext, SwitchError};
+use armv7_mm::error::ActivateError;
 use armv7_mm::gather::{InFlight, LinuxArm32Estimate, MmuGather, Scope, Tee};
-use armv7_mm::short::{AddressSpace, Attributes, Layout};
+use armv7_mm::lpae::Lpae;
+use armv7_mm::short::{Attributes, Layout, Short};
+use armv7_mm::table::{AddressSpace, Format};
 use armv7_mm::tlb::{Cp15Tlb, DetectError};
 use armv7_mm::{Asid, MapSize, PhysAddr, TlbBackend, VirtAddr, VirtRange};
 use rt::frames::{KernelMemory, RAM_BASE};
 use rt::println;
+use tock_registers::interfaces::{ReadWriteable, Readable};
 
 rt::entry!(main);
 
@@ -25,6 +42,7 @@ const UART: u32 = 0x0900_0000;
 const MIB: u32 = 1 << 20;
 
 static IN_FLIGHT: InFlight = InFlight::new();
+static ALLOC: AsidAllocator<1> = AsidAllocator::new();
 
 fn range(start: u32, len: u64) -> VirtRange {
     VirtRange::from_start_len(VirtAddr::new(start), len).expect("demo ranges are aligned")
@@ -37,8 +55,88 @@ fn check(ok: bool, what: &str) {
     }
 }
 
+/// What differs between the formats in this demo: the crate's bring-up and activation
+/// (inherent methods of each format's address space) and the block size for RAM.
+trait DemoFormat: Format {
+    const NAME: &'static str;
+    /// Long descriptors (`TTBCR.EAE = 1`).
+    const LPAE: bool;
+    const FORMAT: RootFormat;
+    /// The largest block the kernel's RAM map uses.
+    const RAM_BLOCK: MapSize;
+    fn features() -> Self::Features;
+    /// # Safety
+    /// As `AddressSpace::bring_up`.
+    unsafe fn bring_up(kernel: &AddressSpace<Self, KernelMemory>) -> Result<(), ActivateError>;
+    /// # Safety
+    /// As `AddressSpace::activate`.
+    unsafe fn activate(
+        user: &AddressSpace<Self, KernelMemory>,
+        asid: Asid,
+    ) -> Result<(), ActivateError>;
+}
+
+impl DemoFormat for Short {
+    const NAME: &'static str = "short descriptors";
+    const LPAE: bool = false;
+    const FORMAT: RootFormat = RootFormat::Short;
+    const RAM_BLOCK: MapSize = MapSize::Super16M;
+    fn features() -> Self::Features {
+        mmu::detect_features()
+    }
+    unsafe fn bring_up(kernel: &AddressSpace<Self, KernelMemory>) -> Result<(), ActivateError> {
+        // SAFETY: the caller's contract.
+        unsafe { kernel.bring_up() }
+    }
+    unsafe fn activate(
+        user: &AddressSpace<Self, KernelMemory>,
+        asid: Asid,
+    ) -> Result<(), ActivateError> {
+        // SAFETY: the caller's contract.
+        unsafe { user.activate(asid) }
+    }
+}
+
+impl DemoFormat for Lpae {
+    const NAME: &'static str = "long descriptors (LPAE)";
+    const LPAE: bool = true;
+    const FORMAT: RootFormat = RootFormat::Lpae;
+    const RAM_BLOCK: MapSize = MapSize::Block2M;
+    fn features() -> Self::Features {
+        arch_lpae::detect_features().expect("the demo's LPAE run needs an LPAE CPU")
+    }
+    unsafe fn bring_up(kernel: &AddressSpace<Self, KernelMemory>) -> Result<(), ActivateError> {
+        // SAFETY: the caller's contract.
+        unsafe { kernel.bring_up() }
+    }
+    unsafe fn activate(
+        user: &AddressSpace<Self, KernelMemory>,
+        asid: Asid,
+    ) -> Result<(), ActivateError> {
+        // SAFETY: the caller's contract.
+        unsafe { user.activate(asid) }
+    }
+}
+
 fn main() -> ! {
-    println!("armv7-mm demo");
+    if rt::flag("lpae") {
+        demo::<Lpae>()
+    } else {
+        demo::<Short>()
+    }
+}
+
+/// The console lives below the split, in the process space: if the activation is refused
+/// the MMU goes off again (everything is identity-mapped) so that the error can be shown.
+fn refused(e: ActivateError) -> ! {
+    SCTLR.modify(SCTLR_BITS::M::Disable);
+    armv7_mm::arch::barrier::isb();
+    println!("  activation refused: {e:?} ({e})");
+    rt::semihosting::exit(1)
+}
+
+fn demo<F: DemoFormat>() -> ! {
+    println!("armv7-mm demo, {}", F::NAME);
     // Per-CPU bring-up, before this CPU's caches and MMU are on: broadcast switched on in
     // ACTLR where this state may, and this CPU's errata recorded for the whole system.
     // SAFETY: the MMU and caches are still off, no cache or TLB maintenance has run, and
@@ -46,23 +144,28 @@ fn main() -> ! {
     let joined = unsafe { armv7_mm::arch::cp15::join_coherency() };
     println!("  ACTLR.SMP: {:?}", joined);
     rt::ERRATA.record_this_cpu().expect("errata recorded");
-    rt::mmu::enable_identity(rt::ram_size());
-    let features = mmu::detect_features();
+    let features = F::features();
 
-    // Kernel space: RAM identity-mapped with global supersections.
-    let mut kernel = AddressSpace::new(KernelMemory, Layout::Kernel { n: SPLIT }, features)
+    // Kernel space: RAM identity-mapped with global blocks, for TTBR1.
+    let mut kernel = AddressSpace::<F, _>::new(KernelMemory, Layout::Kernel { n: SPLIT }, features)
         .expect("kernel space");
     kernel
         .map(
             range(RAM_BASE as u32, rt::ram_size()),
             PhysAddr::new(RAM_BASE),
             Attributes::KERNEL_IMAGE,
-            MapSize::Super16M,
+            F::RAM_BLOCK,
         )
         .expect("map RAM");
     // Process space: the UART (so the console keeps working) and, below, our mappings.
+    let user_split = if rt::flag("wrong-split") {
+        SPLIT - 1
+    } else {
+        SPLIT
+    };
     let mut user =
-        AddressSpace::new(KernelMemory, Layout::User { n: SPLIT }, features).expect("user space");
+        AddressSpace::<F, _>::new(KernelMemory, Layout::User { n: user_split }, features)
+            .expect("user space");
     user.map(
         range(UART, 4096),
         PhysAddr::new(UART as u64),
@@ -73,13 +176,54 @@ fn main() -> ! {
         MapSize::Page4K,
     )
     .expect("map UART");
-    // SAFETY: code, data, stacks and tables stay identity-mapped (TTBR1) with the same memory
-    // type as the boot map; the UART stays at its address (TTBR0).
-    unsafe {
-        mmu::enable_tex_remap();
-        mmu::set_split(SPLIT, kernel.root()).expect("TTBCR split");
-        mmu::activate(user.root(), ASID).expect("activate");
+    // SAFETY: the MMU is off (reset state, QEMU has no caches to invalidate); the kernel
+    // space maps all of RAM identity (code, stack, data, tables, at or above the split) as
+    // executable write-back memory; the UART below the split comes back with the process.
+    if let Err(e) = unsafe { F::bring_up(&kernel) } {
+        println!("  bring-up refused: {e:?} ({e})");
+        rt::semihosting::exit(1);
     }
+    // SAFETY: as above; the process space maps the UART at its address, and ASID 1 has
+    // never been used on this CPU.
+    if let Err(e) = unsafe { F::activate(&user, ASID) } {
+        refused(e);
+    }
+    // What the bring-up left: MMU, caches, branch prediction and TEX remap on, AFE off,
+    // domain 0 client, the kernel's split in TTBCR (format by EAE), no TTBR0 parking left.
+    let sctlr = SCTLR.get();
+    let on = SCTLR_M | SCTLR_C | SCTLR_I | SCTLR_Z | SCTLR_TRE;
+    check(
+        sctlr & on == on && sctlr & SCTLR_AFE == 0,
+        "SCTLR after the bring-up",
+    );
+    check(DACR.get() == DACR_DOMAIN0_CLIENT, "DACR: domain 0 client");
+    let ttbcr = TTBCR.get();
+    let parked = if F::LPAE { 1 << 7 } else { 1 << 4 };
+    check(
+        ttbcr & 7 == u32::from(SPLIT) && (ttbcr >> 31 == 1) == F::LPAE && ttbcr & parked == 0,
+        "TTBCR: the split, the format, TTBR0 un-parked",
+    );
+    // The ASID allocator's switch checks the same way, before it hands out an ASID: a root
+    // of another split, or the kernel's own, is refused and nothing changes.
+    let ctx = AsidContext::new();
+    let other = TableRoot::new(user.root(), F::FORMAT, RootLayout::User { n: SPLIT + 1 });
+    // SAFETY: refused before anything is written (checked below).
+    let r = unsafe { ALLOC.activate(0, &ctx, &other) };
+    check(
+        r == Err(SwitchError::Activate(ActivateError::SplitMismatch {
+            table: SPLIT + 1,
+            ttbcr: SPLIT,
+        })),
+        "the allocator refuses a table of another split",
+    );
+    let kernel_root = TableRoot::new(kernel.root(), F::FORMAT, RootLayout::Kernel { n: SPLIT });
+    // SAFETY: as above.
+    let r = unsafe { ALLOC.activate(0, &ctx, &kernel_root) };
+    check(
+        r == Err(SwitchError::Activate(ActivateError::WrongHalf)),
+        "the allocator refuses the kernel's table",
+    );
+    check(ctx.asid().is_none(), "no ASID spent on a refused switch");
     // Broadcast only where it is effective; on QEMU the strict check refuses it (ACTLR is
     // RAZ/WI), so the demo then takes the runtime's documented override.
     let mut tlb = match Cp15Tlb::detect(&rt::ERRATA) {
@@ -91,7 +235,7 @@ fn main() -> ! {
         Err(e) => panic!("{e}"),
     };
     println!(
-        "  MMU on with the crate's tables: kernel in TTBR1 ({} KiB of tables), process in TTBR0 with ASID {}",
+        "  MMU brought up by the crate: kernel in TTBR1 ({} KiB of tables), process in TTBR0 with ASID {}",
         kernel.table_bytes() / 1024,
         ASID.0
     );
@@ -103,10 +247,11 @@ fn main() -> ! {
     let frames = rt::frames::alloc((len / 4096) as usize, 4096).expect("4 MiB of RAM");
     let region = range(base, len as u64);
     let tables_before = user.table_bytes();
+    let uart_tables = tables_before;
     user.map(region, frames, Attributes::USER_DATA, MapSize::Page4K)
         .expect("map 4 MiB");
     println!(
-        "  map   {:#010x}..{:#010x} -> {} as 1024 small pages ({} KiB of L2 tables)",
+        "  map   {:#010x}..{:#010x} -> {} as 1024 small pages ({} KiB of page tables)",
         base,
         base + len,
         frames,
@@ -175,8 +320,8 @@ fn main() -> ! {
         ),
     }
     check(
-        user.table_bytes() == 4096 + 4096,
-        "tables back to the L1 + UART frame",
+        user.table_bytes() == uart_tables,
+        "tables back to the root and the UART's",
     );
     rt::frames::free(frames, (len / 4096) as usize);
 

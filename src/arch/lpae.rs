@@ -4,15 +4,20 @@
 //! - [`detect_features`]: whether the CPU has LPAE, and its walk coherency;
 //! - [`store_descriptor`]: one `strd` of a 64-bit descriptor; [`load_descriptor`], one
 //!   `ldrd` (for readers that run without the table lock);
+//! - [`bring_up`]: the MMU on over the kernel's long-descriptor table, from reset;
 //! - [`enable`]: `MAIR0`/`MAIR1` from [`crate::lpae::attrs`], `TTBR0` (+ ASID) and
-//!   `TTBR1`, then `TTBCR.EAE = 1` with `T0SZ`, the walk attributes and `A1 = 0`;
-//! - [`activate`]: a context switch, one 64-bit `TTBR0` write (table and ASID together);
+//!   `TTBR1`, then `TTBCR.EAE = 1` with `T0SZ`, the walk attributes and `A1 = 0` (also over
+//!   a live short-descriptor MMU);
+//! - [`activate_root`]: a context switch to a typed root, checked against the live
+//!   `TTBCR`; [`activate`], the raw form: one 64-bit `TTBR0` write (table and ASID
+//!   together);
 //! - [`current_asid`], [`ttbr_value`].
 
 use tock_registers::interfaces::{Readable, Writeable};
 
 use super::barrier::{dsb_sy, isb};
 use super::cp15::{ID_MMFR0, ID_MMFR3, MAIR0, MAIR1, SCTLR, TTBCR, TTBCR_BITS, TTBR0_64, TTBR1_64};
+use super::root::{check_live, MmuRegisters, RootFormat, TableRoot};
 use super::tlbi;
 use crate::addr::PhysAddr;
 use crate::error::ActivateError;
@@ -24,6 +29,56 @@ use crate::tlb::{Asid, Cp15};
 #[must_use]
 pub fn detect_features() -> Option<Features> {
     Features::from_id_regs(ID_MMFR0.get(), ID_MMFR3.get())
+}
+
+/// Turns the MMU on over the kernel's long-descriptor table `kernel` (a whole-space table,
+/// `T0SZ = 0`, or the kernel half of a split): the values of [`MmuRegisters::lpae`]
+/// (`MAIR0`/`MAIR1` with the crate's memory types; `DACR` domain 0 client, which long
+/// descriptors ignore; `TTBCR` with `EAE = 1`, `T0SZ = n`, `T1SZ = 0`, `A1 = 0`, walks
+/// write-back write-allocate and inner shareable on a core in coherency; `TTBR1` =
+/// `TTBR0` = the kernel's table, ASID 0, `TTBR0` parked by `EPD0` with a split), then the
+/// same invalidates and `SCTLR` write as `crate::arch::mmu::bring_up` (`TRE` and `AFE`
+/// have no effect with long descriptors, which always have an access flag; the crate sets
+/// `AF` in every leaf). Run once per CPU, each on its own.
+///
+/// # Errors
+/// [`ActivateError::NoLpae`] on a CPU without LPAE; as [`MmuRegisters::lpae`], before
+/// anything is written.
+///
+/// # Safety
+/// As `crate::arch::mmu::bring_up`, with `kernel` a long-descriptor table: the MMU is off,
+/// the data cache holds nothing stale, and `kernel` maps identity (VA = PA) the code of this
+/// function, everything executed after it, the stack and every address used afterwards (at
+/// or above the split when there is one).
+pub unsafe fn bring_up(kernel: &TableRoot) -> Result<(), ActivateError> {
+    if detect_features().is_none() {
+        return Err(ActivateError::NoLpae);
+    }
+    let shareable = super::mmu::walk_attributes().shareable();
+    let regs = MmuRegisters::lpae(kernel, shareable, [attrs::MAIR0, attrs::MAIR1], SCTLR.get())?;
+    // SAFETY: the caller's contract; `regs` were checked to be a long-descriptor kernel
+    // root with the MMU off, on a CPU with LPAE.
+    unsafe { super::mmu::program_and_enable(&regs, true) };
+    Ok(())
+}
+
+/// Switches `TTBR0` to the process table `root` with `asid`, after checking it against
+/// this CPU ([`TableRoot::check_ttbr0`]: `TTBCR.EAE` set, `T0SZ` the root's split, not a
+/// kernel-half root): the checked form of [`activate`].
+///
+/// # Errors
+/// [`ActivateError::FormatMismatch`], [`ActivateError::WrongHalf`],
+/// [`ActivateError::SplitMismatch`] before anything is written; then as [`activate`].
+///
+/// # Safety
+/// As [`activate`].
+pub unsafe fn activate_root(root: &TableRoot, asid: Asid) -> Result<(), ActivateError> {
+    if root.format() != RootFormat::Lpae {
+        return Err(ActivateError::FormatMismatch);
+    }
+    check_live(root)?;
+    // SAFETY: the caller's contract; the root matches the live TTBCR.
+    unsafe { activate(root.pa(), asid) }
 }
 
 /// Writes the 64-bit descriptor `v` at `p` with one `strd`, which LPAE makes single-copy
@@ -178,9 +233,15 @@ pub unsafe fn enable(
 /// # Errors
 /// As [`crate::switch::switch_lpae`].
 ///
+/// This is the raw form: only `root`'s alignment is checked, against the live `T0SZ`;
+/// prefer [`activate_root`], which also refuses a table built for another split.
+///
 /// # Safety
-/// [`enable`] has run on this CPU, and everything the CPU uses after the switch must be
-/// mapped identically by the new context.
+/// [`enable`] or [`bring_up`] has run on this CPU; `root` is a long-descriptor table built
+/// for the live `T0SZ` (non-global entries only below the split), valid while this CPU may
+/// walk it; everything the CPU uses after the switch must be mapped identically by the new
+/// context; and no entry tagged `asid` in this CPU's TLB belongs to another table than
+/// `root` unless this CPU last ran `asid` over another table (the switch flushes that case).
 pub unsafe fn activate(root: PhysAddr, asid: Asid) -> Result<(), ActivateError> {
     // SAFETY: the caller's contract is switch_lpae's.
     unsafe { switch_context(root, asid, false) }.map(|_| ())

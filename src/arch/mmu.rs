@@ -1,13 +1,18 @@
 //! MMU set-up and context switching for short-descriptor tables
 //! ([`crate::short::AddressSpace`]), and how descriptor writes reach the table walker.
 //!
+//! - [`bring_up`]: the MMU on over the kernel's table, from reset (every translation
+//!   register, `DACR`, TEX remap, the TLB, branch predictor and instruction cache
+//!   invalidated, then `SCTLR`);
+//! - [`activate_root`]: a process's typed root into `TTBR0` with its ASID, checked against
+//!   the live `TTBCR` (format, split) and `SCTLR.AFE`; [`activate`] is the raw form;
 //! - [`detect_features`]: what the tables may use on this CPU;
 //! - [`walk_attributes`] / [`ttbr_value`]: a table base with this core's walk attributes
 //!   (shareable only on a core that takes part in coherency);
 //! - [`enable_tex_remap`]: `PRRR`/`NMRR` from [`crate::short::attrs`], `SCTLR.TRE = 1`,
 //!   `AFE = 0`;
 //! - [`set_split`]: `TTBR1` + `TTBCR.N`;
-//! - [`activate`]: the `TTBR0` + ASID switch of [`crate::switch`] on this CPU;
+//! - [`activate`]: the `TTBR0` + ASID switch of [`crate::switch`] on this CPU, unchecked;
 //!   [`switch_context`]: the same with an ASID allocator's owed local flush (see
 //!   [`crate::asid`]); [`park`]: no user space;
 //! - [`clean_dcache_for_walker`] / [`publish_table_writes`]: walk coherency, used by the
@@ -17,15 +22,119 @@ use tock_registers::interfaces::{ReadWriteable, Readable, Writeable};
 
 use super::barrier::{dsb_ish, dsb_ishst, dsb_sy, isb};
 use super::cp15::{
-    ACTLR, CONTEXTIDR, CONTEXTIDR_BITS, ID_MMFR0, ID_MMFR3, MIDR, MPIDR, NMRR, PRRR, SCTLR,
-    SCTLR_BITS, TTBCR, TTBCR_BITS, TTBR1,
+    ACTLR, CONTEXTIDR, CONTEXTIDR_BITS, DACR, ID_MMFR0, ID_MMFR3, MAIR0, MAIR1, MIDR, MPIDR, NMRR,
+    PRRR, SCTLR, SCTLR_BITS, TTBCR, TTBCR_BITS, TTBR0, TTBR0_64, TTBR1, TTBR1_64,
 };
+use super::root::{check_live, MmuRegisters, RootFormat, TableRoot};
 use super::tlbi;
 use crate::addr::PhysAddr;
 use crate::error::ActivateError;
 use crate::short::{attrs, Features};
 use crate::switch::{park_short, switch_short, CleanLevel, ShortWalk, Switched};
 use crate::tlb::{Asid, Cp15};
+
+/// Turns the MMU on over the kernel's short-descriptor table `kernel` (a whole-space table,
+/// `TTBCR.N = 0`, or the kernel half of a split): the values of
+/// [`MmuRegisters::short`], written in the architected order (`PRRR`/`NMRR` with the
+/// crate's memory types, `DACR` with domain 0 a client and every other domain no access,
+/// `TTBCR`, `TTBR1` = `TTBR0` = the kernel's table with this core's
+/// [`walk_attributes`], ASID 0; `isb`; `TLBIALL`, `BPIALL`, `ICIALLU`, `dsb`, `isb`), then
+/// `SCTLR` with `M`, `C`, `I`, `Z` and `TRE` set and `AFE` clear (the crate's access
+/// permissions are written for `AFE = 0`), then `dsb`, `isb`. With a split, `TTBR0` is left
+/// parked (`TTBCR.PD0 = 1`): nothing below the split translates until a process is
+/// activated ([`activate_root`]). Run once per CPU, each on its own.
+///
+/// # Errors
+/// As [`MmuRegisters::short`], before anything is written: the MMU is already on, the root
+/// is not a short-descriptor kernel root, or not 16 KiB-aligned below 4 GiB.
+///
+/// # Safety
+/// - The MMU is off on this CPU and its data cache holds nothing stale for the tables (on
+///   hardware with data caches: invalidated, by set/way, since reset; the crate does no
+///   set/way maintenance; QEMU models no caches). `kernel` and every table it links are
+///   written and stay valid for as long as they are in use.
+/// - `kernel` maps, **identity (VA = PA)**, as Normal memory the CPU may execute from
+///   where it runs code: the code of this function (the instruction after the `SCTLR`
+///   write is fetched at the same address, now translated), everything the CPU executes
+///   after it returns, the stack in use, and every address the kernel uses afterwards
+///   (its data, its console). With a split all of these lie at or above the split: below
+///   it nothing translates until a process table is activated.
+/// - No exception is taken through a vector that is not mapped likewise.
+pub unsafe fn bring_up(kernel: &TableRoot) -> Result<(), ActivateError> {
+    let regs = MmuRegisters::short(
+        kernel,
+        walk_attributes().bits(),
+        [attrs::PRRR, attrs::NMRR],
+        SCTLR.get(),
+    )?;
+    // SAFETY: the caller's contract; `regs` were checked to be a short-descriptor kernel
+    // root with the MMU off.
+    unsafe { program_and_enable(&regs, false) };
+    Ok(())
+}
+
+/// Writes `regs` in the order [`MmuRegisters`] documents and turns the MMU on: shared by
+/// both formats (`long`: the 64-bit `TTBRn` and `MAIRn` instead of the 32-bit `TTBRn` and
+/// `PRRR`/`NMRR`; `TTBCR.EAE`, in `regs.ttbcr`, is written before them).
+///
+/// # Safety
+/// As [`bring_up`] (or `crate::arch::lpae::bring_up`); `regs` come from [`MmuRegisters`].
+#[inline(never)]
+pub(crate) unsafe fn program_and_enable(regs: &MmuRegisters, long: bool) {
+    // Table writes (made with the MMU off, so uncached) complete before any walk.
+    dsb_sy();
+    let [attr0, attr1] = regs.mem_attrs;
+    if long {
+        MAIR0.set(attr0);
+        MAIR1.set(attr1);
+    } else {
+        PRRR.set(attr0);
+        NMRR.set(attr1);
+    }
+    DACR.set(regs.dacr);
+    TTBCR.set(regs.ttbcr);
+    isb();
+    if long {
+        TTBR1_64.set(regs.ttbr1);
+        TTBR0_64.set(regs.ttbr0);
+    } else {
+        TTBR1.set(regs.ttbr1 as u32);
+        TTBR0.set(regs.ttbr0 as u32);
+    }
+    CONTEXTIDR.set(regs.contextidr);
+    isb();
+    // Nothing cached from before (reset leaves TLB, branch predictor and instruction cache
+    // contents UNKNOWN on some parts) may be used by the first translated fetch.
+    tlbi::tlbiall(0);
+    tlbi::bpiall(0);
+    tlbi::iciallu(0);
+    dsb_sy();
+    isb();
+    SCTLR.set(regs.sctlr);
+    dsb_sy();
+    isb();
+}
+
+/// Switches `TTBR0` to the process table `root` with `asid`, after checking `root` against
+/// this CPU ([`TableRoot::check_ttbr0`] on the live `TTBCR` and `SCTLR`): the checked form
+/// of [`activate`], which the address spaces' `activate` and the ASID allocator use.
+///
+/// # Errors
+/// Before anything is written: [`ActivateError::FormatMismatch`] for a long-descriptor
+/// root or with `TTBCR.EAE` set; [`ActivateError::WrongHalf`] for a kernel-half root;
+/// [`ActivateError::SplitMismatch`] when the root's layout is not the live `TTBCR.N`;
+/// [`ActivateError::AccessFlagEnabled`] with `SCTLR.AFE` set; then as [`activate`].
+///
+/// # Safety
+/// As [`activate`].
+pub unsafe fn activate_root(root: &TableRoot, asid: Asid) -> Result<(), ActivateError> {
+    if root.format() != RootFormat::Short {
+        return Err(ActivateError::FormatMismatch);
+    }
+    check_live(root)?;
+    // SAFETY: the caller's contract; the root matches the live TTBCR.
+    unsafe { activate(root.pa(), asid) }
+}
 
 /// The optional short-descriptor features of this CPU, from `ID_MMFR0`/`ID_MMFR3`.
 #[must_use]
@@ -113,6 +222,12 @@ pub unsafe fn set_split(n: u8, kernel_root: PhysAddr) -> Result<(), ActivateErro
 /// parked while the ASID changes, the Cortex-A9 754322 barrier where `MIDR` says so,
 /// branch predictor invalidated).
 ///
+/// This is the raw form: `root` is an address, so nothing can check it against what the
+/// table was built for. Only its alignment is checked, against the live `TTBCR.N`; a table
+/// built for another split that happens to be aligned is loaded and walked with the wrong
+/// index width. Prefer [`activate_root`] (or an address space's `activate`), which refuses
+/// that with [`ActivateError::SplitMismatch`].
+///
 /// ASID 0 is never used for a mapping. No TLB flush is needed when every non-global
 /// mapping of `root` is tagged with `asid` (the ASID allocator guarantees a reused ASID is
 /// flushed first).
@@ -123,10 +238,17 @@ pub unsafe fn set_split(n: u8, kernel_root: PhysAddr) -> Result<(), ActivateErro
 /// [`ActivateError::NoParkingTable`] (`TTBCR.N = 0` and no kernel table in `TTBR1`).
 ///
 /// # Safety
-/// As [`crate::switch::switch_short`]: everything the CPU uses after the switch must be
-/// mapped identically by the new context (below the split, or everywhere with `N = 0`, by
-/// `root`; above by `TTBR1`), and with `N = 0` `TTBR1` holds the kernel's table (global
-/// entries only, mapping what the CPU uses).
+/// - `root` is a short-descriptor table built for the live `TTBCR.N` (the VAs below
+///   `1 << (32 - N)`, or all of them with `N = 0`), with non-global entries only below the
+///   split, valid for as long as this CPU may walk it;
+/// - `SCTLR.AFE = 0` (the crate's permission encodings assume it);
+/// - as [`crate::switch::switch_short`]: everything the CPU uses after the switch must be
+///   mapped identically by the new context (below the split, or everywhere with `N = 0`, by
+///   `root`; above by `TTBR1`), and with `N = 0` `TTBR1` holds the kernel's table (global
+///   entries only, mapping what the CPU uses);
+/// - no entry tagged `asid` in this CPU's TLB belongs to another table than `root`
+///   unless this CPU last ran `asid` over another table (the switch flushes that case);
+///   the ASID allocator ([`crate::asid`]) guarantees it for the ASIDs it hands out.
 pub unsafe fn activate(root: PhysAddr, asid: Asid) -> Result<(), ActivateError> {
     // SAFETY: the caller's contract is switch_short's.
     unsafe { switch_context(root, asid, false) }.map(|_| ())

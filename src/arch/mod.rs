@@ -2,7 +2,8 @@
 //!
 //! The instruction modules (`barrier`, `cp15`, `tlbi`) are compiled only for
 //! `target_arch = "arm"`; host builds of the crate see none of them. [`fields`] (register
-//! layouts, no instructions) is compiled everywhere so that host code and host tests can
+//! layouts, no instructions) and [`root`] (typed table roots and the register values of
+//! the MMU bring-up, pure functions) are compiled everywhere so that host code and host tests can
 //! decode register values with the same definitions. Other modules reach the hardware only
 //! through these functions and through the TLB backends in [`crate::tlb`].
 
@@ -17,5 +18,6 @@ pub mod fields;
 pub mod lpae;
 #[cfg(target_arch = "arm")]
 pub mod mmu;
+pub mod root;
 #[cfg(target_arch = "arm")]
 pub mod tlbi;

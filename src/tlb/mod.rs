@@ -23,12 +23,14 @@ pub mod cpu_model;
 pub mod errata;
 #[cfg(feature = "tlb-model")]
 pub mod model;
+pub mod observe;
 pub mod select;
 
 pub use armv7::{ActlrPolicy, Armv7Tlb, Insn, InsnSink, SysReg, SysRegs};
 #[cfg(target_arch = "arm")]
 pub use armv7::{Cp15, Cp15Tlb};
 pub use errata::{ErrataConfig, IpiHook, IpiTarget, SystemErrata};
+pub use observe::Observed;
 pub use select::{
     BroadcastReason, BroadcastUnavailable, CpuFeatures, CpuRegisters, DetectError, Shareability,
 };

@@ -1,9 +1,10 @@
 //! `cargo xtask`: builds the armv7-mm test kernels and boots them in QEMU.
 //!
 //! Commands:
-//! - `cargo xtask test [--filter NAME] [--jobs N] [--skip-host]`: `cargo fmt --check`,
-//!   `cargo clippy` (host, warnings denied, and the test kernels for the ARM target), the host
-//!   tests, then every boot test in every QEMU configuration it declares. Prints one line per
+//! - `cargo xtask test [--filter NAME] [--jobs N] [--skip-host]`: `rust-version` against the
+//!   pinned toolchain, `cargo fmt --check`, `cargo clippy` (host, warnings denied, and the
+//!   test kernels for the ARM target), `cargo doc` for both targets (warnings denied),
+//!   `cargo publish --dry-run -p armv7-mm`, the host tests, then every boot test in every QEMU configuration it declares. Prints one line per
 //!   result and ends with `N passed, N failed`.
 //! - `cargo xtask run`: boots the demo kernel and shows its console.
 //! - `cargo xtask bench [--runs N]`: boots the benchmark kernel `tests/bench.rs` (not a boot
@@ -88,6 +89,59 @@ fn step(name: &str, mut cmd: Command) -> bool {
             println!("{name} ... FAILED (could not run: {e})");
             false
         }
+    }
+}
+
+/// The MSRV check: the library's `rust-version`, as `cargo metadata` reports it, must be the
+/// toolchain `rust-toolchain.toml` pins (major.minor), which every other step of
+/// `cargo xtask test` builds and tests with. So the declared MSRV is exactly the version
+/// the suite verifies (installing and running an older toolchain as well would double CI
+/// time on these machines; see CHANGELOG.md). Returns the version.
+fn check_rust_version() -> Result<String, String> {
+    let toolchain = fs::read_to_string(root().join("rust-toolchain.toml"))
+        .map_err(|e| format!("rust-toolchain.toml: {e}"))?;
+    let out = cargo()
+        .args(["metadata", "--no-deps", "--format-version", "1"])
+        .output()
+        .map_err(|e| format!("cargo metadata: {e}"))?;
+    if !out.status.success() {
+        return Err("cargo metadata failed".into());
+    }
+    rust_version_matches(&String::from_utf8_lossy(&out.stdout), &toolchain)
+}
+
+/// [`check_rust_version`] on the texts: `cargo metadata` JSON and `rust-toolchain.toml`.
+fn rust_version_matches(json: &str, toolchain: &str) -> Result<String, String> {
+    let channel = toolchain
+        .lines()
+        .find_map(|l| {
+            let v = l.trim().strip_prefix("channel")?.trim().strip_prefix('=')?;
+            Some(v.trim().trim_matches('"').to_string())
+        })
+        .ok_or("rust-toolchain.toml pins no channel")?;
+    // The library's package object (`{"name":"armv7-mm","version":...`, not a dependency
+    // entry of the tests package); `rust_version` is its last key, so the first one after
+    // its start is its own (`null` when undeclared).
+    let at = json
+        .find("\"name\":\"armv7-mm\",\"version\"")
+        .ok_or("cargo metadata lists no armv7-mm package")?;
+    let key = "\"rust_version\":";
+    let value = json[at..]
+        .find(key)
+        .map(|k| &json[at + k + key.len()..])
+        .ok_or("cargo metadata gives no rust_version")?;
+    let declared = value
+        .strip_prefix('"')
+        .and_then(|v| v.split('"').next())
+        .ok_or("armv7-mm declares no rust-version")?
+        .to_string();
+    let major_minor = |v: &str| v.split('.').take(2).collect::<Vec<_>>().join(".");
+    if major_minor(&declared) == major_minor(&channel) {
+        Ok(declared)
+    } else {
+        Err(format!(
+            "Cargo.toml says rust-version = {declared}, rust-toolchain.toml pins {channel}"
+        ))
     }
 }
 
@@ -479,9 +533,20 @@ fn cmd_test(args: &[String]) -> i32 {
             "-D",
             "warnings",
         ]);
+        // Docs for both targets, warnings denied: the host build with every feature (the
+        // host models), and the ARM build as docs.rs makes it (the CP15 layer; `tlb-model`
+        // needs `std`, which the ARM target does not have).
         let mut doc = cargo();
         doc.args(["doc", "--no-deps", "-p", "armv7-mm", "--all-features"])
             .env("RUSTDOCFLAGS", "-D warnings");
+        let mut doc_arm = cargo();
+        doc_arm
+            .args(["doc", "--no-deps", "-p", "armv7-mm", "--target", TARGET])
+            .env("RUSTDOCFLAGS", "-D warnings");
+        // Ready to publish: the package builds from what it ships, and its `rust-version`
+        // is the toolchain the repository pins (the MSRV this suite verifies).
+        let mut publish = cargo();
+        publish.args(["publish", "--dry-run", "-p", "armv7-mm", "--allow-dirty"]);
         let mut host = cargo();
         host.args([
             "test",
@@ -490,11 +555,23 @@ fn cmd_test(args: &[String]) -> i32 {
             TESTS_PACKAGE,
             "--all-features",
         ]);
+        match check_rust_version() {
+            Ok(v) => {
+                println!("rust-version {v} = the pinned toolchain ... ok");
+                passed += 1;
+            }
+            Err(e) => {
+                println!("rust-version ... FAILED: {e}");
+                return finish(passed, failed + 1);
+            }
+        }
         for (name, cmd) in [
             ("cargo fmt --check", fmt),
             ("cargo clippy (host)", clippy),
             ("cargo clippy (armv7a-none-eabi)", clippy_arm),
-            ("cargo doc", doc),
+            ("cargo doc (host)", doc),
+            ("cargo doc (armv7a-none-eabi)", doc_arm),
+            ("cargo publish --dry-run", publish),
             ("host tests", host),
         ] {
             if step(name, cmd) {
@@ -885,6 +962,26 @@ mod tests {
             console: console.into(),
             elapsed: Duration::from_millis(5),
         }
+    }
+
+    #[test]
+    fn rust_version_must_be_the_pinned_toolchain() {
+        let pin = "[toolchain]\nchannel = \"1.95.0\"\n";
+        let meta = |v: &str| {
+            format!(
+                "{{\"packages\":[{{\"name\":\"armv7-mm-tests\",\"version\":\"0.0.0\",\
+                 \"dependencies\":[{{\"name\":\"armv7-mm\",\"req\":\"*\"}}],\
+                 \"rust_version\":null}},{{\"name\":\"armv7-mm\",\"version\":\"0.1.0\",\
+                 \"rust_version\":{v}}}]}}"
+            )
+        };
+        assert_eq!(
+            rust_version_matches(&meta("\"1.95\""), pin),
+            Ok("1.95".to_string())
+        );
+        assert!(rust_version_matches(&meta("\"1.80\""), pin).is_err());
+        assert!(rust_version_matches(&meta("null"), pin).is_err());
+        assert!(rust_version_matches(&meta("\"1.95\""), "[toolchain]\n").is_err());
     }
 
     #[test]
