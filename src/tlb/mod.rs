@@ -21,9 +21,12 @@ pub mod armv7;
 #[cfg(feature = "tlb-model")]
 pub mod cpu_model;
 pub mod errata;
+pub mod ipi;
 #[cfg(feature = "tlb-model")]
 pub mod model;
 pub mod select;
+#[cfg(feature = "tlb-model")]
+pub mod smp_model;
 
 pub use armv7::{Armv7Tlb, Insn, InsnSink, SysReg, SysRegs};
 #[cfg(target_arch = "arm")]
