@@ -633,6 +633,9 @@ pub struct Mailbox {
     pending: AtomicU32,
     request: UnsafeCell<FlushRequest>,
     handled: AtomicU32,
+    /// Mutant (tests only): acknowledge before the local replay.
+    #[cfg(test)]
+    ack_early: bool,
 }
 
 // SAFETY: `request` is written only by the holder of `busy` while `pending` is 0 (no
@@ -663,7 +666,17 @@ impl Mailbox {
             pending: AtomicU32::new(0),
             request: UnsafeCell::new(FlushRequest::new()),
             handled: AtomicU32::new(0),
+            #[cfg(test)]
+            ack_early: false,
         }
+    }
+
+    /// The mutant whose handlers acknowledge before their local replay (tests only).
+    #[cfg(test)]
+    const fn acking_early() -> Self {
+        let mut m = Self::new();
+        m.ack_early = true;
+        m
     }
 
     /// Puts `request` out for `targets` (send the IPIs after this, then
@@ -696,6 +709,16 @@ impl Mailbox {
         // SAFETY: our bit is set, so the request was written before (acquire above) and
         // will not be rewritten until we clear it (see the `Sync` impl).
         let request = unsafe { &*self.request.get() };
+        #[cfg(test)]
+        if self.ack_early {
+            // The bug: the initiator may go on (and free) while we still invalidate. The
+            // copy keeps the mutant itself free of data races.
+            let copy = *request;
+            self.pending.fetch_and(!bit.0, Ordering::Release);
+            copy.run_local(local);
+            self.handled.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
         request.run_local(local);
         self.handled.fetch_add(1, Ordering::Relaxed);
         // The acknowledgement: after the local completion barrier, and after our last

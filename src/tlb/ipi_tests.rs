@@ -268,21 +268,24 @@ impl TlbBackend for AckAfterBarrier<'_> {
     }
 }
 
-#[test]
-fn mailbox_acknowledges_after_the_barrier_and_the_initiator_waits_for_all() {
+/// Three handler threads (CPUs 1-3) serve `mailbox` while this thread posts up to
+/// `rounds` requests to them; returns each handler's completions, or the first handler's
+/// panic message.
+fn serve(mailbox: &'static Mailbox, rounds: u32) -> Result<Vec<u32>, std::string::String> {
     use std::sync::atomic::AtomicBool;
-    static MAILBOX: Mailbox = Mailbox::new();
-    static STOP: AtomicBool = AtomicBool::new(false);
+    use std::sync::Arc;
+    let stop = Arc::new(AtomicBool::new(false));
     let handlers: Vec<_> = (1..4)
         .map(|cpu| {
+            let stop = stop.clone();
             std::thread::spawn(move || {
                 let mut local = AckAfterBarrier {
-                    mailbox: &MAILBOX,
+                    mailbox,
                     cpu,
                     completions: 0,
                 };
-                while !STOP.load(Ordering::SeqCst) {
-                    MAILBOX.handle(cpu, &mut local);
+                while !stop.load(Ordering::SeqCst) {
+                    mailbox.handle(cpu, &mut local);
                     std::thread::yield_now();
                 }
                 local.completions
@@ -291,19 +294,61 @@ fn mailbox_acknowledges_after_the_barrier_and_the_initiator_waits_for_all() {
         .collect();
     let mut r = FlushRequest::new();
     r.push(FlushOp::Asid(Asid(1)));
-    for _ in 0..200 {
-        MAILBOX.post(CpuSet(0b1110), &r).wait();
-        assert!(MAILBOX.pending().is_empty());
+    let dead = |hs: &[std::thread::JoinHandle<u32>]| hs.iter().any(|h| h.is_finished());
+    for _ in 0..rounds {
+        if dead(&handlers) {
+            break;
+        }
+        let posted = mailbox.post(CpuSet(0b1110), &r);
+        // A handler that panicked never acknowledges: stop waiting for it.
+        while !mailbox.pending().is_empty() && !dead(&handlers) {
+            std::thread::yield_now();
+        }
+        if !mailbox.pending().is_empty() {
+            core::mem::forget(posted);
+            break;
+        }
+        posted.wait();
     }
-    // Not a target: a spurious IPI does nothing.
-    assert!(!MAILBOX.handle(
-        0,
-        &mut Armv7Tlb::new(Recorder::default(), Shareability::Local)
-    ));
-    STOP.store(true, Ordering::SeqCst);
-    let done: Vec<u32> = handlers.into_iter().map(|h| h.join().unwrap()).collect();
-    assert_eq!(done, vec![200, 200, 200]);
+    stop.store(true, Ordering::SeqCst);
+    let mut done = Vec::new();
+    for h in handlers {
+        match h.join() {
+            Ok(n) => done.push(n),
+            Err(e) => {
+                let msg = e
+                    .downcast_ref::<&str>()
+                    .map(|s| std::string::String::from(*s))
+                    .or_else(|| e.downcast_ref::<std::string::String>().cloned())
+                    .unwrap_or_default();
+                return Err(msg);
+            }
+        }
+    }
+    Ok(done)
+}
+
+#[test]
+fn mailbox_acknowledges_after_the_barrier_and_the_initiator_waits_for_all() {
+    static MAILBOX: Mailbox = Mailbox::new();
+    assert_eq!(serve(&MAILBOX, 200), Ok(vec![200, 200, 200]));
     assert_eq!(MAILBOX.handled(), 600);
+    assert!(MAILBOX.pending().is_empty());
+    // Not a target: a spurious IPI does nothing.
+    let mut local = Armv7Tlb::new(Recorder::default(), Shareability::Local);
+    assert!(!MAILBOX.handle(0, &mut local));
+    assert!(local.sink().log.is_empty());
+}
+
+#[test]
+fn teeth_a_mailbox_that_acknowledges_before_the_barrier_is_caught() {
+    static EARLY: Mailbox = Mailbox::acking_early();
+    let r = serve(&EARLY, 200);
+    assert!(
+        r.as_ref()
+            .is_err_and(|m| m.contains("acknowledged before the completion barrier")),
+        "{r:?}"
+    );
 }
 
 #[cfg(feature = "tlb-model")]
