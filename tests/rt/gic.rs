@@ -101,6 +101,25 @@ pub fn disable_irqs() {
     unsafe { core::arch::asm!("cpsid i", options(nomem, nostack)) };
 }
 
+/// Sleeps until an interrupt is pending at this CPU (`wfi`; it wakes with IRQs masked too,
+/// and then [`take_pending`] clears what woke it).
+pub fn wait_for_interrupt() {
+    // SAFETY: `wfi` only waits; it returns at once if an interrupt is already pending.
+    unsafe { core::arch::asm!("dsb sy", "wfi", options(nomem, nostack)) };
+}
+
+/// With IRQs masked: acknowledges and ends the highest-priority pending interrupt without
+/// running the handler; returns (id, requesting CPU) or `None` if nothing was pending.
+pub fn take_pending() -> Option<(u32, usize)> {
+    let iar = read(&GICC, GICC_IAR);
+    let id = iar & 0x3ff;
+    if id == SPURIOUS {
+        return None;
+    }
+    write(&GICC, GICC_EOIR, iar);
+    Some((id, ((iar >> 10) & 7) as usize))
+}
+
 /// The IRQ handler (called by `rt_exc_irq` in SVC mode with IRQs masked).
 #[no_mangle]
 pub extern "C" fn rt_irq() {
