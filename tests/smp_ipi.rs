@@ -2,6 +2,7 @@
 //! timeout: 180
 //! variant: skip_local arg=ipibug=skip_local arg=case=ipi expect=fail "STALE"
 //! variant: miss_cpu arg=ipibug=miss_cpu arg=case=ipi expect=fail "STALE"
+//! variant: clear_on_park arg=ipibug=clear_on_park arg=case=lazy expect=fail "STALE"
 //!
 //! TLB shootdown by IPI (`armv7_mm::tlb::ipi`) on four CPUs with GICv2 software-generated
 //! interrupts, under the same stress as `smp_shootdown` (its readers, frame pool and
@@ -20,12 +21,16 @@
 //!   table) through gathers over the IPI backend, hands the frames back poisoned and
 //!   reuses them. Prints `smp-ipi: <rounds> rounds, <reads> reads, <K> stale, <I> ipis,
 //!   <F> flushes`; fails if K > 0.
+//! - `lazy`: the same, but the readers park (bare `TTBR0` write) keeping the space's ASID
+//!   first and go on reading: their TLBs still hold the space's entries, so they stay in
+//!   its mask and are interrupted although they no longer run it.
 //! - `broadcast`: the same stress over the inner-shareable backend, for comparison
 //!   (`smp-stress: ...`).
 //!
 //! Teeth (each must print "STALE"): `ipibug=skip_local`, the SGI handler acknowledges
 //! without its local invalidates; `ipibug=miss_cpu`, the transport leaves CPU 3 out of
-//! every shootdown.
+//! every shootdown; `ipibug=clear_on_park` on `lazy`, the readers leave the mask when they
+//! switch away.
 
 #![no_std]
 #![no_main]
@@ -66,6 +71,8 @@ static IPIS: AtomicU32 = AtomicU32::new(0);
 static SKIP_LOCAL: AtomicBool = AtomicBool::new(false);
 /// `ipibug=miss_cpu`: CPU 3 is never sent a shootdown.
 static MISS_CPU: AtomicBool = AtomicBool::new(false);
+/// `ipibug=clear_on_park`: a CPU leaves the space's mask when it switches away.
+static CLEAR_ON_PARK: AtomicBool = AtomicBool::new(false);
 
 fn main() -> ! {
     support::setup("smp_ipi");
@@ -83,10 +90,15 @@ fn main() -> ! {
     rt::gic::init_cpu();
     SKIP_LOCAL.store(rt::arg("ipibug") == Some("skip_local"), Ordering::SeqCst);
     MISS_CPU.store(rt::arg("ipibug") == Some("miss_cpu"), Ordering::SeqCst);
+    CLEAR_ON_PARK.store(rt::arg("ipibug") == Some("clear_on_park"), Ordering::SeqCst);
     rt::cases::run(&[
         Case {
             name: "ipi",
             run: || stress(Kind::Ipi),
+        },
+        Case {
+            name: "lazy",
+            run: || stress(Kind::Lazy),
         },
         Case {
             name: "broadcast",
@@ -176,7 +188,11 @@ fn ipi_reader(cpu: usize) {
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
+    /// Readers run the space.
     Ipi,
+    /// Readers ran the space and parked keeping its ASID.
+    Lazy,
+    /// [`Kind::Ipi`] over the broadcast backend.
     Broadcast,
 }
 
@@ -264,7 +280,18 @@ fn stress(kind: Kind) -> CaseResult {
     let all: [usize; 64] = core::array::from_fn(|i| i);
     remap(space, &all[..SLOTS]);
     support::GARBAGE_TABLES.store(true, Ordering::SeqCst);
-    support::start_readers_with(space, &READERS, false, ipi_reader);
+    let lazy = kind == Kind::Lazy;
+    support::start_readers_with(space, &READERS, lazy, ipi_reader);
+    if lazy {
+        // Park keeping the ASID: the readers' TLBs keep the space's entries, usable under
+        // that ASID, so they must still be interrupted.
+        support::readers_switch(1);
+        if CLEAR_ON_PARK.load(Ordering::SeqCst) {
+            for cpu in READERS {
+                space.cpus().forget(cpu);
+            }
+        }
+    }
     let marked = space.cpus().load();
     let before = support::HANDED_BACK.load(Ordering::SeqCst);
     let (sd0, ipis0, handled0) = (
@@ -275,7 +302,9 @@ fn stress(kind: Kind) -> CaseResult {
     let mut rng = Rng(0x1234_5678);
     let (mut invalidates, mut flushes, mut tables) = (0u64, 0u32, 0u32);
     let mut rounds = 0;
-    for round in 0..ROUNDS {
+    // Lazily parked readers lose each entry at its first zap: fewer rounds say it all.
+    let want = if lazy { ROUNDS / 5 } else { ROUNDS };
+    for round in 0..want {
         if round % HANDSHAKE_EVERY == 0 {
             support::arm_handshake();
         }
@@ -298,7 +327,7 @@ fn stress(kind: Kind) -> CaseResult {
         let slots = &slots[..n];
         let zapped = if group.is_some() { &[][..] } else { slots };
         let r = match kind {
-            Kind::Ipi => zap(space, ipi_tlb(space.cpus()), zapped, group)?,
+            Kind::Ipi | Kind::Lazy => zap(space, ipi_tlb(space.cpus()), zapped, group)?,
             Kind::Broadcast => zap(space, support::tlb(), zapped, group)?,
         };
         for &i in slots {
@@ -323,6 +352,10 @@ fn stress(kind: Kind) -> CaseResult {
         Kind::Ipi => println!(
             "smp-ipi: {rounds} rounds, {reads} reads, {stale} stale, {ipis} ipis, {flushes} flushes"
         ),
+        Kind::Lazy => println!(
+            "smp-ipi (lazily parked readers): {rounds} rounds, {reads} reads, {stale} stale, \
+             {ipis} ipis, {flushes} flushes"
+        ),
         Kind::Broadcast => println!(
             "smp-stress: {rounds} rounds, {reads} reads, {stale} stale, {flushes} flushes (broadcast)"
         ),
@@ -341,7 +374,7 @@ fn stress(kind: Kind) -> CaseResult {
     // SAFETY: every reader has returned and parked; CPU 0 runs the park space.
     let s = unsafe { SPACE.take() };
     let report = match kind {
-        Kind::Ipi => {
+        Kind::Ipi | Kind::Lazy => {
             // The teardown flush goes to every CPU that ran the space.
             let cpus = CpuMask::new();
             for c in s.cpus().load().iter() {
@@ -354,7 +387,7 @@ fn stress(kind: Kind) -> CaseResult {
     let _ = support::ALLOC.release(report.asid);
     support::pool_drain();
     ensure_eq!(stale, 0, "stale reads");
-    ensure!(rounds >= ROUNDS, "only {} rounds", rounds);
+    ensure!(rounds >= want, "only {} rounds", rounds);
     ensure!(
         handed >= rounds,
         "{} frames handed back in {} rounds",
@@ -366,7 +399,7 @@ fn stress(kind: Kind) -> CaseResult {
         "readers barely ran: {} reads",
         reads
     );
-    if kind == Kind::Ipi {
+    if kind != Kind::Broadcast {
         ensure_eq!(marked.0, 0b1110, "readers marked in the space's mask");
         ensure!(
             shootdowns >= rounds,
