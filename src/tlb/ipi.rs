@@ -67,8 +67,8 @@
 //!
 //! Why that is sound with switches running concurrently with a shootdown: the initiator
 //! writes descriptors, then `dsb ish`, then loads the mask; a switching CPU stores its bit
-//! (a sequentially consistent read-modify-write), then `dsb`/`isb` in its switch, then
-//! walks. That is the store-buffering pattern with a full barrier on both sides, so at
+//! (a sequentially consistent read-modify-write, then `dsb ish` in [`CpuMask::enter`]),
+//! then switches (`TTBR0` write, `isb`), then walks. That is the store-buffering pattern with a full barrier on both sides, so at
 //! least one of them sees the other's store: either the mask load sees the bit (the CPU is
 //! interrupted and invalidates), or the CPU's walks see the new descriptors (so it can
 //! only cache the new translations). A CPU that sets its bit after the mask was loaded
@@ -214,9 +214,11 @@ impl CpuMask {
     pub fn enter(&self, cpu: usize) -> Result<(), CpuOutOfRange> {
         let bit = CpuSet::single(cpu)?;
         self.0.fetch_or(bit.0, Ordering::SeqCst);
-        // Ordered before the walks the caller's switch lets happen (its own barriers
-        // order the hardware walker; this orders the compiler and the other CPUs' view).
         fence(Ordering::SeqCst);
+        // A `dmb` orders explicit accesses only; the store must also complete before any
+        // table walk the switch lets happen.
+        #[cfg(target_arch = "arm")]
+        crate::arch::barrier::dsb_ish();
         Ok(())
     }
 

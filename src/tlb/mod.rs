@@ -88,7 +88,7 @@ impl TlbCounters {
 /// What the crate may ask of the TLB.
 ///
 /// Implementations: the ARMv7 local and inner-shareable backends (on `target_arch = "arm"`),
-/// and the host TLB model (feature `tlb-model`).
+/// the IPI shootdown backend [`ipi::IpiTlb`], and the host TLB model (feature `tlb-model`).
 pub trait TlbBackend {
     /// Barrier before a batch: every descriptor write so far is visible to the table
     /// walkers that the following invalidates target.
