@@ -265,9 +265,9 @@ const READERS: [usize; 3] = [1, 2, 3];
 
 fn stress(kind: Kind) -> CaseResult {
     const SLOTS: usize = 48;
-    // An IPI round trip costs QEMU a host time slice or so (four vCPU threads on fewer
-    // host cores): ~14 ms a round on two shared cores with the initiator in `wfi`, ~40 ms
-    // with it spinning.
+    // An IPI round trip costs QEMU up to a host time slice (four vCPU threads on fewer
+    // host cores): 2 ms a round on two idle cores, ~14 ms on busy ones (~40 ms with the
+    // initiator spinning instead of sleeping in `wfi`).
     const ROUNDS: u32 = 2_000;
     const HANDSHAKE_EVERY: u32 = 100;
     ensure!(rt::smp::cpus() == 4, "needs 4 CPUs");
