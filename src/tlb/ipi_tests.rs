@@ -371,6 +371,8 @@ mod smp {
     const ASID: Asid = Asid(9);
     const MIB: u64 = 1 << 20;
     const BASE: u64 = 0x1000_0000;
+    /// The window of the kernel-space runs (`TTBR1` half of `TTBCR.N = 1`).
+    const KERNEL_BASE: u64 = 0x9000_0000;
     /// 16 MiB: four 4 MiB groups, sixteen 1 MiB regions.
     const WINDOW: u64 = 16 * MIB;
 
@@ -398,6 +400,11 @@ mod smp {
         Transport(TransportFault),
         /// This CPU runs the space without marking itself in the mask.
         NoMark(usize),
+        /// No bug: the kernel space (global leaves, every CPU, any ASID), kernel scope.
+        Kernel,
+        /// The kernel space's shootdowns sent to a space mask (only the CPUs that changed
+        /// its tables) instead of every online CPU.
+        KernelToMask,
     }
 
     #[derive(Debug, Default)]
@@ -415,10 +422,16 @@ mod smp {
     /// the IPI backend. Every free is checked against every CPU's TLB.
     fn run(seed: u64, steps: usize, bug: Bug) -> Outcome {
         let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let kernel = matches!(bug, Bug::Kernel | Bug::KernelToMask);
+        let base = if kernel { KERNEL_BASE } else { BASE };
         let mem = HostMemory::new();
         let mut space = Space::new(
             mem.clone(),
-            Layout::User { n: 1 },
+            if kernel {
+                Layout::Kernel { n: 1 }
+            } else {
+                Layout::User { n: 1 }
+            },
             crate::short::Features::ALL,
         )
         .expect("root");
@@ -439,26 +452,37 @@ mod smp {
             if bug != Bug::NoMark(initiator) {
                 mask.enter(initiator).unwrap();
             }
-            let backend =
-                IpiTlb::with_local(smp.local(initiator), smp.transport(initiator, fault), &mask);
-            let mut g = MmuGather::new(Scope::Asid(ASID), backend, &mut checker, &in_flight);
+            let (local, transport) = (smp.local(initiator), smp.transport(initiator, fault));
+            let (backend, scope) = match bug {
+                Bug::Kernel => (IpiTlb::kernel(local, transport), Scope::Kernel),
+                Bug::KernelToMask => (IpiTlb::with_local(local, transport, &mask), Scope::Kernel),
+                _ => (
+                    IpiTlb::with_local(local, transport, &mask),
+                    Scope::Asid(ASID),
+                ),
+            };
+            let mut g = MmuGather::new(scope, backend, &mut checker, &in_flight);
             let ops = 1 + rng.below(10);
             for _ in 0..ops {
                 step += 1;
                 match rng.below(10) {
                     0..=2 => {
                         // Map a few pages, each to its own frame.
-                        let start = BASE + rng.below(WINDOW / 4096) * 4096;
+                        let start = base + rng.below(WINDOW / 4096) * 4096;
                         for p in 0..1 + rng.below(6) {
                             let v = start + p * 4096;
-                            if v >= BASE + WINDOW {
+                            if v >= base + WINDOW {
                                 break;
                             }
                             let mut m = mem.clone();
                             let Some(pa) = m.allocate_frames(1, 4096) else {
                                 break;
                             };
-                            let attrs = Attributes::USER_DATA;
+                            let attrs = if kernel {
+                                Attributes::KERNEL_DATA
+                            } else {
+                                Attributes::USER_DATA
+                            };
                             if space
                                 .map(range(v, 4096), pa, attrs, MapSize::Page4K)
                                 .is_ok()
@@ -473,35 +497,41 @@ mod smp {
                         // A CPU switches in (marks itself) and reads mapped pages and
                         // random ones (walks through tables, faults cache nothing).
                         let cpu = rng.below(CPUS as u64) as usize;
-                        if bug != Bug::NoMark(cpu) {
+                        // Every CPU runs the kernel space, under any ASID.
+                        let asid = if kernel {
+                            Asid(1 + rng.below(4) as u8)
+                        } else {
+                            ASID
+                        };
+                        if !kernel && bug != Bug::NoMark(cpu) {
                             mask.enter(cpu).unwrap();
                         }
                         for _ in 0..1 + rng.below(8) {
                             let v = if !mapped.is_empty() && rng.below(4) != 0 {
                                 mapped[rng.below(mapped.len() as u64) as usize]
                             } else {
-                                BASE + rng.below(WINDOW / 4096) * 4096
+                                base + rng.below(WINDOW / 4096) * 4096
                             };
-                            smp.access(cpu, VirtAddr::new(v as u32), ASID, &space);
+                            smp.access(cpu, VirtAddr::new(v as u32), asid, &space);
                             out.accesses += 1;
                         }
                     }
                     6 | 7 => {
-                        let start = BASE + rng.below(WINDOW / 4096) * 4096;
-                        let len = (4096 * (1 + rng.below(512))).min(BASE + WINDOW - start);
+                        let start = base + rng.below(WINDOW / 4096) * 4096;
+                        let len = (4096 * (1 + rng.below(512))).min(base + WINDOW - start);
                         let _ = space.unmap(range(start, len), &mut g);
                         mapped.retain(|&v| v < start || v >= start + len);
                     }
                     8 => {
                         let group = rng.below(4);
-                        let start = BASE + group * 4 * MIB;
+                        let start = base + group * 4 * MIB;
                         let len = 4 * MIB * (1 + rng.below(4 - group));
                         let _ = space.unmap(range(start, len), &mut g);
                         mapped.retain(|&v| v < start || v >= start + len);
                         let _ = space.free_tables(
                             range(start, len),
-                            VirtAddr::new(BASE as u32),
-                            BASE + WINDOW,
+                            VirtAddr::new(base as u32),
+                            base + WINDOW,
                             &mut g,
                         );
                     }
@@ -557,6 +587,20 @@ mod smp {
             .count() as u64;
         std::println!("{bug:?}: caught in {n} of {SEEDS} runs");
         n
+    }
+
+    #[test]
+    fn random_kernel_space_gathers_reach_every_online_cpu() {
+        for seed in 0..SEEDS / 2 {
+            let o = run(seed, STEPS, Bug::Kernel);
+            assert!(o.violations.is_empty(), "seed {seed}: {}", o.violations[0]);
+        }
+    }
+
+    #[test]
+    fn teeth_kernel_shootdowns_to_a_space_mask_are_caught() {
+        let n = caught(Bug::KernelToMask);
+        assert!(n >= SEEDS / 2, "caught in {n} of {SEEDS} runs");
     }
 
     #[test]
