@@ -96,6 +96,8 @@ pub struct LockedAddressSpace<M: Memory, F: Format = Short> {
     view: TableView<F>,
     root: PhysAddr,
     layout: Layout,
+    /// CPUs that ran the space (set by `activate` before the switch; for `tlb::ipi`).
+    cpus: crate::tlb::ipi::CpuMask,
 }
 
 /// Why a zap through a [`SpaceGuard`] was refused.
@@ -163,6 +165,7 @@ impl<M: Memory, F: Format> LockedAddressSpace<M, F> {
             view,
             root,
             layout,
+            cpus: crate::tlb::ipi::CpuMask::new(),
         }
     }
 
@@ -231,6 +234,13 @@ impl<M: Memory, F: Format> LockedAddressSpace<M, F> {
     /// The layout of the space.
     pub fn layout(&self) -> Layout {
         self.layout
+    }
+
+    /// The CPUs that have run this space: `activate` marks the CPU before its switch, and
+    /// an [`crate::tlb::ipi::IpiTlb`] for the space interrupts them (a kernel with its own
+    /// switch calls [`crate::tlb::ipi::CpuMask::enter`] before its `TTBR0` write).
+    pub fn cpus(&self) -> &crate::tlb::ipi::CpuMask {
+        &self.cpus
     }
 
     /// Gathers in flight on this space.
@@ -378,6 +388,10 @@ impl<M: Memory> LockedAddressSpace<M, Short> {
         cpu: usize,
     ) -> Result<crate::asid::Switch, SwitchError> {
         self.ttbr0_space()?;
+        // Marked before the switch can walk the tables (see `tlb::ipi`).
+        self.cpus
+            .enter(cpu)
+            .map_err(|e| SwitchError::NoSuchCpu(e.0))?;
         // SAFETY: the caller's contract; the context is this space's, `root` its table.
         unsafe {
             alloc.activate(
@@ -407,6 +421,10 @@ impl<M: Memory> LockedAddressSpace<M, crate::lpae::Lpae> {
         cpu: usize,
     ) -> Result<crate::asid::Switch, SwitchError> {
         self.ttbr0_space()?;
+        // Marked before the switch can walk the tables (see `tlb::ipi`).
+        self.cpus
+            .enter(cpu)
+            .map_err(|e| SwitchError::NoSuchCpu(e.0))?;
         // SAFETY: the caller's contract; the context is this space's, `root` its table.
         unsafe {
             alloc.activate_lpae(

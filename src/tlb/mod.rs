@@ -21,10 +21,13 @@ pub mod armv7;
 #[cfg(feature = "tlb-model")]
 pub mod cpu_model;
 pub mod errata;
+pub mod ipi;
 #[cfg(feature = "tlb-model")]
 pub mod model;
 pub mod observe;
 pub mod select;
+#[cfg(feature = "tlb-model")]
+pub mod smp_model;
 
 pub use armv7::{ActlrPolicy, Armv7Tlb, Insn, InsnSink, SysReg, SysRegs};
 #[cfg(target_arch = "arm")]
@@ -89,7 +92,7 @@ impl TlbCounters {
 /// What the crate may ask of the TLB.
 ///
 /// Implementations: the ARMv7 local and inner-shareable backends (on `target_arch = "arm"`),
-/// and the host TLB model (feature `tlb-model`).
+/// the IPI shootdown backend [`ipi::IpiTlb`], and the host TLB model (feature `tlb-model`).
 pub trait TlbBackend {
     /// Barrier before a batch: every descriptor write so far is visible to the table
     /// walkers that the following invalidates target.

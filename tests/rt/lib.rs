@@ -5,6 +5,7 @@
 //! - [`semihosting`]: exit status and command-line arguments from QEMU;
 //! - [`fault`]: expected-fault probes and the abort handlers;
 //! - [`frames`]: the physical frame allocator, and [`frames::KernelMemory`];
+//! - [`gic`]: GICv2 software-generated interrupts and the IRQ handler;
 //! - [`cases`]: named cases reported as `case <name> ... ok|FAILED`;
 //! - [`mmu`]: a minimal identity map to turn the MMU on;
 //! - [`pmu`]: the cycle counter, for the benchmark kernel;
@@ -21,6 +22,7 @@ pub mod cases;
 pub mod console;
 pub mod fault;
 pub mod frames;
+pub mod gic;
 pub mod mmu;
 pub mod pmu;
 pub mod semihosting;

@@ -101,10 +101,21 @@ rt_exc_svc:
     sub lr, lr, #4
     mov r0, #2
     b rt_exc_fatal_stub
+    @ IRQ (rt::gic): return state and scratch registers onto the interrupted SVC stack
+    @ (IRQ mode has none), the Rust handler on an 8-byte aligned stack, then back.
 rt_exc_irq:
     sub lr, lr, #4
-    mov r0, #6
-    b rt_exc_fatal_stub
+    srsdb sp!, #0x13
+    cps #0x13
+    push {{r0-r3, r12, lr}}
+    and r1, sp, #4
+    sub sp, sp, r1
+    push {{r1, r2}}
+    bl rt_irq
+    pop {{r1, r2}}
+    add sp, sp, r1
+    pop {{r0-r3, r12, lr}}
+    rfeia sp!
 rt_exc_fiq:
     sub lr, lr, #4
     mov r0, #7

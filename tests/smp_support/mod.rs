@@ -247,6 +247,25 @@ fn setup_common(name: &str, format: &str) {
     );
 }
 
+/// Maps `[va, va + bytes)` to device memory at `pa` in the short-descriptor kernel table
+/// (global, kernel only; after [`setup`], before the CPUs that use it start), e.g. the
+/// interrupt controller.
+pub fn map_kernel_device(va: u32, pa: u64, bytes: u64) {
+    let mut kernel = KERNEL.lock();
+    let kernel = kernel.as_mut().expect("map_kernel_device before setup");
+    kernel
+        .map(
+            range(va, bytes),
+            PhysAddr::new(pa),
+            Attributes::DEVICE,
+            MapSize::Section1M,
+        )
+        .unwrap_or_else(|e| panic!("device map {va:#x}: {e:?}"));
+    // A new entry (nothing was cached for it): visible to this CPU's walks.
+    dsb_ish();
+    armv7_mm::arch::barrier::isb();
+}
+
 /// Boots onto the crate's short-descriptor tables, every CPU parked (see the module
 /// docs).
 pub fn setup(name: &str) {
@@ -483,6 +502,17 @@ pub fn reader(cpu: usize) {
 
 /// Starts readers on `cpus` (a list of secondaries) over `space`.
 pub fn start_readers(space: &'static Space, cpus: &[usize], lazy_park: bool) {
+    start_readers_with(space, cpus, lazy_park, reader);
+}
+
+/// [`start_readers`] with another entry on the reader CPUs (one that prepares the CPU,
+/// e.g. takes interrupts, then calls [`reader`]).
+pub fn start_readers_with(
+    space: &'static Space,
+    cpus: &[usize],
+    lazy_park: bool,
+    entry: fn(usize),
+) {
     STOP.store(false, Ordering::SeqCst);
     PARK_LAZY.store(lazy_park, Ordering::SeqCst);
     SWITCH_REQ.store(0, Ordering::SeqCst);
@@ -496,7 +526,7 @@ pub fn start_readers(space: &'static Space, cpus: &[usize], lazy_park: bool) {
     }
     READ_SPACE.put(space);
     for &cpu in cpus {
-        rt::smp::start(cpu, reader);
+        rt::smp::start(cpu, entry);
     }
     let want: u32 = cpus.iter().map(|c| 1 << c).sum();
     while READERS.load(Ordering::SeqCst) & want != want {
