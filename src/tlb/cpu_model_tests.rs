@@ -447,6 +447,15 @@ fn walk_attributes_follow_actlr_smp_on_parts_that_have_it() {
     );
     // No multiprocessing extensions.
     assert_eq!(ShortWalk::from_registers(0x413F_C080, 0, 0), ShortWalk::UP);
+    // Brahma-B15 (Broadcom 0x00F) has ACTLR.SMP too: clear, it is outside coherency.
+    assert_eq!(
+        ShortWalk::from_registers(0x420F_00F0, mp, 0),
+        ShortWalk::UP_MP
+    );
+    assert_eq!(
+        ShortWalk::from_registers(0x420F_00F0, mp, 1 << 6),
+        ShortWalk::SMP
+    );
     // Another part: MPIDR.U decides.
     assert_eq!(
         ShortWalk::from_registers(0x5100_0000, mp, 0),
