@@ -66,7 +66,7 @@ rt::entry!(main);
 
 const MIB: u32 = 1 << 20;
 const GROUP: u32 = 4 * MIB;
-const BASE: u32 = 0x1000_0000;
+const BASE: u32 = rt::board::FREE_VA;
 /// Watched pages per 4 MiB group.
 const PER_GROUP: usize = 12;
 

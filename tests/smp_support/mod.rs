@@ -60,7 +60,7 @@ pub const SPLIT: u8 = 2;
 pub const POISON: u32 = 0xdead_dead;
 /// What the frame behind a garbage-filled freed table holds.
 pub const SECRET: u32 = 0x5ec2_e7ed;
-const UART: u32 = 0x0900_0000;
+const UART: u32 = rt::console::UART_BASE as u32;
 /// CPUs the runtime has.
 pub const CPUS: usize = 4;
 
@@ -162,7 +162,7 @@ pub fn bug() -> Bug {
 /// The TLB backend gathers use: the one this CPU calls for (inner shareable on every
 /// SMP core QEMU models), or the local form with [`Bug::Local`].
 pub fn tlb() -> Cp15Tlb {
-    let t = Cp15Tlb::detect();
+    let t = Cp15Tlb::detect().with_errata(rt::cpu_errata());
     if bug() == Bug::Local {
         t.with_shareability(Shareability::Local)
     } else {
