@@ -568,7 +568,7 @@ pub fn bug() -> Bug {
     }
 }
 
-/// The CPU's TLB backend, optionally broken ([`Bug::SkipFlush`]).
+/// The CPU's TLB backend with its errata (`rt::cpu_errata`), optionally broken ([`Bug::SkipFlush`]).
 pub struct TestTlb {
     pub inner: Cp15Tlb,
     pub skip: bool,

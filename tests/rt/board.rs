@@ -9,9 +9,14 @@
 //! | `vexpress-a9` | Cortex-A9 MPCore r0p0 | `0x6000_0000` | `0x1000_9000` | all enter the ELF entry: held in the runtime's pen |
 //! | `raspi2b` | 4x Cortex-A7 | `0x0` | `0x3F20_1000` | all enter the ELF entry: held in the runtime's pen |
 //!
-//! QEMU 7.2 (`hw/arm/boot.c`) starts *every* CPU at the entry of a bare ELF (`is_linux` is
-//! false, so neither the board's secondary boot stub nor its mailbox spin loop is used);
-//! only `virt` keeps the secondaries powered off until PSCI starts them.
+//! QEMU 7.2 (`hw/arm/boot.c`, `do_cpu_reset`) sets *every* CPU's PC to the entry of a bare
+//! ELF (`is_linux` is false, so the board's secondary boot stub is neither written nor
+//! used: on raspi2b the stub at `0x300` that polls the BCM2836 mailbox 3 does not run).
+//! Checked by experiment: the secondaries of both boards run `_start` and wait in the pen.
+//! Only `virt` (PSCI) keeps them powered off until `CPU_ON`. Later QEMU releases send
+//! non-Linux secondaries to the board's stub too; for raspi2b, [`prepare_secondaries`]
+//! already writes `_start` to each secondary's mailbox 3, which such a stub jumps to (then
+//! the CPU waits in the pen as before). vexpress-a9's stub would also need a GIC SGI.
 
 #[cfg(all(feature = "board-vexpress-a9", feature = "board-raspi2b"))]
 compile_error!("at most one board-* feature may be enabled");
@@ -62,6 +67,26 @@ pub const RAM_BASE: u64 = chosen::RAM_BASE;
 pub const UART_BASE: usize = chosen::UART_BASE;
 /// How the secondary CPUs start.
 pub const SECONDARIES: Secondaries = chosen::SECONDARIES;
+
+/// Called by CPU 0 at boot, MMU off: on raspi2b, writes `_start` into mailbox 3 of CPUs
+/// 1-3 (BCM2836 local peripherals: write-set register at `0x4000_008C + 16 * cpu`), which
+/// is what a firmware-style spin loop waits for. QEMU 7.2 runs no such loop for an ELF
+/// (the secondaries are in the pen already), so there the writes change nothing: the
+/// mailbox interrupts are disabled at reset. Nothing to do on the other boards.
+pub(crate) fn prepare_secondaries() {
+    #[cfg(feature = "board-raspi2b")]
+    {
+        extern "C" {
+            fn _start();
+        }
+        for cpu in 1..crate::start::MAX_CPUS {
+            let set = (0x4000_008C + 16 * cpu) as *mut u32;
+            // SAFETY: with the MMU off this is the BCM2836 mailbox write-set register of
+            // `cpu` (device memory); setting bits there only signals that CPU.
+            unsafe { core::ptr::write_volatile(set, _start as *const () as usize as u32) };
+        }
+    }
+}
 /// A 256 MiB-aligned VA window of 256 MiB below 1 GiB that neither RAM nor the UART is in:
 /// where tests put the mappings they create and destroy.
 pub const FREE_VA: u32 = chosen::FREE_VA;

@@ -102,6 +102,7 @@ extern "C" fn rt_primary_entry(_cpu: usize) -> ! {
         let len = semihosting::cmdline(buf).len();
         *core::ptr::addr_of_mut!(CMDLINE_LEN) = len;
     }
+    board::prepare_secondaries();
     frames::init(ram_size());
     // SAFETY: the test kernel defines `rt_kernel_main` through `entry!`.
     unsafe { rt_kernel_main() }

@@ -170,20 +170,28 @@ fn has_generic_timer() -> bool {
 static CYCLES: [core::sync::atomic::AtomicU64; MAX_CPUS] =
     [const { core::sync::atomic::AtomicU64::new(0) }; MAX_CPUS];
 
-/// Per CPU: whether [`uptime_us`] has started the cycle counter.
-static CYCLES_ON: [core::sync::atomic::AtomicBool; MAX_CPUS] =
-    [const { core::sync::atomic::AtomicBool::new(false) }; MAX_CPUS];
+/// Per CPU, what [`uptime_us`] counts without a generic timer: 0 not decided yet,
+/// 1 the cycle counter, 2 calls (the cycle counter does not run).
+static CLOCK: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
 
 /// Microseconds of wall-clock time on QEMU, for reporting how long a multi-core case took
 /// and for bounded waits: the generic timer's virtual counter (`CNTVCT`, at `CNTFRQ`) where
-/// there is one, otherwise (Cortex-A9) this CPU's cycle counter (QEMU: 1 GHz of virtual
-/// time), extended to 64 bits per CPU. Compare readings taken on one CPU only: without the
-/// generic timer each CPU counts from when it first asked.
+/// there is one. A CPU without it (Cortex-A9) uses its cycle counter (1 GHz), extended to
+/// 64 bits per CPU, if that runs; QEMU 7.2's Cortex-A9 has no running one, and then every
+/// call counts as one microsecond: bounded waits stay bounded, but the times reported are
+/// not wall-clock (the boards' timers are MMIO the tests' maps do not include). Compare
+/// readings taken on one CPU only: without the generic timer each CPU counts on its own.
 pub fn uptime_us() -> u64 {
     if !has_generic_timer() {
         let cpu = crate::cpu_id().min(MAX_CPUS - 1);
-        if !CYCLES_ON[cpu].swap(true, Ordering::Relaxed) {
+        let mut clock = CLOCK[cpu].load(Ordering::Relaxed);
+        if clock == 0 {
             crate::pmu::init();
+            clock = if crate::pmu::running() { 1 } else { 2 };
+            CLOCK[cpu].store(clock, Ordering::Relaxed);
+        }
+        if clock == 2 {
+            return CYCLES[cpu].fetch_add(1, Ordering::Relaxed) + 1;
         }
         let now = crate::pmu::cycles();
         let last = CYCLES[cpu].load(Ordering::Relaxed);

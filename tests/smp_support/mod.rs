@@ -159,7 +159,7 @@ pub fn bug() -> Bug {
     }
 }
 
-/// The TLB backend gathers use: the one this CPU calls for (inner shareable on every
+/// The TLB backend gathers use: the one this CPU calls for, with its errata (inner shareable on every
 /// SMP core QEMU models), or the local form with [`Bug::Local`].
 pub fn tlb() -> Cp15Tlb {
     let t = Cp15Tlb::detect().with_errata(rt::cpu_errata());

@@ -610,13 +610,22 @@ fn cmd_test(args: &[String]) -> i32 {
             TESTS_PACKAGE,
             "--all-features",
         ]);
-        for (name, cmd) in [
-            ("cargo fmt --check", fmt),
-            ("cargo clippy (host)", clippy),
-            ("cargo clippy (armv7a-none-eabi)", clippy_arm),
-            ("cargo doc", doc),
-            ("host tests", host),
-        ] {
+        let mut steps = vec![
+            ("cargo fmt --check".to_string(), fmt),
+            ("cargo clippy (host)".to_string(), clippy),
+            ("cargo clippy (armv7a-none-eabi)".to_string(), clippy_arm),
+        ];
+        // The boards' runtime code is compiled only with their features (one at a time).
+        for m in MACHINES.iter().filter(|m| m.feature.is_some()) {
+            let mut c = cargo();
+            c.args(["clippy", "--target", TARGET, "-p", TESTS_PACKAGE]);
+            c.args(["--features", m.feature.unwrap(), "--", "-D", "warnings"]);
+            steps.push((format!("cargo clippy (armv7a-none-eabi, {})", m.name), c));
+        }
+        steps.push(("cargo doc".to_string(), doc));
+        steps.push(("host tests".to_string(), host));
+        for (name, cmd) in steps {
+            let name = name.as_str();
             if step(name, cmd) {
                 println!("{name} ... ok");
                 passed += 1;
@@ -1043,6 +1052,50 @@ mod tests {
         assert_eq!(v[0].args, vec!["skip-flush".to_string(), "x=1".to_string()]);
         assert_eq!(v[0].expect, Expect::Fail(Some("stale".into())));
         assert!(boots_of("//! just docs").is_empty());
+    }
+
+    #[test]
+    fn machine_axis_fixes_board_cpus_and_restricts_variants() {
+        let boots = boots_of(
+            "//! qemu: machine=virt,vexpress-a9,raspi2b cpu=cortex-a15,cortex-a7 smp=1 mem=64\n\
+             //! variant: a9only machine=vexpress-a9 arg=x expect=fail \"y\"",
+        );
+        let labels: Vec<String> = boots.iter().map(Boot::label).collect();
+        assert_eq!(
+            labels,
+            [
+                "t [cortex-a15, smp 1, 64 MiB]",
+                "t [cortex-a7, smp 1, 64 MiB]",
+                "t [vexpress-a9, cortex-a9, smp 1, 64 MiB]",
+                "t [raspi2b, cortex-a7, smp 4, 64 MiB]",
+                "t:a9only [vexpress-a9, cortex-a9, smp 1, 64 MiB]",
+            ]
+        );
+        let raspi = &boots[3];
+        let args: Vec<String> = qemu_command("q", raspi)
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let after = |flag: &str| args[args.iter().position(|a| a == flag).unwrap() + 1].clone();
+        assert_eq!(after("-M"), "raspi2b");
+        assert_eq!(after("-m"), "1024M", "raspi2b always has 1 GiB");
+        assert!(after("-semihosting-config").contains("arg=mem=64"));
+        assert!(after("-kernel").ends_with("boards/raspi2b/t"));
+        let dir = env::temp_dir().join(format!("xtask-machine-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let bad = dir.join("t.rs");
+        fs::write(
+            &bad,
+            "//! qemu: machine=virt\n//! variant: v machine=raspi2b arg=x\n",
+        )
+        .unwrap();
+        assert!(
+            parse_test(&bad).is_err(),
+            "a variant's machine must be the test's"
+        );
+        fs::write(&bad, "//! qemu: machine=pc\n").unwrap();
+        assert!(parse_test(&bad).is_err(), "unknown machine");
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
