@@ -14,7 +14,7 @@
 //! used: on raspi2b the stub at `0x300` that polls the BCM2836 mailbox 3 does not run).
 //! Checked by experiment: the secondaries of both boards run `_start` and wait in the pen.
 //! Only `virt` (PSCI) keeps them powered off until `CPU_ON`. Later QEMU releases send
-//! non-Linux secondaries to the board's stub too; for raspi2b, [`prepare_secondaries`]
+//! non-Linux secondaries to the board's stub too; for raspi2b, `prepare_secondaries`
 //! already writes `_start` to each secondary's mailbox 3, which such a stub jumps to (then
 //! the CPU waits in the pen as before). vexpress-a9's stub would also need a GIC SGI.
 

@@ -118,6 +118,8 @@ pub fn start(cpu: usize, work: fn(usize)) {
     }
     assert_eq!(previous, 0, "cpu {cpu} is still busy");
     if SECONDARIES == Secondaries::Pen {
+        // No PSCI to refuse a CPU that does not exist: released, it would never run.
+        assert!(cpu < cpus(), "no cpu {cpu}: QEMU runs {} CPUs", cpus());
         release_from_pen(cpu);
         return;
     }
