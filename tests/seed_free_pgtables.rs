@@ -1,10 +1,10 @@
-//! qemu: cpu=cortex-a15,cortex-a7 smp=1 mem=128
+//! qemu: machine=virt,vexpress-a9 cpu=cortex-a15,cortex-a7 smp=1 mem=128
 //! timeout: 60
 //! variant: skip_flush arg=bug=skip_flush expect=fail "STALE"
 //! variant: free_early arg=bug=free_early expect=fail "STALE"
-//! variant: lpae arg=format=lpae
-//! variant: lpae_skip_flush arg=format=lpae arg=bug=skip_flush expect=fail "STALE"
-//! variant: lpae_free_early arg=format=lpae arg=bug=free_early expect=fail "STALE"
+//! variant: lpae machine=virt arg=format=lpae
+//! variant: lpae_skip_flush machine=virt arg=format=lpae arg=bug=skip_flush expect=fail "STALE"
+//! variant: lpae_free_early machine=virt arg=format=lpae arg=bug=free_early expect=fail "STALE"
 //!
 //! The founding document's case: range tracking during `free_pgtables`, not only during the
 //! zap, and the freed page tables kept until the flush.

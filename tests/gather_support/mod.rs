@@ -49,7 +49,7 @@ pub const SPLIT: u8 = 2;
 pub const POISON: u32 = 0xbad0_f00d;
 /// What the frame behind the garbage descriptors holds.
 pub const SECRET: u32 = 0x5ec2_e7ed;
-const UART: u32 = 0x0900_0000;
+const UART: u32 = rt::console::UART_BASE as u32;
 const MIB: u64 = 1 << 20;
 
 /// An address space of format `F` over the runtime's frames.
@@ -564,7 +564,7 @@ pub fn bug() -> Bug {
     }
 }
 
-/// The CPU's TLB backend, optionally broken ([`Bug::SkipFlush`]).
+/// The CPU's TLB backend with its errata (`rt::cpu_errata`), optionally broken ([`Bug::SkipFlush`]).
 pub struct TestTlb {
     pub inner: Cp15Tlb,
     pub skip: bool,
@@ -649,7 +649,7 @@ impl UnmapSink for TableRecorder {
 // ---- Running a case's work through a gather -------------------------------------------
 
 /// Start of the test window in the process half (below 1 GiB, clear of the UART).
-pub const WINDOW_BASE: u32 = 0x1000_0000;
+pub const WINDOW_BASE: u32 = rt::board::FREE_VA;
 /// Length of the test window.
 pub const WINDOW_LEN: u32 = 256 << 20;
 

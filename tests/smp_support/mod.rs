@@ -60,7 +60,7 @@ pub const SPLIT: u8 = 2;
 pub const POISON: u32 = 0xdead_dead;
 /// What the frame behind a garbage-filled freed table holds.
 pub const SECRET: u32 = 0x5ec2_e7ed;
-const UART: u32 = 0x0900_0000;
+const UART: u32 = rt::console::UART_BASE as u32;
 /// CPUs the runtime has.
 pub const CPUS: usize = 4;
 
@@ -159,8 +159,8 @@ pub fn bug() -> Bug {
     }
 }
 
-/// The TLB backend gathers use: the one this CPU calls for (inner shareable on every
-/// SMP core QEMU models; [`rt::detect_tlb`] waives the ACTLR check, QEMU's ACTLR being
+/// The TLB backend gathers use: the one this CPU calls for, with the system's errata
+/// (inner shareable on every SMP core QEMU models; [`rt::detect_tlb`] waives the ACTLR check, QEMU's ACTLR being
 /// RAZ/WI), or the local form with [`Bug::Local`].
 pub fn tlb() -> Cp15Tlb {
     let t = rt::detect_tlb();
