@@ -1,4 +1,4 @@
-//! qemu: machine=virt,vexpress-a9 cpu=cortex-a15,cortex-a7 smp=1 mem=128
+//! qemu: machine=virt,vexpress-a9,raspi2b cpu=cortex-a15,cortex-a7 smp=1 mem=128
 //! timeout: 60
 //! variant: skip_flush arg=bug=skip_flush expect=fail "STALE"
 //! variant: free_early arg=bug=free_early expect=fail "STALE"
