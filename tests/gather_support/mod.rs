@@ -57,7 +57,7 @@ use spin::Mutex;
 pub const ASID: Asid = Asid(1);
 /// `TTBCR.N` / `T0SZ`: the process table translates `[0, 1 GiB)`, the kernel table the
 /// rest; 0 (no split, both tables [`Layout::Whole`]) where RAM is below 1 GiB (`raspi2b`).
-pub const SPLIT: u8 = if RAM_BASE >= 1 << 30 { 2 } else { 0 };
+pub const SPLIT: u8 = if RAM_BASE >> 30 != 0 { 2 } else { 0 };
 /// The kernel table's layout under [`SPLIT`].
 pub const KERNEL_LAYOUT: Layout = if SPLIT == 0 {
     Layout::Whole
@@ -280,10 +280,9 @@ fn setup_short() {
 }
 
 fn setup_lpae() {
-    assert!(
-        SPLIT != 0,
-        "format=lpae runs with the 1 GiB split: RAM at or above 1 GiB"
-    );
+    if SPLIT == 0 {
+        panic!("format=lpae runs with the 1 GiB split: RAM at or above 1 GiB");
+    }
     let features = arch_lpae::detect_features().expect("a CPU with LPAE");
     let (kernel, user) = spaces::<Lpae>(features);
     // SAFETY: as for the short format: RAM identity-mapped by the kernel table (same
