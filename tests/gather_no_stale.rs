@@ -169,6 +169,11 @@ fn sparse_pages_range_flush<F: TestFormat>() -> CaseResult {
             );
             ensure_eq!(r.invalidates.asid + r.invalidates.all, 0, "a range flush");
             ensure_eq!(
+                r.invalidates.va_all_asids,
+                support::all_asid_table_invalidates(tables),
+                "all-ASID invalidates for the layout's tables"
+            );
+            ensure_eq!(
                 (r.flushes, r.completions),
                 (1, 1),
                 "one flush, one completion"

@@ -162,6 +162,11 @@ fn one_gather<F: TestFormat>() -> CaseResult {
                 0,
                 "a range flush, no ASID/full flush"
             );
+            ensure_eq!(
+                r.invalidates.va_all_asids,
+                support::all_asid_table_invalidates(tables),
+                "all-ASID invalidates for the layout's tables"
+            );
             ensure!(r.fallback.is_none(), "no fallback: {:?}", r.fallback);
             ensure!(
                 linux >= 1000 * r.invalidates.tlb_ops(),

@@ -76,6 +76,19 @@ pub const USER_LAYOUT: Layout = if SPLIT == 0 {
 /// ASID); without one, the process's tables are `Whole` tables that may hold global
 /// entries, which TLBIASID leaves alone: one TLBIALL.
 pub const FALLBACK_AFTER_TABLES: (u32, u32) = if SPLIT == 0 { (0, 1) } else { (1, 0) };
+
+/// All-ASID invalidates (TLBIMVAA) a range flush of not-global pages issues when it also
+/// unlinks `tables` tables, each already covered by one of the pages' by-VA invalidates:
+/// none with a split (the process's tables are ASID-tagged: TLBIMVA covers them); without
+/// one, each table's covering invalidate becomes all-ASID (a `Whole` table may hold
+/// global entries).
+pub const fn all_asid_table_invalidates(tables: u32) -> u32 {
+    if SPLIT == 0 {
+        tables
+    } else {
+        0
+    }
+}
 /// What a reused data frame holds.
 pub const POISON: u32 = 0xbad0_f00d;
 /// What the frame behind the garbage descriptors holds.
