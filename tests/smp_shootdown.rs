@@ -163,12 +163,7 @@ fn zap(space: &Space, slots: &[usize], group: Option<u32>) -> Result<FlushReport
             .unmap(range(gb, GROUP as u64), &mut g)
             .map_err(|e| println!("    unmap group: {e:?}"))?;
         guard
-            .free_tables(
-                range(gb, GROUP as u64),
-                VirtAddr::new(gb),
-                (gb + GROUP) as u64,
-                &mut g,
-            )
+            .free_tables(range(gb, GROUP as u64), range(gb, GROUP as u64), &mut g)
             .map_err(|e| println!("    free_tables: {e:?}"))?;
     }
     let r = g.finish();
@@ -187,13 +182,8 @@ fn zap_into(
     }
     if let Some(gb) = group {
         raw.unmap(range(gb, GROUP as u64), sink).map_err(|_| ())?;
-        raw.free_tables(
-            range(gb, GROUP as u64),
-            VirtAddr::new(gb),
-            (gb + GROUP) as u64,
-            sink,
-        )
-        .map_err(|_| ())?;
+        raw.free_tables(range(gb, GROUP as u64), range(gb, GROUP as u64), sink)
+            .map_err(|_| ())?;
     }
     Ok(())
 }
@@ -766,8 +756,7 @@ fn lockless() -> CaseResult {
                     .map_err(|_| ())?;
                 raw.free_tables(
                     range(gb, GROUP as u64),
-                    VirtAddr::new(gb),
-                    (gb + GROUP) as u64,
+                    range(gb, GROUP as u64),
                     &mut gather,
                 )
                 .map_err(|_| ())?;
@@ -780,8 +769,7 @@ fn lockless() -> CaseResult {
                 guard
                     .free_tables(
                         range(gb, GROUP as u64),
-                        VirtAddr::new(gb),
-                        (gb + GROUP) as u64,
+                        range(gb, GROUP as u64),
                         &mut gather,
                     )
                     .map_err(|e| println!("    free_tables: {e:?}"))?;
