@@ -258,11 +258,11 @@ impl fmt::Display for VirtEnd {
 ///
 /// A misaligned or overflowing constant does not build:
 ///
-/// ```compile_fail
+/// ```compile_fail,E0080
 /// const BAD: armv7_mm::VirtRange = armv7_mm::VirtRange::pages::<0x1000_0800, 1>();
 /// ```
 ///
-/// ```compile_fail
+/// ```compile_fail,E0080
 /// let _ = armv7_mm::VirtRange::pages::<0xffff_f000, 2>(); // past 4 GiB
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
