@@ -22,7 +22,6 @@
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use armv7_mm::arch::cp15::{SCTLR, SCTLR_BITS};
-use armv7_mm::error::MapError;
 use rt::fault::FaultClass;
 use rt::println;
 use tock_registers::interfaces::ReadWriteable;
@@ -125,6 +124,7 @@ fn expect_frames_back<M: Memory>(kernel: &AddressSpace<M>) {
 // README-BEGIN
 use armv7_mm::arch::cp15::join_coherency;
 use armv7_mm::arch::mmu;
+use armv7_mm::error::MapError;
 use armv7_mm::gather::{InFlight, MmuGather, Scope};
 use armv7_mm::short::{Access, AddressSpace, Attributes, Execute, Layout};
 use armv7_mm::tlb::{Cp15Tlb, DetectError, Shareability, SystemErrata};
