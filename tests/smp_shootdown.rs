@@ -175,12 +175,7 @@ fn zap(space: &Space, slots: &[usize], group: Option<u32>) -> Result<FlushReport
             .unmap(range(gb, GROUP as u64), &mut g)
             .map_err(|e| println!("    unmap group: {e:?}"))?;
         guard
-            .free_tables(
-                range(gb, GROUP as u64),
-                VirtAddr::new(gb),
-                (gb + GROUP) as u64,
-                &mut g,
-            )
+            .free_tables(range(gb, GROUP as u64), range(gb, GROUP as u64), &mut g)
             .map_err(|e| println!("    free_tables: {e:?}"))?;
     }
     let r = g.finish();
@@ -199,13 +194,8 @@ fn zap_into(
     }
     if let Some(gb) = group {
         raw.unmap(range(gb, GROUP as u64), sink).map_err(|_| ())?;
-        raw.free_tables(
-            range(gb, GROUP as u64),
-            VirtAddr::new(gb),
-            (gb + GROUP) as u64,
-            sink,
-        )
-        .map_err(|_| ())?;
+        raw.free_tables(range(gb, GROUP as u64), range(gb, GROUP as u64), sink)
+            .map_err(|_| ())?;
     }
     Ok(())
 }
@@ -784,8 +774,7 @@ fn lockless() -> CaseResult {
                     .map_err(|_| ())?;
                 raw.free_tables(
                     range(gb, GROUP as u64),
-                    VirtAddr::new(gb),
-                    (gb + GROUP) as u64,
+                    range(gb, GROUP as u64),
                     &mut gather,
                 )
                 .map_err(|_| ())?;
@@ -798,8 +787,7 @@ fn lockless() -> CaseResult {
                 guard
                     .free_tables(
                         range(gb, GROUP as u64),
-                        VirtAddr::new(gb),
-                        (gb + GROUP) as u64,
+                        range(gb, GROUP as u64),
                         &mut gather,
                     )
                     .map_err(|e| println!("    free_tables: {e:?}"))?;

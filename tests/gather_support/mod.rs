@@ -789,14 +789,12 @@ pub fn phase<F: TestFormat>(
     extra: &mut dyn UnmapSink,
 ) -> Option<Option<Pass>> {
     let window = range(WINDOW_BASE, WINDOW_LEN as u64);
-    let floor = VirtAddr::new(WINDOW_BASE);
-    let ceiling = (WINDOW_BASE + WINDOW_LEN) as u64;
     let run = |space: &mut Space<F>, sink: &mut dyn UnmapSink| -> Option<()> {
         if work != Work::FreeTables {
             space.unmap(window, sink).ok()?;
         }
         if work != Work::Unmap {
-            space.free_tables(window, floor, ceiling, sink).ok()?;
+            space.free_tables(window, window, sink).ok()?;
         }
         Some(())
     };

@@ -115,6 +115,68 @@ fn check_rust_version() -> Result<String, String> {
     rust_version_matches(&String::from_utf8_lossy(&out.stdout), &toolchain)
 }
 
+/// The README's "Use it in your kernel" sketch must be, line for line, the region of
+/// `tests/readme.rs` between `// README-BEGIN` and `// README-END` (each side with its
+/// common indentation stripped): that kernel is booted by this suite, so the sketch cannot
+/// drift from the API.
+fn check_readme_sketch() -> Result<(), String> {
+    let read = |p: &str| fs::read_to_string(root().join(p)).map_err(|e| format!("{p}: {e}"));
+    readme_sketch_matches(&read("README.md")?, &read("tests/readme.rs")?)
+}
+
+/// [`check_readme_sketch`] on the texts.
+fn readme_sketch_matches(readme: &str, kernel: &str) -> Result<(), String> {
+    let after = readme
+        .split_once("## Use it in your kernel")
+        .ok_or("README.md has no \"## Use it in your kernel\" section")?
+        .1;
+    let mut lines = after.lines().enumerate();
+    lines
+        .find(|(_, l)| l.trim_start().starts_with("```rust"))
+        .ok_or("README.md: no ```rust block in \"Use it in your kernel\"")?;
+    let sketch: Vec<&str> = lines
+        .by_ref()
+        .take_while(|(_, l)| l.trim() != "```")
+        .map(|(_, l)| l)
+        .collect();
+    let mut region = kernel.lines().skip_while(|l| l.trim() != "// README-BEGIN");
+    if region.next().is_none() {
+        return Err("tests/readme.rs has no `// README-BEGIN` line".into());
+    }
+    let region: Vec<&str> = region.take_while(|l| l.trim() != "// README-END").collect();
+    let (sketch, region) = (dedent(&sketch), dedent(&region));
+    for (i, (a, b)) in sketch.iter().zip(&region).enumerate() {
+        if a != b {
+            return Err(format!(
+                "README sketch line {} differs from the tests/readme.rs region:\n  README: {a}\n  kernel: {b}",
+                i + 1
+            ));
+        }
+    }
+    if sketch.len() != region.len() {
+        return Err(format!(
+            "README sketch has {} lines, the tests/readme.rs region {}",
+            sketch.len(),
+            region.len()
+        ));
+    }
+    Ok(())
+}
+
+/// The lines without their common leading whitespace (blank lines become empty).
+fn dedent(lines: &[&str]) -> Vec<String> {
+    let indent = lines
+        .iter()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.len() - l.trim_start().len())
+        .min()
+        .unwrap_or(0);
+    lines
+        .iter()
+        .map(|l| l.get(indent..).unwrap_or("").trim_end().to_string())
+        .collect()
+}
+
 /// [`check_rust_version`] on the texts: `cargo metadata` JSON and `rust-toolchain.toml`.
 fn rust_version_matches(json: &str, toolchain: &str) -> Result<String, String> {
     let channel = toolchain
@@ -685,6 +747,16 @@ fn cmd_test(args: &[String]) -> i32 {
                 return finish(passed, failed + 1);
             }
         }
+        match check_readme_sketch() {
+            Ok(()) => {
+                println!("README sketch = tests/readme.rs ... ok");
+                passed += 1;
+            }
+            Err(e) => {
+                println!("README sketch ... FAILED: {e}");
+                return finish(passed, failed + 1);
+            }
+        }
         let mut steps = vec![
             ("cargo fmt --check".to_string(), fmt),
             ("cargo clippy (host)".to_string(), clippy),
@@ -1112,6 +1184,25 @@ mod tests {
             console: console.into(),
             elapsed: Duration::from_millis(5),
         }
+    }
+
+    #[test]
+    fn readme_sketch_is_the_readme_kernel() {
+        let read = |p: &str| fs::read_to_string(root().join(p)).unwrap();
+        let (readme, kernel) = (read("README.md"), read("tests/readme.rs"));
+        assert_eq!(readme_sketch_matches(&readme, &kernel), Ok(()));
+        // Teeth: a call changed in the README only, a line dropped, a region missing.
+        let drifted = readme.replacen("user.unmap(HEAP", "user.unmap(RAM", 1);
+        assert_ne!(drifted, readme);
+        let e = readme_sketch_matches(&drifted, &kernel).unwrap_err();
+        assert!(e.contains("README:     user.unmap(RAM"), "{e}");
+        let shorter = readme.replacen("    gather.finish();\n", "", 1);
+        assert!(readme_sketch_matches(&shorter, &kernel).is_err());
+        let unmarked = kernel.replace("// README-BEGIN", "");
+        assert!(readme_sketch_matches(&readme, &unmarked).is_err());
+        // Indentation of a whole side does not matter.
+        let indented: String = kernel.lines().map(|l| format!("    {l}\n")).collect();
+        assert_eq!(readme_sketch_matches(&readme, &indented), Ok(()));
     }
 
     #[test]
