@@ -1570,6 +1570,28 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
         }
     }
 
+    /// Host tests: a second handle on the same tables (same root, same memory model),
+    /// for a probe that walks them while `&mut self` is borrowed by an operation (the
+    /// tables are only reached through raw pointers, so the two never alias references).
+    /// Dropping it frees nothing.
+    #[cfg(test)]
+    pub(crate) fn view_for_test(&self) -> Self
+    where
+        M: Clone,
+    {
+        AddressSpace {
+            mem: self.mem.clone(),
+            layout: self.layout,
+            bounds: self.bounds,
+            features: self.features,
+            root: self.root,
+            root_pa: self.root_pa,
+            root_virt: self.root_virt,
+            table_frames: self.table_frames,
+            _format: PhantomData,
+        }
+    }
+
     /// Every entry of every table, as `(level, VA of the entry, raw)`: a snapshot to
     /// compare before and after a refused operation.
     #[cfg(test)]
@@ -1633,9 +1655,16 @@ mod model_impl {
 
     impl<F: Format, M: Memory> AddressSpace<F, M> {
         /// Walks from table `t` at `level` (entered with `ctx`), recording tables below.
-        fn walk_below(&self, mut t: Table<F::Word>, mut level: u8, va: u64) -> Walk {
+        fn walk_below(
+            &self,
+            mut t: Table<F::Word>,
+            mut level: u8,
+            ctx: F::TableCtx,
+            va: u64,
+        ) -> Walk {
             let mut w = Walk::default();
             let mut n = 0;
+            let mut ctx = ctx;
             loop {
                 let raw = self.load(t, self.index(level, va));
                 match self.kind(level, raw) {
@@ -1646,6 +1675,7 @@ mod model_impl {
                             size,
                             pa: PhysAddr::new(F::leaf_pa(raw, size)),
                             global: F::leaf_global(raw, size),
+                            attrs: F::leaf_attrs(raw, size, ctx),
                         });
                         return w;
                     }
@@ -1661,6 +1691,7 @@ mod model_impl {
                             });
                         }
                         n += 1;
+                        ctx = F::table_ctx(raw);
                         t = Table::At(self.table_at(pa));
                         level += 1;
                     }
@@ -1676,7 +1707,7 @@ mod model_impl {
             if v < lo || v >= hi {
                 return Walk::default();
             }
-            self.walk_below(Table::Root, self.root.level, v)
+            self.walk_below(Table::Root, self.root.level, F::ROOT_CTX, v)
         }
 
         fn walk_from(&self, level: u8, table: PhysAddr, va: VirtAddr) -> Walk {
@@ -1686,8 +1717,27 @@ mod model_impl {
             {
                 return Walk::default();
             }
+            // The context a walk-cache entry would carry (short: the L1 entry's PXN) is
+            // the current parent entry's while it still points at `table`; otherwise the
+            // root's (the model compares attributes, not the enforcement of PXN).
+            let mut ctx = F::ROOT_CTX;
+            let (mut p, mut l) = (Table::Root, self.root.level);
+            while l <= level {
+                let raw = self.load(p, self.index(l, va.as_u64()));
+                if self.kind(l, raw) != Kind::Table {
+                    break;
+                }
+                if l == level {
+                    if F::table_pa(raw) == table.as_u64() {
+                        ctx = F::table_ctx(raw);
+                    }
+                    break;
+                }
+                p = Table::At(self.table_at(F::table_pa(raw)));
+                l += 1;
+            }
             let t = Table::At(self.table_at(table.as_u64()));
-            self.walk_below(t, level + 1, va.as_u64())
+            self.walk_below(t, level + 1, ctx, va.as_u64())
         }
     }
 }
