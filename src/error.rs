@@ -101,15 +101,18 @@ pub enum MapError {
 pub enum UnmapError {
     /// The range is not inside the part of the address space this table translates.
     OutOfRange,
-    /// The range cuts the block mapping at `va` of `size` in two. Blocks are not split
-    /// (see [`crate::short`] "Partial unmaps"); unmap the whole block and map back what
-    /// should stay.
+    /// The range cuts the block mapping at `va` of `size` in two. `unmap` does not split
+    /// blocks; `unmap_split` does (see [`crate::short`] "Partial unmaps").
     PartialBlock {
         /// First VA of the block.
         va: VirtAddr,
         /// Its size.
         size: MapSize,
     },
+    /// A block split (`unmap_split`) needed a table frame the allocator did not give.
+    OutOfMemory,
+    /// A block split got a table frame a table entry cannot point to (returned).
+    TableUnreachable(PhysAddr),
 }
 
 /// Why a `protect` was refused. Nothing was changed.
@@ -132,6 +135,10 @@ pub enum ProtectError {
     /// The new permissions make the device or strongly-ordered mapping at `va` executable
     /// (see [`MapError::ExecutableDevice`]).
     ExecutableDevice(VirtAddr),
+    /// A block split (`protect_split`) needed a table frame the allocator did not give.
+    OutOfMemory,
+    /// A block split got a table frame a table entry cannot point to (returned).
+    TableUnreachable(PhysAddr),
 }
 
 /// Why a `free_tables` was refused. Nothing was unlinked.
@@ -245,6 +252,8 @@ impl fmt::Display for UnmapError {
         match *self {
             UnmapError::OutOfRange => f.write_str("range outside the part this table translates"),
             UnmapError::PartialBlock { va, size } => partial_block(f, va, size),
+            UnmapError::OutOfMemory => f.write_str("no memory for the table of a block split"),
+            UnmapError::TableUnreachable(pa) => write!(f, "table frame {pa} is unreachable"),
         }
     }
 }
@@ -261,6 +270,8 @@ impl fmt::Display for ProtectError {
             ProtectError::ExecutableDevice(va) => {
                 write!(f, "the device mapping at {va} cannot become executable")
             }
+            ProtectError::OutOfMemory => f.write_str("no memory for the table of a block split"),
+            ProtectError::TableUnreachable(pa) => write!(f, "table frame {pa} is unreachable"),
         }
     }
 }

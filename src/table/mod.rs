@@ -52,6 +52,8 @@ pub mod attrs;
 #[cfg(test)]
 mod shareability_tests;
 mod space;
+#[cfg(all(test, feature = "tlb-model"))]
+mod split_tests;
 #[cfg(test)]
 pub(crate) mod tests;
 
@@ -422,6 +424,9 @@ pub struct Changed {
     /// Of those, replicated leaves (large pages, supersections) rewritten with
     /// break-before-make.
     pub replicated: usize,
+    /// Blocks split because the range cut them (`protect_split`; each cost one
+    /// break-before-make flush).
+    pub split: usize,
     /// Some changed leaf was global.
     pub global: bool,
     /// Some changed leaf was executable before or after.

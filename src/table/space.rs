@@ -217,6 +217,9 @@ pub(crate) mod store_probe {
         InPlace,
         /// Break-before-make without the flush between the break and the make.
         NoFlush,
+        /// A block split without the flush between clearing the block and installing the
+        /// table of smaller leaves.
+        SplitNoFlush,
     }
 
     std::thread_local! {
@@ -252,6 +255,9 @@ pub(crate) mod store_probe {
         });
     }
 }
+
+#[path = "split.rs"]
+mod split;
 
 /// How many replicated leaves `protect` clears before one break-before-make flush.
 pub const BBM_BATCH: usize = 16;
@@ -1220,7 +1226,10 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
             let raw = self.load(t, idx);
             let child = match self.kind(level, raw) {
                 Kind::Table => self.table_at(F::table_pa(raw)),
-                _ => self.link_table(t, level, idx, execute, list)?,
+                _ => {
+                    let ctx = F::new_table_ctx(self.layout, &self.features, execute);
+                    self.link_table(t, level, idx, ctx, list)?
+                }
             };
             t = Table::At(child);
             level += 1;
@@ -1234,7 +1243,7 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
         t: Table<F::Word>,
         level: u8,
         idx: usize,
-        execute: Execute,
+        ctx: F::TableCtx,
         list: &mut u64,
     ) -> Option<*mut F::Word> {
         let child = level + 1;
@@ -1270,7 +1279,6 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
         };
         // The zeroes must reach the walkers before the entry that makes them reachable.
         publish(coherent);
-        let ctx = F::new_table_ctx(self.layout, &self.features, execute);
         write_entry(coherent, self.slot(t, idx), F::encode_table(table, ctx));
         Some(self.table_at(table))
     }
@@ -1306,6 +1314,11 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
                 size: l.size,
             });
         }
+        Ok(self.zap_range(start, end, sink))
+    }
+
+    /// The writes of `unmap` over a checked range no leaf straddles.
+    fn zap_range<S: UnmapSink + ?Sized>(&mut self, start: u64, end: u64, sink: &mut S) -> usize {
         let coherent = self.coherent();
         let mut zap = Zap {
             sink,
@@ -1315,7 +1328,7 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
         let _ = self.visit_range(start, end, &mut NoTally, &mut zap);
         let cleared = zap.cleared;
         publish(coherent);
-        Ok(cleared)
+        cleared
     }
 
     // ----- protect ------------------------------------------------------------------------
@@ -1370,6 +1383,17 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
                 size: l.size,
             });
         }
+        self.protect_conflicts(start, end, execute)?;
+        Ok(self.protect_walk(range, access, execute, sink))
+    }
+
+    /// `protect`'s checks of every leaf overlapping `[start, end)`.
+    fn protect_conflicts(
+        &self,
+        start: u64,
+        end: u64,
+        execute: Execute,
+    ) -> Result<(), ProtectError> {
         let conflict = self.visit_range(
             start,
             end,
@@ -1385,9 +1409,21 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
                 }
             }),
         );
-        if let ControlFlow::Break(e) = conflict {
-            return Err(e);
+        match conflict {
+            ControlFlow::Break(e) => Err(e),
+            ControlFlow::Continue(()) => Ok(()),
         }
+    }
+
+    /// The writes of `protect` over a checked range no leaf straddles.
+    fn protect_walk<S: UnmapSink + ?Sized>(
+        &mut self,
+        range: VirtRange,
+        access: Access,
+        execute: Execute,
+        sink: &mut S,
+    ) -> Option<Changed> {
+        let (start, end) = (range.start().as_u64(), range.end());
         let coherent = self.coherent();
         let mut changer = Protector::<F, S> {
             sink,
@@ -1400,6 +1436,7 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
                 span: range,
                 leaves: 0,
                 replicated: 0,
+                split: 0,
                 global: false,
                 executable: false,
             },
@@ -1409,13 +1446,11 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
         let _ = self.visit_range(start, end, &mut NoTally, &mut changer);
         changer.make();
         publish(coherent);
-        let Some(first) = changer.first else {
-            return Ok(None);
-        };
+        let first = changer.first?;
         let mut changed = changer.changed;
         changed.span =
             VirtRange::new(VirtAddr::new(first as u32), changer.last_end).unwrap_or(changed.span);
-        Ok(Some(changed))
+        Some(changed)
     }
 
     // ----- free tables --------------------------------------------------------------------
