@@ -1188,7 +1188,7 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
             } else if let Some(t) = Self::cached(cache, s.level, va) {
                 t
             } else {
-                let Some(t) = self.make_path(va, s.level, attrs.execute, list) else {
+                let Some(t) = self.make_path(va, s.level, attrs, list) else {
                     return;
                 };
                 cache = Some((s.level, va & !(Self::span(s.level - 1) - 1), t));
@@ -1216,7 +1216,7 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
         &mut self,
         va: u64,
         target: u8,
-        execute: Execute,
+        attrs: Attributes,
         list: &mut u64,
     ) -> Option<Table<F::Word>> {
         let mut t = Table::Root;
@@ -1227,7 +1227,7 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
             let child = match self.kind(level, raw) {
                 Kind::Table => self.table_at(F::table_pa(raw)),
                 _ => {
-                    let ctx = F::new_table_ctx(self.layout, &self.features, execute);
+                    let ctx = F::new_table_ctx(self.layout, &self.features, attrs);
                     self.link_table(t, level, idx, ctx, list)?
                 }
             };

@@ -98,17 +98,16 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
 
     /// The context for a table replacing block `l`: one that allows its old execute
     /// permission and, for a protect, the new one; `None` if no context allows both.
-    fn split_ctx(&self, l: &Found<F>, new: Option<Execute>) -> Option<F::TableCtx> {
-        let old = l.attrs().execute;
+    fn split_ctx(&self, l: &Found<F>, new: Option<Attributes>) -> Option<F::TableCtx> {
+        let old = l.attrs();
         let ok = |ctx: F::TableCtx| {
-            F::table_allows(ctx, old) && new.is_none_or(|e| F::table_allows(ctx, e))
+            F::table_allows(ctx, old.execute) && new.is_none_or(|a| F::table_allows(ctx, a.execute))
         };
         let first = F::new_table_ctx(self.layout, &self.features, old);
         if ok(first) {
             return Some(first);
         }
-        let e = new?;
-        let second = F::new_table_ctx(self.layout, &self.features, e);
+        let second = F::new_table_ctx(self.layout, &self.features, new?);
         ok(second).then_some(second)
     }
 
@@ -240,7 +239,7 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
                 }
             };
             let ctx = self
-                .split_ctx(&l, new.map(|(_, e)| e))
+                .split_ctx(&l, new.map(|(a, e)| old.with_permissions(a, e)))
                 .ok_or(SplitFail::Pxn(VirtAddr::new(l.va as u32)))?;
             need += self.split_need(F::shape(l.size), l.va, start, end);
             *slot = Some((
