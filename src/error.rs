@@ -141,6 +141,18 @@ pub enum ProtectError {
     TableUnreachable(PhysAddr),
 }
 
+/// A read of a VA this table does not translate: the other half of a `TTBCR` split (a
+/// `Layout::User` table asked about a kernel VA, or the other way round). Not a
+/// translation fault: the other table may well map it. Returned by
+/// `translate_checked`, `mappings_checked` and lockless walks.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct OutOfRange {
+    /// The VA asked about (for a range, its first VA outside).
+    pub va: VirtAddr,
+    /// The VAs this table translates, `[start, end)`.
+    pub bounds: (u64, u64),
+}
+
 /// Why a `free_tables` was refused. Nothing was unlinked.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum FreeTablesError {
@@ -276,6 +288,17 @@ impl fmt::Display for ProtectError {
     }
 }
 
+impl fmt::Display for OutOfRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (lo, hi) = self.bounds;
+        write!(
+            f,
+            "{} is outside the VAs this table translates [{lo:#x}, {hi:#x})",
+            self.va
+        )
+    }
+}
+
 impl fmt::Display for FreeTablesError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -362,6 +385,7 @@ impl fmt::Display for LocklessError {
             LocklessError::NotSynced => {
                 f.write_str("no walk epochs attached: table frees would not wait for this walk")
             }
+            LocklessError::OutOfRange(e) => fmt::Display::fmt(e, f),
         }
     }
 }
@@ -401,6 +425,8 @@ pub enum Error {
     Broadcast(BroadcastUnavailable),
     /// Setting this CPU's `ACTLR` coherency bits.
     Join(JoinError),
+    /// A checked read of a VA in the other half of a split.
+    Read(OutOfRange),
 }
 
 macro_rules! into_crate_error {
@@ -448,6 +474,7 @@ into_crate_error!(
     Detect(DetectError),
     Broadcast(BroadcastUnavailable),
     Join(JoinError),
+    Read(OutOfRange),
 );
 
 impl core::error::Error for Feature {}

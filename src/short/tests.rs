@@ -672,7 +672,7 @@ fn without_supersections_a_16_mib_map_falls_back_to_sections() {
     // reserved); the baseline does not claim them.
     let f = Features::from_id_regs(0x1020_1105, 0xf210_2211);
     assert!(!f.supersections && !f.pa40 && f.pxn);
-    assert!(!Features::BASELINE.supersections);
+    const { assert!(!Features::BASELINE.supersections) };
     for features in [f, Features::BASELINE] {
         let mem = HostMemory::new();
         let mut s = AddressSpace::new(mem.clone(), Layout::Whole, features).unwrap();
@@ -683,7 +683,9 @@ fn without_supersections_a_16_mib_map_falls_back_to_sections() {
             MapSize::Super16M,
         )
         .unwrap();
-        assert!(sizes(&s, all()).iter().all(|&(_, z)| z == MapSize::Section1M));
+        assert!(sizes(&s, all())
+            .iter()
+            .all(|&(_, z)| z == MapSize::Section1M));
         teardown(s, &mem);
     }
 }

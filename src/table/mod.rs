@@ -322,8 +322,11 @@ pub trait Format: sealed::Sealed + Sized + 'static {
     /// The context of a new table linked for a leaf with `attrs` (short: the L2 table's
     /// PXN, from the execute permission and, for never-executable leaves, from whether
     /// user code can reach them).
-    fn new_table_ctx(layout: Layout, features: &Self::Features, attrs: Attributes)
-        -> Self::TableCtx;
+    fn new_table_ctx(
+        layout: Layout,
+        features: &Self::Features,
+        attrs: Attributes,
+    ) -> Self::TableCtx;
     /// Whether a leaf with `execute` may live in a table with `ctx` (short: the PXN of
     /// the table must agree).
     fn table_allows(ctx: Self::TableCtx, execute: Execute) -> bool;

@@ -14,7 +14,7 @@ use super::{
     Translation, WalkCounts, Word,
 };
 use crate::addr::{PhysAddr, VirtAddr, VirtRange, PAGE_SIZE};
-use crate::error::{CreateError, FreeTablesError, MapError, ProtectError, UnmapError};
+use crate::error::{CreateError, FreeTablesError, MapError, OutOfRange, ProtectError, UnmapError};
 use crate::memory::Memory;
 use crate::sink::{ChangedLeaf, ClearedLeaf, MapSize, UnmapSink};
 
@@ -743,7 +743,7 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
 
     /// What `va` translates to through these tables, as the hardware walker would see it
     /// now, or `None` for a translation fault (including VAs outside this table's part of
-    /// the address space).
+    /// the address space: [`AddressSpace::translate_checked`] tells them apart).
     #[must_use]
     pub fn translate(&self, va: VirtAddr) -> Option<Translation> {
         let (lo, hi) = self.bounds;
@@ -755,6 +755,40 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
             pa: PhysAddr::new(l.pa() + (va.as_u64() - l.va)),
             mapping: l.mapping(),
         })
+    }
+
+    /// [`AddressSpace::translate`] that tells a VA outside this table's part of the
+    /// address space (the other half of a `TTBCR` split) from a translation fault.
+    ///
+    /// # Errors
+    /// [`OutOfRange`] for a VA this table does not translate.
+    pub fn translate_checked(&self, va: VirtAddr) -> Result<Option<Translation>, OutOfRange> {
+        let (lo, hi) = self.bounds;
+        if va.as_u64() < lo || va.as_u64() >= hi {
+            return Err(OutOfRange {
+                va,
+                bounds: self.bounds,
+            });
+        }
+        Ok(self.translate(va))
+    }
+
+    /// [`AddressSpace::mappings`] that refuses a range reaching outside this table's part
+    /// of the address space instead of yielding nothing there.
+    ///
+    /// # Errors
+    /// [`OutOfRange`] with the range's first VA outside.
+    pub fn mappings_checked(&self, range: VirtRange) -> Result<Mappings<'_, F, M>, OutOfRange> {
+        let (lo, hi) = self.bounds;
+        let (start, end) = (range.start().as_u64(), range.end());
+        if !range.is_empty() && (start < lo || end > hi) {
+            let first = if start < lo { start } else { start.max(hi) };
+            return Err(OutOfRange {
+                va: VirtAddr::new(first as u32),
+                bounds: self.bounds,
+            });
+        }
+        Ok(self.mappings(range))
     }
 
     /// The fast path of [`AddressSpace::translate`]: the physical address and the access
