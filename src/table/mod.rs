@@ -44,9 +44,11 @@
 //! These rules are the same for both formats and are documented in [`crate::short`]:
 //! no valid entry is written over another; `map` checks and allocates everything before
 //! writing, so a failed `map` leaves the tables bit-for-bit as they were and holds no
-//! frame; unmapping or protecting part of a block is refused before anything is written.
-//! A leaf is never replaced by a table or a table by a leaf: a region that has an (even
-//! empty) table is mapped with smaller leaves until `free_tables` removes the table.
+//! frame; unmapping or protecting part of a block is refused before anything is written,
+//! unless asked for with `unmap_split` / `protect_split` (break-before-make through the
+//! sink, tables allocated first). `map` never replaces a leaf by a table or a table by a
+//! leaf: a region that has an (even empty) table is mapped with smaller leaves until
+//! `free_tables` removes the table.
 
 pub mod attrs;
 #[cfg(test)]

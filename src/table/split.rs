@@ -304,8 +304,15 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
     /// space's `MmuGather`: its report counts the flush in `forced_flushes`), then
     /// replaced by smaller leaves for the part outside the range (old attributes), and
     /// the pieces inside are reported cleared. Then the rest of the range is unmapped as
-    /// by `unmap`. See the [module documentation](self) for the sequence. Returns the
-    /// leaves cleared (pieces of split blocks included).
+    /// by `unmap`. Returns the leaves cleared (pieces of split blocks included).
+    ///
+    /// Between the break and the make the whole block translates nothing: another CPU
+    /// touching it takes a translation fault, which the kernel must treat as "retry after
+    /// the address-space lock"; never split the block holding the running code, its stack
+    /// or the tables' own mapping. The smaller leaves are as big as the range edges allow
+    /// (a supersection becomes sections, the section an edge cuts an L2 table of large
+    /// pages, the large page it cuts small pages; an LPAE 1 GiB block 2 MiB blocks and one
+    /// table of pages per cut).
     ///
     /// A guard page in a kernel linear map built of sections is
     /// `unmap_split(page, &mut gather)`. Without a cut block it is exactly `unmap`.
