@@ -3,6 +3,7 @@
 //! variant: noflush arg=noflush expect=fail "stale translation"
 //! variant: raw_switch arg=raw-switch expect=fail "wrong context"
 //! variant: split_noflush arg=split-noflush expect=fail "stale translation"
+//! variant: split_noflush_protect arg=split-noflush-protect expect=fail "write allowed after protect_split"
 //!
 //! Live unmap / remap / protect on the crate's own tables, checked with real accesses.
 //!
@@ -20,7 +21,8 @@
 //! the changed page must fault (translation / permission), and every other page must read
 //! its own frame without a fault. The `split_noflush` variant skips the sink's flush
 //! between clearing the block and installing its smaller leaves and must be caught
-//! (the old block still translates the changed page).
+//! (the old block still translates the changed page); `split_noflush_protect` skips it
+//! for the supersection's protect only (a write to the read-only page still succeeds).
 //!
 //! The last case runs split translation (`TTBCR.N = 2`): the kernel in a `TTBR1` table,
 //! two processes in `TTBR0` tables with not-global user pages at the same VA, switched
@@ -474,6 +476,8 @@ struct SplitSink {
     cleared: usize,
     changed: usize,
     flushes: usize,
+    /// The variant's bug: `flush_now` does not flush.
+    skip: bool,
 }
 
 impl UnmapSink for SplitSink {
@@ -489,7 +493,7 @@ impl UnmapSink for SplitSink {
     }
     fn flush_now(&mut self) {
         self.flushes += 1;
-        if !rt::flag("split-noflush") {
+        if !self.skip {
             flush_all();
         }
     }
@@ -533,6 +537,7 @@ fn split_blocks_live() -> CaseResult {
             cleared: 0,
             changed: 0,
             flushes: 0,
+            skip: rt::flag("split-noflush"),
         };
         let frames = space.table_frames();
         let n = space.unmap_split(range(hole, 4096), &mut sink);
@@ -579,6 +584,7 @@ fn split_blocks_live() -> CaseResult {
             cleared: 0,
             changed: 0,
             flushes: 0,
+            skip: rt::flag("split-noflush") || rt::flag("split-noflush-protect"),
         };
         let c = space.protect_split(range(ro, 4096), Access::KernelRo, Execute::Never, &mut sink);
         ensure!(
