@@ -163,6 +163,8 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
         };
         let idx = self.index(level, va);
         let Some(child) = self.link_table(t, level, idx, w.ctx, &mut w.list) else {
+            // Cannot happen: `split_need` counts every table (an upper bound).
+            debug_assert!(false, "split planned too few frames");
             return;
         };
         self.place(Table::At(child), inner, va, bytes, pa, w, sink);
