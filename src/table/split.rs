@@ -12,7 +12,8 @@
 //!    error with the tables untouched);
 //! 2. *break*: every copy of the block is cleared, its invalidate reported
 //!    ([`UnmapSink::leaf_changed`]: nothing to free), the writes published, and the sink
-//!    flushes and completes ([`UnmapSink::flush_now`]);
+//!    flushes and completes ([`UnmapSink::flush_now`]; one flush for the two blocks a
+//!    range can cut);
 //! 3. *make*: the smaller leaves are written, in the block's own table where the format
 //!    has a smaller leaf at that level (supersection to sections, large page to pages), or
 //!    in a new table linked in the block's entry (section to large and small pages, LPAE
@@ -111,11 +112,10 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
         ok(second).then_some(second)
     }
 
-    /// Breaks block `l` (clear, report, flush) and makes its replacement.
-    fn split_block<S: UnmapSink + ?Sized>(&mut self, l: Found<F>, w: &mut Work<F>, sink: &mut S) {
+    /// The break of block `l`: every copy cleared, its invalidate reported.
+    fn break_block<S: UnmapSink + ?Sized>(&mut self, l: &Found<F>, w: &Work<F>, sink: &mut S) {
         let coherent = self.coherent();
-        let shape = F::shape(l.size);
-        for k in 0..shape.copies {
+        for k in 0..F::shape(l.size).copies {
             // SAFETY: the copies of a leaf are consecutive entries of its table, which the
             // space owns (found by the walker during this call).
             write_entry(coherent, unsafe { l.slot.add(k) }, F::Word::ZERO);
@@ -126,20 +126,15 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
             global: w.global,
             executable: w.executable,
         });
-        // The clears must reach the walkers before the invalidates.
-        publish(coherent);
-        #[cfg(test)]
-        let skip = store_probe::mutant() == store_probe::Mutant::SplitNoFlush;
-        #[cfg(not(test))]
-        let skip = false;
-        if !skip {
-            sink.flush_now();
-        }
+    }
+
+    /// The make of block `l` (broken, and its invalidate complete): its replacement.
+    fn make_block<S: UnmapSink + ?Sized>(&mut self, l: &Found<F>, w: &mut Work<F>, sink: &mut S) {
+        let shape = F::shape(l.size);
         // `leaf_at` found the block, so the walk to its level exists.
         if let Some(t) = self.table_for(l.va, shape.level) {
             self.split_chunk(t, shape, l.va, l.pa(), w, sink);
         }
-        publish(coherent);
     }
 
     /// Replaces the (cleared) chunk of shape `s` at `va -> pa` in table `t` by smaller
@@ -282,16 +277,35 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
         sink: &mut S,
     ) -> (usize, usize) {
         let (mut blocks, mut pieces) = (0, 0);
+        let coherent = self.coherent();
+        // Both blocks are broken before one flush: a range cutting two blocks costs one
+        // break-before-make flush, not two.
+        for (l, w) in plans.iter().flatten() {
+            self.break_block(l, w, sink);
+        }
+        if plans.iter().flatten().next().is_none() {
+            return (0, 0);
+        }
+        // The clears must reach the walkers before the invalidates.
+        publish(coherent);
+        #[cfg(test)]
+        let skip = store_probe::mutant() == store_probe::Mutant::SplitNoFlush;
+        #[cfg(not(test))]
+        let skip = false;
+        if !skip {
+            sink.flush_now();
+        }
         let mut list = LIST_END;
         for (l, mut w) in plans.into_iter().flatten() {
             if w.list == LIST_END {
                 w.list = list;
             }
-            self.split_block(l, &mut w, sink);
+            self.make_block(&l, &mut w, sink);
             list = w.list;
             blocks += 1;
             pieces += w.pieces;
         }
+        publish(coherent);
         // The plan counts every table a split could need; a table that went into its
         // group's existing frame leaves one over. Never linked: free it directly.
         while let Some(f) = self.pop_frame(&mut list) {
@@ -301,9 +315,10 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
     }
 
     /// [`AddressSpace::unmap`] that splits the blocks the range cuts instead of refusing
-    /// them with [`UnmapError::PartialBlock`]: each cut block is cleared, its invalidate
-    /// reported and flushed through the sink ([`UnmapSink::flush_now`], so pass the
-    /// space's `MmuGather`: its report counts the flush in `forced_flushes`), then
+    /// them with [`UnmapError::PartialBlock`]: each cut block (at most two: one per range
+    /// edge) is cleared, its invalidate reported and flushed through the sink (one
+    /// [`UnmapSink::flush_now`] for both; pass the space's `MmuGather`: its report counts
+    /// the flush in `forced_flushes`), then
     /// replaced by smaller leaves for the part outside the range (old attributes), and
     /// the pieces inside are reported cleared. Then the rest of the range is unmapped as
     /// by `unmap`. Returns the leaves cleared (pieces of split blocks included).
