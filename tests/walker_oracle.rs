@@ -543,10 +543,13 @@ fn oracle() -> CaseResult {
     Ok(())
 }
 
+/// One `ATS` operation: the instruction, PL0, write, its name.
+type AtsOp = (fn(u32) -> u32, bool, bool, &'static str);
+
 /// Every page of `[va, va + len)` through the four `ATS` operations against `translate`;
 /// returns the number of checks.
 fn ats_agrees(space: &Space, va: u64, len: u64) -> Result<u32, ()> {
-    let ops: [(fn(u32) -> u32, bool, bool, &str); 4] = [
+    let ops: [AtsOp; 4] = [
         (ats1cpr, false, false, "ATS1CPR"),
         (ats1cpw, false, true, "ATS1CPW"),
         (ats1cur, true, false, "ATS1CUR"),

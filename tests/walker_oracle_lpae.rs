@@ -693,10 +693,13 @@ fn check_high_memory(world: &World, low: PhysAddr, tally: &mut Tally) -> (u32, b
     (words, true)
 }
 
+/// One `ATS` operation: the instruction, PL0, write, its name.
+type AtsOp = (fn(u32) -> u64, bool, bool, &'static str);
+
 /// Every VA of `vas` through the four `ATS` operations against `translate`; returns the
 /// number of checks.
 fn ats_agrees(space: &Space, vas: impl Iterator<Item = u64>) -> Result<u32, ()> {
-    let ops: [(fn(u32) -> u64, bool, bool, &str); 4] = [
+    let ops: [AtsOp; 4] = [
         (ats1cpr_64, false, false, "ATS1CPR"),
         (ats1cpw_64, false, true, "ATS1CPW"),
         (ats1cur_64, true, false, "ATS1CUR"),
