@@ -101,15 +101,18 @@ pub enum MapError {
 pub enum UnmapError {
     /// The range is not inside the part of the address space this table translates.
     OutOfRange,
-    /// The range cuts the block mapping at `va` of `size` in two. Blocks are not split
-    /// (see [`crate::short`] "Partial unmaps"); unmap the whole block and map back what
-    /// should stay.
+    /// The range cuts the block mapping at `va` of `size` in two. `unmap` does not split
+    /// blocks; `unmap_split` does (see [`crate::short`] "Partial unmaps").
     PartialBlock {
         /// First VA of the block.
         va: VirtAddr,
         /// Its size.
         size: MapSize,
     },
+    /// A block split (`unmap_split`) needed a table frame the allocator did not give.
+    OutOfMemory,
+    /// A block split got a table frame a table entry cannot point to (returned).
+    TableUnreachable(PhysAddr),
 }
 
 /// Why a `protect` was refused. Nothing was changed.
@@ -132,6 +135,22 @@ pub enum ProtectError {
     /// The new permissions make the device or strongly-ordered mapping at `va` executable
     /// (see [`MapError::ExecutableDevice`]).
     ExecutableDevice(VirtAddr),
+    /// A block split (`protect_split`) needed a table frame the allocator did not give.
+    OutOfMemory,
+    /// A block split got a table frame a table entry cannot point to (returned).
+    TableUnreachable(PhysAddr),
+}
+
+/// A read of a VA this table does not translate: the other half of a `TTBCR` split (a
+/// `Layout::User` table asked about a kernel VA, or the other way round). Not a
+/// translation fault: the other table may well map it. Returned by
+/// `translate_checked`, `mappings_checked` and lockless walks.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct OutOfRange {
+    /// The VA asked about (for a range, its first VA outside).
+    pub va: VirtAddr,
+    /// The VAs this table translates, `[start, end)`.
+    pub bounds: (u64, u64),
 }
 
 /// Why a `free_tables` was refused. Nothing was unlinked.
@@ -245,6 +264,8 @@ impl fmt::Display for UnmapError {
         match *self {
             UnmapError::OutOfRange => f.write_str("range outside the part this table translates"),
             UnmapError::PartialBlock { va, size } => partial_block(f, va, size),
+            UnmapError::OutOfMemory => f.write_str("no memory for the table of a block split"),
+            UnmapError::TableUnreachable(pa) => write!(f, "table frame {pa} is unreachable"),
         }
     }
 }
@@ -261,7 +282,20 @@ impl fmt::Display for ProtectError {
             ProtectError::ExecutableDevice(va) => {
                 write!(f, "the device mapping at {va} cannot become executable")
             }
+            ProtectError::OutOfMemory => f.write_str("no memory for the table of a block split"),
+            ProtectError::TableUnreachable(pa) => write!(f, "table frame {pa} is unreachable"),
         }
+    }
+}
+
+impl fmt::Display for OutOfRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (lo, hi) = self.bounds;
+        write!(
+            f,
+            "{} is outside the VAs this table translates [{lo:#x}, {hi:#x})",
+            self.va
+        )
     }
 }
 
@@ -349,6 +383,7 @@ impl fmt::Display for LocklessError {
             LocklessError::NotSynced => {
                 f.write_str("no walk epochs attached: table frees would not wait for this walk")
             }
+            LocklessError::OutOfRange(e) => fmt::Display::fmt(e, f),
         }
     }
 }
@@ -388,6 +423,8 @@ pub enum Error {
     Broadcast(BroadcastUnavailable),
     /// Setting this CPU's `ACTLR` coherency bits.
     Join(JoinError),
+    /// A checked read of a VA in the other half of a split.
+    Read(OutOfRange),
 }
 
 macro_rules! into_crate_error {
@@ -435,6 +472,7 @@ into_crate_error!(
     Detect(DetectError),
     Broadcast(BroadcastUnavailable),
     Join(JoinError),
+    Read(OutOfRange),
 );
 
 impl core::error::Error for Feature {}

@@ -120,6 +120,8 @@ pub enum LocklessError {
     /// ([`LockedAddressSpace::with_lockless_walkers`]), or the guard is of other epochs:
     /// table frees would not wait for this walk.
     NotSynced,
+    /// The VA is in the other half of the split (not a translation fault).
+    OutOfRange(crate::error::OutOfRange),
 }
 
 /// A locked address space, for mapping and zapping. Dereferences to the space for reads
@@ -300,7 +302,8 @@ impl<M: Memory, F: Format> LockedAddressSpace<M, F> {
     ///
     /// # Errors
     /// [`LocklessError::NotSynced`] unless `guard` belongs to the epochs attached with
-    /// [`LockedAddressSpace::with_lockless_walkers`].
+    /// [`LockedAddressSpace::with_lockless_walkers`]; [`LocklessError::OutOfRange`] for a
+    /// VA in the other half of a split.
     pub fn translate_lockless<N: Memory>(
         &self,
         va: VirtAddr,
@@ -333,7 +336,7 @@ impl<M: Memory, F: Format> LockedAddressSpace<M, F> {
         // epochs `guard` belongs to (checked above) before freeing table memory, so no
         // table reachable during this walk section is freed before it ends. `mem` maps
         // the table frames (the caller's memory model, as for the space itself).
-        Ok(unsafe { self.view.walk(va, mem, between_levels) })
+        unsafe { self.view.walk(va, mem, between_levels) }.map_err(LocklessError::OutOfRange)
     }
 
     /// Tears the space down: unmaps everything and frees every table through one teardown

@@ -41,9 +41,11 @@ use core::ptr::NonNull;
 use core::sync::atomic::{fence, AtomicU32, Ordering};
 
 use crate::addr::{PhysAddr, VirtAddr};
+use crate::error::OutOfRange;
 use crate::gather::TableFreeSync;
 use crate::memory::Memory;
 use crate::sink::MapSize;
+use crate::table::attrs::Attributes;
 use crate::table::{AddressSpace, Format, Kind, RootShape, Word};
 
 /// Bytes of a table frame.
@@ -173,7 +175,20 @@ impl<const CPUS: usize> TableFreeSync for WalkEpochs<CPUS> {
     }
 }
 
-/// What a lockless walk found for a VA.
+/// What a lockless walk found for a VA: enough for a `get_user_pages_fast`-style caller
+/// to check the access it wants, pin the page, then re-read the entry and compare.
+///
+/// # What the walk epochs protect, and what they do not
+///
+/// They keep every *table* the walk went through from being freed (and reused) until the
+/// walk section ends, so the entries read are descriptors of this space, never foreign
+/// data. They do **not** keep the *data page* mapped: once the section ends (or even
+/// during it) another CPU may unmap the page, and its frame goes back to the allocator
+/// after the gather's flush, which does not wait for software walkers. A caller that
+/// uses the page after the walk must pin it (take a reference the kernel's frame
+/// allocator honours) and then re-read the entry ([`LocklessLeaf::raw`] compared with a
+/// second walk, still inside a section): if it changed, unpin and retry, as Linux's
+/// `gup_fast` does.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct LocklessLeaf {
     /// The physical address the VA translates to.
@@ -184,6 +199,13 @@ pub struct LocklessLeaf {
     /// long descriptors: the level-2 or level-3 table), `None` for a leaf in the root
     /// table (a short section or supersection, a long-descriptor block in the root).
     pub table: Option<PhysAddr>,
+    /// Permissions, memory type, shareability and global-ness, decoded as the hardware
+    /// walker would (short-descriptor pages: `execute` includes the L2 table's PXN).
+    pub attrs: Attributes,
+    /// The leaf descriptor as read (for a replicated leaf, the copy this VA indexes; all
+    /// 16 are identical), zero-extended for short descriptors: for the re-check after
+    /// pinning.
+    pub raw: u64,
 }
 
 /// Where a root table lives, for walks that do not hold the address space.
@@ -256,6 +278,9 @@ impl<F: Format> TableView<F> {
     /// Walks `va`, calling `between` after each table entry is read and before the next
     /// level's table is (once per table below the root the walk enters).
     ///
+    /// # Errors
+    /// [`OutOfRange`] for a VA in the other half of a split.
+    ///
     /// # Safety
     /// The root table must be live, and no table reachable from an entry read here may
     /// be freed before this returns (the caller is inside a walk section whose epochs
@@ -265,11 +290,14 @@ impl<F: Format> TableView<F> {
         va: VirtAddr,
         mem: &M,
         between: &mut dyn FnMut(),
-    ) -> Option<LocklessLeaf> {
+    ) -> Result<Option<LocklessLeaf>, OutOfRange> {
         let (lo, hi) = self.bounds;
         let v = va.as_u64();
         if v < lo || v >= hi {
-            return None;
+            return Err(OutOfRange {
+                va,
+                bounds: self.bounds,
+            });
         }
         let mut level = self.shape.level;
         let idx = (v >> F::SHIFT[level as usize]) as usize & (self.shape.entries - 1);
@@ -280,20 +308,24 @@ impl<F: Format> TableView<F> {
         let mut raw =
             unsafe { load_shared(frame.add(byte % PAGE_SIZE).cast::<F::Word>().cast_const()) };
         let mut table = None;
+        let mut ctx = F::ROOT_CTX;
         loop {
             match F::kind(&self.features, level, raw) {
-                Kind::Invalid => return None,
+                Kind::Invalid => return Ok(None),
                 Kind::Leaf(size) => {
                     let off = v & (size.bytes() - 1);
-                    return Some(LocklessLeaf {
+                    return Ok(Some(LocklessLeaf {
                         pa: PhysAddr::new(F::leaf_pa(raw, size) + off),
                         size,
                         table,
-                    });
+                        attrs: F::leaf_attrs(raw, size, ctx),
+                        raw: raw.to_u64(),
+                    }));
                 }
-                Kind::Table if level >= F::LAST_LEVEL => return None,
+                Kind::Table if level >= F::LAST_LEVEL => return Ok(None),
                 Kind::Table => {
                     between();
+                    ctx = F::table_ctx(raw);
                     let pa = F::table_pa(raw);
                     level += 1;
                     let frame = PhysAddr::new(pa & !(PAGE_SIZE as u64 - 1));
@@ -319,6 +351,53 @@ mod tests {
     use std::sync::Arc;
     use std::thread;
     use std::time::Duration;
+
+    fn rich_leaf<F: crate::table::tests::TestFormat>() {
+        use crate::short::host::HostMemory;
+        use crate::table::attrs::{Access, Execute};
+        use crate::table::Layout;
+        let mem = HostMemory::new();
+        let mut space =
+            AddressSpace::<F, _>::new(mem.clone(), Layout::User { n: 1 }, F::ALL).unwrap();
+        let attrs = Attributes {
+            access: Access::UserRo,
+            execute: Execute::UserOnly,
+            ..Attributes::USER_DATA
+        };
+        let va = VirtAddr::new(0x1000_3000);
+        let r = crate::addr::VirtRange::from_start_len(va, 4096).unwrap();
+        space
+            .map(r, PhysAddr::new(0x7000_0000), attrs, MapSize::Page4K)
+            .unwrap();
+        let view = TableView::new(&space);
+        // SAFETY: the space is alive and nothing frees its tables during the walks.
+        let leaf = unsafe { view.walk(VirtAddr::new(0x1000_3010), &mem, &mut || {}) }
+            .unwrap()
+            .unwrap();
+        let t = space.translate(va).unwrap();
+        assert_eq!(leaf.pa, PhysAddr::new(0x7000_0010));
+        assert_eq!(leaf.attrs, t.mapping.attrs);
+        assert_eq!(leaf.attrs, attrs);
+        let p = space.entry_ptr_for_test(va).unwrap();
+        // SAFETY: an entry of the live table.
+        let raw = unsafe { F::Word::load(p.as_ptr()) }.to_u64();
+        assert_eq!(leaf.raw, raw);
+        // The other half of the split is not a translation fault.
+        let kernel = VirtAddr::new(0x8000_0000);
+        // SAFETY: as above.
+        let e = unsafe { view.walk(kernel, &mem, &mut || {}) }.unwrap_err();
+        assert_eq!(e.va, kernel);
+        assert_eq!(e.bounds, (0, 0x8000_0000));
+        // SAFETY: as above.
+        let none = unsafe { view.walk(VirtAddr::new(0x1000_4000), &mem, &mut || {}) };
+        assert_eq!(none, Ok(None));
+    }
+
+    #[test]
+    fn lockless_leaf_carries_attributes_and_the_raw_descriptor() {
+        rich_leaf::<crate::short::Short>();
+        rich_leaf::<crate::lpae::Lpae>();
+    }
 
     #[test]
     fn enter_refuses_bad_cpu_and_nesting() {

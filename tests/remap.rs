@@ -2,6 +2,8 @@
 //! timeout: 60
 //! variant: noflush arg=noflush expect=fail "stale translation"
 //! variant: raw_switch arg=raw-switch expect=fail "wrong context"
+//! variant: split_noflush arg=split-noflush expect=fail "stale translation"
+//! variant: split_noflush_protect arg=split-noflush-protect expect=fail "write allowed after protect_split"
 //!
 //! Live unmap / remap / protect on the crate's own tables, checked with real accesses.
 //!
@@ -12,6 +14,15 @@
 //! used here, every change is followed by a full local TLB flush (`TLBIALL` + `BPIALL`
 //! between barriers); the `noflush` variant skips the `TLBIALL` and must be caught reading
 //! a stale translation (QEMU keeps using it, see the shared notes).
+//!
+//! Case `split_blocks_live` splits a section (`unmap_split` of one page) and a
+//! supersection (`protect_split` of one page to read-only) whose every page was just read
+//! (and written), so QEMU's TLB holds them: right after the split, before any other flush,
+//! the changed page must fault (translation / permission), and every other page must read
+//! its own frame without a fault. The `split_noflush` variant skips the sink's flush
+//! between clearing the block and installing its smaller leaves and must be caught
+//! (the old block still translates the changed page); `split_noflush_protect` skips it
+//! for the supersection's protect only (a write to the read-only page still succeeds).
 //!
 //! The last case runs split translation (`TTBCR.N = 2`): the kernel in a `TTBR1` table,
 //! two processes in `TTBR0` tables with not-global user pages at the same VA, switched
@@ -115,6 +126,10 @@ fn main() -> ! {
         Case {
             name: "free_tables_then_section",
             run: free_tables_then_section,
+        },
+        Case {
+            name: "split_blocks_live",
+            run: split_blocks_live,
         },
         Case {
             name: "ttbr_split_and_asid_switch",
@@ -450,6 +465,163 @@ fn protect_live() -> CaseResult {
         check_unmapped(VA_A, 4 * 4096)?;
         free_tables(space, VA_A, 4 * 4096)?;
         rt::frames::free(pa, 4);
+        Ok(())
+    })
+}
+
+/// The sink of the split case: its break-before-make flush is the full local flush (none
+/// in the `split_noflush` variant); cleared pieces are counted, and every leaf change is
+/// followed by `flush_all` at the end of the case.
+struct SplitSink {
+    cleared: usize,
+    changed: usize,
+    flushes: usize,
+    /// The variant's bug: `flush_now` does not flush.
+    skip: bool,
+}
+
+impl UnmapSink for SplitSink {
+    fn leaf_cleared(&mut self, _leaf: ClearedLeaf) {
+        self.cleared += 1;
+    }
+    fn table_unlinked(&mut self, _va: VirtAddr, _span: u64, _global: bool) {}
+    fn table_memory_freed(&mut self, pa: PhysAddr, frames: usize) {
+        println!("    unexpected table memory {} x{}", pa, frames);
+    }
+    fn leaf_changed(&mut self, _leaf: ChangedLeaf) {
+        self.changed += 1;
+    }
+    fn flush_now(&mut self) {
+        self.flushes += 1;
+        if !self.skip {
+            flush_all();
+        }
+    }
+}
+
+/// Reads every page of `[va, va + len)` except `[hole, hole + 4096)` and checks it comes
+/// from `pa` (tag `tag`), without a fault.
+fn check_every_page(va: u32, len: u64, pa: PhysAddr, tag: u32, hole: u32) -> CaseResult {
+    for page in 0..(len / 4096) as u32 {
+        let v = va + page * 4096;
+        if v == hole {
+            continue;
+        }
+        for off in [0u32, 0xffc] {
+            let p = pa.as_u64() as u32 + page * 4096 + off;
+            ensure_eq!(
+                fault::read32((v + off) as usize),
+                Ok(p ^ MAGIC ^ tag),
+                "read {:#010x} after the split",
+                v + off
+            );
+        }
+    }
+    Ok(())
+}
+
+fn split_blocks_live() -> CaseResult {
+    with_space(|space| {
+        // A section: unmap one page in its middle.
+        let sec = alloc_filled(256, 1 << 20, 0x5151)?;
+        let r = range(VA_B, 1 << 20);
+        ensure!(
+            space
+                .map(r, sec, Attributes::KERNEL_DATA, MapSize::Section1M)
+                .is_ok(),
+            "map section"
+        );
+        check_every_page(VA_B, 1 << 20, sec, 0x5151, 0)?;
+        let hole = VA_B + 0x8_3000;
+        let mut sink = SplitSink {
+            cleared: 0,
+            changed: 0,
+            flushes: 0,
+            skip: rt::flag("split-noflush"),
+        };
+        let frames = space.table_frames();
+        let n = space.unmap_split(range(hole, 4096), &mut sink);
+        ensure_eq!(n, Ok(1), "unmap_split");
+        ensure_eq!(
+            (sink.changed, sink.flushes, sink.cleared),
+            (1, 1, 1),
+            "one block broken, one flush, one page cleared"
+        );
+        ensure_eq!(space.table_frames(), frames + 1, "one L2 table frame");
+        ensure_eq!(
+            space
+                .translate(VirtAddr::new(hole + 0x1_0000))
+                .map(|t| t.mapping.size),
+            Some(MapSize::Large64K),
+            "the rest in large pages where they fit"
+        );
+        // No flush since the split: the page must fault already.
+        check_unmapped(hole, 4096)?;
+        check_every_page(VA_B, 1 << 20, sec, 0x5151, hole)?;
+
+        // A supersection: one page read-only.
+        let sup = alloc_filled(4096, 16 << 20, 0x5252)?;
+        let r16 = range(VA_C, 16 << 20);
+        ensure!(
+            space
+                .map(r16, sup, Attributes::KERNEL_DATA, MapSize::Super16M)
+                .is_ok(),
+            "map supersection"
+        );
+        ensure_eq!(
+            space.translate(VirtAddr::new(VA_C)).map(|t| t.mapping.size),
+            Some(MapSize::Super16M),
+            "supersection used"
+        );
+        check_every_page(VA_C, 16 << 20, sup, 0x5252, 0)?;
+        let ro = VA_C + 0x52_7000;
+        // SAFETY: maps our frame; the value is restored below.
+        ensure!(
+            unsafe { fault::write32(ro as usize + 0x10, 7) }.is_ok(),
+            "write while RW"
+        );
+        let mut sink = SplitSink {
+            cleared: 0,
+            changed: 0,
+            flushes: 0,
+            skip: rt::flag("split-noflush") || rt::flag("split-noflush-protect"),
+        };
+        let c = space.protect_split(range(ro, 4096), Access::KernelRo, Execute::Never, &mut sink);
+        ensure!(
+            matches!(c, Ok(Some(c)) if c.split == 1 && c.leaves == 1),
+            "protect_split {:?}",
+            c
+        );
+        ensure_eq!(sink.flushes, 1, "one break-before-make flush");
+        // SAFETY: if it does not fault it writes our frame.
+        match unsafe { fault::write32(ro as usize + 0x10, 8) } {
+            Ok(()) => {
+                println!("    stale translation: write allowed after protect_split(KernelRo)");
+                return Err(());
+            }
+            Err(f) => ensure_eq!(f.class(), FaultClass::Permission, "DFSR {:#x}", f.status),
+        }
+        ensure_eq!(fault::read32(ro as usize + 0x10), Ok(7), "read while RO");
+        check_every_page(VA_C, 16 << 20, sup, 0x5252, ro)?;
+        // A page next to it is still writable.
+        // SAFETY: maps our frame.
+        ensure!(
+            unsafe { fault::write32(ro as usize + 0x1010, 9) }.is_ok(),
+            "write next to RO"
+        );
+
+        // Tear down: the split regions now have tables, nothing straddles.
+        let mut rec = Rec::new();
+        ensure!(space.unmap(r, &mut rec).is_ok(), "unmap section");
+        ensure!(space.unmap(r16, &mut rec).is_ok(), "unmap supersection");
+        rec.flush_and_free();
+        check_unmapped(VA_B, 1 << 20)?;
+        check_unmapped(VA_C, 16 << 20)?;
+        free_tables(space, VA_B, 1 << 20)?;
+        free_tables(space, VA_C, 16 << 20)?;
+        ensure_eq!(space.table_frames(), frames, "split tables freed");
+        rt::frames::free(sec, 256);
+        rt::frames::free(sup, 4096);
         Ok(())
     })
 }

@@ -3,8 +3,15 @@
 //! variant: corrupt_answer arg=corrupt=answer expect=fail "MISMATCH"
 //! variant: corrupt_perm arg=corrupt=perm expect=fail "MISMATCH"
 //! variant: corrupt_table arg=corrupt=table expect=fail "MISMATCH"
+//! variant: corrupt_split arg=corrupt=split expect=fail "MISMATCH"
 //!
 //! The hardware walker is the oracle for the crate's short-descriptor tables.
+//!
+//! Case `split_blocks_match_the_walker` (issue 17) maps a supersection of RAM, makes one
+//! page read-only with `protect_split` (sections, an L2 table of large pages, small pages)
+//! and unmaps one page of another section with `unmap_split`, then checks every page
+//! against the intent, `translate` and the four `ATS` operations, and reads through it;
+//! variant `corrupt_split` rewrites one split descriptor behind the crate's back.
 //!
 //! The kernel runs on an `AddressSpace` built by the crate (RAM identity-mapped global
 //! kernel RW with supersections, the UART as a device page), switched to with
@@ -78,6 +85,10 @@ fn main() -> ! {
         Case {
             name: "oracle",
             run: oracle,
+        },
+        Case {
+            name: "split_blocks_match_the_walker",
+            run: split_blocks_match_the_walker,
         },
     ])
 }
@@ -529,5 +540,148 @@ fn oracle() -> CaseResult {
     );
     ensure_eq!(tally.mismatches, 0, "mismatches");
     ensure!(n >= 4000, "only {} VAs sampled", n);
+    Ok(())
+}
+
+/// One `ATS` operation: the instruction, PL0, write, its name.
+type AtsOp = (fn(u32) -> u32, bool, bool, &'static str);
+
+/// Every page of `[va, va + len)` through the four `ATS` operations against `translate`;
+/// returns the number of checks.
+fn ats_agrees(space: &Space, va: u64, len: u64) -> Result<u32, ()> {
+    let ops: [AtsOp; 4] = [
+        (ats1cpr, false, false, "ATS1CPR"),
+        (ats1cpw, false, true, "ATS1CPW"),
+        (ats1cur, true, false, "ATS1CUR"),
+        (ats1cuw, true, true, "ATS1CUW"),
+    ];
+    let mut n = 0;
+    for v in (va..va + len).step_by(4096) {
+        let t = space.translate(VirtAddr::new(v as u32));
+        for (op, user, write, name) in ops {
+            let par = ParResult::decode(op(v as u32));
+            let want = expected(t.as_ref(), user, write);
+            if !matches(want, par) {
+                println!(
+                    "    MISMATCH {} {:#x}: walker {:?}, translate {:?}",
+                    name, v, par, want
+                );
+                return Err(());
+            }
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+fn split_blocks_match_the_walker() -> CaseResult {
+    let mut guard = SPACE.lock();
+    let Some(space) = guard.as_mut() else {
+        return Err(());
+    };
+    let frames_before = space.table_frames();
+    let (va, len) = (0x2000_0000u64, 16u64 << 20);
+    let Some(pa) = alloc_filled(4096, 16 << 20) else {
+        println!("    no 16 MiB of frames");
+        return Err(());
+    };
+    let r = range(va, len);
+    ensure!(
+        space
+            .map(r, pa, Attributes::KERNEL_DATA, MapSize::Super16M)
+            .is_ok(),
+        "map supersection"
+    );
+    flush_all();
+    for p in 0..4096u64 {
+        let _ = fault::read32((va + p * 4096) as usize);
+    }
+    let (ro, hole) = (va + 0x52_3000, va + 0x6a_1000);
+    let mut rec = Rec::new();
+    let c = space.protect_split(range(ro, 4096), Access::KernelRo, Execute::Never, &mut rec);
+    ensure!(
+        matches!(c, Ok(Some(c)) if c.split == 1 && c.leaves == 1),
+        "protect_split of a supersection: {:?}",
+        c
+    );
+    ensure_eq!(
+        space.unmap_split(range(hole, 4096), &mut rec),
+        Ok(1),
+        "unmap_split of a section"
+    );
+    flush_all();
+    ensure_eq!(
+        space.table_frames(),
+        frames_before + 1,
+        "two L2 tables in one frame (sections 5 and 6 share a group)"
+    );
+    if rt::arg("corrupt") == Some("split") {
+        // Teeth: one page of a split table rewritten behind the crate's back.
+        if let Some(p) = space.entry_ptr_for_test(VirtAddr::new((ro + 0x1000) as u32)) {
+            // SAFETY: a descriptor of our own live table; the test owns the kernel.
+            unsafe {
+                p.as_ptr()
+                    .write_volatile(p.as_ptr().read_volatile() ^ 0x1000)
+            };
+            flush_all();
+            println!("oracle: corrupted the descriptor of {:#010x}", ro + 0x1000);
+        }
+    }
+    for p in 0..4096u64 {
+        let v = va + p * 4096;
+        let t = space.translate(VirtAddr::new(v as u32));
+        let want = (v != hole).then_some(pa.as_u64() + p * 4096);
+        let access = if v == ro {
+            Access::KernelRo
+        } else {
+            Access::KernelRw
+        };
+        let ok = match t {
+            None => want.is_none(),
+            Some(t) => Some(t.pa.as_u64()) == want && t.mapping.attrs.access == access,
+        };
+        if !ok {
+            println!(
+                "    MISMATCH intent {:#x}: translate {:x?}, want {:x?}",
+                v, t, want
+            );
+            return Err(());
+        }
+    }
+    let n = ats_agrees(space, va, len)?;
+    for p in 0..4096u64 {
+        let v = va + p * 4096;
+        let got = fault::read32(v as usize);
+        let want = pa.as_u64() + p * 4096;
+        if v == hole {
+            ensure!(got.is_err(), "read through the unmapped page");
+        } else if got != Ok(pattern(want)) {
+            println!("    MISMATCH read {:#x}: {:x?}, frame {:#x}", v, got, want);
+            return Err(());
+        }
+    }
+    // SAFETY: if it does not fault it writes our frame.
+    match unsafe { fault::write32(ro as usize, 1) } {
+        Ok(()) => {
+            println!("    write allowed to the read-only page");
+            return Err(());
+        }
+        Err(f) => ensure_eq!(f.class(), FaultClass::Permission, "DFSR {:#x}", f.status),
+    }
+    println!(
+        "oracle: split blocks: {} ATS checks agree with translate",
+        n
+    );
+    ensure!(space.unmap(r, &mut rec).is_ok(), "unmap");
+    flush_all();
+    ensure!(space.free_tables(r, r, &mut rec).is_ok(), "free_tables");
+    flush_all();
+    rec.free_tables();
+    rt::frames::free(pa, 4096);
+    ensure_eq!(
+        space.table_frames(),
+        frames_before,
+        "table frames after free_tables"
+    );
     Ok(())
 }

@@ -326,3 +326,61 @@ fn refused_protect_reports_nothing() {
     assert_eq!((report.leaves_changed, report.flushes), (0, 0), "{report}");
     assert_eq!(rig.cached(), 2);
 }
+
+/// The TLB conflicts the host TLB model saw during one protect of replicated leaves of
+/// `size`, with several walks in flight after every descriptor store: one walk per copy of
+/// every leaf (each reads the copy its VA indexes, none sees the others' fills, and none
+/// consults the TLB first), as a Cortex-A15 with several table walks outstanding may do.
+fn in_flight_conflicts(mutant: Mutant, size: MapSize, count: u64) -> (Vec<String>, u64) {
+    let mut rig = Rig::<Short>::new(size, count);
+    let step = size.bytes() / 16;
+    let vas: Vec<VirtAddr> = (0..count * 16)
+        .map(|k| VirtAddr::new((BASE + k * step) as u32))
+        .collect();
+    let (view, tlb) = (rig.space.view_for_test(), rig.tlb.clone());
+    store_probe::set(move |_, _| {
+        tlb.borrow_mut().access_in_flight(&vas, ASID, &view);
+    });
+    store_probe::set_mutant(mutant);
+    let in_flight = InFlight::new();
+    let mut g = rig.gather(&in_flight);
+    rig.space
+        .protect(rig.range, Access::UserRo, Execute::Never, &mut g)
+        .unwrap()
+        .unwrap();
+    store_probe::set_mutant(Mutant::None);
+    store_probe::clear();
+    drop(g);
+    let m = rig.tlb.borrow();
+    let walks = m.stats().walks_in_flight;
+    let conflicts = m.conflicts().iter().map(|c| format!("{c}")).collect();
+    (conflicts, walks)
+}
+
+#[test]
+fn replicated_protect_leaves_no_tlb_conflict_with_walks_in_flight() {
+    for (size, count) in [(MapSize::Large64K, 20), (MapSize::Super16M, 2)] {
+        let (c, walks) = in_flight_conflicts(Mutant::None, size, count);
+        assert!(walks > 0, "{size:?}: the probe never walked");
+        assert!(c.is_empty(), "{size:?}: {c:?}");
+    }
+}
+
+#[test]
+fn teeth_in_place_protect_of_a_large_page_and_a_supersection_is_a_tlb_conflict() {
+    for (size, count) in [(MapSize::Large64K, 1), (MapSize::Super16M, 1)] {
+        let (c, _) = in_flight_conflicts(Mutant::InPlace, size, count);
+        assert!(
+            c.iter().any(|m| m.contains("TLB conflict")),
+            "{size:?}: in-place rewrite not caught: {c:?}"
+        );
+    }
+}
+
+#[test]
+fn teeth_break_before_make_without_the_flush_is_a_tlb_conflict() {
+    for (size, count) in [(MapSize::Large64K, 2), (MapSize::Super16M, 1)] {
+        let (c, _) = in_flight_conflicts(Mutant::NoFlush, size, count);
+        assert!(!c.is_empty(), "{size:?}: missing flush not caught");
+    }
+}

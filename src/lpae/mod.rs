@@ -193,7 +193,7 @@ impl Format for Lpae {
         }
     }
 
-    fn new_table_ctx(_: Layout, _: &Features, _: Execute) {}
+    fn new_table_ctx(_: Layout, _: &Features, _: Attributes) {}
 
     fn table_allows((): (), _: Execute) -> bool {
         true

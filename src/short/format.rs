@@ -36,10 +36,11 @@ impl Features {
         pa40: true,
         coherent_walk: true,
     };
-    /// The VMSAv7 baseline: no PXN, supersections with 32-bit PA, non-coherent walks.
+    /// The VMSAv7 baseline: no PXN, no supersections (optional in VMSAv7:
+    /// `ID_MMFR3.Supersec`), non-coherent walks.
     pub const BASELINE: Features = Features {
         pxn: false,
-        supersections: true,
+        supersections: false,
         pa40: false,
         coherent_walk: false,
     };
@@ -148,11 +149,17 @@ impl Format for Short {
         }
     }
 
-    fn new_table_ctx(layout: Layout, features: &Features, execute: Execute) -> Option<bool> {
-        Some(match execute {
+    /// PXN for user-only code, none for code the kernel runs; for never-executable
+    /// leaves PXN wherever the CPU has it and the table is a process's or the leaf is
+    /// user-accessible (so a later user-only executable page in the same MiB fits, and the
+    /// kernel never runs from user-reachable memory), none for kernel-only data of a
+    /// kernel or whole-space table (where kernel code may follow).
+    fn new_table_ctx(layout: Layout, features: &Features, attrs: Attributes) -> Option<bool> {
+        let user = attrs.access.allows(true, false);
+        Some(match attrs.execute {
             Execute::UserOnly => true,
             Execute::Anywhere => false,
-            Execute::Never => matches!(layout, Layout::User { .. }) && features.pxn,
+            Execute::Never => (matches!(layout, Layout::User { .. }) || user) && features.pxn,
         })
     }
 

@@ -47,14 +47,16 @@
 //!
 //! # Partial unmaps
 //!
-//! Unmapping (or protecting) part of a large page, section or supersection is refused with
+//! `unmap` and `protect` of part of a large page, section or supersection are refused with
 //! [`UnmapError::PartialBlock`](crate::error::UnmapError), checked before anything is
-//! cleared. Splitting would have to invalidate the live block, flush it from every TLB,
-//! and only then link a new table with the part that stays: during that window the rest of
-//! the block is unmapped for every CPU (fatal if it maps the kernel image or a stack), and
-//! the walker would need to allocate and flush in the middle of a zap whose flush belongs
-//! to the caller's gather. The caller can do the same thing explicitly: unmap the block,
-//! flush, map back the pieces that stay.
+//! cleared. `unmap_split` and `protect_split` split instead, with break-before-make
+//! through the sink: the table frames are allocated first (a failure changes nothing), the
+//! block is cleared, its invalidate reported and *flushed* (`UnmapSink::flush_now`), then
+//! smaller leaves are written (old attributes outside the range, the change inside). The
+//! API is explicit because the window between break and make unmaps the whole block for
+//! every CPU: a kernel must not split the block holding its running code, its stack or
+//! the tables' own mapping, and other CPUs touching the block in the window take a
+//! translation fault to retry (see [`crate::table::AddressSpace::unmap_split`]).
 //!
 //! # Failure without loss
 //!

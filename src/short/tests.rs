@@ -517,7 +517,11 @@ fn features_from_id_registers() {
 #[test]
 fn non_coherent_walk_features_still_work_on_host() {
     let mem = HostMemory::new();
-    let mut s = AddressSpace::new(mem.clone(), Layout::Whole, Features::BASELINE).unwrap();
+    let features = Features {
+        supersections: true,
+        ..Features::BASELINE
+    };
+    let mut s = AddressSpace::new(mem.clone(), Layout::Whole, features).unwrap();
     s.map(
         r(0x1000_0000, 16 * MIB),
         PhysAddr::new(0x2000_0000),
@@ -580,4 +584,100 @@ fn walk_source_reads_tables_as_they_are_now() {
     // Freed memory is poisoned; walking through it must not panic.
     let _ = s.walk_from(1, t.table, VirtAddr::new(0x1000_3000));
     teardown(s, &mem);
+}
+
+#[test]
+fn whole_space_tables_of_user_pages_get_pxn() {
+    // Issue 17: in a `Whole` layout, user data created its L2 table without PXN, so a
+    // later user-only executable page in the same MiB was refused. Now the table's PXN
+    // follows the access: user-reachable pages get PXN, kernel-only data does not.
+    let mem = HostMemory::new();
+    let mut s = whole(&mem);
+    s.map(
+        r(0x1000_0000, 4096),
+        PhysAddr::new(0x1000),
+        Attributes::USER_DATA,
+        MapSize::Page4K,
+    )
+    .unwrap();
+    let user_code = Attributes {
+        execute: Execute::UserOnly,
+        ..Attributes::USER_DATA
+    };
+    s.map(
+        r(0x1000_1000, 4096),
+        PhysAddr::new(0x2000),
+        user_code,
+        MapSize::Page4K,
+    )
+    .unwrap();
+    // The kernel cannot execute there (the safe default).
+    assert_eq!(
+        s.map(
+            r(0x1000_2000, 4096),
+            PhysAddr::new(0x3000),
+            Attributes::KERNEL_IMAGE,
+            MapSize::Page4K
+        ),
+        Err(MapError::PxnConflict(VirtAddr::new(0x1000_2000)))
+    );
+    // Kernel-only data leaves the table without PXN: kernel code may follow.
+    s.map(
+        r(0x2000_0000, 4096),
+        PhysAddr::new(0x4000),
+        Attributes::KERNEL_DATA,
+        MapSize::Page4K,
+    )
+    .unwrap();
+    s.map(
+        r(0x2000_1000, 4096),
+        PhysAddr::new(0x5000),
+        Attributes::KERNEL_IMAGE,
+        MapSize::Page4K,
+    )
+    .unwrap();
+    teardown(s, &mem);
+    // Without PXN on the CPU nothing changes (no PXN bit to set).
+    let mem = HostMemory::new();
+    let mut b = AddressSpace::new(mem.clone(), Layout::Whole, Features::BASELINE).unwrap();
+    b.map(
+        r(0x1000_0000, 4096),
+        PhysAddr::new(0x1000),
+        Attributes::USER_DATA,
+        MapSize::Page4K,
+    )
+    .unwrap();
+    b.map(
+        r(0x1000_1000, 4096),
+        PhysAddr::new(0x2000),
+        Attributes::KERNEL_IMAGE,
+        MapSize::Page4K,
+    )
+    .unwrap();
+    teardown(b, &mem);
+}
+
+#[test]
+fn without_supersections_a_16_mib_map_falls_back_to_sections() {
+    // `ID_MMFR3.Supersec = 0xf`: no supersections. `Super16M` is a maximum, so `map`
+    // uses sections (it never writes a supersection descriptor the CPU would take as
+    // reserved); the baseline does not claim them.
+    let f = Features::from_id_regs(0x1020_1105, 0xf210_2211);
+    assert!(!f.supersections && !f.pa40 && f.pxn);
+    const { assert!(!Features::BASELINE.supersections) };
+    for features in [f, Features::BASELINE] {
+        let mem = HostMemory::new();
+        let mut s = AddressSpace::new(mem.clone(), Layout::Whole, features).unwrap();
+        s.map(
+            r(0x1000_0000, 16 * MIB),
+            PhysAddr::new(0x6000_0000),
+            Attributes::KERNEL_DATA,
+            MapSize::Super16M,
+        )
+        .unwrap();
+        assert!(sizes(&s, all())
+            .iter()
+            .all(|&(_, z)| z == MapSize::Section1M));
+        teardown(s, &mem);
+    }
 }

@@ -44,14 +44,18 @@
 //! These rules are the same for both formats and are documented in [`crate::short`]:
 //! no valid entry is written over another; `map` checks and allocates everything before
 //! writing, so a failed `map` leaves the tables bit-for-bit as they were and holds no
-//! frame; unmapping or protecting part of a block is refused before anything is written.
-//! A leaf is never replaced by a table or a table by a leaf: a region that has an (even
-//! empty) table is mapped with smaller leaves until `free_tables` removes the table.
+//! frame; unmapping or protecting part of a block is refused before anything is written,
+//! unless asked for with `unmap_split` / `protect_split` (break-before-make through the
+//! sink, tables allocated first). `map` never replaces a leaf by a table or a table by a
+//! leaf: a region that has an (even empty) table is mapped with smaller leaves until
+//! `free_tables` removes the table.
 
 pub mod attrs;
 #[cfg(test)]
 mod shareability_tests;
 mod space;
+#[cfg(all(test, feature = "tlb-model"))]
+mod split_tests;
 #[cfg(test)]
 pub(crate) mod tests;
 
@@ -317,9 +321,14 @@ pub trait Format: sealed::Sealed + Sized + 'static {
         access: Access,
         execute: Execute,
     ) -> Result<(), Feature>;
-    /// The context of a new table linked for a leaf with `execute`.
-    fn new_table_ctx(layout: Layout, features: &Self::Features, execute: Execute)
-        -> Self::TableCtx;
+    /// The context of a new table linked for a leaf with `attrs` (short: the L2 table's
+    /// PXN, from the execute permission and, for never-executable leaves, from whether
+    /// user code can reach them).
+    fn new_table_ctx(
+        layout: Layout,
+        features: &Self::Features,
+        attrs: Attributes,
+    ) -> Self::TableCtx;
     /// Whether a leaf with `execute` may live in a table with `ctx` (short: the PXN of
     /// the table must agree).
     fn table_allows(ctx: Self::TableCtx, execute: Execute) -> bool;
@@ -422,6 +431,9 @@ pub struct Changed {
     /// Of those, replicated leaves (large pages, supersections) rewritten with
     /// break-before-make.
     pub replicated: usize,
+    /// Blocks split because the range cut them (`protect_split`; each cost one
+    /// break-before-make flush).
+    pub split: usize,
     /// Some changed leaf was global.
     pub global: bool,
     /// Some changed leaf was executable before or after.

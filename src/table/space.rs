@@ -14,7 +14,7 @@ use super::{
     Translation, WalkCounts, Word,
 };
 use crate::addr::{PhysAddr, VirtAddr, VirtEnd, VirtRange, PAGE_SIZE};
-use crate::error::{CreateError, FreeTablesError, MapError, ProtectError, UnmapError};
+use crate::error::{CreateError, FreeTablesError, MapError, OutOfRange, ProtectError, UnmapError};
 use crate::memory::Memory;
 use crate::sink::{ChangedLeaf, ClearedLeaf, MapSize, UnmapSink};
 
@@ -217,6 +217,9 @@ pub(crate) mod store_probe {
         InPlace,
         /// Break-before-make without the flush between the break and the make.
         NoFlush,
+        /// A block split without the flush between clearing the block and installing the
+        /// table of smaller leaves.
+        SplitNoFlush,
     }
 
     std::thread_local! {
@@ -252,6 +255,9 @@ pub(crate) mod store_probe {
         });
     }
 }
+
+#[path = "split.rs"]
+mod split;
 
 /// How many replicated leaves `protect` clears before one break-before-make flush.
 pub const BBM_BATCH: usize = 16;
@@ -737,7 +743,7 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
 
     /// What `va` translates to through these tables, as the hardware walker would see it
     /// now, or `None` for a translation fault (including VAs outside this table's part of
-    /// the address space).
+    /// the address space: [`AddressSpace::translate_checked`] tells them apart).
     #[must_use]
     pub fn translate(&self, va: VirtAddr) -> Option<Translation> {
         let (lo, hi) = self.bounds;
@@ -749,6 +755,40 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
             pa: PhysAddr::new(l.pa() + (va.as_u64() - l.va)),
             mapping: l.mapping(),
         })
+    }
+
+    /// [`AddressSpace::translate`] that tells a VA outside this table's part of the
+    /// address space (the other half of a `TTBCR` split) from a translation fault.
+    ///
+    /// # Errors
+    /// [`OutOfRange`] for a VA this table does not translate.
+    pub fn translate_checked(&self, va: VirtAddr) -> Result<Option<Translation>, OutOfRange> {
+        let (lo, hi) = self.bounds;
+        if va.as_u64() < lo || va.as_u64() >= hi {
+            return Err(OutOfRange {
+                va,
+                bounds: self.bounds,
+            });
+        }
+        Ok(self.translate(va))
+    }
+
+    /// [`AddressSpace::mappings`] that refuses a range reaching outside this table's part
+    /// of the address space instead of yielding nothing there.
+    ///
+    /// # Errors
+    /// [`OutOfRange`] with the range's first VA outside.
+    pub fn mappings_checked(&self, range: VirtRange) -> Result<Mappings<'_, F, M>, OutOfRange> {
+        let (lo, hi) = self.bounds;
+        let (start, end) = (range.start().as_u64(), range.end().as_u64());
+        if !range.is_empty() && (start < lo || end > hi) {
+            let first = if start < lo { start } else { start.max(hi) };
+            return Err(OutOfRange {
+                va: VirtAddr::new(first as u32),
+                bounds: self.bounds,
+            });
+        }
+        Ok(self.mappings(range))
     }
 
     /// The fast path of [`AddressSpace::translate`]: the physical address and the access
@@ -1182,7 +1222,7 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
             } else if let Some(t) = Self::cached(cache, s.level, va) {
                 t
             } else {
-                let Some(t) = self.make_path(va, s.level, attrs.execute, list) else {
+                let Some(t) = self.make_path(va, s.level, attrs, list) else {
                     return;
                 };
                 cache = Some((s.level, va & !(Self::span(s.level - 1) - 1), t));
@@ -1210,7 +1250,7 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
         &mut self,
         va: u64,
         target: u8,
-        execute: Execute,
+        attrs: Attributes,
         list: &mut u64,
     ) -> Option<Table<F::Word>> {
         let mut t = Table::Root;
@@ -1220,7 +1260,10 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
             let raw = self.load(t, idx);
             let child = match self.kind(level, raw) {
                 Kind::Table => self.table_at(F::table_pa(raw)),
-                _ => self.link_table(t, level, idx, execute, list)?,
+                _ => {
+                    let ctx = F::new_table_ctx(self.layout, &self.features, attrs);
+                    self.link_table(t, level, idx, ctx, list)?
+                }
             };
             t = Table::At(child);
             level += 1;
@@ -1234,7 +1277,7 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
         t: Table<F::Word>,
         level: u8,
         idx: usize,
-        execute: Execute,
+        ctx: F::TableCtx,
         list: &mut u64,
     ) -> Option<*mut F::Word> {
         let child = level + 1;
@@ -1270,7 +1313,6 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
         };
         // The zeroes must reach the walkers before the entry that makes them reachable.
         publish(coherent);
-        let ctx = F::new_table_ctx(self.layout, &self.features, execute);
         write_entry(coherent, self.slot(t, idx), F::encode_table(table, ctx));
         Some(self.table_at(table))
     }
@@ -1306,6 +1348,11 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
                 size: l.size,
             });
         }
+        Ok(self.zap_range(start, end, sink))
+    }
+
+    /// The writes of `unmap` over a checked range no leaf straddles.
+    fn zap_range<S: UnmapSink + ?Sized>(&mut self, start: u64, end: u64, sink: &mut S) -> usize {
         let coherent = self.coherent();
         let mut zap = Zap {
             sink,
@@ -1315,7 +1362,7 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
         let _ = self.visit_range(start, end, &mut NoTally, &mut zap);
         let cleared = zap.cleared;
         publish(coherent);
-        Ok(cleared)
+        cleared
     }
 
     // ----- protect ------------------------------------------------------------------------
@@ -1370,6 +1417,17 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
                 size: l.size,
             });
         }
+        self.protect_conflicts(start, end, execute)?;
+        Ok(self.protect_walk(range, access, execute, sink))
+    }
+
+    /// `protect`'s checks of every leaf overlapping `[start, end)`.
+    fn protect_conflicts(
+        &self,
+        start: u64,
+        end: u64,
+        execute: Execute,
+    ) -> Result<(), ProtectError> {
         let conflict = self.visit_range(
             start,
             end,
@@ -1385,9 +1443,21 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
                 }
             }),
         );
-        if let ControlFlow::Break(e) = conflict {
-            return Err(e);
+        match conflict {
+            ControlFlow::Break(e) => Err(e),
+            ControlFlow::Continue(()) => Ok(()),
         }
+    }
+
+    /// The writes of `protect` over a checked range no leaf straddles.
+    fn protect_walk<S: UnmapSink + ?Sized>(
+        &mut self,
+        range: VirtRange,
+        access: Access,
+        execute: Execute,
+        sink: &mut S,
+    ) -> Option<Changed> {
+        let (start, end) = (range.start().as_u64(), range.end().as_u64());
         let coherent = self.coherent();
         let mut changer = Protector::<F, S> {
             sink,
@@ -1400,6 +1470,7 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
                 span: range,
                 leaves: 0,
                 replicated: 0,
+                split: 0,
                 global: false,
                 executable: false,
             },
@@ -1409,14 +1480,12 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
         let _ = self.visit_range(start, end, &mut NoTally, &mut changer);
         changer.make();
         publish(coherent);
-        let Some(first) = changer.first else {
-            return Ok(None);
-        };
+        let first = changer.first?;
         let mut changed = changer.changed;
         changed.span = VirtEnd::new(changer.last_end)
             .and_then(|end| VirtRange::new(VirtAddr::new(first as u32), end))
             .unwrap_or(changed.span);
-        Ok(Some(changed))
+        Some(changed)
     }
 
     // ----- free tables --------------------------------------------------------------------
@@ -1573,6 +1642,28 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
         }
     }
 
+    /// Host tests: a second handle on the same tables (same root, same memory model),
+    /// for a probe that walks them while `&mut self` is borrowed by an operation (the
+    /// tables are only reached through raw pointers, so the two never alias references).
+    /// Dropping it frees nothing.
+    #[cfg(test)]
+    pub(crate) fn view_for_test(&self) -> Self
+    where
+        M: Clone,
+    {
+        AddressSpace {
+            mem: self.mem.clone(),
+            layout: self.layout,
+            bounds: self.bounds,
+            features: self.features,
+            root: self.root,
+            root_pa: self.root_pa,
+            root_virt: self.root_virt,
+            table_frames: self.table_frames,
+            _format: PhantomData,
+        }
+    }
+
     /// Every entry of every table, as `(level, VA of the entry, raw)`: a snapshot to
     /// compare before and after a refused operation.
     #[cfg(test)]
@@ -1636,9 +1727,16 @@ mod model_impl {
 
     impl<F: Format, M: Memory> AddressSpace<F, M> {
         /// Walks from table `t` at `level` (entered with `ctx`), recording tables below.
-        fn walk_below(&self, mut t: Table<F::Word>, mut level: u8, va: u64) -> Walk {
+        fn walk_below(
+            &self,
+            mut t: Table<F::Word>,
+            mut level: u8,
+            ctx: F::TableCtx,
+            va: u64,
+        ) -> Walk {
             let mut w = Walk::default();
             let mut n = 0;
+            let mut ctx = ctx;
             loop {
                 let raw = self.load(t, self.index(level, va));
                 match self.kind(level, raw) {
@@ -1649,6 +1747,7 @@ mod model_impl {
                             size,
                             pa: PhysAddr::new(F::leaf_pa(raw, size)),
                             global: F::leaf_global(raw, size),
+                            attrs: F::leaf_attrs(raw, size, ctx),
                         });
                         return w;
                     }
@@ -1664,6 +1763,7 @@ mod model_impl {
                             });
                         }
                         n += 1;
+                        ctx = F::table_ctx(raw);
                         t = Table::At(self.table_at(pa));
                         level += 1;
                     }
@@ -1679,7 +1779,7 @@ mod model_impl {
             if v < lo || v >= hi {
                 return Walk::default();
             }
-            self.walk_below(Table::Root, self.root.level, v)
+            self.walk_below(Table::Root, self.root.level, F::ROOT_CTX, v)
         }
 
         fn walk_from(&self, level: u8, table: PhysAddr, va: VirtAddr) -> Walk {
@@ -1689,8 +1789,27 @@ mod model_impl {
             {
                 return Walk::default();
             }
+            // The context a walk-cache entry would carry (short: the L1 entry's PXN) is
+            // the current parent entry's while it still points at `table`; otherwise the
+            // root's (the model compares attributes, not the enforcement of PXN).
+            let mut ctx = F::ROOT_CTX;
+            let (mut p, mut l) = (Table::Root, self.root.level);
+            while l <= level {
+                let raw = self.load(p, self.index(l, va.as_u64()));
+                if self.kind(l, raw) != Kind::Table {
+                    break;
+                }
+                if l == level {
+                    if F::table_pa(raw) == table.as_u64() {
+                        ctx = F::table_ctx(raw);
+                    }
+                    break;
+                }
+                p = Table::At(self.table_at(F::table_pa(raw)));
+                l += 1;
+            }
             let t = Table::At(self.table_at(table.as_u64()));
-            self.walk_below(t, level + 1, va.as_u64())
+            self.walk_below(t, level + 1, ctx, va.as_u64())
         }
     }
 }

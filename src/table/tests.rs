@@ -1481,3 +1481,55 @@ fn leaf_access_agrees_lpae() {
         MapSize::Block1G,
     ]);
 }
+
+fn checked_reads<F: TestFormat>() {
+    let mem = HostMemory::new();
+    let mut u = AddressSpace::<F, _>::new(mem.clone(), Layout::User { n: 2 }, F::ALL).unwrap();
+    let k = AddressSpace::<F, _>::new(mem.clone(), Layout::Kernel { n: 2 }, F::ALL).unwrap();
+    u.map(
+        r(0x1000_0000, 4096),
+        PhysAddr::new(0x2000),
+        Attributes::USER_DATA,
+        MapSize::Page4K,
+    )
+    .unwrap();
+    let inside = VirtAddr::new(0x1000_0000);
+    assert_eq!(u.translate_checked(inside).unwrap(), u.translate(inside));
+    assert_eq!(u.translate_checked(VirtAddr::new(0x1000_1000)), Ok(None));
+    // The other half: `translate` says nothing, the checked read says why.
+    let kva = VirtAddr::new(0xc000_0000);
+    assert_eq!(u.translate(kva), None);
+    let e = u.translate_checked(kva).unwrap_err();
+    assert_eq!((e.va, e.bounds), (kva, (0, 0x4000_0000)));
+    let e = k.translate_checked(inside).unwrap_err();
+    assert_eq!(e.bounds, (0x4000_0000, 1 << 32));
+    assert!(std::format!("{e}").contains("outside"));
+    // Ranges: inside is the plain iterator; reaching out is refused at its first VA out.
+    assert_eq!(u.mappings_checked(r(0x1000_0000, 4096)).unwrap().count(), 1);
+    let e = u
+        .mappings_checked(r(0x3fff_f000, 0x2000))
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(e.va, VirtAddr::new(0x4000_0000));
+    let e = k
+        .mappings_checked(r(0x3fff_f000, 0x2000))
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(e.va, VirtAddr::new(0x3fff_f000));
+    assert!(matches!(
+        crate::Error::from(e),
+        crate::Error::Read(crate::error::OutOfRange { .. })
+    ));
+    let mut rec = Rec::default();
+    let mut m = u.destroy(&mut rec);
+    rec.flush(&mut m);
+    let m = k.destroy(&mut rec);
+    let mut m = m;
+    rec.flush(&mut m);
+}
+
+#[test]
+fn checked_reads_say_out_of_range_for_the_other_half() {
+    checked_reads::<Short>();
+    checked_reads::<Lpae>();
+}

@@ -17,6 +17,11 @@
 //!   are); it is used for later accesses of the same ASID to any VA in the table's span.
 //!
 //! Nothing is ever evicted: an entry stays until an invalidate that covers it completes.
+//! A leaf loaded next to a cached entry that overlaps it and says something else (output,
+//! size or attributes) is a **TLB conflict**, recorded in [`TlbModel::conflicts`]: what a
+//! change made without break-before-make leads to. [`TlbModel::access_in_flight`] models
+//! several walks in flight (each reading whatever copy of a replicated leaf its VA indexes,
+//! none seeing the others' fills), the case QEMU never shows.
 //! A TLB hit returns the cached leaf without looking at the tables; a walk-cache hit
 //! continues the walk from the cached table's *current* memory
 //! ([`WalkSource::walk_from`]), even if that table was unlinked, freed or reused; otherwise
@@ -62,6 +67,7 @@ use super::{Asid, TlbBackend, TlbCounters};
 use crate::addr::{PhysAddr, VirtAddr, PAGE_SIZE};
 use crate::memory::{MappedRun, Memory};
 use crate::sink::MapSize;
+use crate::table::attrs::Attributes;
 
 /// One leaf translation as a walk found it.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -74,6 +80,9 @@ pub struct WalkLeaf {
     pub pa: PhysAddr,
     /// Global (nG clear): the entry matches every ASID.
     pub global: bool,
+    /// Everything else the entry says (permissions, memory type, ...): two cached
+    /// entries for one VA that differ here (or in output or size) conflict.
+    pub attrs: Attributes,
 }
 
 /// A next-level table that a walk went through: what a walk cache may keep.
@@ -290,6 +299,52 @@ impl fmt::Display for StaleTranslation {
 
 impl std::error::Error for StaleTranslation {}
 
+/// Two cached leaf entries that an access could both hit and that say different things
+/// (output address at that VA, size or attributes): what the architecture calls a TLB
+/// conflict (Arm ARM B3.10.1, a TLB conflict abort or UNPREDICTABLE). It arises when a
+/// live translation is changed without break-before-make: a replicated leaf rewritten copy
+/// by copy, a block replaced by a table of smaller leaves (or back) with the old entry
+/// still cached.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Conflict {
+    /// The entry already cached.
+    pub cached: LeafEntry,
+    /// The entry a later walk loaded next to it.
+    pub loaded: LeafEntry,
+}
+
+impl Conflict {
+    /// Whether the two entries conflict: they overlap, some access (an ASID or global)
+    /// hits both, and they differ.
+    #[must_use]
+    pub fn between(a: &LeafEntry, b: &LeafEntry) -> bool {
+        let (a0, a1) = (a.leaf.va.as_u64(), a.leaf.va.as_u64() + a.leaf.size.bytes());
+        let (b0, b1) = (b.leaf.va.as_u64(), b.leaf.va.as_u64() + b.leaf.size.bytes());
+        let overlap = a0 < b1 && b0 < a1;
+        let same_asid = a.leaf.global || b.leaf.global || a.asid == b.asid;
+        // The output of each at the VA where the other starts (or it starts).
+        let at = a0.max(b0);
+        let pa_a = a.leaf.pa.as_u64() + (at - a0);
+        let pa_b = b.leaf.pa.as_u64() + (at - b0);
+        let differ = pa_a != pa_b
+            || a.leaf.size != b.leaf.size
+            || a.leaf.attrs != b.leaf.attrs
+            || a.leaf.global != b.leaf.global;
+        overlap && same_asid && differ
+    }
+}
+
+impl fmt::Display for Conflict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (a, b) = (&self.cached.leaf, &self.loaded.leaf);
+        write!(
+            f,
+            "TLB conflict: cached VA {} ({:?}) -> PA {} {:?}, loaded VA {} ({:?}) -> PA {} {:?}",
+            a.va, a.size, a.pa, a.attrs, b.va, b.size, b.pa, b.attrs
+        )
+    }
+}
+
 /// The backend protocol was not followed.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum ProtocolError {
@@ -338,6 +393,8 @@ pub struct ModelStats {
     pub walks: u64,
     /// Accesses that ended in a translation fault.
     pub faults: u64,
+    /// Walks started together by [`TlbModel::access_in_flight`].
+    pub walks_in_flight: u64,
 }
 
 /// The software TLB. See the module documentation.
@@ -348,6 +405,7 @@ pub struct TlbModel {
     /// `Some` while a batch is open (after `prepare`, until `complete`).
     batch: Option<Vec<Invalidate>>,
     unprepared: Vec<Invalidate>,
+    conflicts: Vec<Conflict>,
     counters: TlbCounters,
     stats: ModelStats,
 }
@@ -389,15 +447,59 @@ impl TlbModel {
             self.stats.faults += 1;
             return None;
         };
-        let entry = LeafEntry { leaf, asid };
+        self.fill(LeafEntry { leaf, asid });
+        Some(Translation::new(leaf, va, via))
+    }
+
+    /// Caches `entry` unless it is cached already, recording a [`Conflict`] with every
+    /// cached entry it conflicts with.
+    fn fill(&mut self, entry: LeafEntry) {
+        let leaf = entry.leaf;
         let known = self
             .leaves
             .iter()
-            .any(|e| e.leaf == leaf && (leaf.global || e.asid == asid));
-        if !known {
-            self.leaves.push(entry);
+            .any(|e| e.leaf == leaf && (leaf.global || e.asid == entry.asid));
+        if known {
+            return;
         }
-        Some(Translation::new(leaf, va, via))
+        for e in &self.leaves {
+            if Conflict::between(e, &entry) {
+                self.conflicts.push(Conflict {
+                    cached: *e,
+                    loaded: entry,
+                });
+            }
+        }
+        self.leaves.push(entry);
+    }
+
+    /// Several walks in flight at once, as a core that walks for several misses (or
+    /// speculates down several paths, Cortex-A15) does: every VA of `vas` is walked from
+    /// the tables as they are *now*, none of them looking at the TLB or at the others'
+    /// results, and each leaf found is then cached (a TLB may keep a large page or a
+    /// supersection as fragments, so a walk that reads another copy of a replicated leaf
+    /// can fill next to an entry loaded from an earlier copy). Walk-cache entries are
+    /// not used or filled. Whatever conflicts with a cached entry (or with another of
+    /// these walks) is recorded in [`TlbModel::conflicts`]. Returns the leaves found, in
+    /// the order of `vas` (`None` for a fault).
+    pub fn access_in_flight<W: WalkSource + ?Sized>(
+        &mut self,
+        vas: &[VirtAddr],
+        asid: Asid,
+        source: &W,
+    ) -> Vec<Option<WalkLeaf>> {
+        let found: Vec<Option<WalkLeaf>> = vas.iter().map(|&va| source.walk(va).leaf).collect();
+        self.stats.walks_in_flight += vas.len() as u64;
+        for leaf in found.iter().flatten() {
+            self.fill(LeafEntry { leaf: *leaf, asid });
+        }
+        found
+    }
+
+    /// Every TLB conflict seen so far (see [`Conflict`]), in the order found.
+    #[must_use]
+    pub fn conflicts(&self) -> &[Conflict] {
+        &self.conflicts
     }
 
     /// What an access by `asid` to `va` would use now, without caching anything.

@@ -204,9 +204,12 @@ impl Rec {
 }
 
 impl UnmapSink for Rec {
-    // Not a protect sink: nothing to invalidate or flush early here.
+    // Every change here is followed by `flush_all`; break-before-make (block splits,
+    // replicated leaves) flushes at once.
     fn leaf_changed(&mut self, _: armv7_mm::ChangedLeaf) {}
-    fn flush_now(&mut self) {}
+    fn flush_now(&mut self) {
+        flush_all();
+    }
     fn leaf_cleared(&mut self, _leaf: ClearedLeaf) {
         self.leaves += 1;
     }
