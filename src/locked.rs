@@ -479,6 +479,44 @@ impl<M: Memory, F: Format> SpaceGuard<'_, M, F> {
             .map_err(ZapError::Unmap)
     }
 
+    /// [`AddressSpace::unmap_split`] into `gather`, which must be a gather of this space:
+    /// blocks the range cuts are split (break-before-make, one extra flush) instead of
+    /// refused.
+    ///
+    /// # Errors
+    /// [`ZapError::ForeignGather`] (nothing changed), or the split unmap's own error.
+    pub fn unmap_split<B: TlbBackend, N: Memory>(
+        &mut self,
+        range: VirtRange,
+        gather: &mut SpaceGather<'_, B, N>,
+    ) -> Result<usize, ZapError> {
+        if gather.owner != self.owner {
+            return Err(ZapError::ForeignGather);
+        }
+        self.guard
+            .unmap_split(range, &mut gather.gather)
+            .map_err(ZapError::Unmap)
+    }
+
+    /// [`AddressSpace::protect_split`] into `gather`, which must be a gather of this space.
+    ///
+    /// # Errors
+    /// [`ZapError::ForeignGather`] (nothing changed), or the split protect's own error.
+    pub fn protect_split<B: TlbBackend, N: Memory>(
+        &mut self,
+        range: VirtRange,
+        access: Access,
+        execute: Execute,
+        gather: &mut SpaceGather<'_, B, N>,
+    ) -> Result<Option<Changed>, ZapError> {
+        if gather.owner != self.owner {
+            return Err(ZapError::ForeignGather);
+        }
+        self.guard
+            .protect_split(range, access, execute, &mut gather.gather)
+            .map_err(ZapError::Protect)
+    }
+
     /// [`AddressSpace::free_tables`] into `gather`, which must be a gather of this space.
     ///
     /// # Errors

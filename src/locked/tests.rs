@@ -58,6 +58,7 @@ both_formats!(
     a_table_is_not_freed_under_a_lockless_walker,
     teeth_without_the_sync_the_walker_reads_a_freed_table,
     lockless_walks_agree_with_the_locked_translate,
+    a_block_is_split_through_the_guard,
 );
 
 /// A backend that only counts (the host has no TLB; ordering is tested in `gather`).
@@ -141,6 +142,22 @@ fn a_gather_of_another_space_is_refused_and_nothing_is_cleared<F: TestFormat>() 
         let r = guard.free_tables(
             range(0x1000_0000, 4 * MIB as u64),
             VirtRange::floor_ceiling(VirtAddr::new(0x1000_0000), 0x1040_0000),
+            &mut gb,
+        );
+        assert_eq!(r, Err(ZapError::ForeignGather));
+        let r = guard.unmap_split(range(0x1000_0000, 4096), &mut gb);
+        assert_eq!(r, Err(ZapError::ForeignGather));
+        let r = guard.protect_split(
+            range(0x1000_0000, 4096),
+            crate::short::Access::UserRo,
+            crate::short::Execute::Never,
+            &mut gb,
+        );
+        assert_eq!(r, Err(ZapError::ForeignGather));
+        let r = guard.protect(
+            range(0x1000_0000, 4096),
+            crate::short::Access::UserRo,
+            crate::short::Execute::Never,
             &mut gb,
         );
         assert_eq!(r, Err(ZapError::ForeignGather));
@@ -457,4 +474,55 @@ fn lockless_walks_agree_with_the_locked_translate<F: TestFormat>() {
     assert_eq!(pages, 2);
     drop(guard);
     let _ = a.destroy(Counting::default(), mem.clone());
+}
+
+/// `unmap_split` under the lock: one page out of a 2 MiB-aligned block (a section or a
+/// 2 MiB block, as the format has), the rest still mapped, one break-before-make flush.
+fn a_block_is_split_through_the_guard<F: TestFormat>() {
+    let mem = HostMemory::new();
+    let a = user_space::<F>(&mem);
+    let mut m = mem.clone();
+    let pa = m.allocate_frames(512, 2 << 20).unwrap();
+    let block = range(0x1000_0000, 2 * MIB as u64);
+    a.lock()
+        .map(block, pa, Attributes::USER_DATA, MapSize::Block2M)
+        .unwrap();
+    let mut g = a.gather(Counting::default(), KeepFrames(mem.clone()));
+    let hole = range(0x1000_0000 + 0x5000, 4096);
+    let mut guard = a.lock();
+    assert!(matches!(
+        guard.unmap(hole, &mut g),
+        Err(ZapError::Unmap(UnmapError::PartialBlock { .. }))
+    ));
+    assert_eq!(guard.unmap_split(hole, &mut g), Ok(1));
+    assert!(guard.translate(VirtAddr::new(0x1000_5000)).is_none());
+    for va in [0x1000_0000u32, 0x1000_4000, 0x1000_6000, 0x101f_f000] {
+        let t = guard
+            .translate(VirtAddr::new(va))
+            .expect("the rest stays mapped");
+        assert_eq!(t.pa.as_u64(), pa.as_u64() + u64::from(va - 0x1000_0000));
+    }
+    drop(guard);
+    let rep = g.finish();
+    assert_eq!(rep.forced_flushes, 1, "{rep}");
+    assert_eq!(rep.leaves_released, 1, "{rep}");
+}
+
+/// Hands mapped frames nowhere (the test's block is one allocation; only the hole comes
+/// back): everything else goes to the host memory.
+#[derive(Clone)]
+struct KeepFrames(HostMemory);
+
+// SAFETY: every call but `release_mapped` is forwarded to `HostMemory`.
+unsafe impl Memory for KeepFrames {
+    fn allocate_frames(&mut self, count: usize, align: usize) -> Option<PhysAddr> {
+        self.0.allocate_frames(count, align)
+    }
+    fn free_frames(&mut self, pa: PhysAddr, count: usize) {
+        self.0.free_frames(pa, count)
+    }
+    fn phys_to_virt(&self, pa: PhysAddr) -> core::ptr::NonNull<u8> {
+        self.0.phys_to_virt(pa)
+    }
+    fn release_mapped(&mut self, _: VirtAddr, _: PhysAddr, _: usize) {}
 }
