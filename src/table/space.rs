@@ -185,6 +185,31 @@ fn publish(coherent: bool) {
     let _ = coherent;
 }
 
+/// Zeroes `bytes` (a multiple of 32) at `p` (8-byte aligned) with 64-bit stores, four to a
+/// loop step: a new table costs a quarter of a store per word instead of the byte-generic
+/// `memset` (about three instructions per word on ARMv7). The stores are volatile so the
+/// loop is not turned back into a `memset` call.
+///
+/// # Safety
+/// `p..p + bytes` must be memory the caller owns, writable and not reachable by a walker.
+#[inline]
+unsafe fn zero_table<T>(p: *mut T, bytes: usize) {
+    debug_assert!(bytes % 32 == 0 && (p as usize) % 8 == 0);
+    let mut q = p.cast::<u64>();
+    // SAFETY: per the contract, `p..p + bytes` is ours and 8-byte aligned; `end` is its end.
+    let end = unsafe { q.add(bytes / 8) };
+    while q < end {
+        // SAFETY: `q + 4 <= end` (the length is a multiple of 32 bytes), inside the range.
+        unsafe {
+            q.write_volatile(0);
+            q.add(1).write_volatile(0);
+            q.add(2).write_volatile(0);
+            q.add(3).write_volatile(0);
+            q = q.add(4);
+        }
+    }
+}
+
 /// Writes one live descriptor (single-copy atomic) and cleans it for the walker.
 #[inline(always)]
 fn write_entry<W: Word>(coherent: bool, p: *mut W, v: W) {
@@ -539,11 +564,19 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
         // constant length lets the compiler vectorize the loop.
         const { assert!(F::ENTRIES[2] == F::ENTRIES[F::LAST_LEVEL as usize]) };
         debug_assert!(level >= 2);
-        let n = F::ENTRIES[F::LAST_LEVEL as usize];
-        // SAFETY: a table of `n` aligned descriptors we own; with `&mut self` held nobody
+        // Read as 64-bit words (tables are at least 1 KiB aligned): half the loads for
+        // 32-bit descriptors, which are then folded into one.
+        let n = F::ENTRIES[F::LAST_LEVEL as usize] * F::Word::BYTES / 8;
+        // SAFETY: a table of `n` aligned 64-bit words we own; with `&mut self` held nobody
         // else writes it.
-        let words = unsafe { core::slice::from_raw_parts(p.cast_const(), n) };
-        F::Word::or_all(words) & F::VALID_MASK == 0
+        let words = unsafe { core::slice::from_raw_parts(p.cast_const().cast::<u64>(), n) };
+        let all = u64::or_all(words);
+        let all = if F::Word::BYTES == 4 {
+            (all | all >> 32) & 0xffff_ffff
+        } else {
+            all
+        };
+        all & F::VALID_MASK == 0
     }
 
     fn check_range(&self, range: &VirtRange) -> bool {
@@ -912,7 +945,8 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
                 stop = stop.min((va & !(lb - 1)) + lb);
             }
         }
-        let n = ((stop - va) / b).max(1);
+        // `b` is a power of two: a shift, not a 64-bit division.
+        let n = ((stop - va) >> b.trailing_zeros()).max(1);
         if s.level == F::LAST_LEVEL || n == 1 {
             // Last-level entries have nothing below them: `plan_map` checks each is free.
             return n;
@@ -1166,11 +1200,8 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
         max: MapSize,
         list: &mut u64,
     ) {
-        // The attribute bits of each leaf size, computed once.
-        let mut templates = [F::Word::ZERO; 4];
-        for (t, s) in templates.iter_mut().zip(F::LEAVES) {
-            *t = F::encode_leaf(s.size, 0, attrs);
-        }
+        // The attribute bits of each leaf size, computed once, when the size is first used.
+        let mut templates: [Option<F::Word>; 4] = [None; 4];
         let coherent = self.coherent();
         let mut cache = None;
         let mut va = start;
@@ -1189,10 +1220,11 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
                 t
             };
             let i = F::LEAVES.iter().position(|l| l.size == s.size).unwrap_or(0);
+            let template = *templates[i & 3].get_or_insert_with(|| F::encode_leaf(s.size, 0, attrs));
             let n = self.run(s, va, pa, end, max);
             let mut idx = self.index(s.level, va);
             for _ in 0..n {
-                let raw = templates[i].to_u64() | F::pa_field(s.size, pa).to_u64();
+                let raw = template.to_u64() | F::pa_field(s.size, pa).to_u64();
                 let raw = F::Word::from_u64(raw);
                 for k in idx..idx + s.copies {
                     write_entry(coherent, self.slot(t, k), raw);
@@ -1249,8 +1281,9 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
                 // their frame is unlinked); clear it anyway so a stray word can never
                 // become live. Not linked yet, so plain stores are enough.
                 let p = self.table_at(table);
-                // SAFETY: the slot of a frame we own, not referenced by any entry.
-                unsafe { core::ptr::write_bytes(p.cast::<u8>(), 0, bytes) };
+                // SAFETY: the slot of a frame we own, not referenced by any entry (a table is
+                // 1 KiB or 4 KiB, 8-byte aligned).
+                unsafe { zero_table(p, bytes) };
                 clean_for_walker(coherent, p, bytes);
                 table
             }
@@ -1261,8 +1294,8 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
                     return None;
                 };
                 let p = self.mem.phys_to_virt(PhysAddr::new(f));
-                // SAFETY: a fresh frame we own, not yet linked.
-                unsafe { core::ptr::write_bytes(p.as_ptr(), 0, PAGE as usize) };
+                // SAFETY: a fresh 4 KiB frame we own, not yet linked.
+                unsafe { zero_table(p.as_ptr(), PAGE as usize) };
                 clean_for_walker(coherent, p.as_ptr(), PAGE as usize);
                 self.table_frames += 1;
                 f + offset
