@@ -491,7 +491,9 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
     /// Tables at `level` that share one 4 KiB frame.
     #[inline(always)]
     const fn per_frame(level: u8) -> usize {
-        PAGE as usize / (F::ENTRIES[level as usize] * F::Word::BYTES)
+        // Powers of two: a shift (the level is often only known at run time, and a division
+        // is a library call on ARMv7).
+        (PAGE as usize) >> (F::ENTRIES[level as usize] * F::Word::BYTES).trailing_zeros()
     }
 
     /// Index of the entry translating `va` in a table at `level`.
@@ -570,7 +572,19 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
         // SAFETY: a table of `n` aligned 64-bit words we own; with `&mut self` held nobody
         // else writes it.
         let words = unsafe { core::slice::from_raw_parts(p.cast_const().cast::<u64>(), n) };
-        let all = u64::or_all(words);
+        // Volatile 64-bit loads become one `ldrd` each on ARMv7 (plain ones are split into
+        // two `ldr`); four to a step keep everything in registers.
+        let mut all = 0u64;
+        for c in words.chunks_exact(4) {
+            let p = c.as_ptr();
+            // SAFETY: four aligned words of the slice above.
+            unsafe {
+                all |= p.read_volatile()
+                    | p.add(1).read_volatile()
+                    | p.add(2).read_volatile()
+                    | p.add(3).read_volatile();
+            }
+        }
         let all = if F::Word::BYTES == 4 {
             (all | all >> 32) & 0xffff_ffff
         } else {
@@ -753,12 +767,19 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
 
     /// The leaf cut by a boundary of `[start, end)`, if any.
     fn straddling(&self, start: u64, end: u64) -> Option<Found<F>> {
-        if let Some(l) = self.leaf_at(start) {
+        let first = self.leaf_at(start);
+        if let Some(l) = first {
             if l.va < start {
                 return Some(l);
             }
         }
-        if let Some(l) = self.leaf_at(end - PAGE) {
+        // A one-page range has one leaf to look at (one walk, not two).
+        let last = if end - start == PAGE {
+            first
+        } else {
+            self.leaf_at(end - PAGE)
+        };
+        if let Some(l) = last {
             if l.end() > end {
                 return Some(l);
             }
@@ -1538,17 +1559,32 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
                 }
             }
             if g >= floor && g + group <= ceiling {
-                if let Some(frame) = self.group_frame(t, level, i0) {
-                    let empty = (i0..i0 + pf).all(|i| {
-                        let raw = self.load(t, i);
-                        self.kind(level, raw) != Kind::Table
-                            || self.table_empty(self.table_at(F::table_pa(raw)), child)
-                    });
+                // The group's entries (at most four, 16-byte aligned) are consecutive in one
+                // frame of `t`: read them once.
+                const { assert!(PAGE as usize / (F::ENTRIES[2] * F::Word::BYTES) <= 4) };
+                let first = self.slot(t, i0);
+                let mut tables = [None; 4];
+                let mut frame = None;
+                for (k, e) in tables.iter_mut().enumerate().take(pf) {
+                    // SAFETY: `i0 + k` is an entry of the group, in the same frame as `i0`.
+                    let p = unsafe { first.add(k) };
+                    // SAFETY: an aligned entry of a table we own.
+                    let raw = unsafe { F::Word::load(p) };
+                    if self.kind(level, raw) == Kind::Table {
+                        let pa = F::table_pa(raw);
+                        frame.get_or_insert(pa & !0xfff);
+                        *e = Some((p, pa));
+                    }
+                }
+                if let Some(frame) = frame {
+                    let empty = tables
+                        .iter()
+                        .flatten()
+                        .all(|&(_, pa)| self.table_empty(self.table_at(pa), child));
                     if empty {
-                        for k in 0..pf {
-                            let raw = self.load(t, i0 + k);
-                            if self.kind(level, raw) == Kind::Table {
-                                write_entry(coherent, self.slot(t, i0 + k), F::Word::ZERO);
+                        for (k, e) in tables.iter().enumerate() {
+                            if let Some((p, _)) = *e {
+                                write_entry(coherent, p, F::Word::ZERO);
                                 let va = VirtAddr::new((g + k as u64 * span) as u32);
                                 sink.table_unlinked(va, span, global);
                             }
