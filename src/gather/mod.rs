@@ -114,7 +114,7 @@
 //! # Frames to free
 //!
 //! Waiting frames go first into an open *run* (leaves of one size whose frames follow each
-//! other physically, kept as one entry however long), then into an 8-word batch inside the
+//! other physically, kept as one entry however long), then into a 32-word batch inside the
 //! gather, then into *batch frames* borrowed from the caller's allocator with
 //! `allocate_frames(1, 4096)` (which must not block): each holds [`ENTRIES_PER_FRAME`]
 //! (1020) entry words, like Linux's 1021 pages, because a single leaf is one 32-bit word
@@ -795,7 +795,8 @@ impl<'a, B: TlbBackend, M: Memory> MmuGather<'a, B, M> {
 impl<B: TlbBackend, M: Memory> UnmapSink for MmuGather<'_, B, M> {
     #[inline(always)]
     fn leaf_cleared(&mut self, leaf: ClearedLeaf) {
-        if leaf.global {
+        // Tested here so that the common case (published already) makes no call.
+        if leaf.global && self.st.published & SEEN_GLOBAL == 0 {
             self.publish(SEEN_GLOBAL);
         }
         let all = leaf.global || self.all_asids();
@@ -851,10 +852,11 @@ impl<B: TlbBackend, M: Memory> UnmapSink for MmuGather<'_, B, M> {
         self.batch(Pending::Table { pa, frames });
     }
 
+    #[inline]
     fn leaf_changed(&mut self, leaf: ChangedLeaf) {
         // Invalidated exactly like a cleared leaf (same threshold, same all-ASID rule, same
         // branch-predictor rule); the frames stay mapped, so nothing joins the batch.
-        if leaf.global {
+        if leaf.global && self.st.published & SEEN_GLOBAL == 0 {
             self.publish(SEEN_GLOBAL);
         }
         let all = leaf.global || self.all_asids();

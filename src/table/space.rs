@@ -298,7 +298,16 @@ struct Protector<'s, F: Format, S: UnmapSink + ?Sized> {
     /// copies are written: (first entry, copies, new descriptor).
     broken: [Option<Broken<F::Word>>; BBM_BATCH],
     nbroken: usize,
+    /// The last decision: a leaf of this size, with these descriptor bits outside its
+    /// output address, under this table context, gets these new bits (`None`: unchanged),
+    /// and is executable / global. A run of leaves with one set of attributes is decoded
+    /// and encoded once.
+    memo: Option<Memo<F::TableCtx>>,
 }
+
+/// [`Protector`]'s last decision: (size, old bits without the output address, table
+/// context, new bits without the output address with executable and global, or `None`).
+type Memo<C> = (MapSize, u64, C, Option<(u64, bool, bool)>);
 
 impl<F: Format, S: UnmapSink + ?Sized> Protector<'_, F, S> {
     /// The "make" half: once the sink's flush has completed, no TLB holds an old copy of
@@ -330,14 +339,42 @@ impl<F: Format, S: UnmapSink + ?Sized> Protector<'_, F, S> {
 }
 
 impl<F: Format, S: UnmapSink + ?Sized> Visitor<F, ()> for Protector<'_, F, S> {
+    #[inline(always)]
     fn leaf(&mut self, l: Found<F>) -> ControlFlow<()> {
-        // The checks before the walk make `execute` agree with the table's context.
-        let old = l.attrs();
-        let new = old.with_permissions(self.access, self.execute);
-        if new == old {
+        let pa = l.pa();
+        let pa_bits = F::pa_field(l.size, pa).to_u64();
+        // The attribute bits: what `leaf_attrs` decodes (it reads no output-address bit).
+        let key = l.raw.to_u64() ^ pa_bits;
+        let decided = match self.memo {
+            Some((size, k, ctx, d)) if size == l.size && k == key && ctx == l.ctx => d,
+            _ => {
+                // The checks before the walk make `execute` agree with the table's context.
+                let old = l.attrs();
+                let new = old.with_permissions(self.access, self.execute);
+                let d = (new != old).then(|| {
+                    let executable = old.execute != Execute::Never || new.execute != Execute::Never;
+                    (
+                        F::encode_leaf(l.size, 0, new).to_u64(),
+                        executable,
+                        old.global,
+                    )
+                });
+                self.memo = Some((l.size, key, l.ctx, d));
+                d
+            }
+        };
+        let Some((bits, executable, global)) = decided else {
             return ControlFlow::Continue(());
-        }
-        let raw = F::encode_leaf(l.size, l.pa(), new);
+        };
+        // `encode_leaf(size, pa, a) == encode_leaf(size, 0, a) | pa_field(size, pa)`.
+        let raw = F::Word::from_u64(bits | pa_bits);
+        debug_assert!(
+            raw == F::encode_leaf(
+                l.size,
+                pa,
+                l.attrs().with_permissions(self.access, self.execute)
+            )
+        );
         let copies = F::shape(l.size).copies;
         #[cfg(test)]
         let copies_in_place = store_probe::mutant() == store_probe::Mutant::InPlace;
@@ -360,17 +397,16 @@ impl<F: Format, S: UnmapSink + ?Sized> Visitor<F, ()> for Protector<'_, F, S> {
                 write_entry(self.coherent, unsafe { l.slot.add(k) }, raw);
             }
         }
-        let executable = old.execute != Execute::Never || new.execute != Execute::Never;
         self.sink.leaf_changed(ChangedLeaf {
             va: VirtAddr::new(l.va as u32),
             size: l.size,
-            global: old.global,
+            global,
             executable,
         });
         self.first.get_or_insert(l.va);
         self.last_end = l.end();
         self.changed.leaves += 1;
-        self.changed.global |= old.global;
+        self.changed.global |= global;
         self.changed.executable |= executable;
         ControlFlow::Continue(())
     }
@@ -1241,7 +1277,8 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
                 t
             };
             let i = F::LEAVES.iter().position(|l| l.size == s.size).unwrap_or(0);
-            let template = *templates[i & 3].get_or_insert_with(|| F::encode_leaf(s.size, 0, attrs));
+            let template =
+                *templates[i & 3].get_or_insert_with(|| F::encode_leaf(s.size, 0, attrs));
             let n = self.run(s, va, pa, end, max);
             let mut idx = self.index(s.level, va);
             for _ in 0..n {
@@ -1459,6 +1496,7 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
             },
             broken: [None; BBM_BATCH],
             nbroken: 0,
+            memo: None,
         };
         let _ = self.visit_range(start, end, &mut NoTally, &mut changer);
         changer.make();
