@@ -194,7 +194,7 @@ fn publish(coherent: bool) {
 /// `p..p + bytes` must be memory the caller owns, writable and not reachable by a walker.
 #[inline]
 unsafe fn zero_table<T>(p: *mut T, bytes: usize) {
-    debug_assert!(bytes % 32 == 0 && (p as usize) % 8 == 0);
+    debug_assert!(bytes.is_multiple_of(32) && (p as usize).is_multiple_of(8));
     let mut q = p.cast::<u64>();
     // SAFETY: per the contract, `p..p + bytes` is ours and 8-byte aligned; `end` is its end.
     let end = unsafe { q.add(bytes / 8) };
