@@ -326,3 +326,14 @@ fn refused_protect_reports_nothing() {
     assert_eq!((report.leaves_changed, report.flushes), (0, 0), "{report}");
     assert_eq!(rig.cached(), 2);
 }
+
+/// `protect` skips its conflict walk for `Execute::Never`, because no table can refuse it:
+/// every table context of both formats allows execute-never leaves.
+#[test]
+fn every_table_allows_execute_never() {
+    use crate::table::Format;
+    for ctx in [None, Some(false), Some(true)] {
+        assert!(<Short as Format>::table_allows(ctx, Execute::Never), "{ctx:?}");
+    }
+    assert!(<Lpae as Format>::table_allows((), Execute::Never));
+}
