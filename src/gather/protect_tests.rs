@@ -333,7 +333,10 @@ fn refused_protect_reports_nothing() {
 fn every_table_allows_execute_never() {
     use crate::table::Format;
     for ctx in [None, Some(false), Some(true)] {
-        assert!(<Short as Format>::table_allows(ctx, Execute::Never), "{ctx:?}");
+        assert!(
+            <Short as Format>::table_allows(ctx, Execute::Never),
+            "{ctx:?}"
+        );
     }
     assert!(<Lpae as Format>::table_allows((), Execute::Never));
 }
