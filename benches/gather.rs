@@ -306,8 +306,7 @@ fn zap_gather(c: &mut Criterion) {
                     let mut tlb = Counting::default();
                     let mut g = MmuGather::new(Scope::Kernel, &mut tlb, HostFrames, &in_flight);
                     s.unmap(range(), &mut g).expect("unmap");
-                    let floor = VirtAddr::new(VA);
-                    s.free_tables(range(), floor, u64::from(VA) + BYTES, &mut g)
+                    s.free_tables(range(), range(), &mut g)
                         .expect("free_tables");
                     (s, g.finish())
                 },

@@ -171,14 +171,107 @@ impl Frame {
     }
 }
 
-/// A half-open, page-aligned virtual range `[start, end)`; `end` may be `1 << 32`.
+/// The top of the 32-bit virtual address space, `1 << 32`, as a range end.
+const TOP: u64 = 1 << 32;
+
+/// An exclusive end of a virtual range: an address in `[0, 4 GiB]`.
+///
+/// A [`VirtAddr`] stops at `0xffff_ffff`, so the end of a range reaching the top of the
+/// address space (a `Layout::Kernel` half, [`VirtRange::ALL`]) needs one more bit. Every
+/// `VirtAddr` is a valid end (`VirtEnd::from(va)`); [`VirtEnd::TOP`] is the one value
+/// beyond them.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct VirtEnd(u64);
+
+impl VirtEnd {
+    /// `4 GiB`: the end of a range that reaches the top of the address space.
+    pub const TOP: VirtEnd = VirtEnd(TOP);
+
+    /// The end `end`, for runtime input.
+    ///
+    /// # Errors
+    /// [`RangeError::Invalid`] past 4 GiB.
+    pub const fn new(end: u64) -> Result<Self, RangeError> {
+        if end > TOP {
+            Err(RangeError::Invalid)
+        } else {
+            Ok(Self(end))
+        }
+    }
+    /// The end at `va` (the range stops just below `va`).
+    #[must_use]
+    pub const fn at(va: VirtAddr) -> Self {
+        Self(va.0 as u64)
+    }
+    /// The end as a 64-bit number, at most `1 << 32`.
+    #[must_use]
+    pub const fn as_u64(self) -> u64 {
+        self.0
+    }
+    /// The end as an address, or `None` for [`VirtEnd::TOP`].
+    #[must_use]
+    pub const fn addr(self) -> Option<VirtAddr> {
+        if self.0 < TOP {
+            Some(VirtAddr(self.0 as u32))
+        } else {
+            None
+        }
+    }
+}
+
+impl From<VirtAddr> for VirtEnd {
+    fn from(va: VirtAddr) -> Self {
+        Self::at(va)
+    }
+}
+
+impl fmt::Debug for VirtEnd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "End({:#011x})", self.0)
+    }
+}
+impl fmt::Display for VirtEnd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#011x}", self.0)
+    }
+}
+
+/// A half-open, page-aligned virtual range `[start, end)`; `end` may be [`VirtEnd::TOP`].
+///
+/// Three ways to build one:
+/// - constants: [`VirtRange::pages`]`::<START, N>()` is checked when it is compiled and
+///   cannot fail at run time;
+/// - [`VirtRange::ALL`], the whole 4 GiB (e.g. the bounds of a `free_tables` with no
+///   neighbours to keep);
+/// - runtime input (a `mmap` length, a user pointer): [`VirtRange::from_start_len`] and
+///   [`VirtRange::new`] return a [`RangeError`], which converts into [`crate::Error`].
+///
+/// ```
+/// use armv7_mm::{VirtAddr, VirtRange};
+///
+/// const HEAP: VirtRange = VirtRange::pages::<0x1000_0000, 16>(); // 64 KiB
+/// assert_eq!(HEAP.len(), 0x1_0000);
+/// assert_eq!(HEAP, VirtRange::from_start_len(VirtAddr::new(0x1000_0000), 0x1_0000)?);
+/// assert!(VirtRange::ALL.covers(&HEAP));
+/// # Ok::<(), armv7_mm::addr::RangeError>(())
+/// ```
+///
+/// A misaligned or overflowing constant does not build:
+///
+/// ```compile_fail,E0080
+/// const BAD: armv7_mm::VirtRange = armv7_mm::VirtRange::pages::<0x1000_0800, 1>();
+/// ```
+///
+/// ```compile_fail,E0080
+/// let _ = armv7_mm::VirtRange::pages::<0xffff_f000, 2>(); // past 4 GiB
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct VirtRange {
     start: u32,
     end: u64,
 }
 
-/// Why a [`VirtRange`] could not be built.
+/// Why a [`VirtRange`] (or a [`VirtEnd`]) could not be built.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum RangeError {
     /// Start or end is not 4 KiB aligned.
@@ -188,30 +281,53 @@ pub enum RangeError {
 }
 
 impl VirtRange {
-    /// `[start, end)`; both page aligned, `start <= end <= 1 << 32`.
+    /// The whole 32-bit address space, `[0, 4 GiB)`.
+    pub const ALL: VirtRange = VirtRange { start: 0, end: TOP };
+
+    /// `N` pages from `START`, checked at compile time: a misaligned `START`, or an end
+    /// past 4 GiB, is a build error (the check is a `const` block), so the call can
+    /// neither fail nor panic when it runs.
+    #[must_use]
+    pub const fn pages<const START: u32, const N: u32>() -> Self {
+        const {
+            assert!(
+                START.is_multiple_of(PAGE_SIZE),
+                "VirtRange::pages: START is not 4 KiB aligned"
+            );
+            assert!(
+                START as u64 + N as u64 * PAGE_SIZE as u64 <= TOP,
+                "VirtRange::pages: the range ends past 4 GiB"
+            );
+        }
+        Self {
+            start: START,
+            end: START as u64 + N as u64 * PAGE_SIZE as u64,
+        }
+    }
+    /// `[start, end)`, for runtime input; both page aligned, `start <= end`.
     ///
     /// # Errors
     /// [`RangeError::Misaligned`] or [`RangeError::Invalid`].
-    pub const fn new(start: VirtAddr, end: u64) -> Result<Self, RangeError> {
-        if end < start.0 as u64 || end > 1 << 32 {
+    pub const fn new(start: VirtAddr, end: VirtEnd) -> Result<Self, RangeError> {
+        if end.0 < start.0 as u64 {
             return Err(RangeError::Invalid);
         }
-        if !start.0.is_multiple_of(PAGE_SIZE) || !end.is_multiple_of(PAGE_SIZE as u64) {
+        if !start.0.is_multiple_of(PAGE_SIZE) || !end.0.is_multiple_of(PAGE_SIZE as u64) {
             return Err(RangeError::Misaligned);
         }
         Ok(Self {
             start: start.0,
-            end,
+            end: end.0,
         })
     }
-    /// `[start, start + len)`.
+    /// `[start, start + len)`, for runtime input (`len` may reach 4 GiB).
     ///
     /// # Errors
-    /// As [`VirtRange::new`].
+    /// As [`VirtRange::new`], and [`RangeError::Invalid`] when the end is past 4 GiB.
     pub const fn from_start_len(start: VirtAddr, len: u64) -> Result<Self, RangeError> {
         match (start.0 as u64).checked_add(len) {
-            Some(end) => Self::new(start, end),
-            None => Err(RangeError::Invalid),
+            Some(end) if end <= TOP => Self::new(start, VirtEnd(end)),
+            _ => Err(RangeError::Invalid),
         }
     }
     /// First address.
@@ -219,10 +335,10 @@ impl VirtRange {
     pub const fn start(&self) -> VirtAddr {
         VirtAddr(self.start)
     }
-    /// One past the last address (up to `1 << 32`).
+    /// One past the last address (up to [`VirtEnd::TOP`]).
     #[must_use]
-    pub const fn end(&self) -> u64 {
-        self.end
+    pub const fn end(&self) -> VirtEnd {
+        VirtEnd(self.end)
     }
     /// Length in bytes.
     #[must_use]
@@ -250,11 +366,20 @@ impl VirtRange {
         other.start >= self.start && other.end <= self.end
     }
     /// The pages of the range, in order.
-    pub fn pages(&self) -> impl Iterator<Item = Page> {
+    pub fn iter_pages(&self) -> impl Iterator<Item = Page> {
         let start = self.start as u64;
         (start..self.end)
             .step_by(PAGE_SIZE as usize)
             .map(|a| Page(VirtAddr(a as u32)))
+    }
+}
+
+#[cfg(test)]
+impl VirtRange {
+    /// Tests written with Linux's `floor`/`ceiling` pair: `[floor, ceiling)` as bounds.
+    pub(crate) fn floor_ceiling(floor: VirtAddr, ceiling: u64) -> Self {
+        let end = VirtEnd::new(ceiling).expect("ceiling <= 4 GiB");
+        Self::new(floor, end).expect("page-aligned floor <= ceiling")
     }
 }
 
@@ -270,22 +395,35 @@ mod tests {
 
     #[test]
     fn range_checks() {
+        let end = |e| VirtEnd::new(e).unwrap();
         assert_eq!(
-            VirtRange::new(VirtAddr::new(0x1001), 0x2000),
+            VirtRange::new(VirtAddr::new(0x1001), end(0x2000)),
             Err(RangeError::Misaligned)
         );
         assert_eq!(
-            VirtRange::new(VirtAddr::new(0x2000), 0x1000),
+            VirtRange::new(VirtAddr::new(0x2000), end(0x1000)),
+            Err(RangeError::Invalid)
+        );
+        assert_eq!(VirtEnd::new((1 << 32) + 4096), Err(RangeError::Invalid));
+        assert_eq!(
+            VirtRange::from_start_len(VirtAddr::new(0x1000), 1 << 32),
             Err(RangeError::Invalid)
         );
         assert_eq!(
-            VirtRange::new(VirtAddr::new(0), (1 << 32) + 4096),
+            VirtRange::from_start_len(VirtAddr::new(0), u64::MAX),
             Err(RangeError::Invalid)
         );
-        let whole = VirtRange::new(VirtAddr::new(0), 1 << 32).unwrap();
+        let whole = VirtRange::new(VirtAddr::new(0), VirtEnd::TOP).unwrap();
+        assert_eq!(whole, VirtRange::ALL);
         assert_eq!(whole.page_count(), 1 << 20);
+        assert_eq!(whole.end().addr(), None);
         let r = VirtRange::from_start_len(VirtAddr::new(0x4000_0000), 0x3000).unwrap();
-        assert_eq!(r.pages().count(), 3);
+        assert_eq!(r, VirtRange::pages::<0x4000_0000, 3>());
+        assert_eq!(r.end(), VirtEnd::from(VirtAddr::new(0x4000_3000)));
+        assert_eq!(r.end().addr(), Some(VirtAddr::new(0x4000_3000)));
+        assert_eq!(r.iter_pages().count(), 3);
+        assert_eq!(VirtRange::pages::<0xffff_f000, 1>().end(), VirtEnd::TOP);
+        assert!(VirtRange::pages::<0x1000, 0>().is_empty());
         assert!(r.contains(VirtAddr::new(0x4000_2fff)));
         assert!(!r.contains(VirtAddr::new(0x4000_3000)));
         assert!(whole.covers(&r) && !r.covers(&whole));

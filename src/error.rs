@@ -139,7 +139,7 @@ pub enum ProtectError {
 pub enum FreeTablesError {
     /// The range is not inside the part of the address space this table translates.
     OutOfRange,
-    /// `floor <= range.start` and `range.end <= ceiling <= 4 GiB` do not hold.
+    /// The bounds do not cover the range (`floor <= range.start`, `range.end <= ceiling`).
     BadBounds,
 }
 
@@ -269,9 +269,7 @@ impl fmt::Display for FreeTablesError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             FreeTablesError::OutOfRange => "range outside the part this table translates",
-            FreeTablesError::BadBounds => {
-                "floor <= range.start, range.end <= ceiling <= 4 GiB do not hold"
-            }
+            FreeTablesError::BadBounds => "the bounds do not cover the range",
         })
     }
 }
@@ -469,7 +467,7 @@ mod tests {
         let mut tlb = Armv7Tlb::new(Recorder::default(), Shareability::Local);
         let mut gather = MmuGather::new(Scope::Asid(Asid(1)), &mut tlb, mem, &in_flight);
         space.unmap(range, &mut gather)?;
-        space.free_tables(range, VirtAddr::new(0), range.end(), &mut gather)?;
+        space.free_tables(range, range, &mut gather)?;
         let report = gather.finish();
         Ok(u64::from(report.leaves_cleared))
     }

@@ -50,7 +50,7 @@ pub mod switch;
 pub mod table;
 pub mod tlb;
 
-pub use addr::{Frame, Page, PhysAddr, VirtAddr, VirtRange, PAGE_SIZE};
+pub use addr::{Frame, Page, PhysAddr, VirtAddr, VirtEnd, VirtRange, PAGE_SIZE};
 pub use arch::root::TableRoot;
 pub use error::Error;
 pub use gather::{FlushReport, InFlight, MmuGather, Scope};

@@ -483,15 +483,14 @@ impl<M: Memory, F: Format> SpaceGuard<'_, M, F> {
     pub fn free_tables<B: TlbBackend, N: Memory>(
         &mut self,
         range: VirtRange,
-        floor: VirtAddr,
-        ceiling: u64,
+        bounds: VirtRange,
         gather: &mut SpaceGather<'_, B, N>,
     ) -> Result<usize, ZapError> {
         if gather.owner != self.owner {
             return Err(ZapError::ForeignGather);
         }
         self.guard
-            .free_tables(range, floor, ceiling, &mut gather.gather)
+            .free_tables(range, bounds, &mut gather.gather)
             .map_err(ZapError::FreeTables)
     }
 

@@ -91,6 +91,7 @@
 use crate::addr::PhysAddr;
 use crate::error::ActivateError;
 use crate::tlb::errata::a9_754322_affected;
+use crate::tlb::select::{ActlrBits, MainId};
 use crate::tlb::{Asid, Insn, SysReg, SysRegs};
 
 /// `TTBCR.PD0` (short descriptors).
@@ -156,15 +157,14 @@ impl ShortWalk {
     }
 
     /// The attributes for a core from its registers: `MPIDR.MP` (bit 31) says whether it
-    /// has the multiprocessing extensions; on the Cortex-A5/A7/A9/A12/A15/A17 (`MIDR`)
-    /// `ACTLR.SMP` (bit 6) says whether it takes part in coherency, on other parts
-    /// `MPIDR.U` (bit 30, uniprocessor) clear does.
+    /// has the multiprocessing extensions; on the parts whose `ACTLR` the crate knows
+    /// ([`crate::tlb::select::ActlrBits::for_part`]: Cortex-A5/A7/A9/A12/A15/A17,
+    /// Brahma-B15) `ACTLR.SMP` (bit 6) says whether it takes part in coherency, on other
+    /// parts `MPIDR.U` (bit 30, uniprocessor) clear does.
     #[must_use]
-    pub const fn from_registers(midr: u32, mpidr: u32, actlr: u32) -> ShortWalk {
+    pub fn from_registers(midr: u32, mpidr: u32, actlr: u32) -> ShortWalk {
         let mp = mpidr & (1 << 31) != 0;
-        let arm = midr >> 24 == 0x41;
-        let part = (midr >> 4) & 0xfff;
-        let has_smp_bit = arm && matches!(part, 0xC05 | 0xC07 | 0xC09 | 0xC0D | 0xC0E | 0xC0F);
+        let has_smp_bit = ActlrBits::for_part(MainId::from_midr(midr)).is_some();
         let coherent = if has_smp_bit {
             actlr & (1 << 6) != 0
         } else {

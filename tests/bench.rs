@@ -516,12 +516,7 @@ mod ours {
             }
             for &(va, bytes) in ranges {
                 space
-                    .free_tables(
-                        range(va, bytes),
-                        VirtAddr::new(floor),
-                        u64::from(ceiling),
-                        &mut g,
-                    )
+                    .free_tables(range(va, bytes), range(floor, ceiling - floor), &mut g)
                     .expect("free_tables");
             }
             g.finish();
@@ -689,7 +684,7 @@ mod ours {
             let mut g = MmuGather::new(Scope::Kernel, &mut s.tlb, KernelMemory, &s.in_flight);
             let space = s.space.as_mut().expect("live space");
             let r = range(VA_WORK, DENSE_BYTES);
-            let n = space.free_tables(r, VirtAddr::new(VA_WORK), r.end(), &mut g);
+            let n = space.free_tables(r, r, &mut g);
             g.finish();
             n
         });
@@ -747,12 +742,7 @@ mod ours {
         let (free_tables, ()) = timed(|| {
             for c in &chunks {
                 space
-                    .free_tables(
-                        range(c.va, PAGE),
-                        VirtAddr::new(VA_WORK),
-                        u64::from(VA_WORK + DENSE_BYTES),
-                        &mut g,
-                    )
+                    .free_tables(range(c.va, PAGE), range(VA_WORK, DENSE_BYTES), &mut g)
                     .expect("free_tables");
             }
         });

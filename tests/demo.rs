@@ -289,7 +289,7 @@ fn demo<F: DemoFormat>() -> ! {
     {
         let mut sink = Tee::new(&mut gather, &mut linux);
         user.unmap(region, &mut sink).expect("unmap");
-        user.free_tables(region, VirtAddr::new(base), (base + len) as u64, &mut sink)
+        user.free_tables(region, region, &mut sink)
             .expect("free_tables");
     }
     let report = gather.finish();
@@ -343,7 +343,7 @@ fn demo<F: DemoFormat>() -> ! {
     let mut gather = MmuGather::new(Scope::Asid(ASID), &mut tlb, DemoMemory, &IN_FLIGHT);
     user.unmap(window, &mut Tee::new(&mut gather, &mut linux))
         .expect("unmap the window");
-    user.free_tables(window, VirtAddr::new(base), window.end(), &mut gather)
+    user.free_tables(window, window, &mut gather)
         .expect("free_tables");
     let report = gather.finish();
     let used = tlb.counters().since(&before);

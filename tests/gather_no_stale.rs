@@ -1,12 +1,12 @@
-//! qemu: cpu=cortex-a15,cortex-a7 smp=1 mem=128
+//! qemu: machine=virt,vexpress-a9,raspi2b cpu=cortex-a15,cortex-a7 smp=1 mem=128
 //! timeout: 60
 //! variant: skip_flush arg=bug=skip_flush expect=fail "STALE"
 //! variant: free_early arg=bug=free_early expect=fail "STALE"
-//! variant: lpae arg=format=lpae
-//! variant: lpae_skip_flush arg=format=lpae arg=bug=skip_flush expect=fail "STALE"
-//! variant: lpae_free_early arg=format=lpae arg=bug=free_early expect=fail "STALE"
+//! variant: lpae machine=virt arg=format=lpae
+//! variant: lpae_skip_flush machine=virt arg=format=lpae arg=bug=skip_flush expect=fail "STALE"
+//! variant: lpae_free_early machine=virt arg=format=lpae arg=bug=free_early expect=fail "STALE"
 //! variant: protect_skip_flush arg=case=protect arg=bug=skip_flush expect=fail "STALE: write allowed"
-//! variant: lpae_protect_skip_flush arg=format=lpae arg=case=protect arg=bug=skip_flush expect=fail "STALE: write allowed"
+//! variant: lpae_protect_skip_flush machine=virt arg=format=lpae arg=case=protect arg=bug=skip_flush expect=fail "STALE: write allowed"
 //!
 //! The gather never hands a frame back while a TLB can still reach it.
 //!
@@ -168,6 +168,11 @@ fn sparse_pages_range_flush<F: TestFormat>() -> CaseResult {
                 "one per page; each table region covered"
             );
             ensure_eq!(r.invalidates.asid + r.invalidates.all, 0, "a range flush");
+            ensure_eq!(
+                r.invalidates.va_all_asids,
+                support::all_asid_table_invalidates(tables),
+                "all-ASID invalidates for the layout's tables"
+            );
             ensure_eq!(
                 (r.flushes, r.completions),
                 (1, 1),

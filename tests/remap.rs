@@ -282,7 +282,7 @@ fn free_tables(space: &mut Space, va: u32, len: u64) -> CaseResult {
     let hi = (va as u64 + len + 0x3f_ffff) & !0x3f_ffff;
     let r = range(lo, hi - lo as u64);
     let mut rec = Rec::new();
-    if space.free_tables(r, r.start(), r.end(), &mut rec).is_err() {
+    if space.free_tables(r, r, &mut rec).is_err() {
         println!("    free_tables refused");
         return Err(());
     }
@@ -707,11 +707,7 @@ fn free_tables_then_section() -> CaseResult {
         let frames = space.table_frames();
         let g = VA_B & !0x3f_ffff;
         let gr = range(g, 4 << 20);
-        ensure_eq!(
-            space.free_tables(gr, gr.start(), gr.end(), &mut rec),
-            Ok(1),
-            "group freed"
-        );
+        ensure_eq!(space.free_tables(gr, gr, &mut rec), Ok(1), "group freed");
         ensure_eq!(rec.unlinked, 1, "one linked region in the group");
         ensure_eq!(space.table_frames(), frames - 1, "frame count");
         rec.flush_and_free();

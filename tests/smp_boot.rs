@@ -1,6 +1,6 @@
-//! qemu: cpu=cortex-a15,cortex-a7 smp=4 mem=128
+//! qemu: machine=virt,vexpress-a9,raspi2b cpu=cortex-a15,cortex-a7 smp=4 mem=128
 //!
-//! The multi-core runtime: CPU 0 turns the MMU on, starts CPUs 1-3 through PSCI `CPU_ON`,
+//! The multi-core runtime: CPU 0 turns the MMU on, starts CPUs 1-3 (PSCI `CPU_ON`, or the pen),
 //! and each secondary runs with its own stack, its own vectors (an expected fault on it is
 //! caught by its own abort handler) and the MMU on over CPU 0's tables.
 

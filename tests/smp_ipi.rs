@@ -242,12 +242,7 @@ fn zap<B: TlbBackend>(
             .unmap(range(gb, u64::from(GROUP)), &mut g)
             .map_err(|e| println!("    unmap group: {e:?}"))?;
         guard
-            .free_tables(
-                range(gb, u64::from(GROUP)),
-                VirtAddr::new(gb),
-                u64::from(gb + GROUP),
-                &mut g,
-            )
+            .free_tables(range(gb, GROUP.into()), range(gb, GROUP.into()), &mut g)
             .map_err(|e| println!("    free_tables: {e:?}"))?;
     }
     let r = g.finish();

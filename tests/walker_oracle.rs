@@ -510,7 +510,7 @@ fn oracle() -> CaseResult {
     flush_all();
     for (lo, hi) in WINDOWS {
         let r = range(lo, hi - lo);
-        if space.free_tables(r, r.start(), r.end(), &mut rec).is_err() {
+        if space.free_tables(r, r, &mut rec).is_err() {
             return Err(());
         }
     }

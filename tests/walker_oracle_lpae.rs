@@ -509,10 +509,7 @@ fn oracle() -> CaseResult {
     let leaves = rec.leaves;
     flush_all();
     let all = range(0, 1 << 32);
-    if space
-        .free_tables(all, all.start(), all.end(), &mut rec)
-        .is_err()
-    {
+    if space.free_tables(all, all, &mut rec).is_err() {
         return Err(());
     }
     flush_all();

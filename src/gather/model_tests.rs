@@ -325,7 +325,10 @@ fn free_tables_after_walks(walks: &[Asid], cfg: GatherConfig) -> (FlushReport, V
         in_flight,
         cfg,
     );
-    assert_eq!(space.free_tables(all, floor, BASE + WINDOW, &mut g), Ok(8));
+    assert_eq!(
+        space.free_tables(all, VirtRange::floor_ceiling(floor, BASE + WINDOW), &mut g),
+        Ok(8)
+    );
     let rep = g.finish();
     assert_eq!(rep.tables_unlinked, 8);
     (rep, cpu.violations())
@@ -417,7 +420,10 @@ fn global_tables_walked_under_another_asid(narrow: bool) -> (FlushReport, Vec<St
     };
     let mut g = MmuGather::new(Scope::Asid(ASID), backend, &mut *checker, in_flight);
     assert_eq!(space.unmap(all, &mut g).unwrap(), 8);
-    assert_eq!(space.free_tables(all, floor, BASE + WINDOW, &mut g), Ok(8));
+    assert_eq!(
+        space.free_tables(all, VirtRange::floor_ceiling(floor, BASE + WINDOW), &mut g),
+        Ok(8)
+    );
     let rep = g.finish();
     (rep, cpu.violations())
 }
@@ -463,7 +469,11 @@ fn sparse_unmap_and_free_tables_leave_nothing_reachable() {
     assert_eq!(space.unmap(all, &mut g).unwrap(), 8);
     assert_eq!(
         space
-            .free_tables(all, VirtAddr::new(BASE as u32), BASE + WINDOW, &mut g)
+            .free_tables(
+                all,
+                VirtRange::floor_ceiling(VirtAddr::new(BASE as u32), BASE + WINDOW),
+                &mut g
+            )
             .unwrap(),
         8
     );
@@ -576,7 +586,11 @@ fn teeth_freeing_before_the_flush_is_caught() {
     let all = range(BASE, WINDOW);
     cpu.space.unmap(all, &mut sink).unwrap();
     cpu.space
-        .free_tables(all, VirtAddr::new(BASE as u32), BASE + WINDOW, &mut sink)
+        .free_tables(
+            all,
+            VirtRange::floor_ceiling(VirtAddr::new(BASE as u32), BASE + WINDOW),
+            &mut sink,
+        )
         .unwrap();
     let v = cpu.violations();
     assert!(v.iter().any(|m| m.contains("stale TLB entry")), "{v:?}");
@@ -636,12 +650,12 @@ fn teeth_untracked_table_frees_are_caught() {
         let floor = VirtAddr::new(BASE as u32);
         if track {
             space
-                .free_tables(all, floor, BASE + WINDOW, &mut g)
+                .free_tables(all, VirtRange::floor_ceiling(floor, BASE + WINDOW), &mut g)
                 .unwrap();
         } else {
             let mut s = NoTableTracking(&mut g);
             space
-                .free_tables(all, floor, BASE + WINDOW, &mut s)
+                .free_tables(all, VirtRange::floor_ceiling(floor, BASE + WINDOW), &mut s)
                 .unwrap();
         }
         let rep = g.finish();
@@ -683,7 +697,10 @@ fn lpae_tables_freed_level_by_level_are_flushed_by_their_spans() {
         let floor = VirtAddr::new(BASE as u32);
         let mut g = MmuGather::new(Scope::Asid(ASID), tlb.clone(), &mut *checker, in_flight);
         space.unmap(all, &mut g).unwrap();
-        assert_eq!(space.free_tables(all, floor, BASE + WINDOW, &mut g), Ok(8));
+        assert_eq!(
+            space.free_tables(all, VirtRange::floor_ceiling(floor, BASE + WINDOW), &mut g),
+            Ok(8)
+        );
         let rep = g.finish();
         // The leaf ops (TLBIMVA) cover the level-3 tables' spans: nothing added.
         let i = rep.invalidates;
@@ -699,7 +716,9 @@ fn lpae_tables_freed_level_by_level_are_flushed_by_their_spans() {
         );
         assert_eq!(tlb.borrow().tables()[0].table.span, 1 << 30);
         let mut g = MmuGather::new(Scope::Asid(ASID), tlb.clone(), &mut *checker, in_flight);
-        let mut wide = |s: &mut dyn UnmapSink| space.free_tables(all, VirtAddr::new(0), 1 << 31, s);
+        let mut wide = |s: &mut dyn UnmapSink| {
+            space.free_tables(all, VirtRange::floor_ceiling(VirtAddr::new(0), 1 << 31), s)
+        };
         if track {
             assert_eq!(wide(&mut g), Ok(1));
         } else {
@@ -760,7 +779,11 @@ fn teardown_after_table_frees_is_tlbiasid_by_default_and_tlbiall_with_the_knob_o
             let all = range(BASE, WINDOW);
             space.unmap(all, &mut g).unwrap();
             space
-                .free_tables(all, VirtAddr::new(BASE as u32), BASE + WINDOW, &mut g)
+                .free_tables(
+                    all,
+                    VirtRange::floor_ceiling(VirtAddr::new(BASE as u32), BASE + WINDOW),
+                    &mut g,
+                )
                 .unwrap();
             let rep = g.finish();
             let v = cpu.violations();
@@ -1011,8 +1034,7 @@ mod props {
                         };
                         let _ = space.free_tables(
                             range(start, len),
-                            VirtAddr::new(floor as u32),
-                            ceiling,
+                            VirtRange::floor_ceiling(VirtAddr::new(floor as u32), ceiling),
                             &mut g,
                         );
                     }
@@ -1182,8 +1204,12 @@ fn workloads() -> Vec<Row> {
     let free_all = |s: &mut AddressSpace<HostMemory>, sink: &mut dyn UnmapSink| {
         let all = range(BASE, WINDOW);
         s.unmap(all, sink).unwrap();
-        s.free_tables(all, VirtAddr::new(BASE as u32), BASE + WINDOW, sink)
-            .unwrap();
+        s.free_tables(
+            all,
+            VirtRange::floor_ceiling(VirtAddr::new(BASE as u32), BASE + WINDOW),
+            sink,
+        )
+        .unwrap();
     };
     let asid = Scope::Asid(ASID);
     std::vec![
@@ -1238,7 +1264,12 @@ fn workloads() -> Vec<Row> {
             |s, sink| {
                 let all = range(0x4000_0000, 1 << 30);
                 s.unmap(all, sink).unwrap();
-                s.free_tables(all, VirtAddr::new(0), 1 << 31, sink).unwrap();
+                s.free_tables(
+                    all,
+                    VirtRange::floor_ceiling(VirtAddr::new(0), 1 << 31),
+                    sink,
+                )
+                .unwrap();
             },
         ),
     ]

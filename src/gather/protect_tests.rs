@@ -75,7 +75,7 @@ impl<F: TestFormat> Rig<F> {
 
     /// TLB leaf entries (loaded with the old permissions) inside the range.
     fn cached(&self) -> usize {
-        let (start, end) = (self.range.start().as_u64(), self.range.end());
+        let (start, end) = (self.range.start().as_u64(), self.range.end().as_u64());
         self.tlb
             .borrow()
             .leaves()

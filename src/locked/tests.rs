@@ -140,8 +140,7 @@ fn a_gather_of_another_space_is_refused_and_nothing_is_cleared<F: TestFormat>() 
         assert_eq!(r, Err(ZapError::ForeignGather));
         let r = guard.free_tables(
             range(0x1000_0000, 4 * MIB as u64),
-            VirtAddr::new(0x1000_0000),
-            0x1040_0000,
+            VirtRange::floor_ceiling(VirtAddr::new(0x1000_0000), 0x1040_0000),
             &mut gb,
         );
         assert_eq!(r, Err(ZapError::ForeignGather));
@@ -175,8 +174,7 @@ fn errors_of_the_walkers_come_through_typed<F: TestFormat>() {
     assert_eq!(
         guard.free_tables(
             range(0x1000_0000, 4096),
-            VirtAddr::new(0x1000_1000),
-            0x2000_0000,
+            VirtRange::floor_ceiling(VirtAddr::new(0x1000_1000), 0x2000_0000),
             &mut g
         ),
         Err(ZapError::FreeTables(FreeTablesError::BadBounds))
@@ -341,8 +339,7 @@ fn walk_while_table_freed<F: TestFormat>(sync_tables: bool) -> (Option<LocklessL
                 guard
                     .free_tables(
                         range(0x1000_0000, 4 * MIB as u64),
-                        VirtAddr::new(0x1000_0000),
-                        0x1040_0000,
+                        VirtRange::floor_ceiling(VirtAddr::new(0x1000_0000), 0x1040_0000),
                         &mut g,
                     )
                     .unwrap();

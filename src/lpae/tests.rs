@@ -6,7 +6,7 @@
 use std::vec::Vec;
 
 use super::*;
-use crate::addr::{PhysAddr, VirtAddr};
+use crate::addr::{PhysAddr, VirtAddr, VirtRange};
 use crate::error::{Feature, MapError, ProtectError};
 use crate::short::host::HostMemory;
 use crate::table::tests::{all, map_pages, r, sizes, teardown, Rec, GIB, MIB};
@@ -251,16 +251,17 @@ fn free_tables_over_two_levels_with_floor_and_ceiling() {
         2 + 3,
         "two level-2 and three level-3 tables"
     );
-    assert_eq!(
-        s.free_tables(all(), VirtAddr::new(0), 1 << 32, &mut rec),
-        Ok(0)
-    );
+    assert_eq!(s.free_tables(all(), VirtRange::ALL, &mut rec), Ok(0));
     s.unmap(r(0x4000_0000, 2 * GIB), &mut rec).unwrap();
     // A ceiling inside GiB 1 frees its level-3 tables below the ceiling, not the level-2
     // table.
     let range = r(0x4000_0000, 4 * MIB);
     assert_eq!(
-        s.free_tables(range, VirtAddr::new(0x4000_0000), 0x4040_0000, &mut rec),
+        s.free_tables(
+            range,
+            VirtRange::floor_ceiling(VirtAddr::new(0x4000_0000), 0x4040_0000),
+            &mut rec
+        ),
         Ok(1)
     );
     assert_eq!(rec.unlinked, [(VirtAddr::new(0x4000_0000), 2 * MIB, true)]);
@@ -269,7 +270,11 @@ fn free_tables_over_two_levels_with_floor_and_ceiling() {
     // level-2 table after them (its span reported), GiB 2's level-2 table stays.
     let range = r(0x4000_0000, GIB + 4 * MIB);
     assert_eq!(
-        s.free_tables(range, VirtAddr::new(0x4000_0000), 0x8040_0000, &mut rec),
+        s.free_tables(
+            range,
+            VirtRange::floor_ceiling(VirtAddr::new(0x4000_0000), 0x8040_0000),
+            &mut rec
+        ),
         Ok(3)
     );
     assert_eq!(
@@ -452,8 +457,7 @@ fn walk_source_reports_both_tables() {
     // After unmap + free, the freed level-3 table (poisoned) must not be walked as valid.
     let mut rec = Rec::default();
     s.unmap(r(0x4020_0000, 4096), &mut rec).unwrap();
-    s.free_tables(all(), VirtAddr::new(0), 1 << 32, &mut rec)
-        .unwrap();
+    s.free_tables(all(), VirtRange::ALL, &mut rec).unwrap();
     assert_eq!(rec.unlinked.len(), 2);
     rec.flush(&mut mem.clone());
     assert!(s.walk(VirtAddr::new(0x4020_0123)).leaf.is_none());
@@ -497,10 +501,7 @@ fn tables_above_4_gib() {
     );
     let mut rec = Rec::default();
     s.unmap(all(), &mut rec).unwrap();
-    assert_eq!(
-        s.free_tables(all(), VirtAddr::new(0), 1 << 32, &mut rec),
-        Ok(3)
-    );
+    assert_eq!(s.free_tables(all(), VirtRange::ALL, &mut rec), Ok(3));
     assert!(rec.freed.iter().all(|&(pa, _)| pa.as_u64() >= HIGH));
     let mut m = s.destroy(&mut rec);
     for (pa, n) in rec.freed.drain(..) {

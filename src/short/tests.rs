@@ -393,17 +393,13 @@ fn free_tables_follows_group_floor_ceiling() {
     map_pages(&mut s, &[0x1000_0000, 0x1020_0000, 0x1040_0000]);
     assert_eq!(s.table_frames(), 2);
     // Non-empty: nothing freed.
-    assert_eq!(
-        s.free_tables(all(), VirtAddr::new(0), 1 << 32, &mut rec),
-        Ok(0)
-    );
+    assert_eq!(s.free_tables(all(), VirtRange::ALL, &mut rec), Ok(0));
     s.unmap(r(0x1000_0000, 8 * MIB), &mut rec).unwrap();
     // Group 0x40 is [0x1000_0000, 0x1040_0000): a ceiling inside it keeps it.
     assert_eq!(
         s.free_tables(
             r(0x1000_0000, MIB),
-            VirtAddr::new(0x1000_0000),
-            0x1030_0000,
+            VirtRange::floor_ceiling(VirtAddr::new(0x1000_0000), 0x1030_0000),
             &mut rec
         ),
         Ok(0)
@@ -412,8 +408,7 @@ fn free_tables_follows_group_floor_ceiling() {
     assert_eq!(
         s.free_tables(
             r(0x1020_0000, MIB),
-            VirtAddr::new(0x1010_0000),
-            0x1100_0000,
+            VirtRange::floor_ceiling(VirtAddr::new(0x1010_0000), 0x1100_0000),
             &mut rec
         ),
         Ok(0)
@@ -422,8 +417,7 @@ fn free_tables_follows_group_floor_ceiling() {
     assert_eq!(
         s.free_tables(
             r(0x1020_0000, 4096),
-            VirtAddr::new(0x1000_0000),
-            0x1100_0000,
+            VirtRange::floor_ceiling(VirtAddr::new(0x1000_0000), 0x1100_0000),
             &mut rec
         ),
         Ok(1)
@@ -444,8 +438,7 @@ fn free_tables_follows_group_floor_ceiling() {
     assert_eq!(
         s.free_tables(
             r(0x1000_0000, MIB),
-            VirtAddr::new(0x1000_1000),
-            1 << 32,
+            VirtRange::floor_ceiling(VirtAddr::new(0x1000_1000), 1 << 32),
             &mut rec
         ),
         Err(FreeTablesError::BadBounds)
@@ -579,8 +572,7 @@ fn walk_source_reads_tables_as_they_are_now() {
         .walk_from(1, t.table, VirtAddr::new(0x1000_3000))
         .leaf
         .is_none());
-    s.free_tables(all(), VirtAddr::new(0), 1 << 32, &mut rec)
-        .unwrap();
+    s.free_tables(all(), VirtRange::ALL, &mut rec).unwrap();
     assert_eq!(rec.freed, [(PhysAddr::new(t.table.as_u64() & !0xfff), 1)]);
     assert!(s.walk(VirtAddr::new(0x1000_3000)).tables[0].is_none());
     let mut m = mem.clone();

@@ -13,7 +13,7 @@ use super::{
     check_layout, Changed, Format, Kind, Layout, LeafShape, Lookup, Mapping, RootShape,
     Translation, WalkCounts, Word,
 };
-use crate::addr::{PhysAddr, VirtAddr, VirtRange, PAGE_SIZE};
+use crate::addr::{PhysAddr, VirtAddr, VirtEnd, VirtRange, PAGE_SIZE};
 use crate::error::{CreateError, FreeTablesError, MapError, ProtectError, UnmapError};
 use crate::memory::Memory;
 use crate::sink::{ChangedLeaf, ClearedLeaf, MapSize, UnmapSink};
@@ -631,7 +631,7 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
 
     fn check_range(&self, range: &VirtRange) -> bool {
         let (lo, hi) = self.bounds;
-        range.start().as_u64() >= lo && range.end() <= hi
+        range.start().as_u64() >= lo && range.end().as_u64() <= hi
     }
 
     // ----- leaf discovery -----------------------------------------------------------------
@@ -912,7 +912,7 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
         Mappings {
             space: self,
             next: range.start().as_u64().max(lo),
-            end: range.end().min(hi),
+            end: range.end().as_u64().min(hi),
             counts: WalkCounts::default(),
         }
     }
@@ -1087,7 +1087,7 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
         if attrs.global && matches!(self.layout, Layout::User { .. }) {
             return Err(MapError::GlobalInUserSpace);
         }
-        let (start, end) = (range.start().as_u64(), range.end());
+        let (start, end) = (range.start().as_u64(), range.end().as_u64());
         let need = self.plan_map(start, end, pa.as_u64(), attrs.execute, max)?;
         let mut list = self.take_frames(need)?;
         self.apply_map(start, end, pa.as_u64(), attrs, max, &mut list);
@@ -1390,7 +1390,7 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
         if !self.check_range(&range) {
             return Err(UnmapError::OutOfRange);
         }
-        let (start, end) = (range.start().as_u64(), range.end());
+        let (start, end) = (range.start().as_u64(), range.end().as_u64());
         if let Some(l) = self.straddling(start, end) {
             return Err(UnmapError::PartialBlock {
                 va: VirtAddr::new(l.va as u32),
@@ -1454,7 +1454,7 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
             return Err(ProtectError::OutOfRange);
         }
         F::check_permissions(&self.features, access, execute).map_err(ProtectError::Unsupported)?;
-        let (start, end) = (range.start().as_u64(), range.end());
+        let (start, end) = (range.start().as_u64(), range.end().as_u64());
         if let Some(l) = self.straddling(start, end) {
             return Err(ProtectError::PartialBlock {
                 va: VirtAddr::new(l.va as u32),
@@ -1513,8 +1513,9 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
             return Ok(None);
         };
         let mut changed = changer.changed;
-        changed.span =
-            VirtRange::new(VirtAddr::new(first as u32), changer.last_end).unwrap_or(changed.span);
+        changed.span = VirtEnd::new(changer.last_end)
+            .and_then(|end| VirtRange::new(VirtAddr::new(first as u32), end))
+            .unwrap_or(changed.span);
         Ok(Some(changed))
     }
 
@@ -1523,8 +1524,9 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
     /// Frees empty tables over `range` with Linux `free_pgd_range` semantics: the unit is a
     /// group (the tables sharing one frame: a 4 MiB group of four short L2 tables, one
     /// LPAE table of 2 MiB or 1 GiB); a group's frame is released only if all its tables are
-    /// empty and the whole group lies within `[floor, ceiling)` (what neighbouring users
-    /// of the address space still need lies outside). Lower levels go first, so an LPAE
+    /// empty and the whole group lies within `bounds` (Linux's `[floor, ceiling)`: what
+    /// neighbouring users of the address space still need lies outside; [`VirtRange::ALL`]
+    /// when there are none). Lower levels go first, so an LPAE
     /// level-2 table whose level-3 tables were all freed here is freed too. For each freed
     /// frame, every entry that pointed into it is cleared and reported with
     /// `table_unlinked(entry VA, entry span, global)`, then the frame with
@@ -1533,24 +1535,24 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
     ///
     /// `global` is true unless the layout is [`Layout::User`] (whose walks are tagged
     /// with the process's ASID). VAs outside the layout's bounds count as unused: a
-    /// `floor` at the layout's start, or a `ceiling` at its end, reaches past them.
+    /// `bounds` starting at the layout's start, or ending at its end, reaches past them.
     ///
     /// # Errors
-    /// [`FreeTablesError::OutOfRange`]; [`FreeTablesError::BadBounds`] unless
-    /// `floor <= range.start` and `range.end <= ceiling <= 4 GiB`.
+    /// [`FreeTablesError::OutOfRange`]; [`FreeTablesError::BadBounds`] unless `bounds`
+    /// covers `range`.
     pub fn free_tables<S: UnmapSink + ?Sized>(
         &mut self,
         range: VirtRange,
-        floor: VirtAddr,
-        ceiling: u64,
+        bounds: VirtRange,
         sink: &mut S,
     ) -> Result<usize, FreeTablesError> {
         if !self.check_range(&range) {
             return Err(FreeTablesError::OutOfRange);
         }
-        if floor > range.start() || range.end() > ceiling || ceiling > TOP {
+        if !bounds.covers(&range) {
             return Err(FreeTablesError::BadBounds);
         }
+        let (floor, ceiling) = (bounds.start(), bounds.end().as_u64());
         if range.is_empty() {
             return Ok(0);
         }
@@ -1565,7 +1567,7 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
             floor.as_u64()
         };
         let ceiling = if ceiling >= hi { TOP } else { ceiling };
-        let bounds = (range.start().as_u64(), range.end(), floor, ceiling);
+        let bounds = (range.start().as_u64(), range.end().as_u64(), floor, ceiling);
         let freed = self.free_level(Table::Root, self.root.level, bounds, global, sink);
         publish(self.coherent());
         Ok(freed)
@@ -1654,9 +1656,10 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
         let (lo, hi) = self.bounds;
         // The bounds are page aligned, so this range always exists; neither call can fail
         // over the whole space (no leaf straddles its bounds).
-        if let Ok(all) = VirtRange::new(VirtAddr::new(lo as u32), hi) {
+        if let Ok(all) = VirtRange::from_start_len(VirtAddr::new(lo as u32), hi.saturating_sub(lo))
+        {
             let _ = self.unmap(all, sink);
-            let _ = self.free_tables(all, VirtAddr::new(lo as u32), hi, sink);
+            let _ = self.free_tables(all, all, sink);
         }
         debug_assert_eq!(self.table_frames, 0);
         sink.table_memory_freed(self.root_pa, self.root.frames);

@@ -13,7 +13,7 @@ use proptest::prelude::*;
 
 use super::attrs::{Access, Attributes, Execute, MemoryType};
 use super::{AddressSpace, Format, Kind, Layout, Mapping, Word};
-use crate::addr::{PhysAddr, VirtAddr, VirtRange};
+use crate::addr::{PhysAddr, VirtAddr, VirtEnd, VirtRange};
 use crate::error::{MapError, ProtectError, UnmapError};
 use crate::lpae::Lpae;
 use crate::memory::Memory;
@@ -215,8 +215,12 @@ pub(crate) fn layouts<F: TestFormat>(
         assert_eq!(last.pa, PhysAddr::new(0x2000));
         let mut rec = Rec::default();
         u.unmap(r(top - 8192, 8192), &mut rec).unwrap();
-        u.free_tables(r(0, top), VirtAddr::new(0), top, &mut rec)
-            .unwrap();
+        u.free_tables(
+            r(0, top),
+            VirtRange::floor_ceiling(VirtAddr::new(0), top),
+            &mut rec,
+        )
+        .unwrap();
         assert!(!rec.unlinked[0].2, "user tables are ASID-tagged");
         assert_eq!(u.table_frames(), 0);
         rec.flush(&mut mem.clone());
@@ -377,7 +381,7 @@ impl Win {
     fn range(&self, page: u32, pages: u32) -> VirtRange {
         let start = self.base + u64::from(page) * 4096;
         let end = (start + u64::from(pages) * 4096).min(self.end());
-        VirtRange::new(VirtAddr::new(start as u32), end).unwrap()
+        VirtRange::new(VirtAddr::new(start as u32), VirtEnd::new(end).unwrap()).unwrap()
     }
 
     /// The edge of the layout inside the 4 GiB, if any.
@@ -542,9 +546,9 @@ fn run_ops<F: TestFormat>(w: Win, ops: &[Op], features: F::Features) {
             } => {
                 let range = w.range(page, pages);
                 let pa = w.pa_base + u64::from(pa_page) * 4096 + if high { PA_HIGH } else { 0 };
-                let overlap = model
-                    .values()
-                    .any(|m| m.va.as_u64() < range.end() && m.end() > range.start().as_u64());
+                let overlap = model.values().any(|m| {
+                    m.va.as_u64() < range.end().as_u64() && m.end() > range.start().as_u64()
+                });
                 let encodable = F::check_permissions(&features, attrs.access, attrs.execute);
                 let exec_device = !attrs.memory.is_normal() && attrs.execute != Execute::Never;
                 let global_in_user = user && attrs.global;
@@ -575,7 +579,7 @@ fn run_ops<F: TestFormat>(w: Win, ops: &[Op], features: F::Features) {
                             at += m.size.bytes();
                             model.insert(m.va.as_u64(), *m);
                         }
-                        assert_eq!(at, range.end());
+                        assert_eq!(at, range.end().as_u64());
                     }
                     Err(e) => {
                         match e {
@@ -597,7 +601,7 @@ fn run_ops<F: TestFormat>(w: Win, ops: &[Op], features: F::Features) {
             }
             Op::Unmap { page, pages } => {
                 let range = w.range(page, pages);
-                let (a, b) = (range.start().as_u64(), range.end());
+                let (a, b) = (range.start().as_u64(), range.end().as_u64());
                 let straddle = model
                     .values()
                     .find(|m| {
@@ -634,7 +638,7 @@ fn run_ops<F: TestFormat>(w: Win, ops: &[Op], features: F::Features) {
                 execute,
             } => {
                 let range = w.range(page, pages);
-                let (a, b) = (range.start().as_u64(), range.end());
+                let (a, b) = (range.start().as_u64(), range.end().as_u64());
                 // The first leaf of the range (wholly inside it: a straddling block is
                 // refused first) that the new permissions would make executable device
                 // memory.
@@ -672,10 +676,14 @@ fn run_ops<F: TestFormat>(w: Win, ops: &[Op], features: F::Features) {
                     .start()
                     .as_u64()
                     .saturating_sub(u64::from(floor_back) * 4096);
-                let ceiling = (range.end() + u64::from(ceil_fwd) * 4096).min(1 << 32);
+                let ceiling = (range.end().as_u64() + u64::from(ceil_fwd) * 4096).min(1 << 32);
                 let frames = s.table_frames();
                 let n = s
-                    .free_tables(range, VirtAddr::new(floor as u32), ceiling, &mut rec)
+                    .free_tables(
+                        range,
+                        VirtRange::floor_ceiling(VirtAddr::new(floor as u32), ceiling),
+                        &mut rec,
+                    )
                     .unwrap();
                 // VAs outside the layout count as unused: bounds at its edges reach past.
                 let floor = if floor <= lo { 0 } else { floor };
@@ -693,7 +701,7 @@ fn run_ops<F: TestFormat>(w: Win, ops: &[Op], features: F::Features) {
                     let g = va.as_u64() & !(group - 1);
                     assert_eq!(global, !user, "only a user space's tables are not global");
                     assert!(g >= floor && g + group <= ceiling);
-                    assert!(g < range.end() && g + group > range.start().as_u64());
+                    assert!(g < range.end().as_u64() && g + group > range.start().as_u64());
                     assert!(model
                         .range(va.as_u64()..va.as_u64() + span)
                         .next()
@@ -711,7 +719,7 @@ fn run_ops<F: TestFormat>(w: Win, ops: &[Op], features: F::Features) {
                     if g < floor || g + group > ceiling {
                         continue;
                     }
-                    if g >= range.end() || g + group <= range.start().as_u64() {
+                    if g >= range.end().as_u64() || g + group <= range.start().as_u64() {
                         continue;
                     }
                     assert!(
@@ -743,7 +751,11 @@ fn run_ops<F: TestFormat>(w: Win, ops: &[Op], features: F::Features) {
                 let Some(edge) = w.edge() else { continue };
                 let len = u64::from(pages) * 4096;
                 let start = edge.saturating_sub(len);
-                let range = VirtRange::new(VirtAddr::new(start as u32), edge + len).unwrap();
+                let range = VirtRange::new(
+                    VirtAddr::new(start as u32),
+                    VirtEnd::new(edge + len).unwrap(),
+                )
+                .unwrap();
                 let pa = PhysAddr::new(0x1000_0000);
                 let attrs = Attributes::USER_DATA;
                 for max in ALL_SIZES {
@@ -755,7 +767,7 @@ fn run_ops<F: TestFormat>(w: Win, ops: &[Op], features: F::Features) {
                     Err(ProtectError::OutOfRange)
                 );
                 assert_eq!(
-                    s.free_tables(range, VirtAddr::new(0), 1 << 32, &mut rec),
+                    s.free_tables(range, VirtRange::ALL, &mut rec),
                     Err(crate::error::FreeTablesError::OutOfRange)
                 );
                 let outside = if edge == hi { edge } else { edge - 4096 };

@@ -30,7 +30,7 @@ const WALK: ShortWalk = ShortWalk::SMP;
 const MIB: u64 = 1 << 20;
 
 fn range(va: u64, bytes: u64) -> VirtRange {
-    VirtRange::new(VirtAddr::new(va as u32), va + bytes).unwrap()
+    VirtRange::from_start_len(VirtAddr::new(va as u32), bytes).unwrap()
 }
 
 /// A user space (split `N`) mapping each VA of `vas` to a fresh frame; returns the frames.
@@ -98,7 +98,12 @@ fn switch_then_teardown_a(variant: Variant, sparse: bool) -> (usize, crate::gath
         let mut g = MmuGather::new(Scope::Asid(Asid(1)), backend, &mut checker, &in_flight);
         let r = range(0x1000_0000, 4 * MIB);
         a.unmap(r, &mut g).unwrap();
-        a.free_tables(r, VirtAddr::new(0), 1 << 30, &mut g).unwrap();
+        a.free_tables(
+            r,
+            VirtRange::floor_ceiling(VirtAddr::new(0), 1 << 30),
+            &mut g,
+        )
+        .unwrap();
         g.finish()
     };
     (checker.violations().len(), report)
@@ -447,6 +452,15 @@ fn walk_attributes_follow_actlr_smp_on_parts_that_have_it() {
     );
     // No multiprocessing extensions.
     assert_eq!(ShortWalk::from_registers(0x413F_C080, 0, 0), ShortWalk::UP);
+    // Brahma-B15 (Broadcom 0x00F) has ACTLR.SMP too: clear, it is outside coherency.
+    assert_eq!(
+        ShortWalk::from_registers(0x420F_00F0, mp, 0),
+        ShortWalk::UP_MP
+    );
+    assert_eq!(
+        ShortWalk::from_registers(0x420F_00F0, mp, 1 << 6),
+        ShortWalk::SMP
+    );
     // Another part: MPIDR.U decides.
     assert_eq!(
         ShortWalk::from_registers(0x5100_0000, mp, 0),

@@ -530,8 +530,7 @@ mod smp {
                         mapped.retain(|&v| v < start || v >= start + len);
                         let _ = space.free_tables(
                             range(start, len),
-                            VirtAddr::new(base as u32),
-                            base + WINDOW,
+                            VirtRange::floor_ceiling(VirtAddr::new(base as u32), base + WINDOW),
                             &mut g,
                         );
                     }

@@ -2,11 +2,23 @@
 //! spaces they run on, the watch the frame allocator's free hook checks against, and the
 //! deliberately broken pieces the `bug=` variants switch on.
 //!
-//! Layout: a split at 1 GiB (`TTBCR.N = 2`, or `T0SZ = 2` with long descriptors). The
-//! kernel table (`TTBR1`, VAs from 1 GiB) identity-maps RAM with global blocks; the process
-//! table (`TTBR0`, VAs below 1 GiB, ASID 1) holds the UART page and the test's not-global
-//! mappings, so its tables are ASID-tagged (reported non-global by `free_tables`), as a
-//! process's are.
+//! Layout, where RAM lies at or above 1 GiB (`virt`, `vexpress-a9`): a split at 1 GiB
+//! (`TTBCR.N = 2`, or `T0SZ = 2` with long descriptors). The kernel table (`TTBR1`, VAs
+//! from 1 GiB) identity-maps RAM with global blocks; the process table (`TTBR0`, VAs below
+//! 1 GiB, ASID 1) holds the UART page and the test's not-global mappings, so its tables
+//! are ASID-tagged (reported non-global by `free_tables`), as a process's are.
+//!
+//! On `raspi2b` RAM is at 0, below every split, so RAM identity-mapped there could only
+//! sit in a `TTBR0` table, where a [`Layout::User`] space refuses global leaves. There the
+//! tests run without a split ([`SPLIT`] = 0), as Linux's classic two-level tables do: the
+//! kernel table is a [`Layout::Whole`] table (RAM and the UART, global) in `TTBR1`, the
+//! table the crate's switch parks `TTBR0` on; the process table is a second
+//! [`Layout::Whole`] table in `TTBR0` that carries the same global kernel entries (as
+//! Linux's `pgd_alloc` copies them into every process's table) and the test's not-global
+//! mappings in the window. The counts follow from that layout: `free_tables` reports a
+//! `Whole` space's tables as possibly global, so their invalidates are for all ASIDs and
+//! a fallback after table frees is TLBIALL ([`FALLBACK_AFTER_TABLES`]). Short descriptors
+//! only there (`format=lpae` runs on `virt`).
 //!
 //! The descriptor format is the short one unless the command line says `format=lpae`:
 //! then both tables are long-descriptor tables (`crate::lpae`), switched to with
@@ -43,13 +55,45 @@ use spin::Mutex;
 
 /// The process's ASID.
 pub const ASID: Asid = Asid(1);
-/// `TTBCR.N` / `T0SZ`: the process table translates `[0, 1 GiB)`.
-pub const SPLIT: u8 = 2;
+/// `TTBCR.N` / `T0SZ`: the process table translates `[0, 1 GiB)`, the kernel table the
+/// rest; 0 (no split, both tables [`Layout::Whole`]) where RAM is below 1 GiB (`raspi2b`).
+pub const SPLIT: u8 = if RAM_BASE >> 30 != 0 { 2 } else { 0 };
+/// The kernel table's layout under [`SPLIT`].
+pub const KERNEL_LAYOUT: Layout = if SPLIT == 0 {
+    Layout::Whole
+} else {
+    Layout::Kernel { n: SPLIT }
+};
+/// The process table's layout under [`SPLIT`].
+pub const USER_LAYOUT: Layout = if SPLIT == 0 {
+    Layout::Whole
+} else {
+    Layout::User { n: SPLIT }
+};
+/// What a gather of the process space falls back to when it freed tables: `(TLBIASID,
+/// TLBIALL)` counts. With a split, one TLBIASID (the crate's switch never walks a
+/// process's tables under another ASID, so its walk-cache entries are all under that
+/// ASID); without one, the process's tables are `Whole` tables that may hold global
+/// entries, which TLBIASID leaves alone: one TLBIALL.
+pub const FALLBACK_AFTER_TABLES: (u32, u32) = if SPLIT == 0 { (0, 1) } else { (1, 0) };
+
+/// All-ASID invalidates (TLBIMVAA) a range flush of not-global pages issues when it also
+/// unlinks `tables` tables, each already covered by one of the pages' by-VA invalidates:
+/// none with a split (the process's tables are ASID-tagged: TLBIMVA covers them); without
+/// one, each table's covering invalidate becomes all-ASID (a `Whole` table may hold
+/// global entries).
+pub const fn all_asid_table_invalidates(tables: u32) -> u32 {
+    if SPLIT == 0 {
+        tables
+    } else {
+        0
+    }
+}
 /// What a reused data frame holds.
 pub const POISON: u32 = 0xbad0_f00d;
 /// What the frame behind the garbage descriptors holds.
 pub const SECRET: u32 = 0x5ec2_e7ed;
-const UART: u32 = 0x0900_0000;
+const UART: u32 = rt::console::UART_BASE as u32;
 const MIB: u64 = 1 << 20;
 
 /// An address space of format `F` over the runtime's frames.
@@ -147,6 +191,12 @@ static SECRET_PA: Mutex<u32> = Mutex::new(0);
 
 /// Boots onto the crate's tables (see the module docs).
 pub fn setup(name: &str) {
+    let ram = RAM_BASE..RAM_BASE + rt::ram_size();
+    let window = u64::from(WINDOW_BASE)..u64::from(WINDOW_BASE) + u64::from(WINDOW_LEN);
+    assert!(
+        ram.end <= window.start || window.end <= ram.start,
+        "the test window overlaps RAM"
+    );
     rt::mmu::enable_identity(rt::ram_size());
     if lpae() {
         setup_lpae();
@@ -158,23 +208,27 @@ pub fn setup(name: &str) {
     *SECRET_PA.lock() = secret.as_u64() as u32;
     rt::frames::set_free_hook(Some(free_hook));
     println!(
-        "{name}: on the crate's {} tables (split at 1 GiB, ASID {}), bug = {}",
+        "{name}: on the crate's {} tables ({}, ASID {}), bug = {}",
         if lpae() {
             "long-descriptor"
         } else {
             "short-descriptor"
+        },
+        if SPLIT == 0 {
+            "no split: RAM at 0, kernel entries in the process table"
+        } else {
+            "split at 1 GiB"
         },
         ASID.0,
         rt::arg("bug").unwrap_or("none")
     );
 }
 
-/// The kernel table (RAM identity, global) and the process table (UART page).
-fn spaces<F: Format>(features: F::Features) -> (Space<F>, Space<F>) {
-    let mut kernel = Space::<F>::new(KernelMemory, Layout::Kernel { n: SPLIT }, features)
-        .unwrap_or_else(|e| panic!("kernel space: {e:?}"));
+/// The kernel's entries: RAM identity-mapped with global blocks, and (without a split,
+/// where this table also translates the low VAs) the UART page, global.
+fn map_kernel_entries<F: Format>(space: &mut Space<F>) {
     let ram = range(RAM_BASE as u32, rt::ram_size());
-    kernel
+    space
         .map(
             ram,
             PhysAddr::new(RAM_BASE),
@@ -182,26 +236,53 @@ fn spaces<F: Format>(features: F::Features) -> (Space<F>, Space<F>) {
             MapSize::Block1G,
         )
         .unwrap_or_else(|e| panic!("kernel map: {e:?}"));
-    let mut user = Space::<F>::new(KernelMemory, Layout::User { n: SPLIT }, features)
+    if SPLIT == 0 {
+        space
+            .map(
+                range(UART, 4096),
+                PhysAddr::new(UART as u64),
+                Attributes::DEVICE,
+                MapSize::Page4K,
+            )
+            .unwrap_or_else(|e| panic!("kernel uart map: {e:?}"));
+    }
+}
+
+/// The kernel table (RAM identity, global) and the process table (UART page; without a
+/// split also the kernel's entries, see the module docs).
+fn spaces<F: Format>(features: F::Features) -> (Space<F>, Space<F>) {
+    let mut kernel = Space::<F>::new(KernelMemory, KERNEL_LAYOUT, features)
+        .unwrap_or_else(|e| panic!("kernel space: {e:?}"));
+    map_kernel_entries(&mut kernel);
+    let mut user = Space::<F>::new(KernelMemory, USER_LAYOUT, features)
         .unwrap_or_else(|e| panic!("user space: {e:?}"));
-    user.map(
-        range(UART, 4096),
-        PhysAddr::new(UART as u64),
-        // Not global: a process space takes only ASID-tagged leaves.
-        Attributes {
-            global: false,
-            ..Attributes::DEVICE
-        },
-        MapSize::Page4K,
-    )
-    .unwrap_or_else(|e| panic!("uart map: {e:?}"));
+    if SPLIT == 0 {
+        // The same global entries as the kernel table: what runs through TTBR0 while
+        // parked on the kernel table must be mapped identically by the process table.
+        map_kernel_entries(&mut user);
+    } else {
+        user.map(
+            range(UART, 4096),
+            PhysAddr::new(UART as u64),
+            // Not global: a process space takes only ASID-tagged leaves.
+            Attributes {
+                global: false,
+                ..Attributes::DEVICE
+            },
+            MapSize::Page4K,
+        )
+        .unwrap_or_else(|e| panic!("uart map: {e:?}"));
+    }
     (kernel, user)
 }
 
 fn setup_short() {
     let (kernel, user) = spaces::<Short>(mmu::detect_features());
     // SAFETY: RAM (code, data, stacks, tables) stays identity-mapped with the same memory
-    // type through the kernel table, the UART through the process table.
+    // type through the kernel table, the UART through the process table. Without a split
+    // both tables map RAM and the UART identically with global entries (the kernel table
+    // in TTBR1 is what the switch parks TTBR0 on), and the kernel table holds no
+    // non-global entry.
     unsafe {
         mmu::enable_tex_remap();
         mmu::set_split(SPLIT, kernel.root()).unwrap_or_else(|e| panic!("split: {e:?}"));
@@ -212,6 +293,9 @@ fn setup_short() {
 }
 
 fn setup_lpae() {
+    if SPLIT == 0 {
+        panic!("format=lpae runs with the 1 GiB split: RAM at or above 1 GiB");
+    }
     let features = arch_lpae::detect_features().expect("a CPU with LPAE");
     let (kernel, user) = spaces::<Lpae>(features);
     // SAFETY: as for the short format: RAM identity-mapped by the kernel table (same
@@ -564,7 +648,7 @@ pub fn bug() -> Bug {
     }
 }
 
-/// The CPU's TLB backend, optionally broken ([`Bug::SkipFlush`]).
+/// The CPU's TLB backend with its errata (`rt::cpu_errata`), optionally broken ([`Bug::SkipFlush`]).
 pub struct TestTlb {
     pub inner: Cp15Tlb,
     pub skip: bool,
@@ -648,8 +732,8 @@ impl UnmapSink for TableRecorder {
 
 // ---- Running a case's work through a gather -------------------------------------------
 
-/// Start of the test window in the process half (below 1 GiB, clear of the UART).
-pub const WINDOW_BASE: u32 = 0x1000_0000;
+/// Start of the test window in the process half (below 1 GiB, clear of RAM and the UART).
+pub const WINDOW_BASE: u32 = rt::board::FREE_VA;
 /// Length of the test window.
 pub const WINDOW_LEN: u32 = 256 << 20;
 
@@ -705,14 +789,12 @@ pub fn phase<F: TestFormat>(
     extra: &mut dyn UnmapSink,
 ) -> Option<Option<Pass>> {
     let window = range(WINDOW_BASE, WINDOW_LEN as u64);
-    let floor = VirtAddr::new(WINDOW_BASE);
-    let ceiling = (WINDOW_BASE + WINDOW_LEN) as u64;
     let run = |space: &mut Space<F>, sink: &mut dyn UnmapSink| -> Option<()> {
         if work != Work::FreeTables {
             space.unmap(window, sink).ok()?;
         }
         if work != Work::Unmap {
-            space.free_tables(window, floor, ceiling, sink).ok()?;
+            space.free_tables(window, window, sink).ok()?;
         }
         Some(())
     };

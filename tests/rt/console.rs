@@ -1,4 +1,5 @@
-//! PL011 UART console at `0x0900_0000` (QEMU `virt`), described with `tock-registers`.
+//! PL011 UART console at the board's address ([`crate::board::UART_BASE`]: `0x0900_0000` on
+//! QEMU `virt`), described with `tock-registers`.
 
 use core::fmt::{self, Write};
 
@@ -8,7 +9,7 @@ use tock_registers::register_structs;
 use tock_registers::registers::{ReadOnly, ReadWrite};
 
 /// Physical (and, in every test's map, virtual) address of the PL011.
-pub const UART_BASE: usize = 0x0900_0000;
+pub const UART_BASE: usize = crate::board::UART_BASE;
 
 register_bitfields! {u32,
     DR [
@@ -37,7 +38,7 @@ struct Uart;
 
 impl Uart {
     fn regs(&self) -> &'static Pl011Regs {
-        // SAFETY: the PL011 is always at UART_BASE on `virt`, and every test maps it there
+        // SAFETY: the board's PL011 is at UART_BASE, and every test maps it there
         // (identity) as device memory before turning the MMU on; the registers are MMIO and
         // only accessed through volatile tock-registers accessors.
         unsafe { &*(UART_BASE as *const Pl011Regs) }

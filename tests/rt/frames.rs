@@ -9,8 +9,8 @@ use core::ptr::NonNull;
 use armv7_mm::{Memory, PhysAddr, PAGE_SIZE};
 use spin::Mutex;
 
-/// Start of RAM on QEMU `virt`.
-pub const RAM_BASE: u64 = 0x4000_0000;
+/// Start of RAM on the board ([`crate::board::RAM_BASE`]).
+pub const RAM_BASE: u64 = crate::board::RAM_BASE;
 /// Largest RAM size the bitmap covers.
 pub const MAX_RAM: u64 = 1 << 30;
 const MAX_FRAMES: usize = (MAX_RAM / PAGE_SIZE as u64) as usize;
@@ -92,14 +92,17 @@ pub fn alloc(count: usize, align: usize) -> Option<PhysAddr> {
         }
     }
     let step = (align / PAGE_SIZE as usize).max(1);
-    // Frame index i is RAM_BASE + i*4K; RAM_BASE is 1 GiB aligned, so index alignment is
-    // address alignment for every align up to 1 GiB.
+    // Frame index i is RAM_BASE + i*4K. RAM_BASE need not be aligned to `align` (vexpress:
+    // 0x6000_0000), so the aligned indices are those congruent to `skew` modulo `step`.
+    let base_frame = (RAM_BASE / PAGE_SIZE as u64) as usize;
+    let skew = (step - base_frame % step) % step;
+    let up = |i: usize| (i + step - 1 - skew) / step * step + skew;
     let mut tries = 0;
     let span = s.limit - s.first;
-    let mut i = s.next.div_ceil(step) * step;
+    let mut i = up(s.next);
     while tries <= span + step {
         if i + count > s.limit {
-            i = s.first.div_ceil(step) * step;
+            i = up(s.first);
         }
         if (i..i + count).all(|j| !is_used(&s, j)) {
             for j in i..i + count {

@@ -1,5 +1,6 @@
 //! The shared runtime of the boot-test kernels (one copy for all of them).
 //!
+//! - [`board`]: the QEMU machine the kernel is built for (RAM, console, secondary start);
 //! - [`start`]: reset entry, per-CPU stacks, exception vectors;
 //! - [`console`]: PL011 output (`print!`/`println!`);
 //! - [`semihosting`]: exit status and command-line arguments from QEMU;
@@ -9,7 +10,7 @@
 //! - [`cases`]: named cases reported as `case <name> ... ok|FAILED`;
 //! - [`mmu`]: a minimal identity map to turn the MMU on;
 //! - [`pmu`]: the cycle counter, for the benchmark kernel;
-//! - [`smp`]: starting secondary CPUs (PSCI `CPU_ON`) and running work on them.
+//! - [`smp`]: starting secondary CPUs (PSCI `CPU_ON`, or the pen) and running work on them.
 //!
 //! A test kernel is a `#![no_std] #![no_main]` binary that calls [`entry!`] with its main
 //! function.
@@ -18,6 +19,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod board;
 pub mod cases;
 pub mod console;
 pub mod fault;
@@ -80,6 +82,14 @@ pub fn flag(flag: &str) -> bool {
     cmdline().split(' ').any(|w| w == flag)
 }
 
+/// The TLB errata workarounds this CPU needs (`ErrataConfig::detect`: 720789 on QEMU's
+/// Cortex-A9 r0p0). Backends the tests build apply these, so on every machine the tests run
+/// what a kernel on that CPU must run. Panics on a CPU that needs the full 798181
+/// workaround: it needs an IPI hook, which the runtime does not have (QEMU's A15 is r4p0).
+pub fn cpu_errata() -> armv7_mm::tlb::ErrataConfig {
+    armv7_mm::tlb::ErrataConfig::detect(None).unwrap_or_else(|e| panic!("errata: {e}"))
+}
+
 /// RAM size in bytes (`mem=<MiB>` argument; 128 MiB when absent).
 pub fn ram_size() -> u64 {
     arg("mem")
@@ -108,6 +118,7 @@ extern "C" fn rt_primary_entry(_cpu: usize) -> ! {
         let len = semihosting::cmdline(buf).len();
         *core::ptr::addr_of_mut!(CMDLINE_LEN) = len;
     }
+    board::prepare_secondaries();
     frames::init(ram_size());
     // SAFETY: the test kernel defines `rt_kernel_main` through `entry!`.
     unsafe { rt_kernel_main() }

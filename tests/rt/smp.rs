@@ -1,6 +1,8 @@
-//! Secondary CPUs: started with PSCI `CPU_ON` through `hvc #0`, each on its own stack and
-//! vectors (the shared `_start` path), with the MMU configured exactly as CPU 0 had it when
-//! it started them, then running the function CPU 0 gave them.
+//! Secondary CPUs: started with PSCI `CPU_ON` through `hvc #0` on `virt`, or released from
+//! the runtime's pen on the boards that start every CPU at the ELF entry
+//! ([`crate::board::Secondaries`]); each runs on its own stack and vectors (the shared
+//! `_start` path), with the MMU configured exactly as CPU 0 had it when it started them,
+//! then runs the function CPU 0 gave them. Both ways look the same to a test.
 //!
 //! ```ignore
 //! rt::smp::start(1, reader);     // CPU 1 runs `reader(1)`
@@ -22,6 +24,7 @@ use armv7_mm::arch::cp15::{
 use armv7_mm::arch::tlbi;
 use tock_registers::interfaces::{Readable, Writeable};
 
+use crate::board::{Secondaries, SECONDARIES};
 use crate::start::MAX_CPUS;
 
 const PSCI_CPU_ON: u32 = 0x8400_0003;
@@ -45,6 +48,23 @@ struct MmuContext {
 }
 
 static CONTEXT: spin::Mutex<Option<MmuContext>> = spin::Mutex::new(None);
+
+/// The pen of [`Secondaries::Pen`] boards: `_start` holds CPU n (n > 0) until word n is
+/// non-zero. In `.data`, not `.bss`: the secondaries poll it from reset on, before and
+/// while CPU 0 clears `.bss`.
+#[no_mangle]
+#[link_section = ".data.rt_pen"]
+pub(crate) static RT_PEN: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
+
+/// Lets `cpu` out of the pen: the word is cleaned to the point of coherency because the
+/// waiting CPU reads it with its MMU and caches off, then `sev` wakes it from `wfe`.
+fn release_from_pen(cpu: usize) {
+    RT_PEN[cpu].store(1, Ordering::SeqCst);
+    armv7_mm::arch::mmu::clean_dcache_for_walker(RT_PEN[cpu].as_ptr() as usize, 4);
+    dsb_sy();
+    // SAFETY: `sev` only wakes CPUs waiting in `wfe`.
+    unsafe { core::arch::asm!("sev", options(nomem, nostack)) };
+}
 
 fn psci_cpu_on(target: u32, entry: u32) -> i32 {
     let ret: u32;
@@ -97,6 +117,12 @@ pub fn start(cpu: usize, work: fn(usize)) {
         return;
     }
     assert_eq!(previous, 0, "cpu {cpu} is still busy");
+    if SECONDARIES == Secondaries::Pen {
+        // No PSCI to refuse a CPU that does not exist: released, it would never run.
+        assert!(cpu < cpus(), "no cpu {cpu}: QEMU runs {} CPUs", cpus());
+        release_from_pen(cpu);
+        return;
+    }
     extern "C" {
         fn _start();
     }
@@ -130,13 +156,58 @@ pub fn wait_all() {
     }
 }
 
-/// Microseconds since boot, from the generic timer's virtual counter (`CNTVCT`, at
-/// `CNTFRQ`): wall-clock time on QEMU, for reporting how long a multi-core case took.
+/// Whether this CPU implements the generic timer (`ID_PFR1[19:16]`): Cortex-A7 and A15 do,
+/// the Cortex-A9 does not.
+fn has_generic_timer() -> bool {
+    let pfr1: u32;
+    // SAFETY: reading ID_PFR1 at PL1 has no side effects.
+    unsafe {
+        core::arch::asm!("mrc p15, 0, {}, c0, c1, 1", out(reg) pfr1,
+            options(nomem, nostack, preserves_flags));
+    }
+    (pfr1 >> 16) & 0xf != 0
+}
+
+/// Per CPU: the last 64-bit cycle count [`uptime_us`] computed from the 32-bit `PMCCNTR`.
+static CYCLES: [core::sync::atomic::AtomicU64; MAX_CPUS] =
+    [const { core::sync::atomic::AtomicU64::new(0) }; MAX_CPUS];
+
+/// Per CPU, what [`uptime_us`] counts without a generic timer: 0 not decided yet,
+/// 1 the cycle counter, 2 calls (the cycle counter does not run).
+static CLOCK: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
+
+/// Microseconds of wall-clock time on QEMU, for reporting how long a multi-core case took
+/// and for bounded waits: the generic timer's virtual counter (`CNTVCT`, at `CNTFRQ`) where
+/// there is one. A CPU without it (Cortex-A9) uses its cycle counter (1 GHz), extended to
+/// 64 bits per CPU, if that runs; QEMU 7.2's Cortex-A9 has no running one, and then every
+/// call counts as one microsecond: bounded waits stay bounded, but the times reported are
+/// not wall-clock (the boards' timers are MMIO the tests' maps do not include). Compare
+/// readings taken on one CPU only: without the generic timer each CPU counts on its own.
 pub fn uptime_us() -> u64 {
+    if !has_generic_timer() {
+        let cpu = crate::cpu_id().min(MAX_CPUS - 1);
+        let mut clock = CLOCK[cpu].load(Ordering::Relaxed);
+        if clock == 0 {
+            crate::pmu::init();
+            clock = if crate::pmu::running() { 1 } else { 2 };
+            CLOCK[cpu].store(clock, Ordering::Relaxed);
+        }
+        if clock == 2 {
+            return CYCLES[cpu].fetch_add(1, Ordering::Relaxed) + 1;
+        }
+        let now = crate::pmu::cycles();
+        let last = CYCLES[cpu].load(Ordering::Relaxed);
+        let mut full = (last & !0xffff_ffff) | u64::from(now);
+        if full < last {
+            full += 1 << 32;
+        }
+        CYCLES[cpu].store(full, Ordering::Relaxed);
+        return full / 1000;
+    }
     let (lo, hi): (u32, u32);
     let freq: u32;
-    // SAFETY: reading CNTVCT and CNTFRQ at PL1 has no side effects (the generic timer is
-    // implemented on every CPU the tests run: Cortex-A7 and A15).
+    // SAFETY: reading CNTVCT and CNTFRQ at PL1 has no side effects (checked above: this CPU
+    // implements the generic timer).
     unsafe {
         core::arch::asm!("isb", "mrrc p15, 1, {lo}, {hi}, c14", "mrc p15, 0, {f}, c14, c0, 0",
             lo = out(reg) lo, hi = out(reg) hi, f = out(reg) freq, options(nostack));

@@ -2,7 +2,11 @@
 //!
 //! CPU 0 enters `_start` in SVC mode with the MMU off. Each CPU gets its own SVC stack and
 //! small abort/undefined-mode stacks, indexed by `MPIDR.Aff0`, so that secondary CPUs
-//! started later (PSCI `CPU_ON` with `_start` as entry) can use the same path.
+//! can use the same path: on `virt` they are started later (PSCI `CPU_ON` with `_start`
+//! as entry); on the boards where every CPU enters `_start` at reset
+//! ([`crate::board::Secondaries::Pen`]) a secondary waits in the pen, after its stacks and
+//! vectors are set up and before it touches anything CPU 0 initialises, until
+//! [`crate::smp::start`] releases it.
 
 use core::arch::global_asm;
 
@@ -70,7 +74,20 @@ _start:
 3:  mov r0, r4
     bl rt_primary_entry
     b 9f
-1:  mov r0, r4
+1:
+    .if {pen}
+    @ Held until `smp::start` sets this CPU's word of the pen (in .data, which CPU 0
+    @ never clears; read with the MMU and caches off, so CPU 0 cleans it to PoC).
+    ldr r5, ={pen_words}
+    add r5, r5, r4, lsl #2
+4:  ldr r6, [r5]
+    cmp r6, #0
+    bne 5f
+    wfe
+    b 4b
+5:  dmb
+    .endif
+    mov r0, r4
     bl rt_secondary_entry
 9:  wfe
     b 9b
@@ -156,4 +173,6 @@ rt_exc_pabt:
     exc_size = const EXC_STACK_SIZE,
     svc_stacks = sym RT_SVC_STACKS,
     svc_size = const STACK_SIZE,
+    pen = const (crate::board::SECONDARIES as u32 == crate::board::Secondaries::Pen as u32) as u32,
+    pen_words = sym crate::smp::RT_PEN,
 );

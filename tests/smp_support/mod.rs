@@ -3,11 +3,21 @@
 //! that watch a set of user VAs from other CPUs, and the frame pool whose hand-back
 //! poisons and reuses frames.
 //!
-//! Layout: `TTBCR.N = 2`. The kernel table (`TTBR1`, VAs from 1 GiB) identity-maps RAM with
-//! global supersections. Every user space (`TTBR0`, below 1 GiB) maps the UART page
-//! (global, device) so that any CPU can print whatever it runs; the *park* space maps
-//! nothing else. ASIDs come from one [`AsidAllocator`] through
-//! `LockedAddressSpace::activate` (the architected switch).
+//! Layout, where RAM lies at or above 1 GiB (`virt`, `vexpress-a9`): `TTBCR.N = 2`. The
+//! kernel table (`TTBR1`, VAs from 1 GiB) identity-maps RAM with global supersections.
+//! Every user space (`TTBR0`, below 1 GiB) maps the UART page (not global, device) so
+//! that any CPU can print whatever it runs; the *park* space maps nothing else. ASIDs come
+//! from one [`AsidAllocator`] through `LockedAddressSpace::activate` (the architected
+//! switch).
+//!
+//! On `raspi2b` RAM is at 0, below every split, and a [`Layout::User`] table refuses the
+//! global entries the kernel's RAM needs. There [`SPLIT`] is 0, as in Linux's classic
+//! two-level tables: the kernel table and every user space are [`Layout::Whole`] tables,
+//! each user space carrying the kernel's global entries (RAM and the UART, as Linux's
+//! `pgd_alloc` copies them) below its own not-global mappings, and the kernel table in
+//! `TTBR1` is what the crate's switch parks `TTBR0` on while the ASID changes. A `Whole`
+//! space's tables count as possibly global, so the gathers invalidate freed tables for
+//! all ASIDs and fall back to TLBIALL after table frees. Short descriptors only there.
 //!
 //! # Readers
 //!
@@ -54,13 +64,26 @@ use rt::frames::{KernelMemory, RAM_BASE};
 use rt::println;
 use tock_registers::interfaces::Writeable;
 
-/// `TTBCR.N`: user tables translate `[0, 1 GiB)`.
-pub const SPLIT: u8 = 2;
+/// `TTBCR.N`: user tables translate `[0, 1 GiB)`; 0 (no split, every table
+/// [`Layout::Whole`]) where RAM is below 1 GiB (`raspi2b`).
+pub const SPLIT: u8 = if RAM_BASE >> 30 != 0 { 2 } else { 0 };
+/// The kernel table's layout under [`SPLIT`].
+const KERNEL_LAYOUT: Layout = if SPLIT == 0 {
+    Layout::Whole
+} else {
+    Layout::Kernel { n: SPLIT }
+};
+/// The user spaces' layout under [`SPLIT`].
+const USER_LAYOUT: Layout = if SPLIT == 0 {
+    Layout::Whole
+} else {
+    Layout::User { n: SPLIT }
+};
 /// What a handed-back data frame holds.
 pub const POISON: u32 = 0xdead_dead;
 /// What the frame behind a garbage-filled freed table holds.
 pub const SECRET: u32 = 0x5ec2_e7ed;
-const UART: u32 = 0x0900_0000;
+const UART: u32 = rt::console::UART_BASE as u32;
 /// CPUs the runtime has.
 pub const CPUS: usize = 4;
 
@@ -159,8 +182,8 @@ pub fn bug() -> Bug {
     }
 }
 
-/// The TLB backend gathers use: the one this CPU calls for (inner shareable on every
-/// SMP core QEMU models; [`rt::detect_tlb`] waives the ACTLR check, QEMU's ACTLR being
+/// The TLB backend gathers use: the one this CPU calls for, with the system's errata
+/// (inner shareable on every SMP core QEMU models; [`rt::detect_tlb`] waives the ACTLR check, QEMU's ACTLR being
 /// RAZ/WI), or the local form with [`Bug::Local`].
 pub fn tlb() -> Cp15Tlb {
     let t = rt::detect_tlb();
@@ -184,34 +207,35 @@ fn fill(addr: u32, bytes: u32, word: u32) {
     }
 }
 
-/// A fresh user space of format `F` with the UART mapped.
+/// A fresh user space of format `F` with the UART mapped (without a split: the kernel's
+/// entries, see the module docs).
 fn user_table<F: Format>(features: F::Features) -> table::AddressSpace<F, KernelMemory> {
-    let mut user =
-        table::AddressSpace::<F, _>::new(KernelMemory, Layout::User { n: SPLIT }, features)
-            .unwrap_or_else(|e| panic!("user space: {e:?}"));
-    user.map(
-        range(UART, 4096),
-        PhysAddr::new(UART as u64),
-        // Not global: a process space takes only ASID-tagged leaves.
-        Attributes {
-            global: false,
-            ..Attributes::DEVICE
-        },
-        MapSize::Page4K,
-    )
-    .unwrap_or_else(|e| panic!("uart map: {e:?}"));
+    let mut user = table::AddressSpace::<F, _>::new(KernelMemory, USER_LAYOUT, features)
+        .unwrap_or_else(|e| panic!("user space: {e:?}"));
+    if SPLIT == 0 {
+        // What runs while TTBR0 is parked on the kernel table must be mapped identically
+        // here: the kernel's global entries.
+        map_kernel_entries(&mut user, MapSize::Super16M);
+    } else {
+        user.map(
+            range(UART, 4096),
+            PhysAddr::new(UART as u64),
+            // Not global: a process space takes only ASID-tagged leaves.
+            Attributes {
+                global: false,
+                ..Attributes::DEVICE
+            },
+            MapSize::Page4K,
+        )
+        .unwrap_or_else(|e| panic!("uart map: {e:?}"));
+    }
     user
 }
 
-/// The kernel table of format `F`: RAM identity-mapped from the split up.
-fn kernel_table<F: Format>(
-    features: F::Features,
-    max: MapSize,
-) -> table::AddressSpace<F, KernelMemory> {
-    let mut kernel =
-        table::AddressSpace::<F, _>::new(KernelMemory, Layout::Kernel { n: SPLIT }, features)
-            .unwrap_or_else(|e| panic!("kernel space: {e:?}"));
-    kernel
+/// The kernel's entries: RAM identity-mapped with global leaves up to `max`, and, without
+/// a split (where the table also translates the low VAs), the UART page, global.
+fn map_kernel_entries<F: Format>(space: &mut table::AddressSpace<F, KernelMemory>, max: MapSize) {
+    space
         .map(
             range(RAM_BASE as u32, rt::ram_size()),
             PhysAddr::new(RAM_BASE),
@@ -219,6 +243,27 @@ fn kernel_table<F: Format>(
             max,
         )
         .unwrap_or_else(|e| panic!("kernel map: {e:?}"));
+    if SPLIT == 0 {
+        space
+            .map(
+                range(UART, 4096),
+                PhysAddr::new(UART as u64),
+                Attributes::DEVICE,
+                MapSize::Page4K,
+            )
+            .unwrap_or_else(|e| panic!("kernel uart map: {e:?}"));
+    }
+}
+
+/// The kernel table of format `F`: RAM identity-mapped from the split up (everything the
+/// kernel uses, without a split).
+fn kernel_table<F: Format>(
+    features: F::Features,
+    max: MapSize,
+) -> table::AddressSpace<F, KernelMemory> {
+    let mut kernel = table::AddressSpace::<F, _>::new(KernelMemory, KERNEL_LAYOUT, features)
+        .unwrap_or_else(|e| panic!("kernel space: {e:?}"));
+    map_kernel_entries(&mut kernel, max);
     kernel
 }
 
@@ -251,6 +296,10 @@ fn setup_common(name: &str, format: &str) {
 /// (global, kernel only; after [`setup`], before the CPUs that use it start), e.g. the
 /// interrupt controller.
 pub fn map_kernel_device(va: u32, pa: u64, bytes: u64) {
+    // Without a split the user spaces translate every VA themselves.
+    if SPLIT == 0 {
+        panic!("map_kernel_device needs the 1 GiB split");
+    }
     let mut kernel = KERNEL.lock();
     let kernel = kernel.as_mut().expect("map_kernel_device before setup");
     kernel
@@ -273,7 +322,9 @@ pub fn setup(name: &str) {
     let kernel = kernel_table::<Short>(mmu::detect_features(), MapSize::Super16M);
     let park = new_user_space();
     // SAFETY: RAM stays identity-mapped through the kernel table with the same memory
-    // type, the UART through every user table.
+    // type, the UART through every user table. Without a split every table maps RAM and
+    // the UART identically with global entries, and the kernel table (the parking table
+    // in TTBR1) holds no non-global entry.
     unsafe {
         mmu::enable_tex_remap();
         mmu::set_split(SPLIT, kernel.root()).unwrap_or_else(|e| panic!("split: {e:?}"));
@@ -287,6 +338,9 @@ pub fn setup(name: &str) {
 /// Boots onto the crate's long-descriptor (LPAE) tables, with the long-descriptor parking
 /// space (switch with [`switch_to_lpae`], park with [`park`]).
 pub fn setup_lpae(name: &str) {
+    if SPLIT == 0 {
+        panic!("the LPAE setup runs with the 1 GiB split: RAM at or above 1 GiB");
+    }
     rt::mmu::enable_identity(rt::ram_size());
     let features = arch_lpae::detect_features().expect("a CPU with LPAE");
     let kernel = kernel_table::<Lpae>(features, MapSize::Block1G);
@@ -315,7 +369,8 @@ pub fn switch_to_lpae(space: &LpaeSpace) -> armv7_mm::asid::Switch {
 /// what the allocator decided (already acted on).
 pub fn switch_to(space: &Space) -> armv7_mm::asid::Switch {
     // SAFETY: every user space maps the UART identically and nothing else the kernel
-    // uses; RAM is reached through TTBR1.
+    // uses; RAM is reached through TTBR1 (without a split: every user space maps RAM and
+    // the UART with the kernel table's global entries, and TTBR1 is that table).
     unsafe { space.activate(&ALLOC, rt::cpu_id()) }.unwrap_or_else(|e| panic!("switch: {e:?}"))
 }
 

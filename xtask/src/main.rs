@@ -10,20 +10,25 @@
 //! - `cargo xtask bench [--runs N]`: boots the benchmark kernel `tests/bench.rs` (not a boot
 //!   test: it has no `qemu:` header) under `-icount shift=0` N times (at least 2), checks
 //!   every run prints the same numbers, and prints them with a Markdown table (BENCHMARKS.md).
-//! - `cargo xtask qemu <test> [--cpu C] [--smp N] [--mem MiB] [--arg A]... [--gdb]`: boots one
+//! - `cargo xtask qemu <test> [--machine M] [--cpu C] [--smp N] [--mem MiB] [--arg A]... [--gdb]`: boots one
 //!   test kernel interactively (`Ctrl-A x` quits QEMU). `--gdb` adds `-s -S`: QEMU waits for
 //!   `gdb-multiarch <elf> -ex 'target remote :1234'`.
 //!
 //! A boot test is a file `tests/<name>.rs` whose doc header declares how to boot it:
 //!
 //! ```text
-//! //! qemu: cpu=cortex-a15,cortex-a7 smp=1,4 mem=128
+//! //! qemu: machine=virt,vexpress-a9,raspi2b cpu=cortex-a15,cortex-a7 smp=1,4 mem=128
 //! //! timeout: 60
 //! //! expect: fail "text the console must show"
-//! //! variant: <suffix> arg=<word> ... expect=fail "text"
+//! //! variant: <suffix> [machine=<m>,...] arg=<word> ... expect=fail "text"
 //! ```
 //!
-//! `qemu:` gives the configurations (the cross product of the lists; `mem` in MiB). `expect:`
+//! `qemu:` gives the configurations (the cross product of the lists; `mem` in MiB). The
+//! machine axis defaults to `virt`, the only machine where `cpu=` applies: `vexpress-a9` is
+//! always a Cortex-A9 MPCore and `raspi2b` four Cortex-A7s with 1 GiB (`smp` 4; `mem` is
+//! then what the kernel is told to use). Each machine's kernels are built with its
+//! `board-*` feature of the tests package (`rt::board`: link address, console, secondary
+//! start). A variant with `machine=` boots only on those of the test's machines. `expect:`
 //! is `pass` (default), `fail` (the kernel must exit non-zero, and print the text if given)
 //! or `timeout`. A `variant:` line boots the same kernel again with extra semihosting
 //! arguments, under its own name `<name>:<suffix>` and its own expectation: that is how a test
@@ -54,7 +59,7 @@ fn main() {
         _ => {
             eprintln!(
                 "usage: cargo xtask <test [--filter NAME] [--jobs N] [--skip-host] | run | \
-                 bench [--runs N] | qemu <test> [--cpu C] [--smp N] [--mem MiB] [--arg A]... [--gdb]>"
+                 bench [--runs N] | qemu <test> [--machine M] [--cpu C] [--smp N] [--mem MiB] [--arg A]... [--gdb]>"
             );
             2
         }
@@ -110,6 +115,68 @@ fn check_rust_version() -> Result<String, String> {
     rust_version_matches(&String::from_utf8_lossy(&out.stdout), &toolchain)
 }
 
+/// The README's "Use it in your kernel" sketch must be, line for line, the region of
+/// `tests/readme.rs` between `// README-BEGIN` and `// README-END` (each side with its
+/// common indentation stripped): that kernel is booted by this suite, so the sketch cannot
+/// drift from the API.
+fn check_readme_sketch() -> Result<(), String> {
+    let read = |p: &str| fs::read_to_string(root().join(p)).map_err(|e| format!("{p}: {e}"));
+    readme_sketch_matches(&read("README.md")?, &read("tests/readme.rs")?)
+}
+
+/// [`check_readme_sketch`] on the texts.
+fn readme_sketch_matches(readme: &str, kernel: &str) -> Result<(), String> {
+    let after = readme
+        .split_once("## Use it in your kernel")
+        .ok_or("README.md has no \"## Use it in your kernel\" section")?
+        .1;
+    let mut lines = after.lines().enumerate();
+    lines
+        .find(|(_, l)| l.trim_start().starts_with("```rust"))
+        .ok_or("README.md: no ```rust block in \"Use it in your kernel\"")?;
+    let sketch: Vec<&str> = lines
+        .by_ref()
+        .take_while(|(_, l)| l.trim() != "```")
+        .map(|(_, l)| l)
+        .collect();
+    let mut region = kernel.lines().skip_while(|l| l.trim() != "// README-BEGIN");
+    if region.next().is_none() {
+        return Err("tests/readme.rs has no `// README-BEGIN` line".into());
+    }
+    let region: Vec<&str> = region.take_while(|l| l.trim() != "// README-END").collect();
+    let (sketch, region) = (dedent(&sketch), dedent(&region));
+    for (i, (a, b)) in sketch.iter().zip(&region).enumerate() {
+        if a != b {
+            return Err(format!(
+                "README sketch line {} differs from the tests/readme.rs region:\n  README: {a}\n  kernel: {b}",
+                i + 1
+            ));
+        }
+    }
+    if sketch.len() != region.len() {
+        return Err(format!(
+            "README sketch has {} lines, the tests/readme.rs region {}",
+            sketch.len(),
+            region.len()
+        ));
+    }
+    Ok(())
+}
+
+/// The lines without their common leading whitespace (blank lines become empty).
+fn dedent(lines: &[&str]) -> Vec<String> {
+    let indent = lines
+        .iter()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.len() - l.trim_start().len())
+        .min()
+        .unwrap_or(0);
+    lines
+        .iter()
+        .map(|l| l.get(indent..).unwrap_or("").trim_end().to_string())
+        .collect()
+}
+
 /// [`check_rust_version`] on the texts: `cargo metadata` JSON and `rust-toolchain.toml`.
 fn rust_version_matches(json: &str, toolchain: &str) -> Result<String, String> {
     let channel = toolchain
@@ -161,6 +228,8 @@ struct Boot {
     name: String,
     /// The kernel binary.
     bin: String,
+    /// QEMU machine (`-M`): one of [`MACHINES`].
+    machine: String,
     cpu: String,
     smp: u32,
     mem: u32,
@@ -171,12 +240,60 @@ struct Boot {
 
 impl Boot {
     fn label(&self) -> String {
-        let mut s = format!("{} [{}, smp {}", self.name, self.cpu, self.smp);
+        let mut s = if self.machine == "virt" {
+            format!("{} [{}, smp {}", self.name, self.cpu, self.smp)
+        } else {
+            format!(
+                "{} [{}, {}, smp {}",
+                self.name, self.machine, self.cpu, self.smp
+            )
+        };
         if self.mem != 128 {
             s += &format!(", {} MiB", self.mem);
         }
         s + "]"
     }
+}
+
+/// A QEMU machine the boot tests run on.
+struct Machine {
+    name: &'static str,
+    /// The tests package feature that builds kernels for it (`None`: the default, `virt`).
+    feature: Option<&'static str>,
+    /// The CPU the board always has (`None`: the header's `cpu=` list applies).
+    cpu: Option<&'static str>,
+    /// The CPU count the board always has.
+    smp: Option<u32>,
+    /// The RAM size QEMU must be given, in MiB (`None`: the header's `mem`).
+    ram_mib: Option<u32>,
+}
+
+const MACHINES: [Machine; 3] = [
+    Machine {
+        name: "virt",
+        feature: None,
+        cpu: None,
+        smp: None,
+        ram_mib: None,
+    },
+    Machine {
+        name: "vexpress-a9",
+        feature: Some("board-vexpress-a9"),
+        cpu: Some("cortex-a9"),
+        smp: None,
+        ram_mib: None,
+    },
+    Machine {
+        name: "raspi2b",
+        feature: Some("board-raspi2b"),
+        cpu: Some("cortex-a7"),
+        smp: Some(4),
+        ram_mib: Some(1024),
+    },
+];
+
+fn machine(name: &str) -> Option<&'static Machine> {
+    MACHINES.iter().find(|m| m.name == name)
 }
 
 fn parse_expect(s: &str) -> Result<Expect, String> {
@@ -204,6 +321,7 @@ fn parse_test(path: &Path) -> Result<Option<Vec<Boot>>, String> {
         return Ok(None);
     };
     let err = |m: String| format!("{}: {m}", path.display());
+    let mut machines = vec!["virt".to_string()];
     let mut cpus = vec!["cortex-a15".to_string()];
     let mut smps = vec![1u32];
     let mut mem = 128u32;
@@ -212,6 +330,12 @@ fn parse_test(path: &Path) -> Result<Option<Vec<Boot>>, String> {
             .split_once('=')
             .ok_or_else(|| err(format!("bad qemu item '{kv}'")))?;
         match k {
+            "machine" => {
+                machines = v.split(',').map(str::to_string).collect();
+                if let Some(m) = machines.iter().find(|m| machine(m).is_none()) {
+                    return Err(err(format!("unknown machine '{m}'")));
+                }
+            }
             "cpu" => cpus = v.split(',').map(str::to_string).collect(),
             "smp" => {
                 smps = v
@@ -225,8 +349,9 @@ fn parse_test(path: &Path) -> Result<Option<Vec<Boot>>, String> {
     }
     let mut expect = Expect::Pass;
     let mut timeout = Duration::from_secs(DEFAULT_TIMEOUT_S);
-    // (suffix, args, expect)
-    let mut variants: Vec<(String, Vec<String>, Expect)> = Vec::new();
+    // (suffix, args, expect, machines: None = all of the test's)
+    type Variant = (String, Vec<String>, Expect, Option<Vec<String>>);
+    let mut variants: Vec<Variant> = Vec::new();
     for l in &header {
         if let Some(e) = l.strip_prefix("expect:") {
             expect = parse_expect(e).map_err(err)?;
@@ -243,36 +368,60 @@ fn parse_test(path: &Path) -> Result<Option<Vec<Boot>>, String> {
                 Some(i) => (&rest[..i], parse_expect(&rest[i + 7..]).map_err(err)?),
                 None => (rest, Expect::Pass),
             };
-            let args = args_part
-                .split_whitespace()
-                .map(|a| {
-                    a.strip_prefix("arg=")
-                        .map(str::to_string)
-                        .ok_or_else(|| err(format!("bad variant item '{a}'")))
-                })
-                .collect::<Result<_, _>>()?;
-            variants.push((suffix.to_string(), args, exp));
+            let mut only: Option<Vec<String>> = None;
+            let mut args = Vec::new();
+            for a in args_part.split_whitespace() {
+                if let Some(m) = a.strip_prefix("machine=") {
+                    let list: Vec<String> = m.split(',').map(str::to_string).collect();
+                    if let Some(m) = list.iter().find(|m| !machines.contains(m)) {
+                        return Err(err(format!(
+                            "variant {suffix}: machine '{m}' is not one of the test's"
+                        )));
+                    }
+                    only = Some(list);
+                } else if let Some(w) = a.strip_prefix("arg=") {
+                    args.push(w.to_string());
+                } else {
+                    return Err(err(format!("bad variant item '{a}'")));
+                }
+            }
+            variants.push((suffix.to_string(), args, exp, only));
         }
     }
     let mut boots = Vec::new();
-    let all = std::iter::once((String::new(), Vec::new(), expect)).chain(variants);
-    for (suffix, args, expect) in all {
-        for cpu in &cpus {
-            for &smp in &smps {
-                boots.push(Boot {
-                    name: if suffix.is_empty() {
-                        bin.clone()
-                    } else {
-                        format!("{bin}:{suffix}")
-                    },
-                    bin: bin.clone(),
-                    cpu: cpu.clone(),
-                    smp,
-                    mem,
-                    args: args.clone(),
-                    expect: expect.clone(),
-                    timeout,
-                });
+    let all = std::iter::once((String::new(), Vec::new(), expect, None)).chain(variants);
+    for (suffix, args, expect, only) in all {
+        for m in &machines {
+            if only.as_ref().is_some_and(|o| !o.contains(m)) {
+                continue;
+            }
+            let board = machine(m).expect("checked above");
+            let board_cpus = match board.cpu {
+                Some(c) => vec![c.to_string()],
+                None => cpus.clone(),
+            };
+            let board_smps = match board.smp {
+                Some(n) => vec![n],
+                None => smps.clone(),
+            };
+            for cpu in &board_cpus {
+                for &smp in &board_smps {
+                    boots.push(Boot {
+                        name: if suffix.is_empty() {
+                            bin.clone()
+                        } else {
+                            format!("{bin}:{suffix}")
+                        },
+                        bin: bin.clone(),
+                        machine: m.clone(),
+                        cpu: cpu.clone(),
+                        smp,
+                        mem,
+                        args: args.clone(),
+                        expect: expect.clone(),
+                        timeout,
+                    });
+                }
             }
         }
     }
@@ -350,14 +499,25 @@ fn qemu_binary() -> Result<String, String> {
         .into())
 }
 
-fn elf_path(bin: &str) -> PathBuf {
+fn release_dir() -> PathBuf {
     let target_dir = env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| root().join("target"));
-    target_dir.join(TARGET).join("release").join(bin)
+    target_dir.join(TARGET).join("release")
 }
 
-fn build_kernels(bins: &[String]) -> bool {
+/// The kernel ELF of `bin` for `machine`: a copy taken right after its build (cargo puts
+/// every feature set's binary at the same path, so the next board's build overwrites it).
+fn elf_path(bin: &str, machine: &str) -> PathBuf {
+    release_dir().join("boards").join(machine).join(bin)
+}
+
+/// Builds `bins` for `machine` (its `board-*` feature) and copies them to [`elf_path`].
+fn build_kernels_for(machine: &str, bins: &[String]) -> bool {
+    let Some(board) = self::machine(machine) else {
+        println!("unknown machine {machine}");
+        return false;
+    };
     let mut c = cargo();
     c.args([
         "build",
@@ -367,10 +527,29 @@ fn build_kernels(bins: &[String]) -> bool {
         "-p",
         TESTS_PACKAGE,
     ]);
+    if let Some(f) = board.feature {
+        c.args(["--features", f]);
+    }
     for b in bins {
         c.args(["--bin", b]);
     }
-    step("build test kernels", c)
+    if !step(&format!("build test kernels ({machine})"), c) {
+        return false;
+    }
+    for b in bins {
+        let to = elf_path(b, machine);
+        let copied = fs::create_dir_all(to.parent().unwrap())
+            .and_then(|_| fs::copy(release_dir().join(b), &to));
+        if let Err(e) = copied {
+            println!("copy {b} for {machine} ... FAILED: {e}");
+            return false;
+        }
+    }
+    true
+}
+
+fn build_kernels(bins: &[String]) -> bool {
+    build_kernels_for("virt", bins)
 }
 
 fn qemu_command(qemu: &str, b: &Boot) -> Command {
@@ -381,12 +560,15 @@ fn qemu_command(qemu: &str, b: &Boot) -> Command {
     {
         semi += &format!(",arg={}", a.replace(',', ",,"));
     }
+    let ram = machine(&b.machine).and_then(|m| m.ram_mib).unwrap_or(b.mem);
     let mut c = Command::new(qemu);
-    c.args(["-M", "virt", "-cpu", &b.cpu, "-smp", &b.smp.to_string()])
-        .args(["-m", &format!("{}M", b.mem), "-nographic", "-nic", "none"])
+    c.args(["-M", &b.machine, "-cpu", &b.cpu, "-smp", &b.smp.to_string()])
+        .args(["-m", &format!("{ram}M"), "-nographic", "-nic", "none"])
         .args(["-semihosting-config", &semi])
         .arg("-kernel")
-        .arg(elf_path(&b.bin));
+        .arg(elf_path(&b.bin, &b.machine))
+        // vexpress has a sound chip; QEMU's default audio backends only print noise here.
+        .env("QEMU_AUDIO_DRV", "none");
     c
 }
 
@@ -565,15 +747,34 @@ fn cmd_test(args: &[String]) -> i32 {
                 return finish(passed, failed + 1);
             }
         }
-        for (name, cmd) in [
-            ("cargo fmt --check", fmt),
-            ("cargo clippy (host)", clippy),
-            ("cargo clippy (armv7a-none-eabi)", clippy_arm),
-            ("cargo doc (host)", doc),
-            ("cargo doc (armv7a-none-eabi)", doc_arm),
-            ("cargo publish --dry-run", publish),
-            ("host tests", host),
-        ] {
+        match check_readme_sketch() {
+            Ok(()) => {
+                println!("README sketch = tests/readme.rs ... ok");
+                passed += 1;
+            }
+            Err(e) => {
+                println!("README sketch ... FAILED: {e}");
+                return finish(passed, failed + 1);
+            }
+        }
+        let mut steps = vec![
+            ("cargo fmt --check".to_string(), fmt),
+            ("cargo clippy (host)".to_string(), clippy),
+            ("cargo clippy (armv7a-none-eabi)".to_string(), clippy_arm),
+        ];
+        // The boards' runtime code is compiled only with their features (one at a time).
+        for m in MACHINES.iter().filter(|m| m.feature.is_some()) {
+            let mut c = cargo();
+            c.args(["clippy", "--target", TARGET, "-p", TESTS_PACKAGE]);
+            c.args(["--features", m.feature.unwrap(), "--", "-D", "warnings"]);
+            steps.push((format!("cargo clippy (armv7a-none-eabi, {})", m.name), c));
+        }
+        steps.push(("cargo doc (host)".to_string(), doc));
+        steps.push(("cargo doc (armv7a-none-eabi)".to_string(), doc_arm));
+        steps.push(("cargo publish --dry-run".to_string(), publish));
+        steps.push(("host tests".to_string(), host));
+        for (name, cmd) in steps {
+            let name = name.as_str();
             if step(name, cmd) {
                 println!("{name} ... ok");
                 passed += 1;
@@ -606,10 +807,17 @@ fn cmd_test(args: &[String]) -> i32 {
             return finish(passed, failed + 1);
         }
     };
-    let mut bins: Vec<String> = boots.iter().map(|b| b.bin.clone()).collect();
-    bins.dedup();
-    if !build_kernels(&bins) {
-        return finish(passed, failed + 1);
+    for m in &MACHINES {
+        let mut bins: Vec<String> = boots
+            .iter()
+            .filter(|b| b.machine == m.name)
+            .map(|b| b.bin.clone())
+            .collect();
+        bins.sort();
+        bins.dedup();
+        if !bins.is_empty() && !build_kernels_for(m.name, &bins) {
+            return finish(passed, failed + 1);
+        }
     }
 
     println!(
@@ -687,6 +895,7 @@ fn cmd_run(_args: &[String]) -> i32 {
     let b = Boot {
         name: "demo".into(),
         bin: "demo".into(),
+        machine: "virt".into(),
         cpu: "cortex-a15".into(),
         smp: 1,
         mem: 128,
@@ -782,6 +991,7 @@ fn bench_boot() -> Boot {
     Boot {
         name: "bench".into(),
         bin: "bench".into(),
+        machine: "virt".into(),
         cpu: "cortex-a15".into(),
         smp: 1,
         mem: 1024,
@@ -873,7 +1083,7 @@ fn cmd_bench(args: &[String]) -> i32 {
 fn cmd_qemu(args: &[String]) -> i32 {
     let Some(test) = args.first() else {
         eprintln!(
-            "usage: cargo xtask qemu <test> [--cpu C] [--smp N] [--mem MiB] [--arg A]... [--gdb]"
+            "usage: cargo xtask qemu <test> [--machine M] [--cpu C] [--smp N] [--mem MiB] [--arg A]... [--gdb]"
         );
         return 2;
     };
@@ -886,6 +1096,9 @@ fn cmd_qemu(args: &[String]) -> i32 {
     let mut b = Boot {
         name: test.clone(),
         bin: test.clone(),
+        machine: declared
+            .as_ref()
+            .map_or("virt".into(), |d| d.machine.clone()),
         cpu: declared
             .as_ref()
             .map_or("cortex-a15".into(), |d| d.cpu.clone()),
@@ -899,6 +1112,15 @@ fn cmd_qemu(args: &[String]) -> i32 {
     let mut it = args[1..].iter();
     while let Some(a) = it.next() {
         match a.as_str() {
+            "--machine" => {
+                b.machine = it.next().cloned().unwrap_or(b.machine);
+                if let Some(c) = machine(&b.machine).and_then(|m| m.cpu) {
+                    b.cpu = c.into();
+                }
+                if let Some(n) = machine(&b.machine).and_then(|m| m.smp) {
+                    b.smp = n;
+                }
+            }
             "--cpu" => b.cpu = it.next().cloned().unwrap_or(b.cpu),
             "--smp" => b.smp = it.next().and_then(|v| v.parse().ok()).unwrap_or(1),
             "--mem" => b.mem = it.next().and_then(|v| v.parse().ok()).unwrap_or(128),
@@ -917,14 +1139,14 @@ fn cmd_qemu(args: &[String]) -> i32 {
             return 1;
         }
     };
-    if !build_kernels(std::slice::from_ref(test)) {
+    if !build_kernels_for(&b.machine, std::slice::from_ref(test)) {
         return 1;
     }
     let mut c = qemu_command(&qemu, &b);
     if gdb {
         println!(
             "QEMU waits for gdb: gdb-multiarch {} -ex 'target remote :1234'",
-            elf_path(test).display()
+            elf_path(test, &b.machine).display()
         );
         c.args(["-s", "-S"]);
     }
@@ -965,6 +1187,25 @@ mod tests {
     }
 
     #[test]
+    fn readme_sketch_is_the_readme_kernel() {
+        let read = |p: &str| fs::read_to_string(root().join(p)).unwrap();
+        let (readme, kernel) = (read("README.md"), read("tests/readme.rs"));
+        assert_eq!(readme_sketch_matches(&readme, &kernel), Ok(()));
+        // Teeth: a call changed in the README only, a line dropped, a region missing.
+        let drifted = readme.replacen("user.unmap(HEAP", "user.unmap(RAM", 1);
+        assert_ne!(drifted, readme);
+        let e = readme_sketch_matches(&drifted, &kernel).unwrap_err();
+        assert!(e.contains("README:     user.unmap(RAM"), "{e}");
+        let shorter = readme.replacen("    gather.finish();\n", "", 1);
+        assert!(readme_sketch_matches(&shorter, &kernel).is_err());
+        let unmarked = kernel.replace("// README-BEGIN", "");
+        assert!(readme_sketch_matches(&readme, &unmarked).is_err());
+        // Indentation of a whole side does not matter.
+        let indented: String = kernel.lines().map(|l| format!("    {l}\n")).collect();
+        assert_eq!(readme_sketch_matches(&readme, &indented), Ok(()));
+    }
+
+    #[test]
     fn rust_version_must_be_the_pinned_toolchain() {
         let pin = "[toolchain]\nchannel = \"1.95.0\"\n";
         let meta = |v: &str| {
@@ -999,6 +1240,50 @@ mod tests {
         assert_eq!(v[0].args, vec!["skip-flush".to_string(), "x=1".to_string()]);
         assert_eq!(v[0].expect, Expect::Fail(Some("stale".into())));
         assert!(boots_of("//! just docs").is_empty());
+    }
+
+    #[test]
+    fn machine_axis_fixes_board_cpus_and_restricts_variants() {
+        let boots = boots_of(
+            "//! qemu: machine=virt,vexpress-a9,raspi2b cpu=cortex-a15,cortex-a7 smp=1 mem=64\n\
+             //! variant: a9only machine=vexpress-a9 arg=x expect=fail \"y\"",
+        );
+        let labels: Vec<String> = boots.iter().map(Boot::label).collect();
+        assert_eq!(
+            labels,
+            [
+                "t [cortex-a15, smp 1, 64 MiB]",
+                "t [cortex-a7, smp 1, 64 MiB]",
+                "t [vexpress-a9, cortex-a9, smp 1, 64 MiB]",
+                "t [raspi2b, cortex-a7, smp 4, 64 MiB]",
+                "t:a9only [vexpress-a9, cortex-a9, smp 1, 64 MiB]",
+            ]
+        );
+        let raspi = &boots[3];
+        let args: Vec<String> = qemu_command("q", raspi)
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let after = |flag: &str| args[args.iter().position(|a| a == flag).unwrap() + 1].clone();
+        assert_eq!(after("-M"), "raspi2b");
+        assert_eq!(after("-m"), "1024M", "raspi2b always has 1 GiB");
+        assert!(after("-semihosting-config").contains("arg=mem=64"));
+        assert!(after("-kernel").ends_with("boards/raspi2b/t"));
+        let dir = env::temp_dir().join(format!("xtask-machine-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let bad = dir.join("t.rs");
+        fs::write(
+            &bad,
+            "//! qemu: machine=virt\n//! variant: v machine=raspi2b arg=x\n",
+        )
+        .unwrap();
+        assert!(
+            parse_test(&bad).is_err(),
+            "a variant's machine must be the test's"
+        );
+        fs::write(&bad, "//! qemu: machine=pc\n").unwrap();
+        assert!(parse_test(&bad).is_err(), "unknown machine");
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
