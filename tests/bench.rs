@@ -71,6 +71,11 @@ trait Side: Sized {
     /// allocator, and the page tables that became empty within `[floor, ceiling)` where the
     /// crate can do that.
     fn unmap_free(&mut self, ranges: &[(u32, u32)], floor: u32, ceiling: u32);
+    /// Makes every mapping in `[va, va + bytes)` kernel read-only (still never executable)
+    /// and flushes the TLB for it: an `mprotect`.
+    fn protect(&mut self, va: u32, bytes: u32);
+    /// Whether `va` is mapped writable now.
+    fn writable(&self, va: u32) -> bool;
     /// The PA `va` translates to.
     fn translate(&self, va: u32) -> Option<u32>;
     /// Tears the address space down: every mapped frame and all table memory go back to the
@@ -241,6 +246,84 @@ fn dense_64<S: Side>() -> MapUnmap {
     map_unmap::<S>(&[chunk], Sizes::Pages, VA_WORK, VA_WORK + DENSE_BYTES)
 }
 
+/// Instructions and invalidates of protecting 64 MiB of 4 KiB pages read-only.
+#[derive(Clone, Copy, Default)]
+struct Protect {
+    insns: u64,
+    invalidates: u64,
+}
+
+fn protect_64<S: Side>() -> Protect {
+    let base = outstanding();
+    let pa = data_frames(DENSE_BYTES / PAGE, MIB, PAGE);
+    let chunk = Chunk {
+        va: VA_WORK,
+        pa,
+        bytes: DENSE_BYTES,
+    };
+    let mut s = S::new();
+    s.map(&[chunk], Sizes::Pages);
+    check!(s.writable(VA_WORK), "{}: not writable after map", S::NAME);
+    let inv0 = s.invalidates();
+    let (insns, ()) = timed(|| s.protect(black_box(VA_WORK), DENSE_BYTES));
+    let invalidates = s.invalidates() - inv0;
+    check_chunks(&s, &[chunk], true, "after protect");
+    for off in [0, DENSE_BYTES / 2, DENSE_BYTES - PAGE] {
+        check!(
+            !s.writable(VA_WORK + off),
+            "{}: {:#x} still writable after protect",
+            S::NAME,
+            VA_WORK + off
+        );
+    }
+    let _ = s.teardown(&[(VA_WORK, DENSE_BYTES)]);
+    check!(
+        outstanding() == base,
+        "{}: {} frames outstanding after protect, {} before",
+        S::NAME,
+        outstanding(),
+        base
+    );
+    Protect { insns, invalidates }
+}
+
+/// The floor of unmap + flush + free of 64 MiB of 4 KiB pages: one store per descriptor
+/// cleared (16,384 small-page entries and the 64 L1 entries of their tables), one TLB
+/// operation (TLBIALL, with its barriers) and one allocator call per physically contiguous
+/// run (the mapped frames are one run; the stand-in table memory another). No walk, no
+/// decoding, no record.
+fn floor_64() -> u64 {
+    let pages = DENSE_BYTES / PAGE;
+    let pa = data_frames(pages, MIB, PAGE);
+    // Stand-in descriptors: 16 frames of L2 entries and one of L1 entries, all cleared.
+    let tables = 17usize;
+    let Some(t) = frames::alloc(tables, PAGE as usize) else {
+        fail(format_args!("out of memory for the floor's tables"));
+    };
+    let l2 = t.as_u64() as usize as *mut u32;
+    // SAFETY: 16 frames of RAM just allocated, identity-mapped.
+    let l1 = unsafe { l2.add(16 * 1024) };
+    let mut tlb =
+        armv7_mm::tlb::Cp15Tlb::new(armv7_mm::tlb::Cp15, armv7_mm::tlb::Shareability::Local);
+    let (insns, ()) = timed(|| {
+        for i in 0..pages as usize {
+            // SAFETY: inside the 16 frames allocated above.
+            unsafe { l2.add(i).write_volatile(0) };
+        }
+        for i in 0..64 {
+            // SAFETY: inside the 17th frame.
+            unsafe { l1.add(i).write_volatile(0) };
+        }
+        use armv7_mm::TlbBackend;
+        tlb.prepare();
+        tlb.invalidate_all();
+        tlb.complete();
+        frames::free(armv7_mm::PhysAddr::new(u64::from(pa)), pages as usize);
+        frames::free(t, tables);
+    });
+    insns
+}
+
 /// The 8 page indexes (distinct, in 0..16384) of the scattered workload.
 fn scattered_pages() -> [u32; SCATTERED] {
     let mut rng = Rng(SEED);
@@ -357,7 +440,7 @@ fn big_256<S: Side>() -> Big {
 mod ours {
     use armv7_mm::arch::mmu::detect_features;
     use armv7_mm::gather::{GatherConfig, InFlight, MmuGather, Scope};
-    use armv7_mm::short::{AddressSpace, Attributes, Layout};
+    use armv7_mm::short::{Access, AddressSpace, Attributes, Execute, Layout};
     use armv7_mm::tlb::{self, Cp15, Cp15Tlb};
     use armv7_mm::{
         Asid, ClearedLeaf, MapSize, PhysAddr, TlbBackend, UnmapSink, VirtAddr, VirtRange,
@@ -439,6 +522,25 @@ mod ours {
             g.finish();
         }
 
+        fn protect(&mut self, va: u32, bytes: u32) {
+            let space = self.space.as_mut().expect("live space");
+            let mut g = MmuGather::new(Scope::Kernel, &mut self.tlb, KernelMemory, &self.in_flight);
+            space
+                .protect(range(va, bytes), Access::KernelRo, Execute::Never, &mut g)
+                .expect("protect");
+            g.finish();
+        }
+
+        fn writable(&self, va: u32) -> bool {
+            // `translate`, not `lookup`: a second caller would change how `lookup` is
+            // inlined into the translate workload.
+            self.space
+                .as_ref()
+                .expect("live space")
+                .translate(VirtAddr::new(va))
+                .is_some_and(|t| t.mapping.attrs.access == Access::KernelRw)
+        }
+
         fn translate(&self, va: u32) -> Option<u32> {
             // The fast path (PA, access, leaf size), as the peer's `query` (PA, flags, size).
             self.space
@@ -465,6 +567,77 @@ mod ours {
         fn invalidates(&self) -> u64 {
             self.tlb.counters().invalidates()
         }
+    }
+
+    /// `arch::mmu::switch_context` between the boot table (`boot`, global sections) and an
+    /// armv7-mm space mapping the same (RAM and the UART, identity, global): once with
+    /// nothing owed, once with the ASID allocator's owed local flush, once onto what the
+    /// CPU already runs. Returns (plain, with the flush, already there).
+    pub fn switch(boot: usize) -> (u64, u64, u64) {
+        let mut space =
+            AddressSpace::new(KernelMemory, Layout::Whole, detect_features()).expect("L1 table");
+        let ram = rt::ram_size();
+        let base = frames::RAM_BASE;
+        let r = VirtRange::from_start_len(VirtAddr::new(base as u32), ram).expect("RAM range");
+        space
+            .map(
+                r,
+                PhysAddr::new(base),
+                Attributes::KERNEL_IMAGE,
+                MapSize::Section1M,
+            )
+            .expect("map RAM");
+        let uart = rt::console::UART_BASE as u32 & !(MIB - 1);
+        space
+            .map(
+                range(uart, MIB),
+                PhysAddr::new(u64::from(uart)),
+                Attributes::DEVICE,
+                MapSize::Section1M,
+            )
+            .expect("map UART");
+        let boot = PhysAddr::new(boot as u64);
+        let go = |root: PhysAddr, asid: u8, flush: bool| {
+            // SAFETY: both tables map everything this CPU uses (RAM, the UART) identically
+            // with global entries, for the short format of the live TTBCR.N = 0, and TTBR1
+            // holds the boot table; no ASID has non-global entries.
+            timed(|| unsafe { armv7_mm::arch::mmu::switch_context(root, Asid(asid), flush) })
+        };
+        let (plain, r1) = go(space.root(), 1, false);
+        let (same, r2) = go(space.root(), 1, false);
+        let (flushed, r3) = go(boot, 2, true);
+        check!(
+            r1.is_ok_and(|s| s.changed && !s.flushed_local)
+                && r2.is_ok_and(|s| !s.changed)
+                && r3.is_ok_and(|s| s.changed && s.flushed_local),
+            "switch results {r1:?} {r2:?} {r3:?}"
+        );
+        // The space maps RAM that is not its to free: a memory that keeps mapped frames.
+        let mut tlb = Cp15Tlb::new(Cp15, tlb::Shareability::Local);
+        let in_flight = InFlight::new();
+        let mut g = MmuGather::new(Scope::Teardown(ASID), &mut tlb, KeepMapped, &in_flight);
+        space.destroy(&mut g);
+        g.finish();
+        (plain, flushed, same)
+    }
+
+    /// `KernelMemory` that hands table memory back but keeps mapped frames (an identity map
+    /// of RAM the allocator owns).
+    #[derive(Clone, Copy)]
+    struct KeepMapped;
+
+    // SAFETY: every method is `KernelMemory`'s, but `release_mapped`, which does nothing.
+    unsafe impl armv7_mm::Memory for KeepMapped {
+        fn allocate_frames(&mut self, count: usize, align: usize) -> Option<PhysAddr> {
+            KernelMemory.allocate_frames(count, align)
+        }
+        fn free_frames(&mut self, pa: PhysAddr, count: usize) {
+            KernelMemory.free_frames(pa, count)
+        }
+        fn phys_to_virt(&self, pa: PhysAddr) -> core::ptr::NonNull<u8> {
+            KernelMemory.phys_to_virt(pa)
+        }
+        fn release_mapped(&mut self, _: VirtAddr, _: PhysAddr, _: usize) {}
     }
 
     /// A sink that only counts: the walker's own cost, with nothing recorded or freed.
@@ -706,6 +879,22 @@ mod peer {
 
     pub struct Peer(Table);
 
+    /// The peer's switch between two tables: it has no ASIDs, so a kernel writes `TTBR0` and
+    /// calls the peer's `flush_tlb(None)` (TLBIALL; `dsb`; `isb`). Returns the instructions of
+    /// one switch (onto the boot table `boot`).
+    pub fn switch(boot: usize) -> u64 {
+        use armv7_mm::arch::cp15::TTBR0;
+        use tock_registers::interfaces::Writeable;
+        // The table switched to does not change the cost: the boot table (it maps the
+        // same), so the peer's own table code is not instantiated a second time here.
+        let root = boot as u32;
+        super::timed(|| {
+            TTBR0.set(root | rt::mmu::TTBR_WALK_ATTRS);
+            CountingA32::flush_tlb(None);
+        })
+        .0
+    }
+
     /// Invalidates so far.
     pub fn flushes() -> (u32, u32) {
         (
@@ -762,6 +951,35 @@ mod peer {
             }
         }
 
+        fn protect(&mut self, va: u32, bytes: u32) {
+            // One cursor; it flushes the VAs it recorded (or everything past 32) on drop.
+            let mut c = self.0.cursor();
+            c.protect_region(
+                PeerVa::from(va as usize),
+                bytes as usize,
+                MappingFlags::READ,
+            )
+            .expect("peer protect_region");
+        }
+
+        fn writable(&self, va: u32) -> bool {
+            // Read from the descriptor itself (short-descriptor small page: AP[2] is bit 9,
+            // AP[1:0] bits 5:4): the peer's `query` decodes a small page's AP bits from the
+            // section positions (bits 15, 11:10), so its flags cannot tell.
+            let l1 = self.0.root_paddr().as_usize() as *const u32;
+            // SAFETY: the peer's L1 table (16 KiB, identity-mapped RAM) and, through a
+            // page-table entry, its 1 KiB L2 table; read only.
+            unsafe {
+                let e = l1.add((va >> 20) as usize).read_volatile();
+                if e & 0b11 != 0b01 {
+                    return false;
+                }
+                let l2 = (e & !0x3ff) as usize as *const u32;
+                let p = l2.add(((va >> 12) & 0xff) as usize).read_volatile();
+                p & 0b10 != 0 && p & (1 << 9) == 0 && (p >> 4) & 0b11 != 0
+            }
+        }
+
         fn translate(&self, va: u32) -> Option<u32> {
             self.0
                 .query(PeerVa::from(va as usize))
@@ -812,14 +1030,19 @@ struct Results {
     scattered: MapUnmap,
     sections: MapUnmap,
     big: Big,
+    protect: Protect,
+    /// One context switch (for the peer its TTBR0 write + TLBIALL).
+    switch: u64,
 }
 
-fn run<S: Side>() -> Results {
+fn run<S: Side>(switch: u64) -> Results {
     Results {
         dense: dense_64::<S>(),
         scattered: scattered_8::<S>(),
         sections: sections_16::<S>(),
         big: big_256::<S>(),
+        protect: protect_64::<S>(),
+        switch,
     }
 }
 
@@ -843,7 +1066,7 @@ fn report(ours: Option<&Results>, peer: &Results) {
     let sections = u64::from(SECTION_BYTES / MIB);
     let big_pages = u64::from(BIG_BYTES / PAGE);
     let scattered = SCATTERED as u64;
-    let rows: [Row; 12] = [
+    let rows: [Row; 15] = [
         ("map-64MiB-4K", "insns/page", |r| r.dense.map, pages),
         (
             "unmap-flush-free-64MiB-4K",
@@ -906,6 +1129,14 @@ fn report(ours: Option<&Results>, peer: &Results) {
             1,
         ),
         ("table-memory-256MiB", "bytes", |r| r.big.table_bytes, 1),
+        ("protect-64MiB-4K", "insns/page", |r| r.protect.insns, pages),
+        (
+            "protect-64MiB-4K",
+            "invalidates",
+            |r| r.protect.invalidates,
+            1,
+        ),
+        ("context-switch", "insns/switch", |r| r.switch, 1),
     ];
     for (workload, unit, value, units) in rows {
         line(
@@ -942,7 +1173,7 @@ fn report(ours: Option<&Results>, peer: &Results) {
 }
 
 fn main() -> ! {
-    rt::mmu::enable_identity(rt::ram_size());
+    let boot_l1 = rt::mmu::enable_identity(rt::ram_size());
     pmu::init();
     check!(pmu::running(), "the cycle counter does not run");
     calibrate();
@@ -966,9 +1197,27 @@ fn main() -> ! {
     );
     fill_lookups();
 
-    let ours = run::<ours::Ours>();
-    let peer = run::<peer::Peer>();
+    let (switch, switch_flush, switch_same) = ours::switch(boot_l1);
+    let peer_switch = peer::switch(boot_l1);
+    let ours = run::<ours::Ours>(switch);
+    let peer = run::<peer::Peer>(peer_switch);
+    let floor = floor_64();
     report(Some(&ours), &peer);
+    let pages = u64::from(DENSE_BYTES / PAGE);
+    println!(
+        "info floor: unmap+flush+free 64MiB (16448 descriptor stores, 1 TLBIALL, 2 allocator \
+         calls) {} insns = {} insns/page; armv7-mm {} insns/page = {}.{:03}x the floor",
+        floor,
+        per(floor, pages),
+        per(ours.dense.unmap, pages),
+        ours.dense.unmap / floor,
+        (ours.dense.unmap % floor) * 1000 / floor
+    );
+    println!(
+        "info context switch, insns: armv7-mm switch_context {switch}, with the owed local \
+         flush {switch_flush}, onto the running table and ASID {switch_same}; \
+         page_table_multiarch (no ASIDs: TTBR0 write + flush_tlb(None)) {peer_switch}"
+    );
     ours::breakdown();
     println!("bench done");
     rt::semihosting::exit(0)

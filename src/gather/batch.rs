@@ -40,8 +40,9 @@ use crate::sink::MapSize;
 
 use super::report::FlushReport;
 
-/// Words in the on-stack batch (eight single leaves).
-pub const LOCAL_BATCH: usize = 16;
+/// Words in the on-stack batch (sixteen single leaves, or eight leaves and their eight
+/// table frames: a small scattered unmap borrows no batch frame).
+pub const LOCAL_BATCH: usize = 32;
 const WORDS_PER_FRAME: usize = PAGE_SIZE as usize / 4;
 const HEADER_WORDS: usize = 4;
 /// Entry words one borrowed 4 KiB batch frame holds (a single leaf takes two, a whole run
@@ -422,7 +423,10 @@ impl FrameBatches {
         let need = Pending::words(words[0]);
         let local = self.local_len as usize;
         if local + need <= LOCAL_BATCH {
-            self.local[local..local + need].copy_from_slice(&words[..need]);
+            // Word by word (a slice copy of two or three words is a `memcpy` call).
+            for (k, &w) in words.iter().enumerate().take(need) {
+                self.local[local + k] = w;
+            }
             self.local_len += need as u8;
             return Ok(());
         }
@@ -499,7 +503,7 @@ impl FrameBatches {
         // panics (and unwinds into a later drain) can leak entries but never free one twice.
         let local = self.local;
         let local_len = core::mem::take(&mut self.local_len) as usize;
-        release_words(&mut local[..local_len].iter().copied(), memory, report);
+        release_words(&local[..local_len], memory, report);
         let mut f = self.first;
         while f != NONE {
             debug_assert_eq!(read_word(memory, f, 3), MAGIC);
@@ -514,10 +518,14 @@ impl FrameBatches {
                 // The words an entry has, within what the frame holds (a frame never
                 // holds part of an entry; the bound only keeps a corrupt count inside it).
                 let n = Pending::words(head).min(used - i);
-                let mut rest = [0; 2];
-                for (k, w) in rest.iter_mut().enumerate().take(n - 1) {
-                    *w = read_word(memory, f, HEADER_WORDS + i + 1 + k);
-                }
+                let word = |k: usize| {
+                    if k < n {
+                        read_word(memory, f, HEADER_WORDS + i + k)
+                    } else {
+                        0
+                    }
+                };
+                let rest = [word(1), word(2)];
                 i += n;
                 Pending::decode(head, rest).release(memory, report);
             }
@@ -546,17 +554,16 @@ impl FrameBatches {
     }
 }
 
-/// Releases the entries in `words` (on-stack batch).
-fn release_words<M: Memory>(
-    words: &mut dyn Iterator<Item = u32>,
-    memory: &mut M,
-    report: &mut FlushReport,
-) {
-    while let Some(head) = words.next() {
-        let mut rest = [0; 2];
-        for w in rest.iter_mut().take(Pending::words(head) - 1) {
-            *w = words.next().unwrap_or(0);
-        }
+/// Releases the entries in `words` (the on-stack batch), indexed directly (no iterator
+/// object per word); a truncated last entry reads zeros for its missing words.
+fn release_words<M: Memory>(words: &[u32], memory: &mut M, report: &mut FlushReport) {
+    let mut i = 0;
+    while i < words.len() {
+        let head = words[i];
+        let n = Pending::words(head);
+        let at = |k: usize| words.get(i + k).copied().unwrap_or(0);
+        let rest = [at(1), if n > 2 { at(2) } else { 0 }];
+        i += n;
         Pending::decode(head, rest).release(memory, report);
     }
 }

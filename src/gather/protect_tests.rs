@@ -384,3 +384,17 @@ fn teeth_break_before_make_without_the_flush_is_a_tlb_conflict() {
         assert!(!c.is_empty(), "{size:?}: missing flush not caught");
     }
 }
+
+/// `protect` skips its conflict walk for `Execute::Never`, because no table can refuse it:
+/// every table context of both formats allows execute-never leaves.
+#[test]
+fn every_table_allows_execute_never() {
+    use crate::table::Format;
+    for ctx in [None, Some(false), Some(true)] {
+        assert!(
+            <Short as Format>::table_allows(ctx, Execute::Never),
+            "{ctx:?}"
+        );
+    }
+    assert!(<Lpae as Format>::table_allows((), Execute::Never));
+}

@@ -346,11 +346,11 @@ const HELD: usize = LOCAL_BATCH / LEAF_WORDS + 1;
 fn size_budget() {
     let host = core::mem::size_of::<MmuGather<'static, &mut Tlb, &mut Mem>>();
     std::println!("MmuGather: {host} bytes on this host, state {GATHER_STATE_BYTES}");
-    assert!(host < 576, "gather is {host} bytes");
+    assert!(host < 640, "gather is {host} bytes");
     if cfg!(target_pointer_width = "64") {
-        assert_eq!(host, 528, "update the Size section of the module docs");
+        assert_eq!(host, 592, "update the Size section of the module docs");
     }
-    assert_eq!(GATHER_STATE_BYTES, 480);
+    assert_eq!(GATHER_STATE_BYTES, 544);
 }
 
 #[test]
