@@ -49,6 +49,8 @@
 //! empty) table is mapped with smaller leaves until `free_tables` removes the table.
 
 pub mod attrs;
+#[cfg(all(test, feature = "tlb-model"))]
+mod hostile_tests;
 #[cfg(test)]
 mod shareability_tests;
 mod space;

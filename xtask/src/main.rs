@@ -5,6 +5,8 @@
 //!   `cargo clippy` (host, warnings denied, and the test kernels for the ARM target), the host
 //!   tests, then every boot test in every QEMU configuration it declares. Prints one line per
 //!   result and ends with `N passed, N failed`.
+//! - `cargo xtask mutants [--file F]... [--shard K/N]`: a mutation run (see `mutants.rs`);
+//!   not part of `test`.
 //! - `cargo xtask run`: boots the demo kernel and shows its console.
 //! - `cargo xtask bench [--runs N]`: boots the benchmark kernel `tests/bench.rs` (not a boot
 //!   test: it has no `qemu:` header) under `-icount shift=0` N times (at least 2), checks
@@ -28,6 +30,8 @@
 //! arguments, under its own name `<name>:<suffix>` and its own expectation: that is how a test
 //! shows its teeth (the same scenario with the bug switched on must fail).
 
+mod mutants;
+
 use std::collections::BTreeMap;
 use std::env;
 use std::fs;
@@ -50,10 +54,11 @@ fn main() {
         Some("run") => cmd_run(&args[1..]),
         Some("qemu") => cmd_qemu(&args[1..]),
         Some("bench") => cmd_bench(&args[1..]),
+        Some("mutants") => mutants::cmd_mutants(&args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <test [--filter NAME] [--jobs N] [--skip-host] | run | \
-                 bench [--runs N] | qemu <test> [--cpu C] [--smp N] [--mem MiB] [--arg A]... [--gdb]>"
+                 bench [--runs N] | mutants [--file F]... [--shard K/N] | qemu <test> [--cpu C] [--smp N] [--mem MiB] [--arg A]... [--gdb]>"
             );
             2
         }
