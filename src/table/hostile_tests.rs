@@ -37,7 +37,7 @@ use crate::memory::Memory;
 use crate::short::Short;
 use crate::sink::MapSize;
 use crate::tlb::model::{FreeChecker, SharedTlbModel};
-use crate::tlb::Asid;
+use crate::tlb::{Asid, TlbBackend, TlbCounters};
 
 const ASID: Asid = Asid(9);
 const MIB: u64 = 1 << 20;
@@ -198,6 +198,44 @@ unsafe impl Memory for Hostile {
     }
 }
 
+/// The TLB model as the gathers' backend; `broken` drops every by-VA invalidate (the teeth
+/// of the harness: it must notice).
+struct Backend {
+    tlb: SharedTlbModel,
+    broken: bool,
+}
+
+impl TlbBackend for Backend {
+    fn prepare(&mut self) {
+        self.tlb.prepare()
+    }
+    fn invalidate_va(&mut self, va: VirtAddr, asid: Asid) {
+        if !self.broken {
+            self.tlb.invalidate_va(va, asid)
+        }
+    }
+    fn invalidate_va_all_asids(&mut self, va: VirtAddr) {
+        if !self.broken {
+            self.tlb.invalidate_va_all_asids(va)
+        }
+    }
+    fn invalidate_asid(&mut self, asid: Asid) {
+        self.tlb.invalidate_asid(asid)
+    }
+    fn invalidate_all(&mut self) {
+        self.tlb.invalidate_all()
+    }
+    fn invalidate_branch_predictor(&mut self) {
+        self.tlb.invalidate_branch_predictor()
+    }
+    fn complete(&mut self) {
+        self.tlb.complete()
+    }
+    fn counters(&self) -> TlbCounters {
+        self.tlb.counters()
+    }
+}
+
 // ----- the model -----------------------------------------------------------------------
 
 /// Mapped extents: start VA -> (end VA, PA of start).
@@ -282,6 +320,7 @@ struct Run<F: TestFormat> {
     /// The VA window most operations play in.
     window: (u64, u64),
     counts: Counts,
+    broken: bool,
 }
 
 impl<F: TestFormat> Run<F> {
@@ -341,6 +380,7 @@ impl<F: TestFormat> Run<F> {
             pa_limit,
             window,
             counts: Counts::default(),
+            broken: false,
         })
     }
 
@@ -454,6 +494,16 @@ impl<F: TestFormat> Run<F> {
             self.data_pa = base;
         }
         let mut pa = self.data_pa.div_ceil(align) * align;
+        // Data PAs stay unique among live mappings (an alias would make a release look
+        // like a free of memory another mapping still reaches).
+        if self
+            .model
+            .0
+            .iter()
+            .any(|(&s, &(e, p))| p < pa + len && pa < p + (e - s))
+        {
+            return Ok(());
+        }
         self.data_pa = pa + len;
         match self.rng.below(40) {
             0 => pa += 0x800,                                 // misaligned
@@ -514,9 +564,14 @@ impl<F: TestFormat> Run<F> {
                 mem,
                 window,
                 layout,
+                broken,
                 ..
             } = self;
-            let mut g = MmuGather::with_config(scope, tlb.clone(), &mut *checker, in_flight, cfg);
+            let backend = Backend {
+                tlb: tlb.clone(),
+                broken: *broken,
+            };
+            let mut g = MmuGather::with_config(scope, backend, &mut *checker, in_flight, cfg);
             for _ in 0..g_ops {
                 counts.ops += 1;
                 let size = SIZES[rng.below(6) as usize];
@@ -721,26 +776,44 @@ fn layouts() -> Vec<Layout> {
 }
 
 fn run_format<F: TestFormat>(name: &str, pa_limit: u64, steps: u64, seed: u64) -> Counts {
+    match run_format_with::<F>(pa_limit, steps, seed, false) {
+        Ok(c) => c,
+        Err(e) => panic!("{name}: {e}"),
+    }
+}
+
+fn run_format_with<F: TestFormat>(
+    pa_limit: u64,
+    steps: u64,
+    seed: u64,
+    broken: bool,
+) -> Result<Counts, String> {
     let mut total = Counts::default();
     for (i, layout) in layouts().into_iter().enumerate() {
         for near_limit in [false, true] {
             let s = seed ^ ((i as u64) << 8) ^ u64::from(near_limit) << 16;
             let mut run = Run::<F>::new(layout, near_limit, s, pa_limit)
-                .unwrap_or_else(|e| panic!("{name} {layout:?}: {e}"));
+                .map_err(|e| format!("{layout:?}: {e}"))?;
+            run.broken = broken;
             for step in 0..steps {
-                if let Err(e) = run.step() {
-                    panic!(
-                        "{name} {layout:?} near_limit={near_limit} seed {s:#x} step {step}: {e}"
-                    );
-                }
+                run.step().map_err(|e| {
+                    format!("{layout:?} near_limit={near_limit} seed {s:#x} step {step}: {e}")
+                })?;
             }
             let c = run
                 .finish()
-                .unwrap_or_else(|e| panic!("{name} {layout:?} seed {s:#x} teardown: {e}"));
+                .map_err(|e| format!("{layout:?} seed {s:#x} teardown: {e}"))?;
             add(&mut total, c);
         }
     }
-    total
+    Ok(total)
+}
+
+#[test]
+fn teeth_the_harness_catches_dropped_invalidates() {
+    // Not ignored: a short run with every by-VA invalidate dropped must fail.
+    assert!(run_format_with::<Short>(1 << 32, 60, 7, true).is_err());
+    assert!(run_format_with::<Lpae>(1 << 40, 60, 7, true).is_err());
 }
 
 #[test]

@@ -1,12 +1,13 @@
 //! `cargo xtask`: builds the armv7-mm test kernels and boots them in QEMU.
 //!
 //! Commands:
-//! - `cargo xtask test [--filter NAME] [--jobs N] [--skip-host]`: `cargo fmt --check`,
+//! - `cargo xtask test [--filter NAME] [--jobs N] [--skip-host] [--long]`: `cargo fmt --check`,
 //!   `cargo clippy` (host, warnings denied, and the test kernels for the ARM target), the host
 //!   tests, then every boot test in every QEMU configuration it declares. Prints one line per
 //!   result and ends with `N passed, N failed`.
 //! - `cargo xtask mutants [--file F]... [--shard K/N]`: a mutation run (see `mutants.rs`);
-//!   not part of `test`.
+//!   not part of `test`. `cargo xtask hostile [--long]`: the hostile-input harness alone
+//!   (a step of `test` too; `--long` there runs its long mode).
 //! - `cargo xtask run`: boots the demo kernel and shows its console.
 //! - `cargo xtask bench [--runs N]`: boots the benchmark kernel `tests/bench.rs` (not a boot
 //!   test: it has no `qemu:` header) under `-icount shift=0` N times (at least 2), checks
@@ -55,10 +56,11 @@ fn main() {
         Some("qemu") => cmd_qemu(&args[1..]),
         Some("bench") => cmd_bench(&args[1..]),
         Some("mutants") => mutants::cmd_mutants(&args[1..]),
+        Some("hostile") => mutants::cmd_hostile(&args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <test [--filter NAME] [--jobs N] [--skip-host] | run | \
-                 bench [--runs N] | mutants [--file F]... [--shard K/N] | qemu <test> [--cpu C] [--smp N] [--mem MiB] [--arg A]... [--gdb]>"
+                 bench [--runs N] | mutants [--file F]... [--shard K/N] | hostile [--long] | qemu <test> [--cpu C] [--smp N] [--mem MiB] [--arg A]... [--gdb]>"
             );
             2
         }
@@ -438,12 +440,14 @@ fn cmd_test(args: &[String]) -> i32 {
     let mut filter: Option<String> = None;
     let mut jobs = thread::available_parallelism().map_or(1, |n| n.get());
     let mut skip_host = false;
+    let mut long = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--filter" => filter = it.next().cloned(),
             "--jobs" => jobs = it.next().and_then(|j| j.parse().ok()).unwrap_or(1).max(1),
             "--skip-host" => skip_host = true,
+            "--long" => long = true,
             _ => {
                 eprintln!("unknown argument {a}");
                 return 2;
@@ -501,6 +505,7 @@ fn cmd_test(args: &[String]) -> i32 {
             ("cargo clippy (armv7a-none-eabi)", clippy_arm),
             ("cargo doc", doc),
             ("host tests", host),
+            ("hostile-input harness", mutants::hostile_command(long)),
         ] {
             if step(name, cmd) {
                 println!("{name} ... ok");

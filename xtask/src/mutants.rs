@@ -171,3 +171,38 @@ pub fn cmd_mutants(args: &[String]) -> i32 {
     let _ = crate::step("cargo mutants", cmd);
     summarize(&out.join("mutants.out"))
 }
+
+/// The hostile-input property harness (`src/table/hostile_tests.rs`): a step of
+/// `cargo xtask test`, bounded (about 15 s of tests on two cores); `long` runs ten times the
+/// operations. It prints its operation counts.
+pub fn hostile_command(long: bool) -> Command {
+    let mut c = cargo();
+    c.args([
+        "test",
+        "-p",
+        "armv7-mm",
+        "--all-features",
+        "--lib",
+        "table::hostile_tests",
+        "--",
+        "--ignored",
+        "--nocapture",
+    ]);
+    if long {
+        c.env("ARMV7_MM_HOSTILE_LONG", "1");
+    }
+    c
+}
+
+/// `cargo xtask hostile [--long]`: the harness alone.
+pub fn cmd_hostile(args: &[String]) -> i32 {
+    let long = match args {
+        [] => false,
+        [a] if a == "--long" => true,
+        _ => {
+            eprintln!("usage: cargo xtask hostile [--long]");
+            return 2;
+        }
+    };
+    i32::from(!crate::step("hostile-input harness", hostile_command(long)))
+}
