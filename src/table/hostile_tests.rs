@@ -524,7 +524,7 @@ impl<F: TestFormat> Run<F> {
                 let bad = self.model.overlaps(va, end)
                     || va < lo
                     || end > hi
-                    || pa % 4096 != 0
+                    || !pa.is_multiple_of(4096)
                     || pa + len > 1 << 40
                     || (self.user() && attrs.global)
                     || (!attrs.memory.is_normal() && attrs.execute != Execute::Never);

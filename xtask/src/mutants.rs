@@ -131,9 +131,15 @@ pub fn cmd_mutants(args: &[String]) -> i32 {
     let base = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("target"));
+    // One output directory per file set and shard, so runs side by side keep their results.
+    let slug: String = files
+        .join("+")
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
     let out = base.join(match &shard {
-        Some(s) => format!("mutants-{}", s.replace('/', "-of-")),
-        None => "mutants".into(),
+        Some(s) => format!("mutants-{slug}-{}", s.replace('/', "-of-")),
+        None => format!("mutants-{slug}"),
     });
     let mut cmd: Command = cargo();
     cmd.args([
