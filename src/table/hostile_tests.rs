@@ -820,7 +820,7 @@ fn teeth_the_harness_catches_dropped_invalidates() {
 #[ignore = "run by `cargo xtask test` (bounded) and `cargo xtask hostile --long`"]
 fn hostile_inputs_both_formats_every_layout() {
     let long = std::env::var_os("ARMV7_MM_HOSTILE_LONG").is_some();
-    let steps = if long { 3_000 } else { 300 };
+    let steps = if long { 2_000 } else { 200 };
     let seed = std::env::var("ARMV7_MM_HOSTILE_SEED")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -179,7 +179,7 @@ pub fn cmd_mutants(args: &[String]) -> i32 {
 }
 
 /// The hostile-input property harness (`src/table/hostile_tests.rs`): a step of
-/// `cargo xtask test`, bounded (about 15 s of tests on two cores); `long` runs ten times the
+/// `cargo xtask test`, bounded (about 20-45 s on two shared cores); `long` runs ten times the
 /// operations. It prints its operation counts.
 pub fn hostile_command(long: bool) -> Command {
     let mut c = cargo();
