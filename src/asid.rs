@@ -362,7 +362,7 @@ impl<const CPUS: usize> AsidAllocator<CPUS> {
         let generation = self.generation.load(Ordering::Relaxed);
         if old != 0 {
             let asid = (old & ASID_MASK) as usize;
-            let renewed = generation | asid as u64;
+            let renewed = make_id(generation, asid);
             // Reserved at the last rollover (still running somewhere): keep it, in every
             // CPU's reservation, under the new generation.
             let mut was_reserved = false;
@@ -389,8 +389,10 @@ impl<const CPUS: usize> AsidAllocator<CPUS> {
             }
         };
         test_and_set(&mut inner.map, asid);
-        inner.next = asid + 1;
-        self.generation.load(Ordering::Relaxed) | asid as u64
+        // The next search starts here: this number is taken now, so it moves on to the
+        // one after (next-fit, which spreads reuse over the whole space).
+        inner.next = asid;
+        make_id(self.generation.load(Ordering::Relaxed), asid)
     }
 
     fn roll_over(&self, inner: &mut Inner<CPUS>) {
@@ -419,6 +421,12 @@ fn same_generation(id: u64, generation: u64) -> bool {
     (id ^ generation) >> ASID_BITS == 0
 }
 
+/// `generation | asid`, written as a sum: the generation's low `ASID_BITS` are zero, so
+/// `|`, `^` and `+` agree, and with `+` no mutation of the operator is a no-op.
+fn make_id(generation: u64, asid: usize) -> u64 {
+    generation + asid as u64
+}
+
 fn asid_of(id: u64) -> Asid {
     Asid((id & ASID_MASK) as u8)
 }
@@ -435,6 +443,10 @@ fn find_free(map: &[u32; ASID_COUNT / 32], from: usize) -> Option<usize> {
         .chain(1..from.max(1))
         .find(|&a| map[a / 32] & (1 << (a % 32)) == 0)
 }
+
+#[cfg(test)]
+#[path = "asid_tests.rs"]
+mod properties;
 
 #[cfg(test)]
 mod tests {

@@ -324,6 +324,8 @@ mod model_tests;
 mod protect_tests;
 mod range;
 mod report;
+#[cfg(test)]
+mod scope_tests;
 mod table_sync;
 #[cfg(test)]
 mod tests;
@@ -643,7 +645,9 @@ impl<'a, B: TlbBackend, M: Memory> MmuGather<'a, B, M> {
         self.in_flight.count.fetch_sub(1, Ordering::SeqCst);
     }
 
-    /// Publishes `bits` in the [`InFlight`] (once per gather and kind).
+    /// Publishes `bits` in the [`InFlight`] (once per gather and kind). `published` only
+    /// saves repeated atomics: `fetch_or` is idempotent, so publishing again (the mutant
+    /// `|=` -> `&=`, listed in `mutants-equivalent.md`) changes no observable state.
     #[cold]
     fn publish(&mut self, bits: u8) {
         if self.st.published & bits != bits {

@@ -51,6 +51,8 @@
 //! `free_tables` removes the table.
 
 pub mod attrs;
+#[cfg(all(test, feature = "tlb-model"))]
+mod hostile_tests;
 #[cfg(test)]
 mod shareability_tests;
 mod space;

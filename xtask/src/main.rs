@@ -1,11 +1,16 @@
 //! `cargo xtask`: builds the armv7-mm test kernels and boots them in QEMU.
 //!
 //! Commands:
-//! - `cargo xtask test [--filter NAME] [--jobs N] [--skip-host]`: `rust-version` against the
-//!   pinned toolchain, `cargo fmt --check`, `cargo clippy` (host, warnings denied, and the
-//!   test kernels for the ARM target), `cargo doc` for both targets (warnings denied),
-//!   `cargo publish --dry-run -p armv7-mm`, the host tests, then every boot test in every QEMU configuration it declares. Prints one line per
+//! - `cargo xtask test [--filter NAME] [--jobs N] [--skip-host] [--long]`: `rust-version`
+//!   against the pinned toolchain, the README sketch against `tests/readme.rs`,
+//!   `cargo fmt --check`, `cargo clippy` (host, warnings denied, and the test kernels for the
+//!   ARM target, once per board), `cargo doc` for both targets (warnings denied),
+//!   `cargo publish --dry-run -p armv7-mm`, the host tests, the hostile-input harness
+//!   (`--long`: ten times the steps), then every boot test in every QEMU configuration it declares. Prints one line per
 //!   result and ends with `N passed, N failed`.
+//! - `cargo xtask mutants [--file F]... [--shard K/N]`: a mutation run (see `mutants.rs`);
+//!   not part of `test`. `cargo xtask hostile [--long]`: the hostile-input harness alone
+//!   (a step of `test` too; `--long` there runs its long mode).
 //! - `cargo xtask run`: boots the demo kernel and shows its console.
 //! - `cargo xtask bench [--runs N]`: boots the benchmark kernel `tests/bench.rs` (not a boot
 //!   test: it has no `qemu:` header) under `-icount shift=0` N times (at least 2), checks
@@ -34,6 +39,8 @@
 //! arguments, under its own name `<name>:<suffix>` and its own expectation: that is how a test
 //! shows its teeth (the same scenario with the bug switched on must fail).
 
+mod mutants;
+
 use std::collections::BTreeMap;
 use std::env;
 use std::fs;
@@ -56,10 +63,12 @@ fn main() {
         Some("run") => cmd_run(&args[1..]),
         Some("qemu") => cmd_qemu(&args[1..]),
         Some("bench") => cmd_bench(&args[1..]),
+        Some("mutants") => mutants::cmd_mutants(&args[1..]),
+        Some("hostile") => mutants::cmd_hostile(&args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <test [--filter NAME] [--jobs N] [--skip-host] | run | \
-                 bench [--runs N] | qemu <test> [--machine M] [--cpu C] [--smp N] [--mem MiB] [--arg A]... [--gdb]>"
+                 bench [--runs N] | mutants [--file F]... [--shard K/N] | hostile [--long] | qemu <test> [--machine M] [--cpu C] [--smp N] [--mem MiB] [--arg A]... [--gdb]>"
             );
             2
         }
@@ -669,12 +678,14 @@ fn cmd_test(args: &[String]) -> i32 {
     let mut filter: Option<String> = None;
     let mut jobs = thread::available_parallelism().map_or(1, |n| n.get());
     let mut skip_host = false;
+    let mut long = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--filter" => filter = it.next().cloned(),
             "--jobs" => jobs = it.next().and_then(|j| j.parse().ok()).unwrap_or(1).max(1),
             "--skip-host" => skip_host = true,
+            "--long" => long = true,
             _ => {
                 eprintln!("unknown argument {a}");
                 return 2;
@@ -773,6 +784,10 @@ fn cmd_test(args: &[String]) -> i32 {
         steps.push(("cargo doc (armv7a-none-eabi)".to_string(), doc_arm));
         steps.push(("cargo publish --dry-run".to_string(), publish));
         steps.push(("host tests".to_string(), host));
+        steps.push((
+            "hostile-input harness".to_string(),
+            mutants::hostile_command(long),
+        ));
         for (name, cmd) in steps {
             let name = name.as_str();
             if step(name, cmd) {
