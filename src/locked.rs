@@ -471,12 +471,8 @@ impl<M: Memory, F: Format> SpaceGuard<'_, M, F> {
         range: VirtRange,
         gather: &mut SpaceGather<'_, B, N>,
     ) -> Result<usize, ZapError> {
-        if gather.owner != self.owner {
-            return Err(ZapError::ForeignGather);
-        }
-        self.guard
-            .unmap(range, &mut gather.gather)
-            .map_err(ZapError::Unmap)
+        let sink = owned(self.owner, gather)?;
+        self.guard.unmap(range, sink).map_err(ZapError::Unmap)
     }
 
     /// [`AddressSpace::unmap_split`] into `gather`, which must be a gather of this space:
@@ -490,12 +486,8 @@ impl<M: Memory, F: Format> SpaceGuard<'_, M, F> {
         range: VirtRange,
         gather: &mut SpaceGather<'_, B, N>,
     ) -> Result<usize, ZapError> {
-        if gather.owner != self.owner {
-            return Err(ZapError::ForeignGather);
-        }
-        self.guard
-            .unmap_split(range, &mut gather.gather)
-            .map_err(ZapError::Unmap)
+        let sink = owned(self.owner, gather)?;
+        self.guard.unmap_split(range, sink).map_err(ZapError::Unmap)
     }
 
     /// [`AddressSpace::protect_split`] into `gather`, which must be a gather of this space.
@@ -509,11 +501,9 @@ impl<M: Memory, F: Format> SpaceGuard<'_, M, F> {
         execute: Execute,
         gather: &mut SpaceGather<'_, B, N>,
     ) -> Result<Option<Changed>, ZapError> {
-        if gather.owner != self.owner {
-            return Err(ZapError::ForeignGather);
-        }
+        let sink = owned(self.owner, gather)?;
         self.guard
-            .protect_split(range, access, execute, &mut gather.gather)
+            .protect_split(range, access, execute, sink)
             .map_err(ZapError::Protect)
     }
 
@@ -527,11 +517,9 @@ impl<M: Memory, F: Format> SpaceGuard<'_, M, F> {
         bounds: VirtRange,
         gather: &mut SpaceGather<'_, B, N>,
     ) -> Result<usize, ZapError> {
-        if gather.owner != self.owner {
-            return Err(ZapError::ForeignGather);
-        }
+        let sink = owned(self.owner, gather)?;
         self.guard
-            .free_tables(range, bounds, &mut gather.gather)
+            .free_tables(range, bounds, sink)
             .map_err(ZapError::FreeTables)
     }
 
@@ -547,12 +535,23 @@ impl<M: Memory, F: Format> SpaceGuard<'_, M, F> {
         execute: Execute,
         gather: &mut SpaceGather<'_, B, N>,
     ) -> Result<Option<Changed>, ZapError> {
-        if gather.owner != self.owner {
-            return Err(ZapError::ForeignGather);
-        }
+        let sink = owned(self.owner, gather)?;
         self.guard
-            .protect(range, access, execute, &mut gather.gather)
+            .protect(range, access, execute, sink)
             .map_err(ZapError::Protect)
+    }
+}
+
+/// The gather's `MmuGather` if it is a gather of the space `owner` names, else
+/// [`ZapError::ForeignGather`] (the check every zap through a guard starts with).
+fn owned<'g, 's, B: TlbBackend, N: Memory>(
+    owner: usize,
+    gather: &'g mut SpaceGather<'s, B, N>,
+) -> Result<&'g mut MmuGather<'s, B, N>, ZapError> {
+    if gather.owner == owner {
+        Ok(&mut gather.gather)
+    } else {
+        Err(ZapError::ForeignGather)
     }
 }
 
