@@ -463,6 +463,8 @@ pub(crate) mod tests {
             (2, 4, 0, Full),
             (2, 4, BIT4, Partial),
             (2, 4, BIT4 | BIT9, Partial),
+            (2, 4, BIT9, NotAffected), // the updated fix alone, from r2p4
+            (2, 3, BIT9, Full),
             (3, 0, BIT9, NotAffected),
             (3, 2, BIT4 | BIT9, Partial),
             (3, 2, BIT4, Partial),
@@ -513,6 +515,53 @@ pub(crate) mod tests {
     }
 
     fn hook(_: IpiTarget) {}
+
+    static CALLED: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+    fn hook_one(_: IpiTarget) {
+        CALLED.store(1, core::sync::atomic::Ordering::SeqCst);
+    }
+    fn hook_two(_: IpiTarget) {
+        CALLED.store(2, core::sync::atomic::Ordering::SeqCst);
+    }
+
+    #[test]
+    fn workarounds_compare_by_kind_and_merge_keeps_the_first_hook() {
+        use A15Workaround::*;
+        assert_ne!(Off, DummyInvalidate);
+        assert_ne!(DummyInvalidate, DummyInvalidateAndIpi(hook));
+        assert_eq!(
+            DummyInvalidateAndIpi(hook_one),
+            DummyInvalidateAndIpi(hook_two)
+        );
+        // Equal strength: `self`'s hook is the one the merge keeps (as documented).
+        let with = |h: IpiHook| ErrataConfig {
+            a15_798181: DummyInvalidateAndIpi(h),
+            ..ErrataConfig::NONE
+        };
+        let merged = with(hook_one).merge(with(hook_two));
+        let DummyInvalidateAndIpi(h) = merged.a15_798181 else {
+            panic!("{merged:?}");
+        };
+        h(IpiTarget::AllCpus);
+        assert_eq!(CALLED.load(core::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn the_errata_error_says_what_is_missing() {
+        let text = std::format!("{}", ErrataError::IpiHookRequired);
+        assert!(text.contains("IPI hook"), "{text}");
+    }
+
+    #[test]
+    fn a_system_keeps_every_flag_it_records() {
+        // A Cortex-A9 r2p1 (754322) and an r1p0 (720789), recorded one after the other.
+        let sys = SystemErrata::new(None);
+        sys.record_cpu(midr(0x41, 0xC09, 2, 1), 0).unwrap();
+        assert!(sys.current().a9_754322, "{:?}", sys.current());
+        sys.record_cpu(midr(0x41, 0xC09, 1, 0), 0).unwrap();
+        let c = sys.current();
+        assert!(c.a9_754322 && c.a9_720789, "{c:?}");
+    }
 
     #[test]
     fn config_for_cpu() {
