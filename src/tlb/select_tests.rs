@@ -823,3 +823,27 @@ fn qemu_values_are_refused_unless_the_kernel_vouches() {
     let mut b = Armv7Tlb::forced_for_cpu(Recorder::default(), IS, A9_R0P0, 0, &SYS_A9).unwrap();
     assert!(check_720789(&mut b).is_empty());
 }
+
+/// Every refusal says which prerequisite failed, in words a kernel log can show.
+#[test]
+fn refusals_name_their_reason() {
+    let cases = [
+        (BroadcastReason::NoMpExtensions, "multiprocessing"),
+        (BroadcastReason::MaintenanceBroadcast(1), "MaintBcst = 1"),
+        (BroadcastReason::ActlrSmpClear, "ACTLR.SMP"),
+        (BroadcastReason::ActlrFwClear, "ACTLR.FW"),
+        (BroadcastReason::ActlrDvmDisabled, "ACTLR.DDVM"),
+        (
+            BroadcastReason::UnknownPart {
+                implementer: 0x51,
+                part: 0x2d,
+            },
+            "0x51",
+        ),
+    ];
+    for (reason, words) in cases {
+        let text = format!("{}", BroadcastUnavailable { reason });
+        assert!(text.contains("not effective"), "{text}");
+        assert!(text.contains(words), "{reason:?}: {text}");
+    }
+}
