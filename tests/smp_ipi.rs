@@ -203,17 +203,6 @@ fn slot_va(i: usize) -> u32 {
     BASE + (i / PER_GROUP) as u32 * GROUP + i as u32 * 0x1000
 }
 
-struct Rng(u32);
-
-impl Rng {
-    fn next(&mut self) -> u32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 17;
-        self.0 ^= self.0 << 5;
-        self.0
-    }
-}
-
 fn remap(space: &Space, slots: &[usize]) {
     let mut g = space.lock();
     for &i in slots {
@@ -294,7 +283,7 @@ fn stress(kind: Kind) -> CaseResult {
         IPIS.load(Ordering::SeqCst),
         MAILBOX.handled(),
     );
-    let mut rng = Rng(0x1234_5678);
+    let mut rng = support::Rng(0x1234_5678);
     let (mut invalidates, mut flushes, mut tables) = (0u64, 0u32, 0u32);
     let mut rounds = 0;
     // Lazily parked readers lose each entry at its first zap: fewer rounds say it all.
@@ -303,23 +292,8 @@ fn stress(kind: Kind) -> CaseResult {
         if round % HANDSHAKE_EVERY == 0 {
             support::arm_handshake();
         }
-        let mut slots = [0usize; PER_GROUP];
-        let (n, group) = if round % 16 == 15 {
-            let g = (round / 16) as usize % (SLOTS / PER_GROUP);
-            for (k, s) in slots.iter_mut().enumerate() {
-                *s = g * PER_GROUP + k;
-            }
-            (PER_GROUP, Some(BASE + g as u32 * GROUP))
-        } else {
-            let n = 1 + rng.next() as usize % 4;
-            let first = rng.next() as usize % SLOTS;
-            let stride = 1 + rng.next() as usize % 7;
-            for (k, s) in slots.iter_mut().enumerate().take(n) {
-                *s = (first + k * stride) % SLOTS;
-            }
-            (n, None)
-        };
-        let slots = &slots[..n];
+        let pick = support::stress_round::<PER_GROUP>(round, &mut rng, SLOTS, BASE, GROUP);
+        let (slots, group) = (&pick.slots[..pick.n], pick.group);
         let zapped = if group.is_some() { &[][..] } else { slots };
         let r = match kind {
             Kind::Ipi | Kind::Lazy => zap(space, ipi_tlb(space.cpus()), zapped, group)?,

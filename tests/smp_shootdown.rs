@@ -125,17 +125,6 @@ fn slot_va(i: usize) -> u32 {
     BASE + (i / PER_GROUP) as u32 * GROUP + i as u32 * 0x1000
 }
 
-struct Rng(u32);
-
-impl Rng {
-    fn next(&mut self) -> u32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 17;
-        self.0 ^= self.0 << 5;
-        self.0
-    }
-}
-
 /// Maps slots `slots` of `space` from the pool (marking them open first).
 fn remap(space: &Space, slots: &[usize]) {
     let mut g = space.lock();
@@ -244,31 +233,15 @@ fn stress() -> CaseResult {
     support::GARBAGE_TABLES.store(true, Ordering::SeqCst);
     support::start_readers(space, &READERS, false);
     let before = support::HANDED_BACK.load(Ordering::SeqCst);
-    let mut rng = Rng(0x1234_5678);
+    let mut rng = support::Rng(0x1234_5678);
     let (mut invalidates, mut fallbacks, mut tables, mut syncs) = (0u64, 0u32, 0u32, 0u32);
     let mut rounds = 0;
     for round in 0..wanted {
         if round % HANDSHAKE_EVERY == 0 {
             support::arm_handshake();
         }
-        let mut slots = [0usize; PER_GROUP];
-        let (n, group) = if round % 16 == 15 {
-            let g = (round / 16) as usize % (SLOTS / PER_GROUP);
-            for (k, s) in slots.iter_mut().enumerate() {
-                *s = g * PER_GROUP + k;
-            }
-            (PER_GROUP, Some(BASE + g as u32 * GROUP))
-        } else {
-            let n = 1 + rng.next() as usize % 4;
-            let first = rng.next() as usize % SLOTS;
-            let stride = 1 + rng.next() as usize % 7;
-            for (k, s) in slots.iter_mut().enumerate().take(n) {
-                *s = (first + k * stride) % SLOTS;
-            }
-            // Distinct (stride < SLOTS and SLOTS is not a multiple of 1..=7 times < n).
-            (n, None)
-        };
-        let slots = &slots[..n];
+        let pick = support::stress_round::<PER_GROUP>(round, &mut rng, SLOTS, BASE, GROUP);
+        let (slots, group) = (&pick.slots[..pick.n], pick.group);
         let r = zap(space, if group.is_some() { &[] } else { slots }, group)?;
         for &i in slots {
             mark(i, FLUSHED);
@@ -370,7 +343,7 @@ fn zapper_unmap(space: &'static Space, z: usize, slots: &[usize]) -> Result<ZapG
 
 fn disjoint_zapper(z: usize) {
     let space = SPACE.get();
-    let mut rng = Rng(0x9e37_79b9 ^ z as u32);
+    let mut rng = support::Rng(0x9e37_79b9 ^ z as u32);
     let rounds = ZAP_ROUNDS.load(Ordering::SeqCst);
     for round in 0..rounds {
         // 1..6 of this zapper's own slots.

@@ -872,3 +872,59 @@ impl armv7_mm::UnmapSink for FreeAtOnce {
 pub fn secret_pa() -> u32 {
     SECRET_PA.load(Ordering::SeqCst)
 }
+
+/// The stress tests' xorshift generator (reproducible rounds).
+pub struct Rng(pub u32);
+
+impl Rng {
+    pub fn next(&mut self) -> u32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 17;
+        self.0 ^= self.0 << 5;
+        self.0
+    }
+}
+
+/// Watched slots a stress round zaps, and the 4 MiB group it zaps with its table, if any.
+pub struct StressRound<const N: usize> {
+    pub slots: [usize; N],
+    pub n: usize,
+    pub group: Option<u32>,
+}
+
+/// Round `round` of a stress over `slots` watched pages, `N` to a 4 MiB `group_bytes`
+/// group from `base`: every 16th round a whole group (its table freed too), otherwise 1-4
+/// slots at a random stride (distinct: the stride is below 8 and `slots` no multiple of it
+/// times fewer than 4).
+pub fn stress_round<const N: usize>(
+    round: u32,
+    rng: &mut Rng,
+    slots: usize,
+    base: u32,
+    group_bytes: u32,
+) -> StressRound<N> {
+    let mut out = [0usize; N];
+    if round % 16 == 15 {
+        let g = (round / 16) as usize % (slots / N);
+        for (k, s) in out.iter_mut().enumerate() {
+            *s = g * N + k;
+        }
+        StressRound {
+            slots: out,
+            n: N,
+            group: Some(base + g as u32 * group_bytes),
+        }
+    } else {
+        let n = 1 + rng.next() as usize % 4;
+        let first = rng.next() as usize % slots;
+        let stride = 1 + rng.next() as usize % 7;
+        for (k, s) in out.iter_mut().enumerate().take(n) {
+            *s = (first + k * stride) % slots;
+        }
+        StressRound {
+            slots: out,
+            n,
+            group: None,
+        }
+    }
+}
