@@ -847,3 +847,15 @@ fn refusals_name_their_reason() {
         assert!(text.contains(words), "{reason:?}: {text}");
     }
 }
+
+/// `smp()`: the multiprocessing extensions, and not a uniprocessor.
+#[test]
+fn smp_needs_mp_extensions_and_no_uniprocessor_flag() {
+    let mmfr3 = 2 << 12;
+    let a15 = 0x412F_C0F1;
+    let f = |mpidr: u32| CpuFeatures::from_registers(a15, mpidr, mmfr3, 1 << 6);
+    assert!(f(0x8000_0001).smp(), "MP, not U");
+    assert!(!f(0xC000_0000).smp(), "MP and U: a uniprocessor");
+    assert!(!f(0x0000_0000).smp(), "no MP extensions");
+    assert!(!f(0x4000_0000).smp(), "U without MP");
+}
