@@ -564,6 +564,9 @@ fn detect() -> CaseResult {
             "strict detection with ACTLR.SMP = 0"
         );
     }
+    // The one-call conveniences read the same registers and decide the same way.
+    ensure_eq!(CpuFeatures::read(), features, "CpuFeatures::read");
+    ensure_eq!(Shareability::detect(), strict, "Shareability::detect");
     // ... and the helper that sets the bits must say they did not stick.
     // SAFETY: the MMU and caches are already on, which the helper's contract forbids on
     // hardware; QEMU's ACTLR ignores the write (RAZ/WI), so nothing changes here.

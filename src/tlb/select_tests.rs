@@ -859,3 +859,46 @@ fn smp_needs_mp_extensions_and_no_uniprocessor_flag() {
     assert!(!f(0x0000_0000).smp(), "no MP extensions");
     assert!(!f(0x4000_0000).smp(), "U without MP");
 }
+
+/// A join keeps the bits already set: an A9 with `SMP` set and `FW` clear gets `FW` added,
+/// not `SMP` toggled off.
+#[test]
+fn a_join_adds_the_missing_bit_and_keeps_the_rest() {
+    let a9 = 0x410F_C090;
+    assert_eq!(actlr_join_value(a9, 1 << 6), Ok(Some((1 << 6) | 1)));
+    assert_eq!(actlr_join_value(a9, 1), Ok(Some((1 << 6) | 1)));
+    assert_eq!(actlr_join_value(a9, (1 << 6) | 1 | (1 << 2)), Ok(None));
+}
+
+/// The other refusals' texts say what went wrong.
+#[test]
+fn join_and_detect_errors_say_why() {
+    let t = format!(
+        "{}",
+        JoinError::DidNotStick {
+            wanted: 0x41,
+            actlr: 0
+        }
+    );
+    assert!(t.contains("0x41") && t.contains("did not stick"), "{t}");
+    let t = format!(
+        "{}",
+        JoinError::UnknownPart {
+            implementer: 0x51,
+            part: 0x2d
+        }
+    );
+    assert!(t.contains("0x51") && t.contains("not known"), "{t}");
+    let t = format!(
+        "{}",
+        DetectError::Broadcast(BroadcastUnavailable {
+            reason: BroadcastReason::ActlrSmpClear
+        })
+    );
+    assert!(t.contains("ACTLR.SMP"), "{t}");
+    let t = format!(
+        "{}",
+        DetectError::Errata(crate::tlb::errata::ErrataError::IpiHookRequired)
+    );
+    assert!(t.contains("IPI hook"), "{t}");
+}
