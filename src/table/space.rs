@@ -1494,14 +1494,9 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
         execute: Execute,
         sink: &mut S,
     ) -> Result<Option<Changed>, ProtectError> {
-        if range.is_empty() {
+        let Some((start, end)) = self.protect_bounds(range, access, execute)? else {
             return Ok(None);
-        }
-        if !self.check_range(&range) {
-            return Err(ProtectError::OutOfRange);
-        }
-        F::check_permissions(&self.features, access, execute).map_err(ProtectError::Unsupported)?;
-        let (start, end) = (range.start().as_u64(), range.end().as_u64());
+        };
         if let Some(l) = self.straddling(start, end) {
             return Err(ProtectError::PartialBlock {
                 va: VirtAddr::new(l.va as u32),
@@ -1510,6 +1505,24 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
         }
         self.protect_conflicts(start, end, execute)?;
         Ok(self.protect_walk(range, access, execute, sink))
+    }
+
+    /// The checks `protect` and `protect_split` share: `None` for an empty range, else its
+    /// bounds once the range and the permissions are valid for this space.
+    pub(super) fn protect_bounds(
+        &self,
+        range: VirtRange,
+        access: Access,
+        execute: Execute,
+    ) -> Result<Option<(u64, u64)>, ProtectError> {
+        if range.is_empty() {
+            return Ok(None);
+        }
+        if !self.check_range(&range) {
+            return Err(ProtectError::OutOfRange);
+        }
+        F::check_permissions(&self.features, access, execute).map_err(ProtectError::Unsupported)?;
+        Ok(Some((range.start().as_u64(), range.end().as_u64())))
     }
 
     /// `protect`'s checks of every leaf overlapping `[start, end)`.

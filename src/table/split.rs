@@ -382,14 +382,9 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
         execute: Execute,
         sink: &mut S,
     ) -> Result<Option<Changed>, ProtectError> {
-        if range.is_empty() {
+        let Some((start, end)) = self.protect_bounds(range, access, execute)? else {
             return Ok(None);
-        }
-        if !self.check_range(&range) {
-            return Err(ProtectError::OutOfRange);
-        }
-        F::check_permissions(&self.features, access, execute).map_err(ProtectError::Unsupported)?;
-        let (start, end) = (range.start().as_u64(), range.end().as_u64());
+        };
         self.protect_conflicts(start, end, execute)?;
         let plans = self
             .plan_splits(start, end, Some((access, execute)))
