@@ -39,6 +39,7 @@
 //! arguments, under its own name `<name>:<suffix>` and its own expectation: that is how a test
 //! shows its teeth (the same scenario with the bug switched on must fail).
 
+mod layers;
 mod mutants;
 
 use std::collections::BTreeMap;
@@ -65,10 +66,11 @@ fn main() {
         Some("bench") => cmd_bench(&args[1..]),
         Some("mutants") => mutants::cmd_mutants(&args[1..]),
         Some("hostile") => mutants::cmd_hostile(&args[1..]),
+        Some("layers") => layers::cmd_layers(&root()),
         _ => {
             eprintln!(
                 "usage: cargo xtask <test [--filter NAME] [--jobs N] [--skip-host] | run | \
-                 bench [--runs N] | mutants [--file F]... [--shard K/N] | hostile [--long] | qemu <test> [--machine M] [--cpu C] [--smp N] [--mem MiB] [--arg A]... [--gdb]>"
+                 bench [--runs N] | mutants [--file F]... [--shard K/N] | hostile [--long] | layers | qemu <test> [--machine M] [--cpu C] [--smp N] [--mem MiB] [--arg A]... [--gdb]>"
             );
             2
         }
@@ -765,6 +767,19 @@ fn cmd_test(args: &[String]) -> i32 {
             }
             Err(e) => {
                 println!("README sketch ... FAILED: {e}");
+                return finish(passed, failed + 1);
+            }
+        }
+        match layers::check(&root()) {
+            Ok(summary) => {
+                println!("layers: {summary} ... ok");
+                passed += 1;
+            }
+            Err(breaches) => {
+                for b in &breaches {
+                    println!("  {b}");
+                }
+                println!("layers ... FAILED ({} breaches; `cargo xtask layers` shows the graph)", breaches.len());
                 return finish(passed, failed + 1);
             }
         }
