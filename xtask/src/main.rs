@@ -780,7 +780,7 @@ fn cmd_test(args: &[String]) -> i32 {
                     println!("  {b}");
                 }
                 println!("layers ... FAILED ({} breaches; `cargo xtask layers` shows the graph)", breaches.len());
-                return finish(passed, failed + 1);
+                failed += 1;
             }
         }
         let mut steps = vec![
