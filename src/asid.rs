@@ -59,7 +59,7 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::addr::PhysAddr;
-use crate::error::ActivateError;
+use crate::arch::error::ActivateError;
 use crate::switch::{switch_lpae, switch_short, ShortWalk};
 use crate::tlb::{Asid, SysRegs};
 

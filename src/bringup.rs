@@ -20,7 +20,7 @@
 
 use crate::arch::root::{RootFormat, RootLayout, TableRoot};
 #[cfg(target_arch = "arm")]
-use crate::error::ActivateError;
+use crate::arch::error::ActivateError;
 use crate::lpae::Lpae;
 use crate::memory::Memory;
 use crate::short::Short;
@@ -122,7 +122,7 @@ impl<M: Memory> AddressSpace<Lpae, M> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::ActivateError;
+    use crate::arch::error::ActivateError;
     use crate::short::host::HostMemory;
 
     #[test]

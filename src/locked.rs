@@ -68,7 +68,7 @@ use crate::addr::{PhysAddr, VirtAddr, VirtRange};
 #[cfg(target_arch = "arm")]
 use crate::asid::SwitchError;
 use crate::asid::{AsidContext, RESERVED_ASID};
-use crate::error::{FreeTablesError, MapError, ProtectError, UnmapError};
+use crate::table::error::{FreeTablesError, MapError, ProtectError, UnmapError};
 use crate::gather::{FlushReport, GatherConfig, InFlight, MmuGather, Scope, TableFreeSync};
 use crate::lockless::{LocklessLeaf, TableView, WalkEpochs, WalkGuard};
 use crate::memory::Memory;
@@ -121,7 +121,7 @@ pub enum LocklessError {
     /// table frees would not wait for this walk.
     NotSynced,
     /// The VA is in the other half of the split (not a translation fault).
-    OutOfRange(crate::error::OutOfRange),
+    OutOfRange(crate::table::error::OutOfRange),
 }
 
 /// A locked address space, for mapping and zapping. Dereferences to the space for reads

@@ -41,7 +41,7 @@ use core::ptr::NonNull;
 use core::sync::atomic::{fence, AtomicU32, Ordering};
 
 use crate::addr::{PhysAddr, VirtAddr};
-use crate::error::OutOfRange;
+use crate::table::error::OutOfRange;
 use crate::gather::TableFreeSync;
 use crate::memory::Memory;
 use crate::sink::MapSize;

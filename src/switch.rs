@@ -89,7 +89,7 @@
 //! handles it and the host-model test that catches the old sequence.
 
 use crate::addr::PhysAddr;
-use crate::error::ActivateError;
+use crate::arch::error::ActivateError;
 use crate::tlb::errata::a9_754322_affected;
 use crate::tlb::select::{ActlrBits, MainId};
 use crate::tlb::{Asid, Insn, SysReg, SysRegs};

@@ -16,7 +16,7 @@
 use tock_registers::interfaces::{Readable, Writeable};
 
 pub use super::fields::*;
-pub use crate::tlb::select::{JoinError, Joined};
+pub use super::cpu::{JoinError, Joined};
 
 /// Defines a zero-sized 32-bit CP15 register accessor.
 macro_rules! cp15_register {
@@ -261,7 +261,7 @@ pub fn ats1cpr(va: u32) -> u32 {
 ///   UNDEFINED and trap instead of being ignored. (Nothing is written when the bits are
 ///   already set.)
 pub unsafe fn join_coherency() -> Result<Joined, JoinError> {
-    crate::tlb::select::join_with(
+    super::cpu::join_with(
         MIDR.get(),
         || ACTLR.get(),
         |value| {

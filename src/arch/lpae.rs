@@ -20,7 +20,7 @@ use super::cp15::{ID_MMFR0, ID_MMFR3, MAIR0, MAIR1, SCTLR, TTBCR, TTBCR_BITS, TT
 use super::root::{check_live, MmuRegisters, RootFormat, TableRoot};
 use super::tlbi;
 use crate::addr::PhysAddr;
-use crate::error::ActivateError;
+use crate::arch::error::ActivateError;
 use crate::lpae::{attrs, Features};
 use crate::switch::{park_lpae, switch_lpae, Switched};
 use crate::tlb::{Asid, Cp15};

@@ -28,7 +28,7 @@ use super::cp15::{
 use super::root::{check_live, MmuRegisters, RootFormat, TableRoot};
 use super::tlbi;
 use crate::addr::PhysAddr;
-use crate::error::ActivateError;
+use crate::arch::error::ActivateError;
 use crate::short::{attrs, Features};
 use crate::switch::{park_short, switch_short, CleanLevel, ShortWalk, Switched};
 use crate::tlb::{Asid, Cp15};

@@ -13,7 +13,10 @@ pub mod ats;
 pub mod barrier;
 #[cfg(target_arch = "arm")]
 pub mod cp15;
+pub mod cpu;
+pub mod error;
 pub mod fields;
+pub mod insn;
 #[cfg(target_arch = "arm")]
 pub mod lpae;
 #[cfg(target_arch = "arm")]

@@ -17,7 +17,7 @@
 //! writes, so that the ARM code only writes them in the architected order.
 
 use crate::addr::PhysAddr;
-use crate::error::ActivateError;
+use crate::arch::error::ActivateError;
 
 /// `SCTLR.M`: the MMU is on.
 pub const SCTLR_M: u32 = 1 << 0;

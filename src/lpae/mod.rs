@@ -73,7 +73,7 @@ pub mod descriptor;
 #[cfg(test)]
 mod tests;
 
-use crate::error::Feature;
+use crate::table::error::Feature;
 use crate::sink::MapSize;
 use crate::table::attrs::{Access, Attributes, Execute};
 pub use crate::table::{Changed, Layout, Lookup, Mapping, Translation, WalkCounts};

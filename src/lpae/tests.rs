@@ -7,7 +7,7 @@ use std::vec::Vec;
 
 use super::*;
 use crate::addr::{PhysAddr, VirtAddr, VirtRange};
-use crate::error::{Feature, MapError, ProtectError};
+use crate::table::error::{Feature, MapError, ProtectError};
 use crate::short::host::HostMemory;
 use crate::table::tests::{all, map_pages, r, sizes, teardown, Rec, GIB, MIB};
 
@@ -511,7 +511,7 @@ fn tables_above_4_gib() {
     // Short descriptors cannot point there: refused, nothing kept.
     assert!(matches!(
         crate::short::AddressSpace::new(mem, Layout::Whole, crate::short::Features::ALL),
-        Err(crate::error::CreateError::TableUnreachable(_))
+        Err(crate::table::error::CreateError::TableUnreachable(_))
     ));
     assert_eq!(host.outstanding(), 0);
 }

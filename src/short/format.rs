@@ -2,7 +2,7 @@
 //! entries, their sizes and the CPU features they depend on.
 
 use super::descriptor::{L1Desc, L1Kind, L2Desc, L2Kind};
-use crate::error::Feature;
+use crate::table::error::Feature;
 use crate::sink::MapSize;
 use crate::table::attrs::{Access, Attributes, Execute};
 use crate::table::{Format, Kind, Layout, LeafShape, RootShape};

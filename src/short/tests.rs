@@ -6,7 +6,7 @@ use std::vec::Vec;
 
 use super::*;
 use crate::addr::{PhysAddr, VirtAddr, VirtRange};
-use crate::error::{FreeTablesError, MapError, ProtectError, UnmapError};
+use crate::table::error::{FreeTablesError, MapError, ProtectError, UnmapError};
 use crate::sink::MapSize;
 use crate::table::tests::{all, map_pages, r, sizes, teardown, Rec, KIB, MIB};
 
@@ -211,7 +211,7 @@ fn map_refusals_change_nothing() {
                 execute: Execute::UserOnly,
                 ..Attributes::USER_DATA
             },
-            MapError::Unsupported(crate::error::Feature::Pxn),
+            MapError::Unsupported(crate::table::error::Feature::Pxn),
         ),
     ];
     for (range, pa, attrs, want) in cases {

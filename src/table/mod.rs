@@ -51,6 +51,7 @@
 //! `free_tables` removes the table.
 
 pub mod attrs;
+pub mod error;
 #[cfg(all(test, feature = "tlb-model"))]
 mod hostile_tests;
 #[cfg(test)]
@@ -68,7 +69,7 @@ pub(crate) use space::store_probe;
 pub use space::{AddressSpace, Mappings, BBM_BATCH};
 
 use crate::addr::{PhysAddr, VirtAddr, VirtRange};
-use crate::error::{CreateError, Feature};
+use crate::table::error::{CreateError, Feature};
 use crate::sink::MapSize;
 use attrs::{Access, Attributes, Execute};
 

@@ -14,7 +14,7 @@ use super::{
     Translation, WalkCounts, Word,
 };
 use crate::addr::{PhysAddr, VirtAddr, VirtEnd, VirtRange, PAGE_SIZE};
-use crate::error::{CreateError, FreeTablesError, MapError, OutOfRange, ProtectError, UnmapError};
+use crate::table::error::{CreateError, FreeTablesError, MapError, OutOfRange, ProtectError, UnmapError};
 use crate::memory::Memory;
 use crate::sink::{ChangedLeaf, ClearedLeaf, MapSize, UnmapSink};
 

@@ -13,7 +13,7 @@ use super::store_probe::{self, Mutant};
 use super::tests::TestFormat;
 use super::AddressSpace;
 use crate::addr::{PhysAddr, VirtAddr, VirtRange};
-use crate::error::{ProtectError, UnmapError};
+use crate::table::error::{ProtectError, UnmapError};
 use crate::gather::{InFlight, MmuGather, Scope};
 use crate::lpae::Lpae;
 use crate::short::host::HostMemory;

@@ -14,7 +14,7 @@ use proptest::prelude::*;
 use super::attrs::{Access, Attributes, Execute, MemoryType};
 use super::{AddressSpace, Format, Kind, Layout, Mapping, Word};
 use crate::addr::{PhysAddr, VirtAddr, VirtEnd, VirtRange};
-use crate::error::{MapError, ProtectError, UnmapError};
+use crate::table::error::{MapError, ProtectError, UnmapError};
 use crate::lpae::Lpae;
 use crate::memory::Memory;
 use crate::short::host::HostMemory;
@@ -252,7 +252,7 @@ pub(crate) fn layouts<F: TestFormat>(
     for n in [0, 8] {
         assert!(matches!(
             AddressSpace::<F, _>::new(mem.clone(), Layout::User { n }, F::ALL),
-            Err(crate::error::CreateError::InvalidSplit(m)) if m == n
+            Err(crate::table::error::CreateError::InvalidSplit(m)) if m == n
         ));
     }
     assert_eq!(mem.outstanding(), 0);
@@ -768,7 +768,7 @@ fn run_ops<F: TestFormat>(w: Win, ops: &[Op], features: F::Features) {
                 );
                 assert_eq!(
                     s.free_tables(range, VirtRange::ALL, &mut rec),
-                    Err(crate::error::FreeTablesError::OutOfRange)
+                    Err(crate::table::error::FreeTablesError::OutOfRange)
                 );
                 let outside = if edge == hi { edge } else { edge - 4096 };
                 assert_eq!(s.translate(VirtAddr::new(outside as u32)), None);
@@ -1518,7 +1518,7 @@ fn checked_reads<F: TestFormat>() {
     assert_eq!(e.va, VirtAddr::new(0x3fff_f000));
     assert!(matches!(
         crate::Error::from(e),
-        crate::Error::Read(crate::error::OutOfRange { .. })
+        crate::Error::Read(crate::table::error::OutOfRange { .. })
     ));
     let mut rec = Rec::default();
     let mut m = u.destroy(&mut rec);

@@ -294,7 +294,7 @@ fn no_split_parks_on_ttbr1_and_refuses_without_it() {
     let mut c = cpu.without_walks();
     // SAFETY: the model CPU has no memory to break.
     let refused = unsafe { switch_short(&mut c, a.root(), WALK, Asid(1), false) };
-    assert_eq!(refused, Err(crate::error::ActivateError::NoParkingTable));
+    assert_eq!(refused, Err(crate::arch::error::ActivateError::NoParkingTable));
     assert!(c.model.log.is_empty(), "nothing written on an error");
     c.model.regs.ttbr1 = 0x4000_0000;
     // SAFETY: the model CPU has no memory to break.

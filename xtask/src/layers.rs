@@ -29,10 +29,10 @@ pub const LAYERS: &[&str] = &[
     "arch",
     // the generic walker, then the formats that plug into it
     "table", "short", "lpae",
-    // TLB backends and models, the gather over them
-    "tlb", "gather",
-    // ASIDs, context switch, lock-free and locked address spaces, bring-up
-    "switch", "asid", "lockless", "locked", "bringup",
+    // TLB backends and models, the context-switch sequences, the ASID allocator
+    "tlb", "switch", "asid",
+    // the gather, lock-free and locked address spaces, bring-up
+    "gather", "lockless", "locked", "bringup",
     // documentation of hazards; the crate-wide error type (names every error)
     "hazards", "error",
 ];
