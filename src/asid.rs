@@ -32,13 +32,13 @@
 //!
 //! ASID 0 is never handed out, so no non-global entry is ever tagged with it. (The switch
 //! no longer needs a reserved ASID: it parks `TTBR0` while the ASID changes, see
-//! [`crate::switch`]. ASID 0 stays unused, like Linux's.)
+//! [`crate::arch::switch`]. ASID 0 stays unused, like Linux's.)
 //!
 //! # Switching
 //!
 //! `AsidAllocator::activate` / `activate_lpae` (ARM only) are the whole context switch of
 //! `TTBR0`: they ask the allocator for the ASID, then run the format's program of
-//! [`crate::switch`] (park `TTBR0`, the owed local `TLBIALL` while parked, the ASID, the
+//! [`crate::arch::switch`] (park `TTBR0`, the owed local `TLBIALL` while parked, the ASID, the
 //! table, un-park; for LPAE one 64-bit write). [`AsidAllocator::activate_on`] and
 //! [`AsidAllocator::activate_lpae_on`] are the same on any [`SysRegs`], which is how the
 //! host CPU model runs this exact path. [`crate::locked::LockedAddressSpace`] keeps the
@@ -60,7 +60,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::addr::PhysAddr;
 use crate::arch::error::ActivateError;
-use crate::switch::{switch_lpae, switch_short, ShortWalk};
+use crate::arch::switch::{switch_lpae, switch_short, ShortWalk};
 use crate::tlb::{Asid, SysRegs};
 
 /// Number of ASID values (8-bit ASIDs).
@@ -105,7 +105,7 @@ impl AsidContext {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[must_use = "the ASID must be programmed, and the local TLB flushed if asked"]
 pub struct Switch {
-    /// The ASID to program (with the switch of [`crate::switch`]).
+    /// The ASID to program (with the switch of [`crate::arch::switch`]).
     pub asid: Asid,
     /// A rollover happened since this CPU last switched: invalidate this CPU's entire TLB
     /// (local `TLBIALL`) before running with `asid`.
@@ -247,8 +247,8 @@ impl<const CPUS: usize> AsidAllocator<CPUS> {
     /// Switches this CPU (`cpu`, below `CPUS`) to the address space of `ctx`, whose
     /// `TTBR0` table is `root`: the root is checked against the live `TTBCR` and `SCTLR`
     /// ([`crate::arch::root::TableRoot::check_ttbr0`]), then [`AsidAllocator::switch_to`],
-    /// then the format's switch ([`crate::switch::switch_short`] with this core's walk
-    /// attributes, or [`crate::switch::switch_lpae`]) with the ASID it gave and the local
+    /// then the format's switch ([`crate::arch::switch::switch_short`] with this core's walk
+    /// attributes, or [`crate::arch::switch::switch_lpae`]) with the ASID it gave and the local
     /// flush it owes. Returns what the allocator decided.
     ///
     /// # Errors
@@ -284,7 +284,7 @@ impl<const CPUS: usize> AsidAllocator<CPUS> {
 
     /// `AsidAllocator::activate` for a long-descriptor (LPAE) space: the ASID and the
     /// table in one 64-bit `TTBR0` write, the owed local flush while `TTBR0` is parked
-    /// ([`crate::switch::switch_lpae`]). The same as `AsidAllocator::activate` (which
+    /// ([`crate::arch::switch::switch_lpae`]). The same as `AsidAllocator::activate` (which
     /// follows the root's format), refusing a short-descriptor root.
     ///
     /// # Errors

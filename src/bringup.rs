@@ -18,9 +18,9 @@
 //! [`crate::error::ActivateError`] instead of loading it; the raw `crate::arch::mmu::activate` (an
 //! address) remains for kernels that build their own tables.
 
-use crate::arch::root::{RootFormat, RootLayout, TableRoot};
 #[cfg(target_arch = "arm")]
 use crate::arch::error::ActivateError;
+use crate::arch::root::{RootFormat, RootLayout, TableRoot};
 use crate::lpae::Lpae;
 use crate::memory::Memory;
 use crate::short::Short;

@@ -36,7 +36,6 @@ use crate::lockless::WalkError;
 use crate::tlb::errata::ErrataError;
 use crate::tlb::select::{BroadcastUnavailable, DetectError, JoinError};
 
-
 impl fmt::Display for RangeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

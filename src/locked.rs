@@ -60,7 +60,7 @@
 //! [`Short`], so `LockedAddressSpace<M>` and `SpaceGuard<'_, M>` are the short-descriptor
 //! types; an LPAE kernel names `LockedAddressSpace<M, Lpae>` (built from an
 //! [`crate::lpae::AddressSpace`]). `activate` (ARM only) switches either format through
-//! the ASID allocator and the format's program of [`crate::switch`].
+//! the ASID allocator and the format's program of [`crate::arch::switch`].
 
 use core::ops::Deref;
 
@@ -68,13 +68,13 @@ use crate::addr::{PhysAddr, VirtAddr, VirtRange};
 #[cfg(target_arch = "arm")]
 use crate::asid::SwitchError;
 use crate::asid::{AsidContext, RESERVED_ASID};
-use crate::table::error::{FreeTablesError, MapError, ProtectError, UnmapError};
 use crate::gather::{FlushReport, GatherConfig, InFlight, MmuGather, Scope, TableFreeSync};
 use crate::lockless::{LocklessLeaf, TableView, WalkEpochs, WalkGuard};
 use crate::memory::Memory;
 use crate::short::Short;
 use crate::sink::MapSize;
 use crate::table::attrs::{Access, Attributes, Execute};
+use crate::table::error::{FreeTablesError, MapError, ProtectError, UnmapError};
 use crate::table::{AddressSpace, Changed, Format, Layout};
 use crate::tlb::TlbBackend;
 

@@ -41,11 +41,11 @@ use core::ptr::NonNull;
 use core::sync::atomic::{fence, AtomicU32, Ordering};
 
 use crate::addr::{PhysAddr, VirtAddr};
-use crate::table::error::OutOfRange;
 use crate::gather::TableFreeSync;
 use crate::memory::Memory;
 use crate::sink::MapSize;
 use crate::table::attrs::Attributes;
+use crate::table::error::OutOfRange;
 use crate::table::{AddressSpace, Format, Kind, RootShape, Word};
 
 /// Bytes of a table frame.

@@ -15,8 +15,8 @@
 
 use tock_registers::interfaces::{Readable, Writeable};
 
-pub use super::fields::*;
 pub use super::cpu::{JoinError, Joined};
+pub use super::fields::*;
 
 /// Defines a zero-sized 32-bit CP15 register accessor.
 macro_rules! cp15_register {

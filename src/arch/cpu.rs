@@ -3,7 +3,7 @@
 //! [`MainId`] decodes `MIDR` (implementer, part, `rNpM`); [`ActlrBits::for_part`] says
 //! which IMPLEMENTATION DEFINED `ACTLR` bits a known part needs for broadcast TLB
 //! maintenance (`SMP`, and `FW` on Cortex-A5/A9; `DDVM` clear on Cortex-A7); [`join_with`]
-//! is the read-modify-write-read-back that [`super::cp15::join_coherency`] runs on the CPU
+//! is the read-modify-write-read-back that `arch::cp15::join_coherency` runs on the CPU
 //! itself. The policy that uses these (whether broadcast is effective, which backend to
 //! build) is `crate::tlb::select`, above this layer; the table of parts and their sources
 //! is in its documentation.
@@ -218,4 +218,16 @@ impl MainId {
     pub const fn rev(&self) -> (u8, u8) {
         (self.variant, self.revision)
     }
+}
+
+/// Whether a CPU with this `MIDR` has Cortex-A9 erratum 754322 (r2pX and r3pX, as Linux's
+/// `ARM_ERRATA_754322`): a speculative table walk started before a `CONTEXTIDR` write may
+/// complete after it and leave an entry that hits under the new ASID. The workaround (a
+/// full `dsb` right before the write) is in every short-descriptor switch
+/// ([`super::switch::switch_short`]), which reads `MIDR` itself, so a kernel cannot forget
+/// it.
+#[must_use]
+pub fn a9_754322_affected(midr: u32) -> bool {
+    let id = MainId::from_midr(midr);
+    id.is(IMPLEMENTER_ARM, PART_CORTEX_A9) && (2..=3).contains(&id.variant)
 }

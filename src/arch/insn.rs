@@ -52,7 +52,7 @@ pub enum Insn {
     SetTtbcr(u32),
 }
 
-/// A system register the context-switch programs ([`crate::switch`]) read.
+/// A system register the context-switch programs ([`crate::arch::switch`]) read.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum SysReg {
     /// `MIDR` (which CPU: errata).
@@ -113,7 +113,7 @@ impl<T: InsnSink + ?Sized> InsnSink for &mut T {
 }
 
 /// An [`InsnSink`] that can also read the system registers a context switch needs: what
-/// the switch programs in [`crate::switch`] run on. `Cp15` (ARM only) is the CPU itself;
+/// the switch programs in [`crate::arch::switch`] run on. `Cp15` (ARM only) is the CPU itself;
 /// the host CPU model (`tlb::cpu_model`, feature `tlb-model`) executes the same programs
 /// against a TLB with ASID-tagged walk caches and speculative walks.
 pub trait SysRegs: InsnSink {
@@ -196,4 +196,3 @@ impl InsnSink for Recorder {
         self.log.push(insn);
     }
 }
-

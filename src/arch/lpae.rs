@@ -16,14 +16,16 @@
 use tock_registers::interfaces::{Readable, Writeable};
 
 use super::barrier::{dsb_sy, isb};
+use super::context::Asid;
 use super::cp15::{ID_MMFR0, ID_MMFR3, MAIR0, MAIR1, SCTLR, TTBCR, TTBCR_BITS, TTBR0_64, TTBR1_64};
+use super::error::ActivateError;
+use super::features::lpae::Features;
+use super::insn::Cp15;
+use super::memattr as attrs;
 use super::root::{check_live, MmuRegisters, RootFormat, TableRoot};
+use super::switch::{park_lpae, switch_lpae, Switched};
 use super::tlbi;
 use crate::addr::PhysAddr;
-use crate::arch::error::ActivateError;
-use crate::lpae::{attrs, Features};
-use crate::switch::{park_lpae, switch_lpae, Switched};
-use crate::tlb::{Asid, Cp15};
 
 /// The long-descriptor features of this CPU, or `None` without LPAE.
 #[must_use]
@@ -136,7 +138,7 @@ pub const fn ttbr_value(root: PhysAddr, asid: Asid) -> u64 {
 /// A root table address `TTBRn` can hold with `TxSZ = tsz`: below 1 TiB and aligned to
 /// `2^x` bytes (`x = 5 - tsz` for `tsz` 0 or 1, `14 - tsz` otherwise).
 fn root_ok(root: PhysAddr, tsz: u8) -> bool {
-    crate::switch::lpae_root_ok(root, u32::from(tsz))
+    super::switch::lpae_root_ok(root, u32::from(tsz))
 }
 
 /// Switches translation to the long-descriptor format: `MAIR0`/`MAIR1`, `TTBR1` (for
@@ -180,7 +182,7 @@ pub unsafe fn enable(
         return Err(ActivateError::BadTableBase(kernel_root));
     }
     // Inner shareable walks only on a core that takes part in coherency (see
-    // `crate::switch::ShortWalk`: the same rule, Linux's TTB_FLAGS_SMP/UP).
+    // `super::switch::ShortWalk`: the same rule, Linux's TTB_FLAGS_SMP/UP).
     let sh = if super::mmu::walk_attributes().shareable() {
         3
     } else {
@@ -196,7 +198,7 @@ pub unsafe fn enable(
     MAIR0.set(attrs::MAIR0);
     MAIR1.set(attrs::MAIR1);
     // With `n = 0` TTBR1 translates nothing but is the table TTBR0 is parked on
-    // (`crate::switch::park_lpae`).
+    // (`super::switch::park_lpae`).
     TTBR1_64.set(ttbr_value(kernel_root, Asid(0)));
     TTBR0_64.set(ttbr_value(root, asid));
     isb();
@@ -227,11 +229,11 @@ pub unsafe fn enable(
 
 /// Switches `TTBR0` to the table at `root` and the current ASID to `asid` in one 64-bit
 /// register write (with `TTBCR.A1 = 0` the ASID is part of `TTBR0`, so no walk can see the
-/// new table with the old ASID or the reverse): [`crate::switch::switch_lpae`] on this
+/// new table with the old ASID or the reverse): [`super::switch::switch_lpae`] on this
 /// CPU, without an owed flush.
 ///
 /// # Errors
-/// As [`crate::switch::switch_lpae`].
+/// As [`super::switch::switch_lpae`].
 ///
 /// This is the raw form: only `root`'s alignment is checked, against the live `T0SZ`;
 /// prefer [`activate_root`], which also refuses a table built for another split.
@@ -252,7 +254,7 @@ pub unsafe fn activate(root: PhysAddr, asid: Asid) -> Result<(), ActivateError> 
 /// `TTBR0` write).
 ///
 /// # Errors
-/// As [`crate::switch::switch_lpae`].
+/// As [`super::switch::switch_lpae`].
 ///
 /// # Safety
 /// As [`activate`]; and no entry tagged `asid` in this CPU's TLB belongs to another table
@@ -266,10 +268,10 @@ pub unsafe fn switch_context(
     unsafe { switch_lpae(&mut Cp15, root, asid, flush_local_tlb) }
 }
 
-/// Parks this CPU's `TTBR0` ([`crate::switch::park_lpae`]): no user space, ASID kept.
+/// Parks this CPU's `TTBR0` ([`super::switch::park_lpae`]): no user space, ASID kept.
 ///
 /// # Errors
-/// As [`crate::switch::park_lpae`].
+/// As [`super::switch::park_lpae`].
 ///
 /// # Safety
 /// Nothing the CPU uses afterwards lies below the split (or, with `T0SZ = 0`, `TTBR1` maps

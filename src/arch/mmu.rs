@@ -12,7 +12,7 @@
 //! - [`enable_tex_remap`]: `PRRR`/`NMRR` from [`crate::short::attrs`], `SCTLR.TRE = 1`,
 //!   `AFE = 0`;
 //! - [`set_split`]: `TTBR1` + `TTBCR.N`;
-//! - [`activate`]: the `TTBR0` + ASID switch of [`crate::switch`] on this CPU, unchecked;
+//! - [`activate`]: the `TTBR0` + ASID switch of [`crate::arch::switch`] on this CPU, unchecked;
 //!   [`switch_context`]: the same with an ASID allocator's owed local flush (see
 //!   [`crate::asid`]); [`park`]: no user space;
 //! - [`clean_dcache_for_walker`] / [`publish_table_writes`]: walk coherency, used by the
@@ -21,17 +21,19 @@
 use tock_registers::interfaces::{ReadWriteable, Readable, Writeable};
 
 use super::barrier::{dsb_ish, dsb_ishst, dsb_sy, isb};
+use super::context::Asid;
 use super::cp15::{
     ACTLR, CONTEXTIDR, CONTEXTIDR_BITS, DACR, ID_MMFR0, ID_MMFR3, MAIR0, MAIR1, MIDR, MPIDR, NMRR,
     PRRR, SCTLR, SCTLR_BITS, TTBCR, TTBCR_BITS, TTBR0, TTBR0_64, TTBR1, TTBR1_64,
 };
+use super::error::ActivateError;
+use super::features::short::Features;
+use super::insn::Cp15;
+use super::memattr as attrs;
 use super::root::{check_live, MmuRegisters, RootFormat, TableRoot};
+use super::switch::{park_short, switch_short, CleanLevel, ShortWalk, Switched};
 use super::tlbi;
 use crate::addr::PhysAddr;
-use crate::arch::error::ActivateError;
-use crate::short::{attrs, Features};
-use crate::switch::{park_short, switch_short, CleanLevel, ShortWalk, Switched};
-use crate::tlb::{Asid, Cp15};
 
 /// Turns the MMU on over the kernel's short-descriptor table `kernel` (a whole-space table,
 /// `TTBCR.N = 0`, or the kernel half of a split): the values of
@@ -144,7 +146,7 @@ pub fn detect_features() -> Features {
 
 /// The walk attributes for this core: shareable walks only when it takes part in
 /// coherency (multiprocessing extensions, and `ACTLR.SMP` on the parts that have it; see
-/// [`crate::switch::ShortWalk`]).
+/// [`super::switch::ShortWalk`]).
 #[must_use]
 pub fn walk_attributes() -> ShortWalk {
     ShortWalk::from_registers(MIDR.get(), MPIDR.get(), ACTLR.get())
@@ -154,7 +156,7 @@ pub fn walk_attributes() -> ShortWalk {
 /// [`walk_attributes`].
 #[must_use]
 pub fn ttbr_value(root: PhysAddr) -> u32 {
-    crate::switch::short_ttbr(root, walk_attributes())
+    super::switch::short_ttbr(root, walk_attributes())
 }
 
 /// Programs `PRRR`/`NMRR` with the crate's memory-type slots and turns on TEX remap
@@ -181,7 +183,7 @@ pub unsafe fn enable_tex_remap() {
 /// Splits translation: VAs from `1 << (32 - n)` up are translated by the table at
 /// `kernel_root` through `TTBR1`, the rest by `TTBR0`. With `n = 0` `TTBR0` translates
 /// everything and `kernel_root` is the table `TTBR0` is *parked* on while the ASID changes
-/// ([`crate::switch`]): the kernel's own table, with global entries only (Linux's
+/// ([`crate::arch::switch`]): the kernel's own table, with global entries only (Linux's
 /// `swapper_pg_dir`). Invalidates this CPU's TLB afterwards, since entries cached through
 /// the other TTBR may no longer match.
 ///
@@ -218,7 +220,7 @@ pub unsafe fn set_split(n: u8, kernel_root: PhysAddr) -> Result<(), ActivateErro
 }
 
 /// Switches `TTBR0` to the table at `root` and the current ASID to `asid`:
-/// [`crate::switch::switch_short`] on this CPU with its [`walk_attributes`] (`TTBR0`
+/// [`super::switch::switch_short`] on this CPU with its [`walk_attributes`] (`TTBR0`
 /// parked while the ASID changes, the Cortex-A9 754322 barrier where `MIDR` says so,
 /// branch predictor invalidated).
 ///
@@ -233,7 +235,7 @@ pub unsafe fn set_split(n: u8, kernel_root: PhysAddr) -> Result<(), ActivateErro
 /// flushed first).
 ///
 /// # Errors
-/// As [`crate::switch::switch_short`]: [`ActivateError::ReservedAsid`],
+/// As [`super::switch::switch_short`]: [`ActivateError::ReservedAsid`],
 /// [`ActivateError::FormatMismatch`], [`ActivateError::BadTableBase`],
 /// [`ActivateError::NoParkingTable`] (`TTBCR.N = 0` and no kernel table in `TTBR1`).
 ///
@@ -242,7 +244,7 @@ pub unsafe fn set_split(n: u8, kernel_root: PhysAddr) -> Result<(), ActivateErro
 ///   `1 << (32 - N)`, or all of them with `N = 0`), with non-global entries only below the
 ///   split, valid for as long as this CPU may walk it;
 /// - `SCTLR.AFE = 0` (the crate's permission encodings assume it);
-/// - as [`crate::switch::switch_short`]: everything the CPU uses after the switch must be
+/// - as [`super::switch::switch_short`]: everything the CPU uses after the switch must be
 ///   mapped identically by the new context (below the split, or everywhere with `N = 0`, by
 ///   `root`; above by `TTBR1`), and with `N = 0` `TTBR1` holds the kernel's table (global
 ///   entries only, mapping what the CPU uses);
@@ -273,13 +275,13 @@ pub unsafe fn switch_context(
     unsafe { switch_short(&mut Cp15, root, walk_attributes(), asid, flush_local_tlb) }
 }
 
-/// Parks this CPU's `TTBR0` ([`crate::switch::park_short`]): no user space, ASID kept,
+/// Parks this CPU's `TTBR0` ([`super::switch::park_short`]): no user space, ASID kept,
 /// nothing below the split walked (`TTBR0` on `TTBR1`'s kernel table with `N = 0`). For a
 /// CPU that is about to run kernel threads only, or before an address space it ran is
 /// destroyed. Returns whether anything was written.
 ///
 /// # Errors
-/// As [`crate::switch::park_short`].
+/// As [`super::switch::park_short`].
 ///
 /// # Safety
 /// Nothing the CPU uses afterwards lies below the split (or, with `N = 0`, `TTBR1` maps
@@ -313,10 +315,10 @@ pub fn clean_dcache_to_pou(addr: usize, len: usize) {
 }
 
 /// Cleans the data cache lines holding `[addr, addr + len)` to where a non-coherent table
-/// walker reads them ([`crate::switch::DESCRIPTOR_CLEAN`]: the point of coherency,
+/// walker reads them ([`super::switch::DESCRIPTOR_CLEAN`]: the point of coherency,
 /// `DCCMVAC`). Completion needs a later `dsb` ([`publish_table_writes`] does it).
 pub fn clean_dcache_for_walker(addr: usize, len: usize) {
-    clean_lines(addr, len, crate::switch::DESCRIPTOR_CLEAN);
+    clean_lines(addr, len, super::switch::DESCRIPTOR_CLEAN);
 }
 
 fn clean_lines(addr: usize, len: usize, level: CleanLevel) {

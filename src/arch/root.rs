@@ -16,8 +16,8 @@
 //! value the bring-up (`crate::arch::mmu::bring_up`, `crate::arch::lpae::bring_up`)
 //! writes, so that the ARM code only writes them in the architected order.
 
+use super::error::ActivateError;
 use crate::addr::PhysAddr;
-use crate::arch::error::ActivateError;
 
 /// `SCTLR.M`: the MMU is on.
 pub const SCTLR_M: u32 = 1 << 0;
@@ -173,7 +173,7 @@ impl TableRoot {
 /// The state it leaves: the kernel's table in `TTBR1` (with a split) and `TTBR0` parked
 /// (on the kernel's table; with a split also `TTBCR.PD0` / `EPD0` set, so nothing below
 /// the split is walked until a process is activated), ASID 0, the MMU and caches on. That
-/// is the parked state the context switch ([`crate::switch`]) starts from.
+/// is the parked state the context switch ([`crate::arch::switch`]) starts from.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct MmuRegisters {
     /// `PRRR`, `NMRR` (short descriptors) or `MAIR0`, `MAIR1` (long descriptors).
@@ -204,7 +204,7 @@ const fn sctlr_on(sctlr: u32) -> u32 {
 impl MmuRegisters {
     /// The short-descriptor bring-up over `kernel` (a whole-space table, `n = 0`, or the
     /// kernel half of a split): `walk` is the low bits of `TTBRn` for this core (its walk
-    /// attributes, [`crate::switch::ShortWalk`]), `remap` the `PRRR`/`NMRR` values, `sctlr`
+    /// attributes, [`crate::arch::switch::ShortWalk`]), `remap` the `PRRR`/`NMRR` values, `sctlr`
     /// the live `SCTLR`.
     ///
     /// # Errors

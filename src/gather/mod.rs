@@ -87,7 +87,7 @@
 //! The invalidate for an unlinked table of an ASID space is by VA *and ASID* (TLBIMVA),
 //! like its leaves; a table that may hold global entries (reported `global`) and every
 //! table of the kernel space is invalidated for all ASIDs (TLBIMVAA). This is sound
-//! because of how the crate switches context ([`crate::switch`]): `TTBR0` is *parked*
+//! because of how the crate switches context ([`crate::arch::switch`]): `TTBR0` is *parked*
 //! (`TTBCR.PD0`/`EPD0`, or the kernel's table in `TTBR1`) while the ASID changes, so no
 //! walk ever goes through a process's tables under another ASID, and every walk-cache
 //! entry for them is tagged with the process's ASID. (With the earlier reserved-ASID
@@ -366,7 +366,7 @@ pub struct GatherConfig {
     /// Whether a whole-ASID invalidate (TLBIASID) drops every walk-cache entry of the
     /// space's tables. Default `true`: the architecture says an invalidate by ASID removes
     /// the entries of that ASID from every level of lookup, and the crate's context switch
-    /// ([`crate::switch`]) never walks a space's tables under another ASID, so all of them
+    /// ([`crate::arch::switch`]) never walks a space's tables under another ASID, so all of them
     /// carry the space's ASID (see "Fallback and the walk cache" in the module docs).
     /// `false` makes a fallback after table frees a TLBIALL, for a kernel that switches
     /// address spaces with its own code and cannot promise that.
@@ -832,7 +832,7 @@ impl<B: TlbBackend, M: Memory> UnmapSink for MmuGather<'_, B, M> {
         st.global_seen |= global;
         st.tables_seen = true;
         // A table of an ASID space is invalidated by VA and that ASID: the context switch
-        // parks TTBR0 while the ASID changes (`crate::switch`), so every walk-cache entry
+        // parks TTBR0 while the ASID changes (`crate::arch::switch`), so every walk-cache entry
         // for this space's tables is tagged with its ASID. A table that may hold global
         // entries, or any table of the kernel space, is invalidated for all ASIDs. A
         // pending leaf invalidate in the span does the job (one by-VA operation drops the

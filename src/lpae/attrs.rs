@@ -30,33 +30,7 @@
 
 pub use crate::table::attrs::{Access, Attributes, Execute, MemoryType};
 
-/// The `MAIR` attribute byte for a memory type (inner and outer the same).
-const fn mair_byte(t: MemoryType) -> u32 {
-    match t {
-        MemoryType::StronglyOrdered => 0x00,
-        MemoryType::Device => 0x04,
-        MemoryType::NormalNonCacheable => 0x44,
-        MemoryType::NormalWriteThrough => 0xaa,
-        MemoryType::NormalWriteBackNoAllocate => 0xee,
-        MemoryType::NormalWriteBack => 0xff,
-    }
-}
-
-const fn mair(first_slot: u8) -> u32 {
-    let mut v = 0;
-    let mut i = 0;
-    while i < 4 {
-        v |= mair_byte(MemoryType::from_remap_index(first_slot + i)) << (8 * i as u32);
-        i += 1;
-    }
-    v
-}
-
-/// The value the kernel must program in `MAIR0` (slots 0 to 3) for tables built by this
-/// crate (`0xeeaa_0400`).
-pub const MAIR0: u32 = mair(0);
-/// The value the kernel must program in `MAIR1` (slots 4 to 7) (`0xff00_0044`).
-pub const MAIR1: u32 = mair(4);
+pub use crate::arch::memattr::{MAIR0, MAIR1};
 
 /// `AP[2:1]` for `access`; 0 (kernel RW) for the two the format cannot express (which
 /// `map`/`protect` refuse before encoding).

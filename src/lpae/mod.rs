@@ -38,7 +38,7 @@
 //! [`Layout::Kernel`] `{ n }` the rest through `TTBR1` (a level-1 root indexed by
 //! `VA[31:30]`). The ASID lives in `TTBR0[55:48]` (`TTBCR.A1 = 0`), so a context switch
 //! is one 64-bit `TTBR0` write that changes table and ASID together: no parking step as
-//! with short descriptors' `CONTEXTIDR` (see [`crate::switch`]). (`T1SZ > 0`, a TTBR1 region smaller than
+//! with short descriptors' `CONTEXTIDR` (see [`crate::arch::switch`]). (`T1SZ > 0`, a TTBR1 region smaller than
 //! half the space, is not offered.)
 //!
 //! # Access flag
@@ -73,9 +73,9 @@ pub mod descriptor;
 #[cfg(test)]
 mod tests;
 
-use crate::table::error::Feature;
 use crate::sink::MapSize;
 use crate::table::attrs::{Access, Attributes, Execute};
+use crate::table::error::Feature;
 pub use crate::table::{Changed, Layout, Lookup, Mapping, Translation, WalkCounts};
 use crate::table::{Format, Kind, LeafShape, RootShape};
 use descriptor::Desc;
@@ -92,40 +92,11 @@ pub type AddressSpace<M> = crate::table::AddressSpace<Lpae, M>;
 /// Iterator over the leaf mappings of a range of a long-descriptor space.
 pub type Mappings<'a, M> = crate::table::Mappings<'a, Lpae, M>;
 
-/// What the long-descriptor tables depend on, besides LPAE itself (which gives PXN and
-/// 40-bit addresses everywhere).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub struct Features {
-    /// Table walks are coherent with the data cache (`ID_MMFR3.CohWalk == 1`); otherwise
-    /// every descriptor write is cleaned to the point of unification.
-    pub coherent_walk: bool,
-}
-
-impl Features {
-    /// Coherent walks (Cortex-A7/A15 and QEMU's models of them).
-    pub const ALL: Features = Features {
-        coherent_walk: true,
-    };
-    /// Non-coherent walks.
-    pub const BASELINE: Features = Features {
-        coherent_walk: false,
-    };
-
-    /// Decodes `ID_MMFR0` and `ID_MMFR3`; `None` unless the CPU has LPAE
-    /// (`ID_MMFR0.VMSA >= 5`).
-    #[must_use]
-    pub fn from_id_regs(id_mmfr0: u32, id_mmfr3: u32) -> Option<Features> {
-        use crate::arch::fields::{ID_MMFR0_BITS, ID_MMFR3_BITS};
-        use tock_registers::LocalRegisterCopy;
-        let m0 = LocalRegisterCopy::<u32, ID_MMFR0_BITS::Register>::new(id_mmfr0);
-        let m3 = LocalRegisterCopy::<u32, ID_MMFR3_BITS::Register>::new(id_mmfr3);
-        (m0.read(ID_MMFR0_BITS::VMSA) >= 5).then(|| Features {
-            coherent_walk: m3.read(ID_MMFR3_BITS::COHWALK) >= 1,
-        })
-    }
-}
+pub use crate::arch::features::lpae::Features;
 
 const PA_LIMIT: u64 = 1 << 40;
+
+impl crate::table::sealed::Sealed for Lpae {}
 
 impl Format for Lpae {
     type Word = u64;

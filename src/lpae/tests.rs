@@ -7,8 +7,8 @@ use std::vec::Vec;
 
 use super::*;
 use crate::addr::{PhysAddr, VirtAddr, VirtRange};
-use crate::table::error::{Feature, MapError, ProtectError};
 use crate::short::host::HostMemory;
+use crate::table::error::{Feature, MapError, ProtectError};
 use crate::table::tests::{all, map_pages, r, sizes, teardown, Rec, GIB, MIB};
 
 fn whole(mem: &HostMemory) -> AddressSpace<HostMemory> {

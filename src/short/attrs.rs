@@ -44,65 +44,7 @@
 
 pub use crate::table::attrs::{Access, Attributes, Execute, MemoryType};
 
-/// `PRRR.TRn` value: 0 strongly-ordered, 1 device, 2 normal.
-const fn prrr_tr(t: MemoryType) -> u32 {
-    match t {
-        MemoryType::StronglyOrdered => 0,
-        MemoryType::Device => 1,
-        _ => 2,
-    }
-}
-
-/// `NMRR.IRn`/`ORn` value: 0 non-cacheable, 1 WB-WA, 2 WT, 3 WB no-WA.
-const fn nmrr_policy(t: MemoryType) -> u32 {
-    match t {
-        MemoryType::NormalWriteBack => 1,
-        MemoryType::NormalWriteThrough => 2,
-        MemoryType::NormalWriteBackNoAllocate => 3,
-        _ => 0,
-    }
-}
-
-const fn compute_prrr() -> u32 {
-    let mut v = 0;
-    let mut i = 0;
-    while i < 8 {
-        let t = MemoryType::from_remap_index(i);
-        v |= prrr_tr(t) << (2 * i as u32);
-        // NOSn = 1 for the Normal slots: shareable normal memory is inner shareable, the
-        // domain of the walks, barriers and TLB broadcasts. (NOSn of a Device or
-        // strongly-ordered slot is ignored; the crate leaves it 0.)
-        if t.is_normal() {
-            v |= 1 << (24 + i as u32);
-        }
-        i += 1;
-    }
-    // DS0 = DS1 = 1: device is shareable whatever S says. NS0 = 0, NS1 = 1: normal memory
-    // is shareable iff S.
-    v | (1 << 16) | (1 << 17) | (1 << 19)
-}
-
-const fn compute_nmrr() -> u32 {
-    let mut v = 0;
-    let mut i = 0;
-    while i < 8 {
-        let p = nmrr_policy(MemoryType::from_remap_index(i));
-        v |= (p << (2 * i as u32)) | (p << (16 + 2 * i as u32));
-        i += 1;
-    }
-    v
-}
-
-/// The value the kernel must program in `PRRR` (Primary Region Remap Register) before
-/// setting `SCTLR.TRE` for tables built by this crate (`0x9c0b_82a4`: `TRn` as the slots
-/// above, `DS0 = DS1 = NS1 = 1`, `NOSn = 1` for the Normal slots 2, 3, 4 and 7).
-///
-/// Linux's ARMv7 value (`0xff0a_81a8`, `proc-v7-2level.S`) has the same `NOS` meaning
-/// (shareable Normal memory is inner shareable) over different slots.
-pub const PRRR: u32 = compute_prrr();
-/// The value the kernel must program in `NMRR` (Normal Memory Remap Register) before
-/// setting `SCTLR.TRE` (`0x40e0_40e0`).
-pub const NMRR: u32 = compute_nmrr();
+pub use crate::arch::memattr::{NMRR, PRRR};
 
 impl Attributes {
     /// The short-descriptor bits these attributes put in a descriptor.

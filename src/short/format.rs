@@ -2,9 +2,9 @@
 //! entries, their sizes and the CPU features they depend on.
 
 use super::descriptor::{L1Desc, L1Kind, L2Desc, L2Kind};
-use crate::table::error::Feature;
 use crate::sink::MapSize;
 use crate::table::attrs::{Access, Attributes, Execute};
+use crate::table::error::Feature;
 use crate::table::{Format, Kind, Layout, LeafShape, RootShape};
 
 /// The VMSAv7 short-descriptor format (`TTBCR.EAE = 0`): level 1 with 1 MiB sections and
@@ -13,60 +13,12 @@ use crate::table::{Format, Kind, Layout, LeafShape, RootShape};
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Short;
 
-/// Optional VMSAv7 features the tables may use. `crate::arch::mmu::detect_features` reads
-/// them from the ID registers on the target.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub struct Features {
-    /// The PXN bit exists (`ID_MMFR0.VMSA >= 4`); L1 type `0b11` is a section with PXN.
-    pub pxn: bool,
-    /// Supersections exist (`ID_MMFR3.Supersec == 0`).
-    pub supersections: bool,
-    /// Supersections reach 40-bit physical addresses (LPAE-capable CPUs).
-    pub pa40: bool,
-    /// Table walks are coherent with the data cache (`ID_MMFR3.CohWalk == 1`); otherwise
-    /// every descriptor write is cleaned to the point of unification.
-    pub coherent_walk: bool,
-}
-
-impl Features {
-    /// Everything (Cortex-A7/A15 and QEMU's models of them).
-    pub const ALL: Features = Features {
-        pxn: true,
-        supersections: true,
-        pa40: true,
-        coherent_walk: true,
-    };
-    /// The VMSAv7 baseline: no PXN, no supersections (optional in VMSAv7:
-    /// `ID_MMFR3.Supersec`), non-coherent walks.
-    pub const BASELINE: Features = Features {
-        pxn: false,
-        supersections: false,
-        pa40: false,
-        coherent_walk: false,
-    };
-
-    /// Decodes the features from `ID_MMFR0` and `ID_MMFR3` values (`VMSA >= 4`: PXN;
-    /// `VMSA >= 5`: LPAE, hence 40-bit supersection addresses; `Supersec == 0`:
-    /// supersections; `CohWalk == 1`: coherent walks).
-    #[must_use]
-    pub fn from_id_regs(id_mmfr0: u32, id_mmfr3: u32) -> Features {
-        use crate::arch::fields::{ID_MMFR0_BITS, ID_MMFR3_BITS};
-        use tock_registers::LocalRegisterCopy;
-        let m0 = LocalRegisterCopy::<u32, ID_MMFR0_BITS::Register>::new(id_mmfr0);
-        let m3 = LocalRegisterCopy::<u32, ID_MMFR3_BITS::Register>::new(id_mmfr3);
-        let vmsa = m0.read(ID_MMFR0_BITS::VMSA);
-        let supersections = m3.read(ID_MMFR3_BITS::SUPERSEC) == 0;
-        Features {
-            pxn: vmsa >= 4,
-            supersections,
-            pa40: supersections && vmsa >= 5,
-            coherent_walk: m3.read(ID_MMFR3_BITS::COHWALK) >= 1,
-        }
-    }
-}
+pub use crate::arch::features::short::Features;
 
 const MIB: u64 = 1 << 20;
 const TOP: u64 = 1 << 32;
+
+impl crate::table::sealed::Sealed for Short {}
 
 impl Format for Short {
     type Word = u32;

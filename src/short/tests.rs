@@ -6,8 +6,8 @@ use std::vec::Vec;
 
 use super::*;
 use crate::addr::{PhysAddr, VirtAddr, VirtRange};
-use crate::table::error::{FreeTablesError, MapError, ProtectError, UnmapError};
 use crate::sink::MapSize;
+use crate::table::error::{FreeTablesError, MapError, ProtectError, UnmapError};
 use crate::table::tests::{all, map_pages, r, sizes, teardown, Rec, KIB, MIB};
 
 use super::host::HostMemory;

@@ -6,68 +6,7 @@
 //! (`TEX[0]:C:B` under TEX remap, `AttrIndx` with `MAIR`), and both formats' registers
 //! describe the same type in the same slot, so [`MemoryType::remap_index`] serves both.
 
-/// The memory type of a mapping.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub enum MemoryType {
-    /// Strongly-ordered: every access in program order, no gathering, always shareable.
-    StronglyOrdered,
-    /// Device memory (shareable).
-    Device,
-    /// Normal memory, inner and outer non-cacheable.
-    NormalNonCacheable,
-    /// Normal memory, inner and outer write-through, no write-allocate.
-    NormalWriteThrough,
-    /// Normal memory, inner and outer write-back, no write-allocate.
-    NormalWriteBackNoAllocate,
-    /// Normal memory, inner and outer write-back write-allocate (ordinary RAM).
-    NormalWriteBack,
-}
-
-impl MemoryType {
-    /// Every memory type, in declaration order.
-    pub const ALL: [MemoryType; 6] = [
-        MemoryType::StronglyOrdered,
-        MemoryType::Device,
-        MemoryType::NormalNonCacheable,
-        MemoryType::NormalWriteThrough,
-        MemoryType::NormalWriteBackNoAllocate,
-        MemoryType::NormalWriteBack,
-    ];
-
-    /// The attribute index of this type: `TEX[0]:C:B` under TEX remap (short
-    /// descriptors), `AttrIndx` into `MAIR0`/`MAIR1` (long descriptors).
-    #[must_use]
-    pub const fn remap_index(self) -> u8 {
-        match self {
-            MemoryType::StronglyOrdered => 0,
-            MemoryType::Device => 1,
-            MemoryType::NormalWriteThrough => 2,
-            MemoryType::NormalWriteBackNoAllocate => 3,
-            MemoryType::NormalNonCacheable => 4,
-            MemoryType::NormalWriteBack => 7,
-        }
-    }
-
-    /// The type an attribute index selects with this crate's remap and `MAIR` values
-    /// (slots 5 and 6 are strongly-ordered).
-    #[must_use]
-    pub const fn from_remap_index(index: u8) -> Self {
-        match index & 7 {
-            1 => MemoryType::Device,
-            2 => MemoryType::NormalWriteThrough,
-            3 => MemoryType::NormalWriteBackNoAllocate,
-            4 => MemoryType::NormalNonCacheable,
-            7 => MemoryType::NormalWriteBack,
-            _ => MemoryType::StronglyOrdered,
-        }
-    }
-
-    /// Whether this is Normal memory (cacheability and shareability apply).
-    #[must_use]
-    pub const fn is_normal(self) -> bool {
-        !matches!(self, MemoryType::StronglyOrdered | MemoryType::Device)
-    }
-}
+pub use crate::arch::memattr::MemoryType;
 
 /// Who may read and write a mapping.
 ///

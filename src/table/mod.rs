@@ -69,8 +69,8 @@ pub(crate) use space::store_probe;
 pub use space::{AddressSpace, Mappings, BBM_BATCH};
 
 use crate::addr::{PhysAddr, VirtAddr, VirtRange};
-use crate::table::error::{CreateError, Feature};
 use crate::sink::MapSize;
+use crate::table::error::{CreateError, Feature};
 use attrs::{Access, Attributes, Execute};
 
 const TOP: u64 = 1 << 32;
@@ -163,12 +163,12 @@ pub enum Kind {
     Leaf(MapSize),
 }
 
-mod sealed {
+/// Only the crate implements [`Word`] and [`Format`]: the two formats implement `Sealed`
+/// next to their `Format` impls.
+pub(crate) mod sealed {
     pub trait Sealed {}
     impl Sealed for u32 {}
     impl Sealed for u64 {}
-    impl Sealed for crate::short::Short {}
-    impl Sealed for crate::lpae::Lpae {}
 }
 
 /// A descriptor as stored in table memory: `u32` (short) or `u64` (long).

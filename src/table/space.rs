@@ -14,9 +14,11 @@ use super::{
     Translation, WalkCounts, Word,
 };
 use crate::addr::{PhysAddr, VirtAddr, VirtEnd, VirtRange, PAGE_SIZE};
-use crate::table::error::{CreateError, FreeTablesError, MapError, OutOfRange, ProtectError, UnmapError};
 use crate::memory::Memory;
 use crate::sink::{ChangedLeaf, ClearedLeaf, MapSize, UnmapSink};
+use crate::table::error::{
+    CreateError, FreeTablesError, MapError, OutOfRange, ProtectError, UnmapError,
+};
 
 const PAGE: u64 = PAGE_SIZE as u64;
 const TOP: u64 = 1 << 32;

@@ -13,12 +13,12 @@ use super::store_probe::{self, Mutant};
 use super::tests::TestFormat;
 use super::AddressSpace;
 use crate::addr::{PhysAddr, VirtAddr, VirtRange};
-use crate::table::error::{ProtectError, UnmapError};
 use crate::gather::{InFlight, MmuGather, Scope};
 use crate::lpae::Lpae;
 use crate::short::host::HostMemory;
 use crate::short::{Access, Attributes, Execute, Layout, Short};
 use crate::sink::MapSize;
+use crate::table::error::{ProtectError, UnmapError};
 use crate::tlb::model::{FreeChecker, SharedTlbModel};
 use crate::tlb::Asid;
 

@@ -14,12 +14,12 @@ use proptest::prelude::*;
 use super::attrs::{Access, Attributes, Execute, MemoryType};
 use super::{AddressSpace, Format, Kind, Layout, Mapping, Word};
 use crate::addr::{PhysAddr, VirtAddr, VirtEnd, VirtRange};
-use crate::table::error::{MapError, ProtectError, UnmapError};
 use crate::lpae::Lpae;
 use crate::memory::Memory;
 use crate::short::host::HostMemory;
 use crate::short::Short;
 use crate::sink::{ClearedLeaf, MapSize, UnmapSink};
+use crate::table::error::{MapError, ProtectError, UnmapError};
 
 pub(crate) const KIB: u64 = 1 << 10;
 pub(crate) const MIB: u64 = 1 << 20;

@@ -54,10 +54,10 @@ use super::errata::{A15Workaround, ErrataConfig, ErrataError, IpiTarget, SystemE
 use super::select::{CpuFeatures, CpuRegisters, DetectError, Shareability};
 use super::{Asid, TlbBackend, TlbCounters};
 use crate::addr::VirtAddr;
-#[cfg(any(test, feature = "std"))]
-pub use crate::arch::insn::Recorder;
 #[cfg(target_arch = "arm")]
 pub use crate::arch::insn::Cp15;
+#[cfg(any(test, feature = "std"))]
+pub use crate::arch::insn::Recorder;
 pub use crate::arch::insn::{Insn, InsnSink, SysReg, SysRegs};
 
 /// The `VA[31:12] | ASID` operand of the by-VA forms.

@@ -1,4 +1,4 @@
-//! The crate's own context-switch programs ([`crate::switch`]) and gather, run on the CPU
+//! The crate's own context-switch programs ([`crate::arch::switch`]) and gather, run on the CPU
 //! model. Each test runs the real program, and its teeth run the same scenario with the
 //! old or a wrong sequence ([`Variant`]) and show the model catching it.
 
@@ -6,16 +6,16 @@ use std::vec::Vec;
 
 use super::*;
 use crate::addr::VirtRange;
+use crate::arch::switch::{
+    park_short, switch_lpae, switch_short, switch_short_variant, ShortWalk, Variant,
+    DESCRIPTOR_CLEAN,
+};
 use crate::asid::{AsidAllocator, AsidContext};
 use crate::gather::{InFlight, MmuGather, Scope};
 use crate::memory::Memory;
 use crate::short::host::HostMemory;
 use crate::short::{Attributes, Layout, Short};
 use crate::sink::MapSize;
-use crate::switch::{
-    park_short, switch_lpae, switch_short, switch_short_variant, ShortWalk, Variant,
-    DESCRIPTOR_CLEAN,
-};
 use crate::tlb::model::FreeChecker;
 use crate::tlb::{Armv7Tlb, Shareability};
 
@@ -54,7 +54,7 @@ fn short_cpu(midr: u32, running: &Space, asid: u8) -> CpuModel {
         midr,
         contextidr: u32::from(asid),
         ttbcr: N,
-        ttbr0: u64::from(crate::switch::short_ttbr(running.root(), WALK)),
+        ttbr0: u64::from(crate::arch::switch::short_ttbr(running.root(), WALK)),
         ttbr1: 0x4000_0000 | u64::from(WALK.bits()),
     })
 }
@@ -294,7 +294,10 @@ fn no_split_parks_on_ttbr1_and_refuses_without_it() {
     let mut c = cpu.without_walks();
     // SAFETY: the model CPU has no memory to break.
     let refused = unsafe { switch_short(&mut c, a.root(), WALK, Asid(1), false) };
-    assert_eq!(refused, Err(crate::arch::error::ActivateError::NoParkingTable));
+    assert_eq!(
+        refused,
+        Err(crate::arch::error::ActivateError::NoParkingTable)
+    );
     assert!(c.model.log.is_empty(), "nothing written on an error");
     c.model.regs.ttbr1 = 0x4000_0000;
     // SAFETY: the model CPU has no memory to break.
@@ -327,7 +330,7 @@ fn lpae_allocator_round(honour_flush: bool) -> Result<u64, std::string::String> 
         midr: A15,
         contextidr: 0,
         ttbcr: (1 << 31) | N,
-        ttbr0: crate::switch::lpae_ttbr(spaces[0].0.root(), Asid(0)),
+        ttbr0: crate::arch::switch::lpae_ttbr(spaces[0].0.root(), Asid(0)),
         ttbr1: 0,
     });
     cpu.speculate = std::vec![va(S)];
@@ -376,7 +379,7 @@ fn lpae_owed_flush_runs_parked() {
         midr: A15,
         contextidr: 0,
         ttbcr: (1 << 31) | N,
-        ttbr0: crate::switch::lpae_ttbr(a.root(), Asid(4)),
+        ttbr0: crate::arch::switch::lpae_ttbr(a.root(), Asid(4)),
         ttbr1: 0,
     });
     let mut c = cpu.without_walks();
@@ -409,8 +412,8 @@ fn walk_attributes_and_clean_reach_the_walker_on_every_core() {
                     CleanTo::Nowhere
                 } else {
                     match DESCRIPTOR_CLEAN {
-                        crate::switch::CleanLevel::PoU => CleanTo::PoU,
-                        crate::switch::CleanLevel::PoC => CleanTo::PoC,
+                        crate::arch::switch::CleanLevel::PoU => CleanTo::PoU,
+                        crate::arch::switch::CleanLevel::PoC => CleanTo::PoC,
                     }
                 };
                 assert!(

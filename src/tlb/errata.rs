@@ -44,6 +44,7 @@ use super::select::{
     MainId, IMPLEMENTER_ARM, IMPLEMENTER_BROADCOM, PART_BRAHMA_B15, PART_CORTEX_A15, PART_CORTEX_A9,
 };
 use super::Asid;
+pub use crate::arch::cpu::a9_754322_affected;
 use crate::arch::fields::REVIDR_BITS;
 
 /// What the Cortex-A15 798181 workaround must do on a CPU.
@@ -62,18 +63,6 @@ pub enum A15Erratum798181 {
 pub fn a9_720789_affected(midr: u32) -> bool {
     let id = MainId::from_midr(midr);
     id.is(IMPLEMENTER_ARM, PART_CORTEX_A9) && id.variant < 2
-}
-
-/// Whether a CPU with this `MIDR` has Cortex-A9 erratum 754322 (r2pX and r3pX, as Linux's
-/// `ARM_ERRATA_754322`): a speculative table walk started before a `CONTEXTIDR` write may
-/// complete after it and leave an entry that hits under the new ASID. The workaround (a
-/// full `dsb` right before the write) is in every short-descriptor switch
-/// ([`crate::switch::switch_short`]), which reads `MIDR` itself, so a kernel cannot forget
-/// it.
-#[must_use]
-pub fn a9_754322_affected(midr: u32) -> bool {
-    let id = MainId::from_midr(midr);
-    id.is(IMPLEMENTER_ARM, PART_CORTEX_A9) && (2..=3).contains(&id.variant)
 }
 
 /// Which 798181 workaround a CPU with this `MIDR` and `REVIDR` needs.
@@ -175,7 +164,7 @@ pub struct ErrataConfig {
     pub a9_720789: bool,
     /// Cortex-A9 754322: a full `dsb` before each `CONTEXTIDR` write. Listed for the
     /// record (and for merging a system's CPUs): the short-descriptor switch
-    /// ([`crate::switch::switch_short`]) reads `MIDR` and applies it on the CPU it runs
+    /// ([`crate::arch::switch::switch_short`]) reads `MIDR` and applies it on the CPU it runs
     /// on, whatever this says, since the erratum is in that CPU's own walker.
     pub a9_754322: bool,
     /// Cortex-A15 798181.

@@ -38,9 +38,7 @@ pub use select::{
     BroadcastReason, BroadcastUnavailable, CpuFeatures, CpuRegisters, DetectError, Shareability,
 };
 
-/// An 8-bit address-space identifier (short descriptors and LPAE with 8-bit ASIDs).
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default)]
-pub struct Asid(pub u8);
+pub use crate::arch::context::Asid;
 
 /// Exact counts of the operations and barriers a backend issued.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]

@@ -26,8 +26,7 @@ pub const LAYERS: &[&str] = &[
     // plain values: addresses, the walker-to-gather interface, the kernel's memory
     "addr", "sink", "memory",
     // the CPU: registers, barriers, TLB instructions, root registers, switch sequences
-    "arch",
-    // the generic walker, then the formats that plug into it
+    "arch", // the generic walker, then the formats that plug into it
     "table", "short", "lpae",
     // TLB backends and models, the context-switch sequences, the ASID allocator
     "tlb", "switch", "asid",
@@ -346,9 +345,9 @@ pub fn references(code: &str) -> Vec<(usize, String)> {
         let wc: Vec<char> = w.chars().collect();
         b.len() >= pos + wc.len()
             && b[pos..pos + wc.len()] == wc[..]
-            && (pos == 0 || !(b[pos - 1].is_alphanumeric() || b[pos - 1] == '_' || b[pos - 1] == ':'))
-            && b
-                .get(pos + wc.len())
+            && (pos == 0
+                || !(b[pos - 1].is_alphanumeric() || b[pos - 1] == '_' || b[pos - 1] == ':'))
+            && b.get(pos + wc.len())
                 .is_none_or(|c| !(c.is_alphanumeric() || *c == '_'))
     };
     let mut i = 0;
@@ -528,8 +527,18 @@ pub fn graph(edges: &[Edge]) -> String {
     }
     let mut s = String::new();
     for m in LAYERS {
-        let deps: Vec<&str> = g.get(m).map(|d| d.iter().copied().collect()).unwrap_or_default();
-        s.push_str(&format!("  {m} -> {}\n", if deps.is_empty() { "-".into() } else { deps.join(", ") }));
+        let deps: Vec<&str> = g
+            .get(m)
+            .map(|d| d.iter().copied().collect())
+            .unwrap_or_default();
+        s.push_str(&format!(
+            "  {m} -> {}\n",
+            if deps.is_empty() {
+                "-".into()
+            } else {
+                deps.join(", ")
+            }
+        ));
     }
     s
 }
@@ -546,8 +555,10 @@ pub fn check(root: &Path) -> Result<String, Vec<String>> {
     let (edges, long) = analyse(&files);
     let b = breaches(&edges, &long);
     if b.is_empty() {
-        let pairs: BTreeSet<(&str, &str)> =
-            edges.iter().map(|e| (e.from.as_str(), e.to.as_str())).collect();
+        let pairs: BTreeSet<(&str, &str)> = edges
+            .iter()
+            .map(|e| (e.from.as_str(), e.to.as_str()))
+            .collect();
         Ok(format!(
             "{} modules in {} layers, {} module dependencies, all downward; no library file over {MAX_LINES} lines",
             LAYERS.len(),
@@ -600,7 +611,10 @@ mod tests {
                 "crate::sink"
             ]
         );
-        assert_eq!(expand_use_tree("super::x::{self, Y}"), vec!["super::x", "super::x::Y"]);
+        assert_eq!(
+            expand_use_tree("super::x::{self, Y}"),
+            vec!["super::x", "super::x::Y"]
+        );
     }
 
     #[test]
@@ -612,7 +626,10 @@ mod tests {
                    #[cfg(all(test, feature = \"x\"))]\nmod more;\n\
                    struct P { #[cfg(test)] probe: crate::tlb::Probe, a: u8 }\n\
                    use crate::addr::PhysAddr;\n";
-        let files = tree(&[("src/arch/mmu.rs", src), ("src/arch/more.rs", "use crate::tlb::X;")]);
+        let files = tree(&[
+            ("src/arch/mmu.rs", src),
+            ("src/arch/more.rs", "use crate::tlb::X;"),
+        ]);
         let (edges, long) = analyse(&files);
         assert!(long.is_empty());
         assert_eq!(edges.len(), 1, "{edges:?}");
@@ -633,7 +650,10 @@ mod tests {
             assert_eq!(b.len(), 1, "{src}: {b:?}");
             assert!(b[0].contains("not below it"), "{b:?}");
         }
-        let (edges, long) = analyse(&tree(&[("src/table/space/map.rs", "use super::super::super::short::Short;")]));
+        let (edges, long) = analyse(&tree(&[(
+            "src/table/space/map.rs",
+            "use super::super::super::short::Short;",
+        )]));
         assert_eq!(breaches(&edges, &long).len(), 1);
         // the generic walker naming a format is a breach; a format naming the walker is not
         let (edges, long) = analyse(&tree(&[
@@ -654,7 +674,11 @@ mod tests {
     #[test]
     fn long_files_and_unplaced_modules_are_breaches() {
         let long_src = "fn f() {}\n".repeat(MAX_LINES + 1);
-        let with_tests = format!("{}#[cfg(test)]\nmod tests {{\n{}}}\n", "fn f() {}\n".repeat(10), "fn g() {}\n".repeat(MAX_LINES));
+        let with_tests = format!(
+            "{}#[cfg(test)]\nmod tests {{\n{}}}\n",
+            "fn f() {}\n".repeat(10),
+            "fn g() {}\n".repeat(MAX_LINES)
+        );
         let (edges, long) = analyse(&tree(&[
             ("src/gather/mod.rs", &long_src),
             ("src/gather/batch.rs", &with_tests),

@@ -779,7 +779,10 @@ fn cmd_test(args: &[String]) -> i32 {
                 for b in &breaches {
                     println!("  {b}");
                 }
-                println!("layers ... FAILED ({} breaches; `cargo xtask layers` shows the graph)", breaches.len());
+                println!(
+                    "layers ... FAILED ({} breaches; `cargo xtask layers` shows the graph)",
+                    breaches.len()
+                );
                 failed += 1;
             }
         }
