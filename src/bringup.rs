@@ -34,6 +34,8 @@ impl From<Layout> for RootLayout {
             Layout::Whole => RootLayout::Whole,
             Layout::User { n } => RootLayout::User { n },
             Layout::Kernel { n } => RootLayout::Kernel { n },
+            Layout::UserLow { t1sz } => RootLayout::UserLow { t1sz },
+            Layout::KernelHigh { t1sz } => RootLayout::KernelHigh { t1sz },
         }
     }
 }

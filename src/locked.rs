@@ -201,7 +201,7 @@ impl<M: Memory, F: Format> LockedAddressSpace<M, F> {
     #[cfg(target_arch = "arm")]
     fn ttbr0_space(&self) -> Result<(), SwitchError> {
         match self.layout {
-            Layout::Kernel { .. } => Err(SwitchError::NotTtbr0),
+            Layout::Kernel { .. } | Layout::KernelHigh { .. } => Err(SwitchError::NotTtbr0),
             _ => Ok(()),
         }
     }
@@ -257,7 +257,7 @@ impl<M: Memory, F: Format> LockedAddressSpace<M, F> {
 
     fn scope(&self, teardown: bool) -> Scope {
         match self.layout {
-            Layout::Kernel { .. } => Scope::Kernel,
+            Layout::Kernel { .. } | Layout::KernelHigh { .. } => Scope::Kernel,
             _ => {
                 let asid = self.asid.asid().unwrap_or(RESERVED_ASID);
                 if teardown {

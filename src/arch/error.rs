@@ -31,6 +31,16 @@ pub enum ActivateError {
         /// The split the CPU's `TTBCR` holds.
         ttbcr: u8,
     },
+    /// Long descriptors: the table was built for another `TTBCR.T1SZ` than the CPU runs
+    /// (`table` is the layout's `t1sz`, 0 unless it is a `T1SZ` split; `ttbcr` the live
+    /// `T1SZ`). With another `T1SZ` the `TTBR0` region ends elsewhere: kernel addresses
+    /// would be looked up in a process table, or process addresses in the kernel's.
+    T1szMismatch {
+        /// The `T1SZ` the table's layout was built for.
+        table: u8,
+        /// The `TTBCR.T1SZ` the CPU holds.
+        ttbcr: u8,
+    },
     /// The table is for the other translation table base register: a kernel-half table
     /// (`Layout::Kernel`, loaded once into `TTBR1`) given to a context switch, or a
     /// process table (`Layout::User`) given to the MMU bring-up as the kernel's.
@@ -61,6 +71,10 @@ impl fmt::Display for ActivateError {
             ActivateError::NoParkingTable => {
                 f.write_str("TTBCR.N = 0 and TTBR1 holds no kernel table to park TTBR0 on")
             }
+            ActivateError::T1szMismatch { table, ttbcr } => write!(
+                f,
+                "table built for TTBCR.T1SZ = {table}, the CPU runs T1SZ = {ttbcr}"
+            ),
             ActivateError::SplitMismatch { table, ttbcr } => write!(
                 f,
                 "the table was built for split n = {table}, the CPU runs n = {ttbcr}"

@@ -172,15 +172,56 @@ pub unsafe fn enable(
     asid: Asid,
     kernel_root: PhysAddr,
 ) -> Result<(), ActivateError> {
-    if n > 7 {
-        return Err(ActivateError::InvalidSplit(n));
+    // SAFETY: the caller's contract, for `T0SZ = n`, `T1SZ = 0`.
+    unsafe { enable_sizes(n, 0, root, asid, kernel_root) }
+}
+
+/// [`enable`] for a split made with `TTBCR.T1SZ` (`T0SZ = 0`, `T1SZ = t1sz`, in 1..=7):
+/// `TTBR1` holds `kernel_root`, the table of the top `4 GiB >> t1sz` (a
+/// `Layout::KernelHigh { t1sz }` space: Linux's LPAE 3G/1G split is `t1sz = 2`, the
+/// kernel from `0xC000_0000`), `TTBR0` the table at `root` (a `Layout::UserLow { t1sz }`
+/// space) with `asid`, for every VA below. Everything else as [`enable`].
+///
+/// # Errors
+/// [`ActivateError::InvalidSplit`] for `t1sz` outside 1..=7;
+/// [`ActivateError::BadTableBase`] for a root `TTBR0`/`TTBR1` cannot hold.
+///
+/// # Safety
+/// As [`enable`], with the split at `4 GiB - (4 GiB >> t1sz)`.
+pub unsafe fn enable_t1sz(
+    t1sz: u8,
+    root: PhysAddr,
+    asid: Asid,
+    kernel_root: PhysAddr,
+) -> Result<(), ActivateError> {
+    if t1sz == 0 {
+        return Err(ActivateError::InvalidSplit(0));
     }
-    if !root_ok(root, n) {
+    // SAFETY: the caller's contract, for `T0SZ = 0`, `T1SZ = t1sz`.
+    unsafe { enable_sizes(0, t1sz, root, asid, kernel_root) }
+}
+
+/// [`enable`] with `T0SZ = t0sz` and `T1SZ = t1sz` (at most one of them non-zero).
+///
+/// # Safety
+/// As [`enable`].
+unsafe fn enable_sizes(
+    t0sz: u8,
+    t1sz: u8,
+    root: PhysAddr,
+    asid: Asid,
+    kernel_root: PhysAddr,
+) -> Result<(), ActivateError> {
+    if t0sz > 7 || t1sz > 7 {
+        return Err(ActivateError::InvalidSplit(t0sz.max(t1sz)));
+    }
+    if !root_ok(root, t0sz) {
         return Err(ActivateError::BadTableBase(root));
     }
-    if !root_ok(kernel_root, 0) {
+    if !root_ok(kernel_root, t1sz) {
         return Err(ActivateError::BadTableBase(kernel_root));
     }
+    let split = t0sz > 0 || t1sz > 0;
     // Inner shareable walks only on a core that takes part in coherency (see
     // `super::switch::ShortWalk`: the same rule, Linux's TTB_FLAGS_SMP/UP).
     let sh = if super::mmu::walk_attributes().shareable() {
@@ -197,23 +238,23 @@ pub unsafe fn enable(
     }
     MAIR0.set(attrs::MAIR0);
     MAIR1.set(attrs::MAIR1);
-    // With `n = 0` TTBR1 translates nothing but is the table TTBR0 is parked on
+    // Without a split TTBR1 translates nothing but is the table TTBR0 is parked on
     // (`super::switch::park_lpae`).
     TTBR1_64.set(ttbr_value(kernel_root, Asid(0)));
     TTBR0_64.set(ttbr_value(root, asid));
     isb();
     TTBCR.write(
         TTBCR_BITS::EAE::SET
-            + TTBCR_BITS::T0SZ.val(u32::from(n))
+            + TTBCR_BITS::T0SZ.val(u32::from(t0sz))
             + TTBCR_BITS::IRGN0::WriteBackWriteAllocate
             + TTBCR_BITS::ORGN0::WriteBackWriteAllocate
             + TTBCR_BITS::SH0.val(sh)
-            + TTBCR_BITS::T1SZ.val(0)
+            + TTBCR_BITS::T1SZ.val(u32::from(t1sz))
             + TTBCR_BITS::IRGN1.val(1)
             + TTBCR_BITS::ORGN1.val(1)
             + TTBCR_BITS::SH1.val(sh)
             + TTBCR_BITS::A1::CLEAR
-            + TTBCR_BITS::EPD1.val(u32::from(n == 0)),
+            + TTBCR_BITS::EPD1.val(u32::from(!split)),
     );
     isb();
     tlbi::tlbiall(0);

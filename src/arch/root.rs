@@ -53,7 +53,8 @@ pub enum RootFormat {
 
 /// Which part of the VA space a root translates: the bottom layer's copy of
 /// `crate::table::Layout` (same variants, same `n`: `TTBCR.N` for short descriptors,
-/// `TTBCR.T0SZ` with `T1SZ = 0` for long ones).
+/// `TTBCR.T0SZ` with `T1SZ = 0` for long ones; `t1sz`: `TTBCR.T1SZ` with `T0SZ = 0`, long
+/// descriptors only).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum RootLayout {
     /// All 4 GiB, through `TTBR0` with `n = 0`.
@@ -68,15 +69,34 @@ pub enum RootLayout {
         /// The split.
         n: u8,
     },
+    /// Long descriptors: the `TTBR0` part of the split `TTBCR.T1SZ = t1sz` (`T0SZ = 0`).
+    UserLow {
+        /// `TTBCR.T1SZ`.
+        t1sz: u8,
+    },
+    /// Long descriptors: the `TTBR1` part of the split `TTBCR.T1SZ = t1sz`: the top
+    /// `4 GiB >> t1sz`.
+    KernelHigh {
+        /// `TTBCR.T1SZ`.
+        t1sz: u8,
+    },
 }
 
 impl RootLayout {
-    /// The split this layout was built for (0 for [`RootLayout::Whole`]).
+    /// The `TTBCR.N` / `T0SZ` this layout was built for (0 for [`RootLayout::Whole`] and
+    /// for the `T1SZ` splits; see [`RootLayout::sizes`]).
     #[must_use]
     pub const fn split(self) -> u8 {
+        self.sizes().0
+    }
+
+    /// `(TTBCR.N or T0SZ, TTBCR.T1SZ)` this layout was built for.
+    #[must_use]
+    pub const fn sizes(self) -> (u8, u8) {
         match self {
-            RootLayout::Whole => 0,
-            RootLayout::User { n } | RootLayout::Kernel { n } => n,
+            RootLayout::Whole => (0, 0),
+            RootLayout::User { n } | RootLayout::Kernel { n } => (n, 0),
+            RootLayout::UserLow { t1sz } | RootLayout::KernelHigh { t1sz } => (0, t1sz),
         }
     }
 }
@@ -126,6 +146,9 @@ impl TableRoot {
     /// - [`ActivateError::WrongHalf`]: a kernel-half table (it belongs in `TTBR1`);
     /// - [`ActivateError::SplitMismatch`]: the layout's `n` (0 for a whole-space table)
     ///   is not the live `TTBCR.N` (short) / `TTBCR.T0SZ` (LPAE);
+    /// - [`ActivateError::T1szMismatch`] (LPAE): the layout's `t1sz` (0 unless it is a
+    ///   `T1SZ` split) is not the live `TTBCR.T1SZ`; a short-descriptor root with a
+    ///   `T1SZ` layout is a [`ActivateError::FormatMismatch`];
     /// - [`ActivateError::AccessFlagEnabled`]: short descriptors with `SCTLR.AFE = 1` (the
     ///   crate's `AP` encodings assume `AFE = 0`; long descriptors always have an access
     ///   flag and ignore `AFE`).
@@ -137,14 +160,25 @@ impl TableRoot {
             }
             _ => {}
         }
-        if let RootLayout::Kernel { .. } = self.layout {
+        if let RootLayout::Kernel { .. } | RootLayout::KernelHigh { .. } = self.layout {
             return Err(ActivateError::WrongHalf);
+        }
+        let (table, table_t1) = self.layout.sizes();
+        if !lpae && table_t1 != 0 {
+            return Err(ActivateError::FormatMismatch);
         }
         // `TTBCR.N` and `TTBCR.T0SZ` are both bits [2:0].
         let live = (ttbcr & 7) as u8;
-        let table = self.layout.split();
         if table != live {
             return Err(ActivateError::SplitMismatch { table, ttbcr: live });
+        }
+        // `TTBCR.T1SZ` is bits [18:16] (long descriptors).
+        let live_t1 = ((ttbcr >> 16) & 7) as u8;
+        if lpae && table_t1 != live_t1 {
+            return Err(ActivateError::T1szMismatch {
+                table: table_t1,
+                ttbcr: live_t1,
+            });
         }
         if !lpae && sctlr & SCTLR_AFE != 0 {
             return Err(ActivateError::AccessFlagEnabled);
@@ -152,14 +186,21 @@ impl TableRoot {
         Ok(())
     }
 
-    /// The split of a kernel root (one the bring-up loads): 0 for a whole-space table, `n`
-    /// for the kernel half of a split.
-    const fn kernel_split(&self) -> Result<u8, ActivateError> {
+    /// The split of a kernel root (one the bring-up loads), as `(N or T0SZ, T1SZ)`:
+    /// `(0, 0)` for a whole-space table, `(n, 0)` for the kernel half of a split, `(0,
+    /// t1sz)` for the kernel part of a `T1SZ` split (long descriptors only).
+    const fn kernel_split(&self) -> Result<(u8, u8), ActivateError> {
         match self.layout {
-            RootLayout::Whole => Ok(0),
-            RootLayout::Kernel { n } if n >= 1 && n <= 7 => Ok(n),
-            RootLayout::Kernel { n } => Err(ActivateError::InvalidSplit(n)),
-            RootLayout::User { .. } => Err(ActivateError::WrongHalf),
+            RootLayout::Whole => Ok((0, 0)),
+            RootLayout::Kernel { n } if n >= 1 && n <= 7 => Ok((n, 0)),
+            RootLayout::KernelHigh { .. } if matches!(self.format, RootFormat::Short) => {
+                Err(ActivateError::FormatMismatch)
+            }
+            RootLayout::KernelHigh { t1sz } if t1sz >= 1 && t1sz <= 7 => Ok((0, t1sz)),
+            RootLayout::Kernel { n } | RootLayout::KernelHigh { t1sz: n } => {
+                Err(ActivateError::InvalidSplit(n))
+            }
+            RootLayout::User { .. } | RootLayout::UserLow { .. } => Err(ActivateError::WrongHalf),
         }
     }
 }
@@ -225,7 +266,7 @@ impl MmuRegisters {
             return Err(ActivateError::FormatMismatch);
         }
         let n = match kernel.kernel_split() {
-            Ok(n) => n,
+            Ok((n, _)) => n,
             Err(e) => return Err(e),
         };
         let pa = kernel.pa.as_u64();
@@ -248,7 +289,8 @@ impl MmuRegisters {
     /// The long-descriptor bring-up over `kernel`: `shareable_walks` says whether this
     /// core's walks are inner shareable (it takes part in coherency), `mair` is the
     /// `MAIR0`/`MAIR1` values, `sctlr` the live `SCTLR`. `TTBCR`: `EAE = 1`,
-    /// `T0SZ = n`, `T1SZ = 0`, `A1 = 0` (the ASID is in `TTBR0`), walks write-back
+    /// `T0SZ = n`, `T1SZ = 0` (or, for a [`RootLayout::KernelHigh`] root, `T0SZ = 0`,
+    /// `T1SZ = t1sz`), `A1 = 0` (the ASID is in `TTBR0`), walks write-back
     /// write-allocate, `EPD0 = 1` with a split (parked), `EPD1 = 1` without one (`TTBR1`
     /// then translates nothing: it only names the table `TTBR0` is parked on).
     ///
@@ -267,23 +309,34 @@ impl MmuRegisters {
         if !matches!(kernel.format, RootFormat::Lpae) {
             return Err(ActivateError::FormatMismatch);
         }
-        let n = match kernel.kernel_split() {
-            Ok(n) => n,
+        let (n, t1sz) = match kernel.kernel_split() {
+            Ok(sizes) => sizes,
             Err(e) => return Err(e),
         };
         let pa = kernel.pa.as_u64();
-        // With `TxSZ = 0` the root is a 4-entry level-1 table: 32-byte alignment.
-        if !kernel.pa.is_aligned(32) || pa >= 1 << 40 {
+        // `TTBR1` holds a root of `4 GiB >> T1SZ`: aligned to `2^(5 - T1SZ)` bytes for a
+        // level-1 root (`T1SZ` 0 or 1), `2^(14 - T1SZ)` for a level-2 one. (With
+        // `T0SZ = n`, `T1SZ = 0`: a 4-entry level-1 table, 32 bytes.)
+        let align = if t1sz <= 1 {
+            32 >> t1sz
+        } else {
+            1 << (14 - t1sz)
+        };
+        if !kernel.pa.is_aligned(align) || pa >= 1 << 40 {
             return Err(ActivateError::BadTableBase(kernel.pa));
         }
         let sh: u32 = if shareable_walks { 0b11 } else { 0b00 };
         // IRGN0/ORGN0/IRGN1/ORGN1 = 0b01 (write-back write-allocate), SH0/SH1 = sh.
         let walks = (1 << 8) | (1 << 10) | (sh << 12) | (1 << 24) | (1 << 26) | (sh << 28);
-        let park = if n > 0 { TTBCR_EPD0 } else { TTBCR_EPD1 };
+        let park = if n > 0 || t1sz > 0 {
+            TTBCR_EPD0
+        } else {
+            TTBCR_EPD1
+        };
         Ok(MmuRegisters {
             mem_attrs: mair,
             dacr: DACR_DOMAIN0_CLIENT,
-            ttbcr: TTBCR_EAE | walks | park | n as u32,
+            ttbcr: TTBCR_EAE | walks | park | n as u32 | (t1sz as u32) << 16,
             ttbr0: pa,
             ttbr1: pa,
             contextidr: 0,
@@ -456,6 +509,95 @@ mod tests {
         assert_eq!(
             MmuRegisters::lpae(&far, true, mair, 0),
             Err(ActivateError::BadTableBase(PhysAddr::new(1 << 40)))
+        );
+    }
+
+    #[test]
+    fn t1sz_roots_are_checked_against_both_sizes() {
+        use RootFormat::{Lpae, Short};
+        let t1 = |t1sz: u32| TTBCR_EAE | t1sz << 16;
+        let user = root(Lpae, RootLayout::UserLow { t1sz: 2 });
+        assert_eq!(user.check_ttbr0(t1(2) | TTBCR_EPD0, 0), Ok(()));
+        for (live, got) in [(0, 0), (1, 1), (3, 3)] {
+            assert_eq!(
+                user.check_ttbr0(t1(live), 0),
+                Err(ActivateError::T1szMismatch {
+                    table: 2,
+                    ttbcr: got
+                })
+            );
+        }
+        // A whole-space or `T0SZ` table under a `T1SZ` split: TTBR0 would stop at 3 GiB.
+        for layout in [RootLayout::Whole, RootLayout::User { n: 1 }] {
+            let r = root(Lpae, layout);
+            assert!(
+                matches!(
+                    r.check_ttbr0(t1(2) | layout.split() as u32, 0),
+                    Err(ActivateError::T1szMismatch { table: 0, ttbcr: 2 })
+                ),
+                "{layout:?}"
+            );
+        }
+        // The kernel part belongs in TTBR1; short descriptors have no T1SZ layouts.
+        assert_eq!(
+            root(Lpae, RootLayout::KernelHigh { t1sz: 2 }).check_ttbr0(t1(2), 0),
+            Err(ActivateError::WrongHalf)
+        );
+        assert_eq!(
+            root(Short, RootLayout::UserLow { t1sz: 2 }).check_ttbr0(0, 0),
+            Err(ActivateError::FormatMismatch)
+        );
+    }
+
+    #[test]
+    fn lpae_bring_up_over_a_t1sz_kernel() {
+        use RootFormat::{Lpae, Short};
+        let k = root(Lpae, RootLayout::KernelHigh { t1sz: 2 });
+        let r = MmuRegisters::lpae(&k, true, [1, 2], 0).unwrap();
+        assert_eq!(r.ttbcr & 7, 0, "T0SZ");
+        assert_eq!((r.ttbcr >> 16) & 7, 2, "T1SZ");
+        assert_ne!(r.ttbcr & TTBCR_EPD0, 0, "TTBR0 parked");
+        assert_eq!(r.ttbcr & TTBCR_EPD1, 0, "TTBR1 walks the kernel");
+        assert_eq!(r.ttbr1, KERNEL_PA.as_u64());
+        // The parked state is what a process activation under this split accepts.
+        let user = root(Lpae, RootLayout::UserLow { t1sz: 2 });
+        assert_eq!(user.check_ttbr0(r.ttbcr, r.sctlr), Ok(()));
+        // A level-2 root of `4 GiB >> 2` needs 2^(14 - 2) = 4 KiB alignment; a 2-entry
+        // level-1 root (`T1SZ = 1`) 16 bytes.
+        let odd = TableRoot::new(
+            PhysAddr::new(0x4010_0800),
+            Lpae,
+            RootLayout::KernelHigh { t1sz: 2 },
+        );
+        assert_eq!(
+            MmuRegisters::lpae(&odd, true, [1, 2], 0),
+            Err(ActivateError::BadTableBase(PhysAddr::new(0x4010_0800)))
+        );
+        let t1 = TableRoot::new(
+            PhysAddr::new(0x4010_0010),
+            Lpae,
+            RootLayout::KernelHigh { t1sz: 1 },
+        );
+        assert!(MmuRegisters::lpae(&t1, true, [1, 2], 0).is_ok());
+        for bad in [0, 8] {
+            assert_eq!(
+                MmuRegisters::lpae(
+                    &root(Lpae, RootLayout::KernelHigh { t1sz: bad }),
+                    true,
+                    [1, 2],
+                    0
+                ),
+                Err(ActivateError::InvalidSplit(bad))
+            );
+        }
+        assert_eq!(
+            MmuRegisters::short(
+                &root(Short, RootLayout::KernelHigh { t1sz: 2 }),
+                0,
+                [0, 0],
+                0
+            ),
+            Err(ActivateError::FormatMismatch)
         );
     }
 }

@@ -20,7 +20,7 @@
 //! register changes, `TTBR0` is *parked*, so that no walk can go through any process's
 //! tables while the ASID changes:
 //!
-//! - with a split (`TTBCR.N > 0`, or LPAE `T0SZ > 0`): `TTBCR.PD0 = 1` (LPAE: `EPD0 = 1`).
+//! - with a split (`TTBCR.N > 0`, or LPAE `T0SZ > 0` or `T1SZ > 0`): `TTBCR.PD0 = 1` (LPAE: `EPD0 = 1`).
 //!   A TLB miss below the split then faults without a walk (Arm ARM, `TTBCR`, in both
 //!   formats). That is exactly what an empty table gives (no walk can
 //!   load anything through it) without spending a table or needing one aligned for every
@@ -71,11 +71,11 @@
 //! ```text
 //! same ASID, no flush owed, TTBR0 already the table: nothing
 //! dsb ishst
-//! [EPD0 = 1 ; isb ; TLBIALL or TLBIASID ; dsb nsh]      T0SZ > 0, a flush owed
-//! [TLBIALL ; dsb nsh]                                   T0SZ = 0, rollover flush owed
+//! [EPD0 = 1 ; isb ; TLBIALL or TLBIASID ; dsb nsh]      a split, a flush owed  
+//! [TLBIALL ; dsb nsh]                                   no split, rollover flush owed
 //! TTBR0 = root | asid << 48 ; isb
 //! [EPD0 = 0 ; isb]
-//! [TLBIASID asid ; dsb nsh ; isb]                       T0SZ = 0, same ASID, other table
+//! [TLBIASID asid ; dsb nsh ; isb]                       no split, same ASID, other table
 //! BPIALL ; dsb nsh ; isb
 //! ```
 //!
@@ -98,6 +98,8 @@ use crate::addr::PhysAddr;
 const PD0: u32 = 1 << 4;
 /// `TTBCR.EPD0` (long descriptors).
 const EPD0: u32 = 1 << 7;
+/// `TTBCR.T0SZ` (bits \[2:0\]) and `TTBCR.T1SZ` (bits \[18:16\]): either set is a split.
+const TXSZ_BOTH: u32 = 7 | 7 << 16;
 /// `TTBCR.EAE`.
 const EAE: u32 = 1 << 31;
 /// Table base bits of a 32-bit `TTBRn` for `N = 0` (16 KiB alignment).
@@ -460,6 +462,9 @@ pub unsafe fn switch_lpae<S: SysRegs>(
         return Err(ActivateError::FormatMismatch);
     }
     let t0sz = ttbcr & 7;
+    // A split (`T0SZ > 0`, or `T1SZ > 0` with `T0SZ = 0`: the kernel's part above
+    // `TTBR0`'s) parks with `EPD0`; only without one does `TTBR0` park on `TTBR1`'s table.
+    let split = ttbcr & TXSZ_BOTH != 0;
     if !lpae_root_ok(root, t0sz) {
         return Err(ActivateError::BadTableBase(root));
     }
@@ -467,7 +472,7 @@ pub unsafe fn switch_lpae<S: SysRegs>(
     let ttbr1 = cpu.read(SysReg::Ttbr1Lpae);
     let new_ttbr = lpae_ttbr(root, asid);
     let same_asid = (ttbr0 >> 48) as u8 == asid.0;
-    let parked = if t0sz > 0 {
+    let parked = if split {
         ttbcr & EPD0 != 0
     } else {
         ttbr1 & LPAE_BASE != 0 && ttbr0 & LPAE_BASE == ttbr1 & LPAE_BASE
@@ -479,7 +484,7 @@ pub unsafe fn switch_lpae<S: SysRegs>(
     // As for short descriptors: `EPD0` parking keeps `TTBR0`, which says whose entries
     // the ASID holds.
     let foreign = same_asid
-        && (if t0sz > 0 {
+        && (if split {
             ttbr0 != new_ttbr
         } else {
             !parked && !on_root
@@ -498,7 +503,7 @@ pub unsafe fn switch_lpae<S: SysRegs>(
         foreign_entries_dropped: !flush_local && foreign,
     };
     cpu.issue(Insn::DsbIshst);
-    // Where the flush goes: while parked (`T0SZ > 0`); otherwise a rollover's `TLBIALL`
+    // Where the flush goes: while parked (a split); otherwise a rollover's `TLBIALL`
     // before the write (what the old table refills in the gap is tagged with the running
     // space's ASID, which the allocator keeps reserved for it, as Linux's LPAE
     // `check_and_switch_context` relies on) and a foreign-entries `TLBIASID` after it
@@ -506,7 +511,7 @@ pub unsafe fn switch_lpae<S: SysRegs>(
     let mut parked_now = parked;
     let mut flush_after = None;
     if let Some(op) = flush {
-        if t0sz > 0 {
+        if split {
             if !parked_now {
                 cpu.issue(Insn::SetTtbcr(ttbcr | EPD0));
                 cpu.issue(Insn::Isb);
@@ -523,7 +528,7 @@ pub unsafe fn switch_lpae<S: SysRegs>(
     }
     cpu.issue(Insn::SetTtbr0Lpae(new_ttbr));
     cpu.issue(Insn::Isb);
-    if t0sz > 0 && parked_now {
+    if split && parked_now {
         cpu.issue(Insn::SetTtbcr(ttbcr & !EPD0));
         cpu.issue(Insn::Isb);
     }
@@ -537,12 +542,12 @@ pub unsafe fn switch_lpae<S: SysRegs>(
 }
 
 /// Parks this CPU's `TTBR0` (long descriptors): `TTBCR.EPD0 = 1` with a split
-/// (`T0SZ > 0`), `TTBR0 = TTBR1`'s table (ASID kept) without one. Returns `false` (and
+/// (`T0SZ > 0` or `T1SZ > 0`), `TTBR0 = TTBR1`'s table (ASID kept) without one. Returns `false` (and
 /// writes nothing) if it was parked already.
 ///
 /// # Errors
 /// [`ActivateError::FormatMismatch`] with `TTBCR.EAE` clear;
-/// [`ActivateError::NoParkingTable`] with `T0SZ = 0` and no table in `TTBR1`.
+/// [`ActivateError::NoParkingTable`] with no split (`T0SZ = T1SZ = 0`) and no table in `TTBR1`.
 ///
 /// # Safety
 /// As [`park_short`].
@@ -551,7 +556,7 @@ pub unsafe fn park_lpae<S: SysRegs>(cpu: &mut S) -> Result<bool, ActivateError> 
     if ttbcr & EAE == 0 {
         return Err(ActivateError::FormatMismatch);
     }
-    if ttbcr & 7 > 0 {
+    if ttbcr & TXSZ_BOTH != 0 {
         if ttbcr & EPD0 != 0 {
             return Ok(false);
         }

@@ -131,9 +131,11 @@ impl Format for Lpae {
 
     fn root(layout: Layout) -> RootShape {
         let (level, entries) = match layout {
-            Layout::Whole | Layout::Kernel { .. } => (1, 4),
-            Layout::User { n: 1 } => (1, 2),
-            Layout::User { n } => (2, 1 << (11 - n.min(7))),
+            // The TTBR1 table of a `T1SZ` split is sized and indexed as a `T0SZ` one of the
+            // same size: the walker indexes each table by the VA bits below its region.
+            Layout::Whole | Layout::Kernel { .. } | Layout::UserLow { .. } => (1, 4),
+            Layout::User { n: 1 } | Layout::KernelHigh { t1sz: 1 } => (1, 2),
+            Layout::User { n } | Layout::KernelHigh { t1sz: n } => (2, 1 << (11 - n.min(7))),
         };
         RootShape {
             level,
@@ -141,6 +143,10 @@ impl Format for Lpae {
             frames: 1,
             align: 4096,
         }
+    }
+
+    fn layout_usable(_: Layout) -> bool {
+        true
     }
 
     #[inline(always)]

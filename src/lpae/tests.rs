@@ -515,3 +515,114 @@ fn tables_above_4_gib() {
     ));
     assert_eq!(host.outstanding(), 0);
 }
+
+#[test]
+fn t1sz_split_spaces_cover_their_parts() {
+    // Linux's LPAE 3G/1G split: `T0SZ = 0`, `T1SZ = 2`. The process's table covers the
+    // VAs below 0xC000_0000 from a level-1 root, the kernel's the top GiB from a level-2
+    // root (one 2 MiB entry per slot, indexed by VA[29:21] as the walker does).
+    let mem = HostMemory::new();
+    let split = 0xC000_0000u64;
+    let mut kernel =
+        AddressSpace::new(mem.clone(), Layout::KernelHigh { t1sz: 2 }, Features::ALL).unwrap();
+    let user_mem = HostMemory::new();
+    let mut user =
+        AddressSpace::new(user_mem.clone(), Layout::UserLow { t1sz: 2 }, Features::ALL).unwrap();
+    assert_eq!(kernel.layout().bounds(), (split, 1 << 32));
+    assert_eq!(user.layout().bounds(), (0, split));
+    let ka = Attributes::KERNEL_DATA;
+    // A 1 GiB request in the level-2 root becomes 2 MiB blocks.
+    kernel
+        .map(
+            r(split, 1 << 30),
+            PhysAddr::new(0x1_0000_0000),
+            ka,
+            MapSize::Block1G,
+        )
+        .unwrap();
+    let got = sizes(&kernel, all());
+    assert_eq!(got.len(), 512);
+    assert!(got.iter().all(|&(_, size)| size == MapSize::Block2M));
+    assert_eq!(kernel.table_frames(), 0, "blocks in the root need no table");
+    for va in [split, split + 0x20_1234, 0xffff_f000] {
+        let t = kernel.translate(VirtAddr::new(va as u32)).expect("mapped");
+        assert_eq!(t.pa.as_u64(), 0x1_0000_0000 + (va - split), "va = {va:#x}");
+    }
+    // Slot 1 of the root holds 0xC020_0000: the root is indexed below the region.
+    let p1 = kernel
+        .entry_ptr_for_test(VirtAddr::new(0xC020_0000))
+        .unwrap();
+    let p0 = kernel
+        .entry_ptr_for_test(VirtAddr::new(split as u32))
+        .unwrap();
+    assert_eq!(p1.as_ptr() as usize - p0.as_ptr() as usize, 8);
+    // Each refuses the other part, on both the write and the read side.
+    assert_eq!(
+        kernel.map(
+            r(split - 4096, 4096),
+            PhysAddr::new(0x1000),
+            ka,
+            MapSize::Page4K
+        ),
+        Err(MapError::OutOfRange)
+    );
+    assert!(kernel.translate_checked(VirtAddr::new(0x1000)).is_err());
+    let ua = Attributes::USER_DATA;
+    user.map(
+        r(split - 4096, 4096),
+        PhysAddr::new(0x4000_0000),
+        ua,
+        MapSize::Page4K,
+    )
+    .unwrap();
+    assert_eq!(
+        user.map(
+            r(split, 4096),
+            PhysAddr::new(0x4000_0000),
+            ua,
+            MapSize::Page4K
+        ),
+        Err(MapError::OutOfRange)
+    );
+    assert!(user.translate_checked(VirtAddr::new(split as u32)).is_err());
+    // A process part takes no global leaf, as `Layout::User`.
+    assert_eq!(
+        user.map(
+            r(0x1000, 4096),
+            PhysAddr::new(0x4000_0000),
+            ka,
+            MapSize::Page4K
+        ),
+        Err(MapError::GlobalInUserSpace)
+    );
+    // Typed roots for the bring-up and the activation check.
+    use crate::arch::root::RootLayout;
+    assert_eq!(
+        kernel.table_root().layout(),
+        RootLayout::KernelHigh { t1sz: 2 }
+    );
+    assert_eq!(user.table_root().layout(), RootLayout::UserLow { t1sz: 2 });
+    let mut rec = Rec::default();
+    assert_eq!(kernel.unmap(r(split, 1 << 30), &mut rec), Ok(512));
+    teardown(kernel, &mem);
+    teardown(user, &user_mem);
+}
+
+#[test]
+fn t1sz_layouts_refused_where_they_cannot_exist() {
+    let mem = HostMemory::new();
+    for t1sz in [0, 8] {
+        assert_eq!(
+            AddressSpace::new(mem.clone(), Layout::KernelHigh { t1sz }, Features::ALL).err(),
+            Some(crate::table::error::CreateError::InvalidSplit(t1sz))
+        );
+    }
+    // Short descriptors have no `T1SZ`.
+    for layout in [Layout::UserLow { t1sz: 2 }, Layout::KernelHigh { t1sz: 2 }] {
+        assert_eq!(
+            crate::short::AddressSpace::new(mem.clone(), layout, crate::short::Features::ALL).err(),
+            Some(crate::table::error::CreateError::UnsupportedLayout(layout))
+        );
+    }
+    assert_eq!(mem.outstanding(), 0, "nothing allocated by a refusal");
+}

@@ -58,7 +58,11 @@ impl Format for Short {
 
     fn root(layout: Layout) -> RootShape {
         match layout {
-            Layout::Whole | Layout::Kernel { .. } => RootShape {
+            // (The `T1SZ` layouts are refused by `layout_usable`; they get the whole shape.)
+            Layout::Whole
+            | Layout::Kernel { .. }
+            | Layout::UserLow { .. }
+            | Layout::KernelHigh { .. } => RootShape {
                 level: 1,
                 entries: 4096,
                 frames: 4,
@@ -74,6 +78,10 @@ impl Format for Short {
                 }
             }
         }
+    }
+
+    fn layout_usable(layout: Layout) -> bool {
+        !matches!(layout, Layout::UserLow { .. } | Layout::KernelHigh { .. })
     }
 
     #[inline(always)]
@@ -111,7 +119,7 @@ impl Format for Short {
         Some(match attrs.execute {
             Execute::UserOnly => true,
             Execute::Anywhere => false,
-            Execute::Never => (matches!(layout, Layout::User { .. }) || user) && features.pxn,
+            Execute::Never => (layout.is_user() || user) && features.pxn,
         })
     }
 

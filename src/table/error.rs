@@ -5,6 +5,7 @@
 
 use core::fmt;
 
+use super::Layout;
 use crate::addr::{PhysAddr, VirtAddr};
 use crate::sink::MapSize;
 
@@ -27,8 +28,11 @@ pub enum Feature {
 /// Why an address space could not be created.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum CreateError {
-    /// `TTBCR.N` must be 1..=7 for a split layout.
+    /// `TTBCR.N` (or `T0SZ`, `T1SZ`) must be 1..=7 for a split layout.
     InvalidSplit(u8),
+    /// The format cannot build a table for this layout: the `T1SZ` splits
+    /// ([`Layout::UserLow`], [`Layout::KernelHigh`]) are long-descriptor only.
+    UnsupportedLayout(Layout),
     /// The kernel's memory model had no frame for the L1 table.
     OutOfMemory,
     /// The allocator returned table memory the translation table base register cannot
@@ -153,6 +157,12 @@ impl fmt::Display for CreateError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CreateError::InvalidSplit(n) => write!(f, "split n = {n} is not in 1..=7"),
+            CreateError::UnsupportedLayout(l) => {
+                write!(
+                    f,
+                    "layout {l:?} needs TTBCR.T1SZ, which short descriptors lack"
+                )
+            }
             CreateError::OutOfMemory => f.write_str("no frame for the root table"),
             CreateError::TableUnreachable(pa) => {
                 write!(f, "root table memory at {pa} cannot be a table base")

@@ -360,7 +360,7 @@ impl<F: TestFormat> Run<F> {
         let (lo, hi) = layout.bounds();
         let w = 64 * MIB;
         let window = match layout {
-            Layout::User { .. } => (hi.saturating_sub(w).max(lo), hi),
+            l if l.is_user() => (hi.saturating_sub(w).max(lo), hi),
             _ => (lo, (lo + w).min(hi)),
         };
         Ok(Self {
@@ -385,7 +385,7 @@ impl<F: TestFormat> Run<F> {
     }
 
     fn user(&self) -> bool {
-        matches!(self.layout, Layout::User { .. })
+        self.layout.is_user()
     }
 
     fn scope(&self) -> Scope {
@@ -778,6 +778,8 @@ fn layouts() -> Vec<Layout> {
     for n in 1..=7 {
         v.push(Layout::User { n });
         v.push(Layout::Kernel { n });
+        v.push(Layout::UserLow { t1sz: n });
+        v.push(Layout::KernelHigh { t1sz: n });
     }
     v
 }
@@ -796,7 +798,11 @@ fn run_format_with<F: TestFormat>(
     broken: bool,
 ) -> Result<Counts, String> {
     let mut total = Counts::default();
-    for (i, layout) in layouts().into_iter().enumerate() {
+    for (i, layout) in layouts()
+        .into_iter()
+        .filter(|l| F::layout_usable(*l))
+        .enumerate()
+    {
         for near_limit in [false, true] {
             let s = seed ^ ((i as u64) << 8) ^ u64::from(near_limit) << 16;
             let mut run = Run::<F>::new(layout, near_limit, s, pa_limit)

@@ -75,9 +75,12 @@ use attrs::{Access, Attributes, Execute};
 
 const TOP: u64 = 1 << 32;
 
-/// Which part of the 4 GiB VA space a table translates. The same three shapes exist for
+/// Which part of the 4 GiB VA space a table translates. The first three shapes exist for
 /// both formats: `n` is `TTBCR.N` for short descriptors and `TTBCR.T0SZ` (with
-/// `T1SZ = 0`) for long descriptors.
+/// `T1SZ = 0`) for long descriptors. The last two are the long-descriptor splits made with
+/// `TTBCR.T1SZ` instead (`T0SZ = 0`): the kernel's part at the top of the space, sized by
+/// `t1sz`, as Linux's LPAE 3G/1G split (`t1sz = 2`). Short descriptors have no `T1SZ`: a
+/// short-descriptor space refuses them ([`CreateError::UnsupportedLayout`]).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Layout {
     /// One table for all 4 GiB (`N = 0` / `T0SZ = T1SZ = 0`, loaded in `TTBR0`). Tables
@@ -97,6 +100,21 @@ pub enum Layout {
         /// `TTBCR.N` (short) or `TTBCR.T0SZ` (long).
         n: u8,
     },
+    /// Long descriptors: the `TTBR0` part of a `T1SZ` split (`T0SZ = 0`, `T1SZ = t1sz`),
+    /// the VAs below `4 GiB - (4 GiB >> t1sz)`, `t1sz` in 1..=7 (below `0xC000_0000` for
+    /// `t1sz = 2`). A process, as [`Layout::User`]: not-global leaves only. Its root is
+    /// the 4-entry level-1 table of a whole space; the entries above the split stay empty.
+    UserLow {
+        /// `TTBCR.T1SZ`.
+        t1sz: u8,
+    },
+    /// Long descriptors: the `TTBR1` part of a `T1SZ` split, the top `4 GiB >> t1sz` of
+    /// the VA space (from `0xC000_0000` for `t1sz = 2`). For `t1sz >= 2` the walk starts
+    /// at level 2: the root is a table of 2 MiB entries and holds no 1 GiB block.
+    KernelHigh {
+        /// `TTBCR.T1SZ`.
+        t1sz: u8,
+    },
 }
 
 impl Layout {
@@ -115,14 +133,45 @@ impl Layout {
             Layout::Whole => (0, TOP),
             Layout::User { n } => (0, split(n)),
             Layout::Kernel { n } => (split(n), TOP),
+            Layout::UserLow { t1sz } => (0, TOP - split(t1sz)),
+            Layout::KernelHigh { t1sz } => (TOP - split(t1sz), TOP),
         }
     }
 
-    /// Whether `n` is in range.
+    /// Whether `n` / `t1sz` is in range.
     pub(crate) const fn valid(self) -> bool {
         match self {
             Layout::Whole => true,
-            Layout::User { n } | Layout::Kernel { n } => n >= 1 && n <= 7,
+            Layout::User { n }
+            | Layout::Kernel { n }
+            | Layout::UserLow { t1sz: n }
+            | Layout::KernelHigh { t1sz: n } => n >= 1 && n <= 7,
+        }
+    }
+
+    /// Whether this is a process's part of a split ([`Layout::User`] or
+    /// [`Layout::UserLow`]): walks from `TTBR0`, tagged with an ASID, so every leaf is
+    /// not-global.
+    #[must_use]
+    pub const fn is_user(self) -> bool {
+        matches!(self, Layout::User { .. } | Layout::UserLow { .. })
+    }
+
+    /// Whether this is the kernel's part of a split ([`Layout::Kernel`] or
+    /// [`Layout::KernelHigh`]): loaded once into `TTBR1`, never switched.
+    #[must_use]
+    pub const fn is_kernel(self) -> bool {
+        matches!(self, Layout::Kernel { .. } | Layout::KernelHigh { .. })
+    }
+
+    /// `(TTBCR.N or T0SZ, TTBCR.T1SZ)` of the split this layout belongs to: `(0, 0)` for
+    /// [`Layout::Whole`], `(n, 0)` for `User`/`Kernel`, `(0, t1sz)` for the `T1SZ` splits.
+    #[must_use]
+    pub const fn sizes(self) -> (u8, u8) {
+        match self {
+            Layout::Whole => (0, 0),
+            Layout::User { n } | Layout::Kernel { n } => (n, 0),
+            Layout::UserLow { t1sz } | Layout::KernelHigh { t1sz } => (0, t1sz),
         }
     }
 }
@@ -307,8 +356,11 @@ pub trait Format: sealed::Sealed + Sized + 'static {
     /// The context of the root table's entries.
     const ROOT_CTX: Self::TableCtx;
 
-    /// The root table for `layout` (already checked valid).
+    /// The root table for `layout` (already checked valid and usable).
     fn root(layout: Layout) -> RootShape;
+    /// Whether this format can build a table for `layout` (short descriptors have no
+    /// `T1SZ` splits).
+    fn layout_usable(layout: Layout) -> bool;
     /// Whether the hardware walker reads table memory coherently with the data cache.
     fn coherent_walk(features: &Self::Features) -> bool;
     /// Whether leaves of `size` may be used on this CPU.
@@ -467,9 +519,17 @@ impl WalkCounts {
 }
 
 /// Checks a layout before a space is created.
-pub(crate) fn check_layout(layout: Layout) -> Result<(), CreateError> {
+pub(crate) fn check_layout<F: Format>(layout: Layout) -> Result<(), CreateError> {
+    if !F::layout_usable(layout) {
+        return Err(CreateError::UnsupportedLayout(layout));
+    }
     match layout {
-        Layout::User { n } | Layout::Kernel { n } if !layout.valid() => {
+        Layout::User { n }
+        | Layout::Kernel { n }
+        | Layout::UserLow { t1sz: n }
+        | Layout::KernelHigh { t1sz: n }
+            if !layout.valid() =>
+        {
             Err(CreateError::InvalidSplit(n))
         }
         _ => Ok(()),

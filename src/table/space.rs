@@ -429,7 +429,7 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
     /// point to (short: above 4 GiB; long: above 1 TiB) or misaligned (the frames are
     /// returned first).
     pub fn new(mut mem: M, layout: Layout, features: F::Features) -> Result<Self, CreateError> {
-        check_layout(layout)?;
+        check_layout::<F>(layout)?;
         let root = F::root(layout);
         let pa = mem
             .allocate_frames(root.frames, root.align)
@@ -1126,7 +1126,7 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
         if !attrs.memory.is_normal() && attrs.execute != Execute::Never {
             return Err(MapError::ExecutableDevice);
         }
-        if attrs.global && matches!(self.layout, Layout::User { .. }) {
+        if attrs.global && self.layout.is_user() {
             return Err(MapError::GlobalInUserSpace);
         }
         let (start, end) = (range.start().as_u64(), range.end().as_u64());
@@ -1639,7 +1639,7 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
         if range.is_empty() {
             return Ok(0);
         }
-        let global = !matches!(self.layout, Layout::User { .. });
+        let global = !self.layout.is_user();
         // VAs outside the layout are never mapped through this table: bounds at the
         // layout's edges reach past them (a long-descriptor `Kernel` root entry spans VAs
         // below the split).

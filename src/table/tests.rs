@@ -388,8 +388,8 @@ impl Win {
     fn edge(&self) -> Option<u64> {
         match self.layout {
             Layout::Whole => None,
-            Layout::User { .. } => Some(self.layout.bounds().1),
-            Layout::Kernel { .. } => Some(self.layout.bounds().0),
+            Layout::User { .. } | Layout::UserLow { .. } => Some(self.layout.bounds().1),
+            Layout::Kernel { .. } | Layout::KernelHigh { .. } => Some(self.layout.bounds().0),
         }
     }
 }
@@ -472,11 +472,7 @@ const ALL_SIZES: [MapSize; 6] = [
 ];
 
 fn arb_op(w: Win) -> impl Strategy<Value = Op> {
-    let global = if matches!(w.layout, Layout::User { .. }) {
-        0.2
-    } else {
-        0.5
-    };
+    let global = if w.layout.is_user() { 0.2 } else { 0.5 };
     prop_oneof![
         4 => (arb_extent(w), any::<bool>(), 0..8u32, arb_attrs(global),
               proptest::sample::select(&ALL_SIZES[..]))
@@ -527,7 +523,7 @@ fn check_against_model<F: Format>(s: &AddressSpace<F, HostMemory>, model: &Model
 fn run_ops<F: TestFormat>(w: Win, ops: &[Op], features: F::Features) {
     let mem = HostMemory::new();
     let mut s = AddressSpace::<F, _>::new(mem.clone(), w.layout, features).unwrap();
-    let user = matches!(w.layout, Layout::User { .. });
+    let user = w.layout.is_user();
     let root_level = F::root(w.layout).level;
     let (lo, hi) = w.layout.bounds();
     let mut model = Model::new();
@@ -843,8 +839,10 @@ proptest! {
 
 /// The layouts the model runs cover: the whole space; user halves whose roots differ
 /// (LPAE: level 1 for `n = 1`, level 2 below, the smallest for `n = 7`; short: roots of
-/// one to four frames); kernel halves, whose LPAE root entries span VAs below the split.
-const LAYOUTS: [Layout; 8] = [
+/// one to four frames); kernel halves, whose LPAE root entries span VAs below the split;
+/// LPAE's `T1SZ` splits (a process below, the kernel's level-1 or level-2 root at the top;
+/// a format without them skips them).
+const LAYOUTS: [Layout; 13] = [
     Layout::Whole,
     Layout::User { n: 1 },
     Layout::User { n: 2 },
@@ -853,6 +851,11 @@ const LAYOUTS: [Layout; 8] = [
     Layout::Kernel { n: 1 },
     Layout::Kernel { n: 2 },
     Layout::Kernel { n: 7 },
+    Layout::UserLow { t1sz: 1 },
+    Layout::UserLow { t1sz: 2 },
+    Layout::KernelHigh { t1sz: 1 },
+    Layout::KernelHigh { t1sz: 2 },
+    Layout::KernelHigh { t1sz: 7 },
 ];
 
 /// `cases` random op sequences in each of [`LAYOUTS`] for format `F`, every map limited
@@ -860,7 +863,7 @@ const LAYOUTS: [Layout; 8] = [
 /// included); a failure names the layout and the shrunk ops.
 fn random_ops_in_every_layout<F: TestFormat>(features: F::Features, cases: u32) {
     use proptest::test_runner::{Config, TestRunner};
-    for layout in LAYOUTS {
+    for layout in LAYOUTS.into_iter().filter(|l| F::layout_usable(*l)) {
         let w = Win::of(layout);
         let config = Config {
             cases,
@@ -895,9 +898,9 @@ fn lpae_random_ops_in_every_layout() {
 /// leaves in a user space, ranges across the layout's edge). Deterministic, for both
 /// formats, on the most and the least capable CPU.
 fn every_size_in_every_layout<F: TestFormat>() {
-    for layout in LAYOUTS {
+    for layout in LAYOUTS.into_iter().filter(|l| F::layout_usable(*l)) {
         let w = Win::of(layout);
-        let user = matches!(layout, Layout::User { .. });
+        let user = layout.is_user();
         let (gib, gibs) = w.gib;
         let page0 = if gibs > 0 { gib } else { 0 };
         let data = Attributes {
@@ -1178,7 +1181,7 @@ fn executable_device_refused<F: TestFormat>() {
         Layout::User { n: 1 },
         Layout::Kernel { n: 1 },
     ] {
-        let user = matches!(layout, Layout::User { .. });
+        let user = layout.is_user();
         let mut s = AddressSpace::<F, _>::new(mem.clone(), layout, F::ALL).unwrap();
         let base = layout.bounds().0;
         // Something mapped already, so the refusals below have tables to leave alone.

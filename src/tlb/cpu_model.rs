@@ -76,7 +76,17 @@ impl Regs {
     /// `TTBR0` (walks disabled, or above the split).
     fn ttbr0_table(&self, va: VirtAddr) -> Option<PhysAddr> {
         let n = self.ttbcr & 7;
-        let split = if n == 0 { 1u64 << 32 } else { 1u64 << (32 - n) };
+        // LPAE `T1SZ` (bits [18:16]) with `T0SZ = 0`: `TTBR1` takes the top `4 GiB >> T1SZ`.
+        let t1sz = if self.ttbcr & EAE != 0 {
+            (self.ttbcr >> 16) & 7
+        } else {
+            0
+        };
+        let split = match (n, t1sz) {
+            (0, 0) => 1u64 << 32,
+            (0, t1) => (1u64 << 32) - (1u64 << (32 - t1)),
+            (n, _) => 1u64 << (32 - n),
+        };
         if va.as_u64() >= split {
             return None;
         }

@@ -7,7 +7,7 @@ use std::vec::Vec;
 use super::*;
 use crate::addr::VirtRange;
 use crate::arch::switch::{
-    park_short, switch_lpae, switch_short, switch_short_variant, ShortWalk, Variant,
+    park_lpae, park_short, switch_lpae, switch_short, switch_short_variant, ShortWalk, Variant,
     DESCRIPTOR_CLEAN,
 };
 use crate::asid::{AsidAllocator, AsidContext};
@@ -38,7 +38,15 @@ fn space_with<F: crate::table::tests::TestFormat>(
     mem: &HostMemory,
     vas: &[u64],
 ) -> (Space<F>, Vec<PhysAddr>) {
-    let mut s = Space::<F>::new(mem.clone(), Layout::User { n: N as u8 }, F::ALL).unwrap();
+    space_in::<F>(mem, Layout::User { n: N as u8 }, vas)
+}
+
+fn space_in<F: crate::table::tests::TestFormat>(
+    mem: &HostMemory,
+    layout: Layout,
+    vas: &[u64],
+) -> (Space<F>, Vec<PhysAddr>) {
+    let mut s = Space::<F>::new(mem.clone(), layout, F::ALL).unwrap();
     let mut frames = Vec::new();
     for &va in vas {
         let pa = mem.clone().allocate_frames(1, 4096).unwrap();
@@ -315,11 +323,23 @@ fn no_split_parks_on_ttbr1_and_refuses_without_it() {
 /// must translate to the running space's frame. `honour_flush = false` plays a kernel that
 /// ignores the allocator's owed flush.
 fn lpae_allocator_round(honour_flush: bool) -> Result<u64, std::string::String> {
+    lpae_allocator_round_in(honour_flush, Layout::User { n: N as u8 }, (1 << 31) | N, 0)
+}
+
+/// [`lpae_allocator_round`] over spaces of `layout` on a CPU whose `TTBCR` is `ttbcr` and
+/// `TTBR1` `ttbr1`.
+fn lpae_allocator_round_in(
+    honour_flush: bool,
+    layout: Layout,
+    ttbcr: u32,
+    ttbr1: u64,
+) -> Result<u64, std::string::String> {
     use crate::lpae::Lpae;
     const S: u64 = 0x0800_0000;
     let mem = HostMemory::new();
-    let spaces: Vec<(Space<Lpae>, Vec<PhysAddr>)> =
-        (0..300).map(|_| space_with::<Lpae>(&mem, &[S])).collect();
+    let spaces: Vec<(Space<Lpae>, Vec<PhysAddr>)> = (0..300)
+        .map(|_| space_in::<Lpae>(&mem, layout, &[S]))
+        .collect();
     let ctxs: Vec<AsidContext> = (0..300).map(|_| AsidContext::new()).collect();
     let tables: Vec<(PhysAddr, &dyn WalkSource)> = spaces
         .iter()
@@ -329,9 +349,9 @@ fn lpae_allocator_round(honour_flush: bool) -> Result<u64, std::string::String> 
     let mut cpu = CpuModel::new(Regs {
         midr: A15,
         contextidr: 0,
-        ttbcr: (1 << 31) | N,
+        ttbcr,
         ttbr0: crate::arch::switch::lpae_ttbr(spaces[0].0.root(), Asid(0)),
-        ttbr1: 0,
+        ttbr1,
     });
     cpu.speculate = std::vec![va(S)];
     for pass in 0..2 {
@@ -369,6 +389,62 @@ fn lpae_allocator_path_switches_through_rollovers() {
 #[test]
 fn teeth_lpae_switch_ignoring_the_owed_flush_is_caught() {
     assert!(lpae_allocator_round(false).is_err());
+}
+
+/// `TTBCR` of Linux's LPAE 3G/1G split: `EAE`, `T0SZ = 0`, `T1SZ = 2`.
+const T1SZ_SPLIT: u32 = (1 << 31) | (2 << 16);
+
+#[test]
+fn lpae_t1sz_split_switches_through_rollovers() {
+    // Processes below 3 GiB (`T0SZ = 0`), the kernel's level-2 table in `TTBR1`.
+    let rollovers =
+        lpae_allocator_round_in(true, Layout::UserLow { t1sz: 2 }, T1SZ_SPLIT, 0x4000_0000)
+            .unwrap();
+    assert!(rollovers >= 1, "no rollover exercised");
+    assert!(
+        lpae_allocator_round_in(false, Layout::UserLow { t1sz: 2 }, T1SZ_SPLIT, 0x4000_0000)
+            .is_err()
+    );
+}
+
+/// With a `T1SZ` split `TTBR1` holds the kernel's table of the top GiB (a level-2 table
+/// for `T1SZ = 2`), which `TTBR0` (`T0SZ = 0`, walked from level 1) must never point at:
+/// its 2 MiB entries would be read as 1 GiB blocks for process addresses. So parking and
+/// an owed flush use `EPD0`, as with a `T0SZ` split, and `TTBR0` only ever gets the
+/// process's table.
+#[test]
+fn lpae_t1sz_split_parks_with_epd0_never_on_ttbr1() {
+    let mem = HostMemory::new();
+    let (a, _) = space_in::<crate::lpae::Lpae>(&mem, Layout::UserLow { t1sz: 2 }, &[0x0800_0000]);
+    let kernel = 0x4000_0000u64;
+    let regs = Regs {
+        midr: A15,
+        contextidr: 0,
+        ttbcr: T1SZ_SPLIT,
+        ttbr0: crate::arch::switch::lpae_ttbr(a.root(), Asid(4)),
+        ttbr1: kernel,
+    };
+    let epd0 = T1SZ_SPLIT | (1 << 7);
+    let mut cpu = CpuModel::new(regs);
+    let mut c = cpu.without_walks();
+    // SAFETY: the model CPU has no memory to break.
+    assert_eq!(unsafe { park_lpae(&mut c) }, Ok(true));
+    assert_eq!(c.model.log[0], Insn::SetTtbcr(epd0), "{:?}", c.model.log);
+    let mut cpu = CpuModel::new(regs);
+    let mut c = cpu.without_walks();
+    // SAFETY: as above.
+    let done = unsafe { switch_lpae(&mut c, a.root(), Asid(5), true) }.unwrap();
+    assert!(done.flushed_local);
+    let log = &c.model.log;
+    let park = log.iter().position(|i| *i == Insn::SetTtbcr(epd0));
+    let flush = log.iter().position(|i| *i == Insn::Tlbiall);
+    let unpark = log.iter().position(|i| *i == Insn::SetTtbcr(T1SZ_SPLIT));
+    assert!(park.is_some() && park < flush && flush < unpark, "{log:?}");
+    assert!(
+        log.iter()
+            .all(|i| !matches!(i, Insn::SetTtbr0Lpae(v) if v & 0xff_ffff_f000 == kernel)),
+        "TTBR0 pointed at the kernel's table: {log:?}"
+    );
 }
 
 #[test]
