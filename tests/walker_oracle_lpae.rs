@@ -5,6 +5,7 @@
 //! variant: corrupt_table arg=corrupt=table expect=fail "MISMATCH"
 //! variant: corrupt_high arg=corrupt=high expect=fail "MISMATCH"
 //! variant: corrupt_split arg=corrupt=split expect=fail "MISMATCH"
+//! variant: corrupt_t1sz arg=corrupt=t1sz expect=fail "MISMATCH"
 //!
 //! The hardware walker is the oracle for the crate's long-descriptor (LPAE) tables.
 //!
@@ -46,6 +47,18 @@
 //! in the other) and a 1 GiB block at a made-up 40-bit address (a guard page), and checks
 //! every page of the 2 MiB blocks and a sample of the GiB through the four `ATS` operations
 //! against `translate`, and reads through the split RAM.
+//!
+//! Case `t1sz_split_matches_the_walker` (issue 17) runs Linux's LPAE 3G/1G split:
+//! `TTBCR.T0SZ = 0`, `T1SZ = 2` (`arch::lpae::enable_t1sz`), a `Layout::UserLow` process
+//! table in `TTBR0` for the VAs below `0xC000_0000` (low RAM, the UART and random mappings,
+//! all not-global) and a `Layout::KernelHigh` table in `TTBR1` for the top GiB, walked from
+//! a level-2 root: a 64 MiB linear map of RAM at `0xC000_0000` and random pages and 2 MiB
+//! blocks above it. Sampled VAs over the whole 4 GiB are checked, through the space that
+//! owns each, against the four `ATS` operations; a word written through the linear map is
+//! read back through the identity map; each space refuses the other part
+//! (`translate_checked`), and activating the whole-space table under this `TTBCR` is
+//! refused with `T1szMismatch`. Variant `corrupt=t1sz` programs `T1SZ = 1` for the same
+//! tables (`TTBR1` then walks the level-2 root as a level-1 table) and must mismatch.
 //!
 //! Variants give the checker teeth, each must fail: `corrupt=answer` falsifies the output
 //! address `translate` gave for one VA, `corrupt=perm` only its permissions, both after the
@@ -126,6 +139,10 @@ fn main() -> ! {
         Case {
             name: "split_blocks_match_the_walker",
             run: split_blocks_match_the_walker,
+        },
+        Case {
+            name: "t1sz_split_matches_the_walker",
+            run: t1sz_split_matches_the_walker,
         },
     ])
 }
@@ -251,16 +268,29 @@ fn random_attrs(rng: &mut Rng) -> Attributes {
 }
 
 fn build_random(space: &mut Space, rng: &mut Rng, world: &mut World) {
+    build_random_in(space, rng, world, WINDOW, false, MAX_MAPPINGS - 8);
+}
+
+/// [`build_random`] in the VAs `window` until the world has `until` mappings; `process`
+/// makes every leaf not-global (a process table takes no global leaf).
+fn build_random_in(
+    space: &mut Space,
+    rng: &mut Rng,
+    world: &mut World,
+    window: (u64, u64),
+    process: bool,
+    until: usize,
+) {
     let (mut refused, mut by_size) = (0, [0usize; 2]);
     let mut attempts = 0;
-    while world.count < MAX_MAPPINGS - 8 && attempts < 4 * MAX_MAPPINGS {
+    while world.count < until && attempts < 4 * MAX_MAPPINGS {
         attempts += 1;
         let (class, size, units) = match rng.below(10) {
             0..=2 => (1, 2 * MIB, 1 + rng.below(3)),
             _ => (0, 4096u64, 1 + rng.below(8)),
         };
         let len = size * units;
-        let (lo, hi) = WINDOW;
+        let (lo, hi) = window;
         let va = lo + rng.below((hi - lo - len) / size) * size;
         let max = [MapSize::Page4K, MapSize::Block2M][class];
         let want_backed = rng.below(if class == 1 { 4 } else { 2 }) == 0;
@@ -281,7 +311,8 @@ fn build_random(space: &mut Space, rng: &mut Rng, world: &mut World) {
             // A made-up address in the top GiB below 4 GiB.
             (0xc000_0000 + rng.below(GIB - len)) & !(size - 1)
         };
-        let attrs = random_attrs(rng);
+        let mut attrs = random_attrs(rng);
+        attrs.global &= !process;
         match space.map(range(va, len), PhysAddr::new(pa), attrs, max) {
             Ok(()) => {
                 by_size[class] += 1;
@@ -865,4 +896,200 @@ fn split_blocks_match_the_walker() -> CaseResult {
         "table frames after free_tables"
     );
     Ok(())
+}
+
+// ----- the 3G/1G split (T1SZ = 2) ---------------------------------------------------------
+
+/// The first kernel VA of the split: `4 GiB - (4 GiB >> 2)`.
+const T1_SPLIT: u64 = 0xc000_0000;
+/// The linear map of RAM at `T1_SPLIT` (Linux's `PAGE_OFFSET`).
+const LINEAR: u64 = 64 * MIB;
+
+fn t1sz_split_matches_the_walker() -> CaseResult {
+    let seed = support::seed(0x7150_5eed, "oracle-t1sz");
+    let corrupt = rt::arg("corrupt");
+    let mut rng = Rng(seed | 1);
+    let guard = SPACE.lock();
+    let Some(whole) = guard.as_ref() else {
+        return Err(());
+    };
+    let features = whole.features();
+    let (Ok(mut user), Ok(mut kernel)) = (
+        Space::new(KernelMemory, Layout::UserLow { t1sz: 2 }, features),
+        Space::new(KernelMemory, Layout::KernelHigh { t1sz: 2 }, features),
+    ) else {
+        println!("    cannot create the split's spaces");
+        return Err(());
+    };
+    // The process part maps what the kernel runs on, as the whole table does, but
+    // not-global; the kernel part a linear map of low RAM (2 MiB blocks: its level-2 root
+    // holds no 1 GiB block).
+    let ng = |a: Attributes| Attributes { global: false, ..a };
+    let mut world = World::new();
+    let linear = Attributes::KERNEL_DATA;
+    let maps = [
+        user.map(
+            range(RAM_BASE, LOW_RAM),
+            PhysAddr::new(RAM_BASE),
+            ng(Attributes::KERNEL_IMAGE),
+            MapSize::Block1G,
+        ),
+        user.map(
+            range(UART as u64, 4096),
+            PhysAddr::new(UART as u64),
+            ng(Attributes::DEVICE),
+            MapSize::Page4K,
+        ),
+        kernel.map(
+            range(T1_SPLIT, LINEAR),
+            PhysAddr::new(RAM_BASE),
+            linear,
+            MapSize::Block1G,
+        ),
+    ];
+    ensure!(maps.iter().all(Result::is_ok), "kernel maps: {:?}", maps);
+    world.push(Intent {
+        va: T1_SPLIT,
+        len: LINEAR,
+        pa: RAM_BASE,
+        attrs: linear,
+        backed: None,
+        readable: false,
+    });
+    build_random_in(
+        &mut user,
+        &mut rng,
+        &mut world,
+        WINDOW,
+        true,
+        MAX_MAPPINGS / 2,
+    );
+    build_random_in(
+        &mut kernel,
+        &mut rng,
+        &mut world,
+        (T1_SPLIT + LINEAR, (1 << 32) - 2 * MIB),
+        false,
+        MAX_MAPPINGS - 8,
+    );
+    ensure_eq!(
+        kernel.mappings(range(T1_SPLIT, LINEAR)).count(),
+        (LINEAR / (2 * MIB)) as usize,
+        "the linear map in 2 MiB blocks of the level-2 root"
+    );
+    // Each refuses the other part, also on the read side.
+    ensure!(
+        user.translate_checked(VirtAddr::new(T1_SPLIT as u32))
+            .is_err()
+            && kernel
+                .translate_checked(VirtAddr::new(RAM_BASE as u32))
+                .is_err(),
+        "a space read outside its part"
+    );
+
+    let t1sz = if corrupt == Some("t1sz") { 1 } else { 2 };
+    // SAFETY: `user` maps low RAM (code, data, stacks, tables) and the UART identity with
+    // the memory types the whole table uses, below the split at 3 GiB (or 2 GiB for the
+    // variant); nothing the kernel runs on is above it.
+    if let Err(e) = unsafe { arch_lpae::enable_t1sz(t1sz, user.root(), Asid(1), kernel.root()) } {
+        println!("    enable_t1sz: {:?}", e);
+        return Err(());
+    }
+    let live = TTBCR.get();
+    let result = (|| {
+        ensure_eq!(
+            (
+                live & 7,
+                (live >> 16) & 7,
+                live & (1 << 7),
+                live & (1 << 23)
+            ),
+            (0, t1sz as u32, 0, 0),
+            "TTBCR: T0SZ, T1SZ, EPD0, EPD1"
+        );
+        // A table built for another split is refused by the activation check.
+        // SAFETY: refused before anything is written; were it not, the whole table maps
+        // everything the kernel runs on.
+        ensure_eq!(
+            unsafe { arch_lpae::activate_root(&whole.table_root(), Asid(2)) },
+            Err(armv7_mm::error::ActivateError::T1szMismatch {
+                table: 0,
+                ttbcr: t1sz
+            }),
+            "a whole-space table under T1SZ = {}",
+            t1sz
+        );
+        // Data through TTBR1: a word of the runtime's RAM written through the linear map
+        // reads back through the identity map.
+        static mut PROBE: u32 = 0;
+        let id = core::ptr::addr_of_mut!(PROBE) as u64;
+        if id - RAM_BASE < LINEAR {
+            let lin = T1_SPLIT + (id - RAM_BASE);
+            // SAFETY: `lin` maps `PROBE`'s frame (or faults, which is reported).
+            let w = unsafe { fault::write32(lin as usize, 0x3c1a_0001) };
+            ensure!(w.is_ok(), "write through the linear map: {:?}", w);
+            ensure_eq!(
+                fault::read32(id as usize),
+                Ok(0x3c1a_0001),
+                "the linear map's write, read through the identity map"
+            );
+        }
+        let oracle = Oracle {
+            ops: [
+                (ats1cpr_64, false, false, "ATS1CPR"),
+                (ats1cpw_64, false, true, "ATS1CPW"),
+                (ats1cur_64, true, false, "ATS1CUR"),
+                (ats1cuw_64, true, true, "ATS1CUW"),
+            ],
+            decode: Par64Result::decode,
+            expected,
+            matches,
+        };
+        let mut tally = Tally::new();
+        let n = compare_sampled(
+            &oracle,
+            &mut tally,
+            &world,
+            &mut rng,
+            LOW_RAM,
+            |va| {
+                if u64::from(va.as_u32()) >= T1_SPLIT {
+                    kernel.translate(va)
+                } else {
+                    user.translate(va)
+                }
+            },
+            |va| kernel_intent(va, LOW_RAM).map(|(pa, a)| (pa, ng(a))),
+            None,
+            "oracle-t1sz",
+        );
+        println!(
+            "oracle-t1sz: {} VAs over both parts, {} ATS checks, {} mismatches ({} KiB of process tables, {} KiB of kernel tables)",
+            n,
+            tally.checked,
+            tally.mismatches,
+            user.table_bytes() / 1024,
+            kernel.table_bytes() / 1024
+        );
+        ensure!(
+            tally.mismatches == 0,
+            "MISMATCH: the walker disagrees under T1SZ"
+        );
+        Ok(())
+    })();
+
+    // Back on the whole table, then the split's tables go.
+    // SAFETY: the whole table maps everything the kernel runs on, as before this case.
+    if let Err(e) = unsafe { arch_lpae::enable(0, whole.root(), Asid(1), PhysAddr::new(0)) } {
+        println!("    enable back: {:?}", e);
+        return Err(());
+    }
+    flush_all();
+    let mut rec = Rec::new();
+    let _ = user.destroy(&mut rec);
+    let _ = kernel.destroy(&mut rec);
+    flush_all();
+    rec.free_tables();
+    world.free_backed();
+    result
 }
