@@ -2,8 +2,8 @@
 //!
 //! [`Insn`] is one TLB, branch-predictor, barrier or register-write instruction;
 //! [`InsnSink`] issues them and [`SysRegs`] also reads the registers a switch program
-//! needs ([`SysReg`]). [`Cp15`] (ARM only) is the CPU itself: each `Insn` becomes the one
-//! instruction it names. Host code runs the same programs into a [`Recorder`] or the host
+//! needs ([`SysReg`]). `Cp15` (ARM only) is the CPU itself: each `Insn` becomes the one
+//! instruction it names. Host code runs the same programs into a `Recorder` (feature `std`) or the host
 //! CPU model (`crate::tlb::cpu_model`), so the order of instructions is tested off target.
 
 /// One instruction a backend issues.

@@ -66,7 +66,7 @@ pub enum MapError {
     /// fetching").
     ExecutableDevice,
     /// A global mapping (`Attributes::global`, nG clear) in a
-    /// [`Layout::User`](crate::table::Layout::User) space: its TLB entry would match every
+    /// [`Layout::User`] space: its TLB entry would match every
     /// ASID, so it would leak into every other process and survive their flushes by ASID.
     GlobalInUserSpace,
     /// The kernel's memory model ran out of frames for L2 tables.
