@@ -1,13 +1,8 @@
-//! The address space: a root table, the tables below it, and the operations on them,
-//! written once over a [`Format`].
-//!
-//! This file holds the [`AddressSpace`] itself (creation, accessors), the geometry and raw
-//! entry reads every operation shares, and the one walk over a range ([`AddressSpace`]'s
-//! `visit`, `leaf_at`, `straddling`). Each operation lives in its own file beside it:
-//! `map`, `unmap`, `protect`, `split` (blocks cut with break-before-make), `free` (tables
-//! and `destroy`), `read` (`translate`, `lookup`, `mappings`); `store` is how every one of
-//! them writes a descriptor. See the [module documentation](super) for the split between
-//! this walker and the formats, and [`crate::short`] for the rules every operation follows.
+//! The address space itself ([`AddressSpace`]: creation, accessors), the geometry and raw
+//! entry reads every operation shares, and the one walk over a range (`visit`, `leaf_at`,
+//! `straddling`). Each operation has its own file beside this one (`map`, `unmap`,
+//! `protect`, `split`, `free`, `read`), and all write descriptors through `store`. See the
+//! [module documentation](super) for walker vs. formats, [`crate::short`] for the rules.
 
 use core::marker::PhantomData;
 use core::ops::ControlFlow;
