@@ -24,6 +24,8 @@ pub mod errata;
 pub mod ipi;
 #[cfg(feature = "tlb-model")]
 pub mod model;
+#[cfg(feature = "tlb-model")]
+mod model_walk;
 pub mod observe;
 pub mod select;
 #[cfg(feature = "tlb-model")]

@@ -25,7 +25,16 @@
 //! takes a translation fault, which a kernel must treat as "retry after the address-space
 //! lock" (as for `protect` of replicated leaves).
 
-use super::*;
+#[cfg(test)]
+use super::store::store_probe;
+use super::store::{publish, write_entry};
+use super::{AddressSpace, Found, Table, LIST_END, PAGE};
+use crate::addr::{PhysAddr, VirtAddr, VirtRange};
+use crate::memory::Memory;
+use crate::sink::{ChangedLeaf, ClearedLeaf, MapSize, UnmapSink};
+use crate::table::attrs::{Access, Attributes, Execute};
+use crate::table::error::{MapError, ProtectError, UnmapError};
+use crate::table::{Changed, Format, LeafShape, Word};
 
 /// What happens to the part of a block inside the range.
 #[derive(Clone, Copy)]
