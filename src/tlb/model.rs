@@ -56,6 +56,8 @@
 //! Limitations: the model cannot see *when* tables were written, so it cannot catch a table
 //! write made after `prepare` but before the invalidate it relies on; it models one CPU's
 //! TLB (the inner-shareable backend's broadcast is taken as given).
+//!
+//! [`Memory`]: crate::memory::Memory
 
 use std::vec::Vec;
 

@@ -14,6 +14,8 @@ use crate::tlb::TlbBackend;
 ///
 /// One shootdown at a time: [`Mailbox::post`] spins while another initiator's request is
 /// out (keep taking IPIs while it spins, see the module documentation).
+///
+/// [`IpiTransport::shootdown`]: super::IpiTransport::shootdown
 #[derive(Debug)]
 pub struct Mailbox {
     busy: AtomicBool,
