@@ -308,24 +308,34 @@
 //! assert_eq!(report.completions, 1);
 //! assert_eq!(frames.freed, 1);
 //! ```
+//!
+//! [`UnmapSink`]: crate::sink::UnmapSink
+//! [`UnmapSink::leaf_cleared`]: crate::sink::UnmapSink::leaf_cleared
+//! [`UnmapSink::table_unlinked`]: crate::sink::UnmapSink::table_unlinked
+//! [`UnmapSink::table_memory_freed`]: crate::sink::UnmapSink::table_memory_freed
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use crate::addr::{PhysAddr, VirtAddr};
 use crate::asid::AsidContext;
 use crate::memory::Memory;
-use crate::sink::{ChangedLeaf, ClearedLeaf, UnmapSink};
 use crate::tlb::{Asid, TlbBackend};
+// What the walker reports, as the tests (`use super::*`) name it.
+#[cfg(test)]
+use crate::sink::{ClearedLeaf, UnmapSink};
 
 mod batch;
+mod flush;
 #[cfg(all(test, feature = "tlb-model"))]
 mod model_tests;
+mod open;
 #[cfg(all(test, feature = "tlb-model"))]
 mod protect_tests;
 mod range;
 mod report;
 #[cfg(test)]
 mod scope_tests;
+mod sink_impl;
 mod table_sync;
 #[cfg(test)]
 mod tests;
@@ -338,8 +348,13 @@ pub use report::{
 };
 pub use table_sync::{NoTableSync, TableFreeSync};
 
-use batch::{FrameBatches, Pending};
+use batch::FrameBatches;
 use range::PendingInvalidates;
+
+// The IPI backend replays a gather's flush on the other CPUs exactly (no degrading to a
+// whole-ASID or whole-TLB invalidate there) only if its request holds every by-VA
+// operation one flush can issue; its capacity is its own constant, in the TLB layer.
+const _: () = assert!(MAX_PENDING <= crate::tlb::ipi::REQUEST_CAPACITY);
 
 /// Which address space a gather works on, and how.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -492,400 +507,5 @@ impl TlbBackend for Nothing {
     fn complete(&mut self) {}
     fn counters(&self) -> crate::tlb::TlbCounters {
         crate::tlb::TlbCounters::default()
-    }
-}
-
-impl<'a, B: TlbBackend, M: Memory> MmuGather<'a, B, M> {
-    /// Starts a gather on the address space `scope` names, with the default
-    /// [`GatherConfig`]. `in_flight` is that address space's count.
-    pub fn new(scope: Scope, backend: B, memory: M, in_flight: &'a InFlight) -> Self {
-        Self::with_config(scope, backend, memory, in_flight, GatherConfig::DEFAULT)
-    }
-
-    /// Starts a gather with explicit tunables.
-    pub fn with_config(
-        scope: Scope,
-        backend: B,
-        memory: M,
-        in_flight: &'a InFlight,
-        config: GatherConfig,
-    ) -> Self {
-        in_flight.count.fetch_add(1, Ordering::SeqCst);
-        let limit = match scope {
-            Scope::Teardown(_) => 0,
-            _ => config.max_invalidates,
-        };
-        Self {
-            backend,
-            memory,
-            in_flight,
-            table_sync: None,
-            asid_source: None,
-            st: GatherState {
-                record: PendingInvalidates::new(limit),
-                batches: FrameBatches::new(),
-                report: FlushReport::default(),
-                scope,
-                max_batch_frames: config.max_batch_frames.min(u16::MAX as usize) as u16,
-                asid_flush_drops_walk_cache: config.asid_flush_drops_walk_cache,
-                global_seen: false,
-                published: 0,
-                exec_seen: false,
-                tables_seen: false,
-                tables_pending: false,
-                finished: false,
-            },
-        }
-    }
-
-    /// The same gather, calling `sync` after the TLB completion and before any table
-    /// memory is handed back (see "Lockless software walkers" in the [module docs](self)).
-    /// Without it the gather frees table memory as soon as the hardware can no longer
-    /// reach it.
-    pub fn with_table_sync(mut self, sync: &'a dyn TableFreeSync) -> Self {
-        self.table_sync = Some(sync);
-        self
-    }
-
-    /// The same gather, reading the ASID to invalidate from `ctx` at every flush instead
-    /// of using the number in its [`Scope`] (whose variant still chooses the mode). For an
-    /// address space whose ASID an allocator may change while the gather is open: the
-    /// flush must name the ASID that entries created up to the unmap may carry, which is
-    /// the one assigned when the flush runs (see "ASIDs" in the [module docs](self)). A
-    /// context that was never assigned leaves the scope's number in use.
-    pub fn with_asid_source(mut self, ctx: &'a AsidContext) -> Self {
-        self.asid_source = Some(ctx);
-        self
-    }
-
-    /// The address space and mode (with the ASID a flush would use now).
-    pub fn scope(&self) -> Scope {
-        self.current_scope()
-    }
-
-    /// The in-flight count this gather is counted in (identifies its address space).
-    pub fn in_flight(&self) -> &'a InFlight {
-        self.in_flight
-    }
-
-    fn current_scope(&self) -> Scope {
-        let Some(asid) = self.asid_source.and_then(AsidContext::asid) else {
-            return self.st.scope;
-        };
-        match self.st.scope {
-            Scope::Asid(_) => Scope::Asid(asid),
-            Scope::Teardown(_) => Scope::Teardown(asid),
-            Scope::Kernel => Scope::Kernel,
-        }
-    }
-
-    /// The backend (e.g. to read its counters).
-    pub fn backend(&self) -> &B {
-        &self.backend
-    }
-
-    /// The memory handle.
-    pub fn memory(&self) -> &M {
-        &self.memory
-    }
-
-    /// By-VA invalidates recorded for the next flush, or `None` if the record overflowed
-    /// (the next flush falls back to a whole-ASID / full invalidate).
-    pub fn pending_invalidates(&self) -> Option<usize> {
-        if self.st.record.overflowed() {
-            None
-        } else {
-            Some(self.st.record.stored())
-        }
-    }
-
-    /// Frames (mapped ranges and table-memory runs) waiting for the next flush.
-    pub fn pending_frames(&self) -> usize {
-        self.st.batches.len(&self.memory)
-    }
-
-    /// Batch frames borrowed from the allocator and held now.
-    pub fn batch_frames_held(&self) -> usize {
-        self.st.batches.borrowed()
-    }
-
-    /// What the gather has done so far.
-    pub fn report(&self) -> FlushReport {
-        self.st.report
-    }
-
-    /// Flushes now: invalidates what was recorded, then frees what was batched. The gather
-    /// stays usable (e.g. before dropping a lock for long).
-    pub fn flush(&mut self) {
-        self.flush_inner(None);
-    }
-
-    /// Flushes (the whole ASID if another gather on this address space is still in
-    /// flight), frees everything, returns the batch frames, and reports what was done.
-    // Always inlined: a call would first copy the whole gather (about 570 bytes, some 900
-    // instructions on ARMv7) into the by-value argument.
-    #[inline(always)]
-    pub fn finish(mut self) -> FlushReport {
-        self.finish_inner();
-        self.st.report
-    }
-
-    fn finish_inner(&mut self) {
-        if self.st.finished {
-            return;
-        }
-        // Marked first: if a kernel callback (backend or `Memory`) panics and unwinds below,
-        // `Drop` must not run this again and free what was already freed. A panic here
-        // leaks the rest (and leaves the in-flight count up, which only makes later gathers
-        // fall back to whole-ASID flushes); it never frees twice or early.
-        self.st.finished = true;
-        let nested = self.in_flight.count.load(Ordering::SeqCst) > 1;
-        self.flush_inner(if nested { Some(Fallback::Nested) } else { None });
-        self.st.batches.return_frames(&mut self.memory);
-        self.in_flight.count.fetch_sub(1, Ordering::SeqCst);
-    }
-
-    /// Publishes `bits` in the [`InFlight`] (once per gather and kind). `published` only
-    /// saves repeated atomics: `fetch_or` is idempotent, so publishing again (the mutant
-    /// `|=` -> `&=`, listed in `mutants-equivalent.md`) changes no observable state.
-    #[cold]
-    fn publish(&mut self, bits: u8) {
-        if self.st.published & bits != bits {
-            self.st.published |= bits;
-            self.in_flight
-                .seen
-                .fetch_or(u32::from(bits), Ordering::SeqCst);
-        }
-    }
-
-    /// Whether this gather's flushes use all-ASID operations.
-    fn all_asids(&self) -> bool {
-        matches!(self.st.scope, Scope::Kernel)
-    }
-
-    /// One flush. `forced` makes it invalidate the whole ASID (everything) even with
-    /// nothing recorded.
-    fn flush_inner(&mut self, forced: Option<Fallback>) {
-        let scope = self.current_scope();
-        let st = &mut self.st;
-        let fallback = forced.or(if st.record.overflowed() {
-            Some(match scope {
-                Scope::Teardown(_) => Fallback::Teardown,
-                _ => Fallback::Threshold,
-            })
-        } else {
-            None
-        });
-        if fallback.is_some() || !st.record.is_empty() {
-            self.backend.prepare();
-            st.report.prepares += 1;
-            let inv = &mut st.report.invalidates;
-            match (fallback, scope) {
-                (Some(_), Scope::Kernel) => {
-                    self.backend.invalidate_all();
-                    inv.all += 1;
-                }
-                (Some(f), Scope::Asid(asid) | Scope::Teardown(asid)) => {
-                    // A nested fallback stands in for the other gathers' records too: what
-                    // they cleared (published in the InFlight) counts as well as our own.
-                    let others = if f == Fallback::Nested {
-                        self.in_flight.seen.load(Ordering::SeqCst)
-                    } else {
-                        0
-                    };
-                    let global = st.global_seen || others & u32::from(SEEN_GLOBAL) != 0;
-                    let tables = st.tables_seen || others & u32::from(SEEN_TABLES) != 0;
-                    let walk_cache_at_risk = tables && !st.asid_flush_drops_walk_cache;
-                    if global || walk_cache_at_risk {
-                        self.backend.invalidate_all();
-                        inv.all += 1;
-                    } else {
-                        self.backend.invalidate_asid(asid);
-                        inv.asid += 1;
-                    }
-                }
-                (None, scope) => {
-                    let asid = match scope {
-                        Scope::Asid(a) | Scope::Teardown(a) => a,
-                        Scope::Kernel => Asid(0),
-                    };
-                    for op in st.record.iter() {
-                        match op {
-                            PendingOp::Va(va) => {
-                                self.backend.invalidate_va(va, asid);
-                                inv.va += 1;
-                            }
-                            PendingOp::VaAllAsids(va) => {
-                                self.backend.invalidate_va_all_asids(va);
-                                inv.va_all_asids += 1;
-                            }
-                        }
-                    }
-                }
-            }
-            if st.exec_seen {
-                self.backend.invalidate_branch_predictor();
-                inv.branch_predictor += 1;
-            }
-            self.backend.complete();
-            st.report.completions += 1;
-            st.report.flushes += 1;
-            if fallback.is_some() {
-                st.report.fallback = fallback;
-            }
-        }
-        // Everything batched is covered by a completed flush: this one, or (for frames
-        // batched after an early flush with nothing recorded since) the one before.
-        // Lockless software walkers are waited for after that completion and before any
-        // table memory goes back.
-        if st.tables_pending {
-            if let Some(sync) = self.table_sync {
-                // The unlinking stores must be visible before the sync looks for walkers
-                // (the completion above is a full barrier, but a drain may run without one).
-                core::sync::atomic::fence(Ordering::SeqCst);
-                sync.sync_before_table_free();
-                st.report.table_syncs += 1;
-            }
-            st.tables_pending = false;
-        }
-        st.batches.drain(&mut self.memory, &mut st.report);
-        st.record.clear();
-        st.global_seen = false;
-        st.exec_seen = false;
-        st.tables_seen = false;
-    }
-
-    /// Batches `item` for freeing after the flush, flushing early if there is no room.
-    fn batch(&mut self, item: Pending) {
-        if matches!(item, Pending::Table { .. }) {
-            // The next drain syncs with lockless walkers before anything goes back; if this
-            // item triggers a flush below, that one syncs for it before it is freed.
-            self.st.tables_pending = true;
-        }
-        if !item.packable() {
-            // Cannot be packed (PA past 2^40, misaligned): flush now, which covers this
-            // item's invalidate (recorded before we got here), and free it directly.
-            self.flush_inner(None);
-            item.release(&mut self.memory, &mut self.st.report);
-            return;
-        }
-        let max = self.st.max_batch_frames as usize;
-        if self
-            .st
-            .batches
-            .push(item, &mut self.memory, max, &mut self.st.report)
-            .is_ok()
-        {
-            return;
-        }
-        // No room and no batch frame: flush what we have (this item's invalidate is
-        // already recorded, so it is covered too), then batch it into the emptied batch.
-        // If the item is table memory, that flush already synced for it (it was unlinked
-        // before the sync, so no walker starting later can reach it).
-        self.st.report.early_flushes += 1;
-        self.flush_inner(None);
-        let pushed = self
-            .st
-            .batches
-            .push(item, &mut self.memory, max, &mut self.st.report);
-        debug_assert!(pushed.is_ok(), "an emptied batch always has room");
-        if pushed.is_err() {
-            // Unreachable (the batches are empty after a flush), but never drop a frame.
-            item.release(&mut self.memory, &mut self.st.report);
-        }
-    }
-}
-
-impl<B: TlbBackend, M: Memory> UnmapSink for MmuGather<'_, B, M> {
-    #[inline(always)]
-    fn leaf_cleared(&mut self, leaf: ClearedLeaf) {
-        // Tested here so that the common case (published already) makes no call.
-        if leaf.global && self.st.published & SEEN_GLOBAL == 0 {
-            self.publish(SEEN_GLOBAL);
-        }
-        let all = leaf.global || self.all_asids();
-        let st = &mut self.st;
-        st.report.leaves_cleared += 1;
-        st.global_seen |= leaf.global;
-        st.exec_seen |= leaf.executable;
-        st.record.push(if all {
-            PendingOp::VaAllAsids(leaf.va)
-        } else {
-            PendingOp::Va(leaf.va)
-        });
-        // The common case (the frame follows the previous leaf's) in a few instructions;
-        // anything else takes the general path.
-        if !st.batches.extend_run(leaf.va, leaf.pa, leaf.size) {
-            self.batch(Pending::leaf(leaf.va, leaf.pa, leaf.size));
-        }
-    }
-
-    fn table_unlinked(&mut self, va: VirtAddr, span: u64, global: bool) {
-        self.publish(if global {
-            SEEN_TABLES | SEEN_GLOBAL
-        } else {
-            SEEN_TABLES
-        });
-        let all_asids = self.all_asids();
-        let st = &mut self.st;
-        st.report.tables_unlinked += 1;
-        st.global_seen |= global;
-        st.tables_seen = true;
-        // A table of an ASID space is invalidated by VA and that ASID: the context switch
-        // parks TTBR0 while the ASID changes (`crate::arch::switch`), so every walk-cache entry
-        // for this space's tables is tagged with its ASID. A table that may hold global
-        // entries, or any table of the kernel space, is invalidated for all ASIDs. A
-        // pending leaf invalidate in the span does the job (one by-VA operation drops the
-        // walk-cache entries for that VA), so freeing tables after a sparse unmap adds
-        // nothing.
-        // (A kernel that does not trust its own switch, `asid_flush_drops_walk_cache` off,
-        // gets all-ASID table invalidates too.)
-        if global || all_asids || !st.asid_flush_drops_walk_cache {
-            if !st.record.cover_span_all_asids(va, span) {
-                st.record.push(PendingOp::VaAllAsids(va));
-            }
-        } else if !st.record.covers_span(va, span) {
-            st.record.push(PendingOp::Va(va));
-        }
-    }
-
-    fn table_memory_freed(&mut self, pa: PhysAddr, frames: usize) {
-        if frames == 0 {
-            return;
-        }
-        self.batch(Pending::Table { pa, frames });
-    }
-
-    #[inline]
-    fn leaf_changed(&mut self, leaf: ChangedLeaf) {
-        // Invalidated exactly like a cleared leaf (same threshold, same all-ASID rule, same
-        // branch-predictor rule); the frames stay mapped, so nothing joins the batch.
-        if leaf.global && self.st.published & SEEN_GLOBAL == 0 {
-            self.publish(SEEN_GLOBAL);
-        }
-        let all = leaf.global || self.all_asids();
-        let st = &mut self.st;
-        st.report.leaves_changed += 1;
-        st.global_seen |= leaf.global;
-        st.exec_seen |= leaf.executable;
-        // One invalidate per leaf, as for a cleared one: a TLB entry of a large page or
-        // section is found by any VA inside it.
-        st.record.push(if all {
-            PendingOp::VaAllAsids(leaf.va)
-        } else {
-            PendingOp::Va(leaf.va)
-        });
-    }
-
-    fn flush_now(&mut self) {
-        self.st.report.forced_flushes += 1;
-        self.flush();
-    }
-}
-
-impl<B: TlbBackend, M: Memory> Drop for MmuGather<'_, B, M> {
-    /// An unfinished gather finishes here: flush, then free, then return the batch frames.
-    fn drop(&mut self) {
-        self.finish_inner();
     }
 }
