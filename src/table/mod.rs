@@ -64,7 +64,7 @@ pub(crate) mod tests;
 
 use core::fmt;
 
-#[cfg(test)]
+#[cfg(all(test, feature = "tlb-model"))]
 pub(crate) use space::store_probe;
 pub use space::{AddressSpace, Mappings, BBM_BATCH};
 

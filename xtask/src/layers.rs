@@ -628,13 +628,13 @@ mod tests {
                    use crate::addr::PhysAddr;\n";
         let files = tree(&[
             ("src/arch/mmu.rs", src),
-            ("src/arch/more.rs", "use crate::tlb::X;"),
+            ("src/arch/mmu/more.rs", "use crate::tlb::X;"),
         ]);
         let (edges, long) = analyse(&files);
         assert!(long.is_empty());
         assert_eq!(edges.len(), 1, "{edges:?}");
         assert_eq!(edges[0].to, "addr");
-        assert_eq!(edges[0].line, 8);
+        assert_eq!(edges[0].line, 9);
     }
 
     #[test]

@@ -28,6 +28,7 @@ mod unmap;
 pub use protect::BBM_BATCH;
 pub use read::Mappings;
 #[cfg(test)]
+#[cfg_attr(not(feature = "tlb-model"), allow(unused_imports))]
 pub(crate) use store::store_probe;
 
 const PAGE: u64 = PAGE_SIZE as u64;

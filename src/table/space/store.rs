@@ -66,6 +66,7 @@ pub(super) fn write_entry<W: Word>(coherent: bool, p: *mut W, v: W) {
 /// invariant at each instant a walker could observe (break-before-make of replicated
 /// leaves: `gather::protect_tests`).
 #[cfg(test)]
+#[cfg_attr(not(feature = "tlb-model"), allow(dead_code))]
 pub(crate) mod store_probe {
     use std::boxed::Box;
     use std::cell::RefCell;

@@ -8,7 +8,7 @@ use super::{AddressSpace, Table};
 use crate::addr::VirtAddr;
 use crate::memory::Memory;
 use crate::table::{Format, Kind, Word};
-#[cfg(test)]
+#[cfg(all(test, feature = "tlb-model"))]
 use core::marker::PhantomData;
 
 impl<F: Format, M: Memory> AddressSpace<F, M> {
@@ -38,7 +38,7 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
     /// for a probe that walks them while `&mut self` is borrowed by an operation (the
     /// tables are only reached through raw pointers, so the two never alias references).
     /// Dropping it frees nothing.
-    #[cfg(test)]
+    #[cfg(all(test, feature = "tlb-model"))]
     pub(crate) fn view_for_test(&self) -> Self
     where
         M: Clone,
