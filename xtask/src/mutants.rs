@@ -15,12 +15,17 @@ use std::process::Command;
 use crate::{cargo, root};
 
 /// The files issue 15 names; `--file` replaces them.
+/// (After issue 16 moved code: the instruction values of `tlb::armv7` live in
+/// `arch/insn.rs`, the CPU identification of `tlb::select` in `arch/cpu.rs`, and
+/// `table/space.rs` is `table/space/`. Test files are excluded in `.cargo/mutants.toml`.)
 const DEFAULT_FILES: &[&str] = &[
     "src/gather/*.rs",
     "src/tlb/armv7.rs",
+    "src/arch/insn.rs",
     "src/tlb/select.rs",
+    "src/arch/cpu.rs",
     "src/tlb/errata.rs",
-    "src/table/space.rs",
+    "src/table/space/*.rs",
     "src/asid.rs",
 ];
 
