@@ -196,3 +196,45 @@ impl InsnSink for Recorder {
         self.log.push(insn);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A register file that answers each register with its own value.
+    struct Regs;
+
+    impl InsnSink for Regs {
+        fn issue(&mut self, _: Insn) {}
+    }
+
+    impl SysRegs for Regs {
+        fn read(&mut self, reg: SysReg) -> u64 {
+            0x1000 + reg as u64
+        }
+    }
+
+    /// Code takes `impl InsnSink` / `impl SysRegs` and is handed `&mut` of the real one
+    /// (the switch programs, `Armv7Tlb<&mut Recorder>`): the reference forwards both.
+    #[test]
+    fn references_forward_issue_and_read() {
+        fn issue_through(mut s: impl InsnSink) {
+            s.issue(Insn::Isb);
+            s.issue(Insn::Tlbiasid(3));
+        }
+        fn read_through(mut s: impl SysRegs, reg: SysReg) -> u64 {
+            s.read(reg)
+        }
+        let mut r = Recorder::default();
+        issue_through(&mut r);
+        issue_through(&mut &mut r);
+        assert_eq!(
+            r.log,
+            [Insn::Isb, Insn::Tlbiasid(3), Insn::Isb, Insn::Tlbiasid(3)]
+        );
+        let mut regs = Regs;
+        for reg in [SysReg::Midr, SysReg::Ttbcr, SysReg::Ttbr1Lpae] {
+            assert_eq!(read_through(&mut regs, reg), 0x1000 + reg as u64);
+        }
+    }
+}

@@ -298,11 +298,6 @@ impl<S: InsnSink> Armv7Tlb<S> {
     pub fn sink_mut(&mut self) -> &mut S {
         &mut self.sink
     }
-
-    /// Whether the errata apply: both concern broadcast maintenance only.
-    fn broadcast(&self) -> bool {
-        self.shareability == Shareability::InnerShareable
-    }
 }
 
 impl<S: InsnSink> TlbBackend for Armv7Tlb<S> {
@@ -371,7 +366,8 @@ impl<S: InsnSink> TlbBackend for Armv7Tlb<S> {
             Shareability::Local => self.sink.issue(Insn::DsbNsh),
             Shareability::InnerShareable => {
                 self.sink.issue(Insn::DsbIsh);
-                if touched != Touched::Nothing && self.broadcast() {
+                // 798181 concerns broadcast maintenance only: this arm.
+                if touched != Touched::Nothing {
                     self.a15_798181(touched);
                 }
             }
