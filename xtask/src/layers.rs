@@ -560,8 +560,7 @@ pub fn check(root: &Path) -> Result<String, Vec<String>> {
             .map(|e| (e.from.as_str(), e.to.as_str()))
             .collect();
         Ok(format!(
-            "{} modules in {} layers, {} module dependencies, all downward; no library file over {MAX_LINES} lines",
-            LAYERS.len(),
+            "{} modules, {} module dependencies, all downward; no library file over {MAX_LINES} lines",
             LAYERS.len(),
             pairs.len()
         ))

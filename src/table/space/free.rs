@@ -24,7 +24,7 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
     /// `table_memory_freed(frame, 1)`. Nothing is freed directly. Returns the number of
     /// frames released.
     ///
-    /// `global` is true unless the layout is [`Layout::User`] (whose walks are tagged
+    /// `global` is true unless the layout is [`Layout::User`](crate::table::Layout::User) (whose walks are tagged
     /// with the process's ASID). VAs outside the layout's bounds count as unused: a
     /// `bounds` starting at the layout's start, or ending at its end, reaches past them.
     ///

@@ -152,7 +152,7 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
     /// [`MapError::AlreadyMapped`] (some VA of the range is mapped), [`MapError::PxnConflict`],
     /// [`MapError::Unsupported`], [`MapError::ExecutableDevice`] (device or
     /// strongly-ordered memory must be execute-never), [`MapError::GlobalInUserSpace`]
-    /// (a [`Layout::User`] space takes only not-global leaves), [`MapError::OutOfMemory`],
+    /// (a [`Layout::User`](crate::table::Layout::User) space takes only not-global leaves), [`MapError::OutOfMemory`],
     /// [`MapError::TableUnreachable`].
     pub fn map(
         &mut self,
