@@ -262,7 +262,7 @@ impl ErrataConfig {
 
 // `SystemErrata` flag bits. The IPI bit is only ever set with the dummy bit, so the
 // union of flag sets is the merge of configurations.
-const F_720789: u8 = 1 << 0;
+const F_720789: u8 = 0b1;
 const F_754322: u8 = 1 << 1;
 const F_798181_DUMMY: u8 = 1 << 2;
 const F_798181_IPI: u8 = 1 << 3;
