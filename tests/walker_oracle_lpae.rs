@@ -458,6 +458,21 @@ fn matches(e: Expect, par: Par64Result) -> bool {
     }
 }
 
+/// The hardware oracle over the four `ATS1C**` operations with the 64-bit `PAR`.
+fn lpae_oracle() -> Oracle<u64, Par64Result, Expect> {
+    Oracle {
+        ops: [
+            (ats1cpr_64, false, false, "ATS1CPR"),
+            (ats1cpw_64, false, true, "ATS1CPW"),
+            (ats1cur_64, true, false, "ATS1CUR"),
+            (ats1cuw_64, true, true, "ATS1CUW"),
+        ],
+        decode: Par64Result::decode,
+        expected,
+        matches,
+    }
+}
+
 fn oracle() -> CaseResult {
     let seed = support::seed(0x1a_e5ee_d000, "oracle-lpae");
     let corrupt = rt::arg("corrupt");
@@ -494,17 +509,7 @@ fn oracle() -> CaseResult {
         _ => {}
     }
 
-    let oracle = Oracle {
-        ops: [
-            (ats1cpr_64, false, false, "ATS1CPR"),
-            (ats1cpw_64, false, true, "ATS1CPW"),
-            (ats1cur_64, true, false, "ATS1CUR"),
-            (ats1cuw_64, true, true, "ATS1CUW"),
-        ],
-        decode: Par64Result::decode,
-        expected,
-        matches,
-    };
+    let oracle = lpae_oracle();
     let n = compare_sampled(
         &oracle,
         &mut tally,
@@ -1034,17 +1039,7 @@ fn t1sz_split_matches_the_walker() -> CaseResult {
                 "the linear map's write, read through the identity map"
             );
         }
-        let oracle = Oracle {
-            ops: [
-                (ats1cpr_64, false, false, "ATS1CPR"),
-                (ats1cpw_64, false, true, "ATS1CPW"),
-                (ats1cur_64, true, false, "ATS1CUR"),
-                (ats1cuw_64, true, true, "ATS1CUW"),
-            ],
-            decode: Par64Result::decode,
-            expected,
-            matches,
-        };
+        let oracle = lpae_oracle();
         let mut tally = Tally::new();
         let n = compare_sampled(
             &oracle,
