@@ -160,6 +160,10 @@ fn main() -> ! {
             name: "is_errata_this_cpu",
             run: errata_this_cpu,
         },
+        Case {
+            name: "is_errata_recorded",
+            run: errata_recorded,
+        },
     ])
 }
 
@@ -936,6 +940,27 @@ fn take_issued() -> Issued {
 /// ASID-tagged broadcasts (`TLBIASIDIS`, `TLBIMVAIS`: they may reach other cores with a
 /// wrong ASID, which QEMU cannot show): the check that none is issued is what the
 /// `errata-off` variant on vexpress-a9 must fail.
+/// `SystemErrata::record_this_cpu` on its own (without a detect, which records the CPU as
+/// well): the record afterwards holds this CPU's errata, as `ErrataConfig::for_cpu` decodes
+/// them from the `MIDR` and `REVIDR` read here.
+fn errata_recorded() -> CaseResult {
+    static SYSTEM: armv7_mm::tlb::SystemErrata = armv7_mm::tlb::SystemErrata::new(None);
+    let (midr, revidr) = (MIDR.get(), REVIDR.get());
+    let want = ErrataConfig::for_cpu(midr, revidr, Some(ipi_hook));
+    ensure_eq!(SYSTEM.current(), ErrataConfig::NONE, "nothing recorded yet");
+    let got = SYSTEM.record_this_cpu();
+    println!(
+        "    MIDR {:#010x} REVIDR {:#x}: record_this_cpu {:?}, recorded {:?}",
+        midr,
+        revidr,
+        got,
+        SYSTEM.current()
+    );
+    ensure_eq!(got.ok(), want.ok(), "what this CPU needs");
+    ensure_eq!(Ok(SYSTEM.current()), want, "what the system record holds");
+    Ok(())
+}
+
 fn errata_this_cpu() -> CaseResult {
     let midr = MIDR.get();
     let affected = errata::a9_720789_affected(midr);
