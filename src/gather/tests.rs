@@ -895,6 +895,28 @@ fn nested_fallback_covers_the_other_gathers_unlinked_tables() {
 }
 
 #[test]
+fn nested_fallback_without_tables_stays_one_tlbiasid() {
+    // With `asid_flush_drops_walk_cache` off, only a freed or unlinked table (ours, or
+    // one another in-flight gather published) makes the fallback a TLBIALL: gathers that
+    // cleared only leaves of the ASID keep the cheaper TLBIASID.
+    let mut r = Rig::new();
+    let f = InFlight::new();
+    let cfg = GatherConfig {
+        asid_flush_drops_walk_cache: false,
+        ..GatherConfig::DEFAULT
+    };
+    let mut g1 = r.gather_cfg(Scope::Asid(Asid(A)), &f, cfg);
+    let mut g0 = r.gather_cfg(Scope::Asid(Asid(A)), &f, cfg);
+    r.page(&mut g1, 0x5000, A);
+    r.page(&mut g0, 0x9000, A);
+    let rep0 = g0.finish();
+    assert_eq!(rep0.fallback, Some(Fallback::Nested));
+    assert_eq!((rep0.invalidates.all, rep0.invalidates.asid), (0, 1));
+    let _ = g1.finish();
+    r.assert_clean();
+}
+
+#[test]
 fn nested_gather_flushes_even_with_nothing_recorded() {
     let r = Rig::new();
     let f = InFlight::new();
