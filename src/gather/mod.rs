@@ -424,6 +424,8 @@ pub struct InFlight {
 const SEEN_GLOBAL: u8 = 1;
 /// [`InFlight`]: some gather unlinked a table (walk-cache entries may exist).
 const SEEN_TABLES: u8 = 2;
+/// `SEEN_TABLES` and `SEEN_GLOBAL`: an unlinked table that may hold global entries.
+const SEEN_GLOBAL_TABLES: u8 = SEEN_TABLES | SEEN_GLOBAL;
 
 impl InFlight {
     /// No gather in flight.

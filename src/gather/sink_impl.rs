@@ -6,7 +6,7 @@
 use core::sync::atomic::Ordering;
 
 use super::batch::Pending;
-use super::{MmuGather, PendingOp, Scope, SEEN_GLOBAL, SEEN_TABLES};
+use super::{MmuGather, PendingOp, Scope, SEEN_GLOBAL, SEEN_GLOBAL_TABLES, SEEN_TABLES};
 use crate::addr::{PhysAddr, VirtAddr};
 use crate::memory::Memory;
 use crate::sink::{ChangedLeaf, ClearedLeaf, UnmapSink};
@@ -58,7 +58,7 @@ impl<B: TlbBackend, M: Memory> UnmapSink for MmuGather<'_, B, M> {
 
     fn table_unlinked(&mut self, va: VirtAddr, span: u64, global: bool) {
         self.publish(if global {
-            SEEN_TABLES | SEEN_GLOBAL
+            SEEN_GLOBAL_TABLES
         } else {
             SEEN_TABLES
         });

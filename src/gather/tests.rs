@@ -895,6 +895,29 @@ fn nested_fallback_covers_the_other_gathers_unlinked_tables() {
 }
 
 #[test]
+fn nested_fallback_covers_the_other_gathers_global_tables() {
+    // g1 unlinked a table that may hold global entries (a `Layout::Whole` space): its
+    // walk-cache entries match every ASID, so g0's nested fallback must be TLBIALL, from
+    // what g1 published (tables and global), also when TLBIASID is trusted with the ASID's
+    // own walk-cache entries.
+    let mut r = Rig::new();
+    let f = InFlight::new();
+    let mut g1 = r.gather(Scope::Asid(Asid(A)), &f);
+    let g0 = r.gather(Scope::Asid(Asid(A)), &f);
+    r.tables(&mut g1, &[0x0010_0000], A, true);
+    let rep0 = g0.finish();
+    assert_eq!(rep0.fallback, Some(Fallback::Nested));
+    assert_eq!((rep0.invalidates.all, rep0.invalidates.asid), (1, 0));
+    let stale = r.w.borrow().stale.clone();
+    assert!(
+        stale.is_empty(),
+        "still cached after the nested flush: {stale:?}"
+    );
+    let _ = g1.finish();
+    r.assert_clean();
+}
+
+#[test]
 fn nested_fallback_without_tables_stays_one_tlbiasid() {
     // With `asid_flush_drops_walk_cache` off, only a freed or unlinked table (ours, or
     // one another in-flight gather published) makes the fallback a TLBIALL: gathers that
