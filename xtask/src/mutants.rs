@@ -155,8 +155,17 @@ pub fn cmd_mutants(args: &[String]) -> i32 {
         "--no-shuffle",
     ])
     .arg("--output")
-    .arg(&out)
-    .env("CARGO_TARGET_DIR", base.join("mutants-build"));
+    .arg(&out);
+    // One job builds in a target directory kept between runs (later runs build
+    // incrementally). Parallel jobs must not share one: each would run the test binary
+    // another job's mutant just built, so cargo-mutants gives every job's copy of the tree
+    // its own (nothing inherited from the caller's `CARGO_TARGET_DIR`).
+    let parallel = jobs.as_deref().is_some_and(|j| j != "1");
+    if parallel {
+        cmd.env_remove("CARGO_TARGET_DIR");
+    } else {
+        cmd.env("CARGO_TARGET_DIR", base.join("mutants-build"));
+    }
     for f in &files {
         cmd.args(["--file", f]);
     }
