@@ -918,6 +918,71 @@ fn nested_fallback_covers_the_other_gathers_global_tables() {
 }
 
 #[test]
+fn nested_fallback_covers_the_other_gathers_changed_global_leaves() {
+    // A protect in g1 changed a global leaf (its old permissions are cached for every
+    // ASID): g0's nested fallback must be TLBIALL. A changed not-global leaf publishes
+    // nothing: the fallback stays one TLBIASID.
+    for global in [true, false] {
+        let mut r = Rig::new();
+        let f = InFlight::new();
+        let mut g1 = r.gather(Scope::Asid(Asid(A)), &f);
+        let mut g0 = r.gather(Scope::Asid(Asid(A)), &f);
+        g1.leaf_changed(crate::sink::ChangedLeaf {
+            va: VirtAddr::new(0x5000),
+            size: MapSize::Page4K,
+            global,
+            executable: false,
+        });
+        r.page(&mut g0, 0x9000, A);
+        let rep0 = g0.finish();
+        assert_eq!(rep0.fallback, Some(Fallback::Nested));
+        assert_eq!(
+            (rep0.invalidates.all, rep0.invalidates.asid),
+            if global { (1, 0) } else { (0, 1) },
+            "global {global}"
+        );
+        let rep1 = g1.finish();
+        assert_eq!(rep1.leaves_changed, 1);
+        r.assert_clean();
+    }
+}
+
+#[test]
+fn a_forced_flush_is_counted_and_flushes() {
+    // `flush_now` (the walker's break-before-make) flushes at once, and the report says
+    // how many the walker forced.
+    let mut r = Rig::new();
+    let f = InFlight::new();
+    let mut g = r.gather(Scope::Asid(Asid(A)), &f);
+    r.page(&mut g, 0x1000, A);
+    g.flush_now();
+    assert_eq!(
+        r.w.borrow().outstanding.len(),
+        0,
+        "freed by the forced flush"
+    );
+    g.flush_now();
+    let rep = g.finish();
+    // Only the first had anything to flush.
+    assert_eq!((rep.forced_flushes, rep.flushes), (2, 1));
+    r.assert_clean();
+}
+
+#[test]
+fn a_table_sync_behind_a_reference_still_syncs() {
+    struct Count(core::cell::Cell<u32>);
+    impl TableFreeSync for Count {
+        fn sync_before_table_free(&self) {
+            self.0.set(self.0.get() + 1);
+        }
+    }
+    let c = Count(core::cell::Cell::new(0));
+    let by_ref: &dyn TableFreeSync = &&c;
+    by_ref.sync_before_table_free();
+    assert_eq!(c.0.get(), 1);
+}
+
+#[test]
 fn nested_fallback_without_tables_stays_one_tlbiasid() {
     // With `asid_flush_drops_walk_cache` off, only a freed or unlinked table (ours, or
     // one another in-flight gather published) makes the fallback a TLBIALL: gathers that
