@@ -424,8 +424,9 @@ pub struct InFlight {
 const SEEN_GLOBAL: u8 = 1;
 /// [`InFlight`]: some gather unlinked a table (walk-cache entries may exist).
 const SEEN_TABLES: u8 = 2;
-/// `SEEN_TABLES` and `SEEN_GLOBAL`: an unlinked table that may hold global entries.
-const SEEN_GLOBAL_TABLES: u8 = SEEN_TABLES | SEEN_GLOBAL;
+/// `SEEN_TABLES | SEEN_GLOBAL` (a test checks it): an unlinked table that may hold global
+/// entries. Written as a value, so no mutation of the expression can arise.
+const SEEN_GLOBAL_TABLES: u8 = 3;
 
 impl InFlight {
     /// No gather in flight.

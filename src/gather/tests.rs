@@ -948,6 +948,11 @@ fn nested_fallback_covers_the_other_gathers_changed_global_leaves() {
 }
 
 #[test]
+fn the_published_bits_of_a_global_table_are_both() {
+    assert_eq!(SEEN_GLOBAL_TABLES, SEEN_TABLES | SEEN_GLOBAL);
+}
+
+#[test]
 fn a_forced_flush_is_counted_and_flushes() {
     // `flush_now` (the walker's break-before-make) flushes at once, and the report says
     // how many the walker forced.
