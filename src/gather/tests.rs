@@ -953,6 +953,37 @@ fn the_published_bits_of_a_global_table_are_both() {
 }
 
 #[test]
+fn a_threshold_fallback_after_changed_global_leaves_is_tlbiall() {
+    // Protect of more global leaves than the threshold (a `Layout::Whole` space): the
+    // fallback must drop them for every ASID, TLBIALL, not the space's TLBIASID.
+    for global in [true, false] {
+        let mut r = Rig::new();
+        let f = InFlight::new();
+        let cfg = GatherConfig {
+            max_invalidates: 2,
+            ..GatherConfig::DEFAULT
+        };
+        let mut g = r.gather_cfg(Scope::Asid(Asid(A)), &f, cfg);
+        for i in 0..3u32 {
+            g.leaf_changed(crate::sink::ChangedLeaf {
+                va: VirtAddr::new(0x10_0000 + i * 4096),
+                size: MapSize::Page4K,
+                global,
+                executable: false,
+            });
+        }
+        let rep = g.finish();
+        assert_eq!(rep.fallback, Some(Fallback::Threshold), "global {global}");
+        assert_eq!(
+            (rep.invalidates.all, rep.invalidates.asid),
+            if global { (1, 0) } else { (0, 1) },
+            "global {global}"
+        );
+        r.assert_clean();
+    }
+}
+
+#[test]
 fn a_forced_flush_is_counted_and_flushes() {
     // `flush_now` (the walker's break-before-make) flushes at once, and the report says
     // how many the walker forced.
