@@ -133,7 +133,7 @@ impl fmt::Display for FlushReport {
 /// Entries in Linux's ARM32 page batches before `tlb_flush_mmu` must flush: the 8-entry
 /// on-stack bundle plus at most 9 batch pages of 1021 entries (`MAX_GATHER_BATCH_COUNT`,
 /// about 10,000 pages).
-pub const LINUX_ARM32_BATCH_CAPACITY: u64 = 8 + 9 * 1021;
+pub const LINUX_ARM32_BATCH_CAPACITY: u64 = 9_197;
 
 /// TLB invalidates Linux's ARM32 `flush_tlb_range` issues for the tracked range
 /// `[start, end)`: one TLBIMVA(IS) per 4 KiB page, mapped or not (no fallback).

@@ -948,6 +948,36 @@ fn nested_fallback_covers_the_other_gathers_changed_global_leaves() {
 }
 
 #[test]
+fn a_report_reads_back_what_it_counted() {
+    let mut rep = FlushReport::default();
+    assert!(!rep.fell_back());
+    assert_eq!(rep.invalidates.by_va(), 0);
+    rep.invalidates.va = 3;
+    rep.invalidates.va_all_asids = 2;
+    rep.invalidates.asid = 1;
+    assert_eq!(rep.invalidates.by_va(), 5);
+    assert_eq!(rep.invalidates.tlb_ops(), 6);
+    rep.leaves_cleared = 7;
+    let quiet = format!("{rep}");
+    assert!(quiet.starts_with("cleared 7 leaves"), "{quiet}");
+    assert!(
+        quiet.contains("invalidates: 3 va, 2 va-all-asids, 1 asid, 0 all"),
+        "{quiet}"
+    );
+    assert!(!quiet.contains("fallback"), "{quiet}");
+    rep.fallback = Some(Fallback::Threshold);
+    assert!(rep.fell_back());
+    let text = format!("{rep}");
+    assert!(text.ends_with("; fallback: Threshold"), "{text}");
+}
+
+#[test]
+fn linux_arm32_batch_capacity_is_the_bundle_and_nine_batch_pages() {
+    // `MAX_GATHER_BATCH_COUNT` pages of 1021 entries after the 8-entry on-stack bundle.
+    assert_eq!(LINUX_ARM32_BATCH_CAPACITY, 8 + 9 * 1021);
+}
+
+#[test]
 fn the_published_bits_of_a_global_table_are_both() {
     assert_eq!(SEEN_GLOBAL_TABLES, SEEN_TABLES | SEEN_GLOBAL);
 }
