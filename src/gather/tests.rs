@@ -987,7 +987,7 @@ fn a_threshold_fallback_after_changed_global_leaves_is_tlbiall() {
     // Protect of more global leaves than the threshold (a `Layout::Whole` space): the
     // fallback must drop them for every ASID, TLBIALL, not the space's TLBIASID.
     for global in [true, false] {
-        let mut r = Rig::new();
+        let r = Rig::new();
         let f = InFlight::new();
         let cfg = GatherConfig {
             max_invalidates: 2,
