@@ -972,6 +972,18 @@ fn a_report_reads_back_what_it_counted() {
 }
 
 #[test]
+fn linux_arm32_range_ops_count_every_page_the_range_touches() {
+    // One TLBIMVA per 4 KiB page of `[start, end)`, partial pages included; nothing for
+    // an empty or inverted range.
+    assert_eq!(linux_arm32_range_ops(0x1000, 0x1000), 0);
+    assert_eq!(linux_arm32_range_ops(0x3000, 0x1000), 0);
+    assert_eq!(linux_arm32_range_ops(0x1000, 0x2000), 1);
+    assert_eq!(linux_arm32_range_ops(0x1000, 0x5000), 4);
+    assert_eq!(linux_arm32_range_ops(0x1800, 0x2001), 2);
+    assert_eq!(linux_arm32_range_ops(0, 1 << 32), 1 << 20);
+}
+
+#[test]
 fn linux_arm32_batch_capacity_is_the_bundle_and_nine_batch_pages() {
     // `MAX_GATHER_BATCH_COUNT` pages of 1021 entries after the 8-entry on-stack bundle.
     assert_eq!(LINUX_ARM32_BATCH_CAPACITY, 8 + 9 * 1021);
