@@ -26,6 +26,26 @@ impl<B: TlbBackend, M: Memory> MmuGather<'_, B, M> {
         }
     }
 
+    /// The invalidate a cleared or changed leaf owes: published for overlapping gathers if
+    /// global (tested here so that the common case, published already, makes no call),
+    /// noted for the fallback and branch-predictor rules, and recorded by VA (one
+    /// invalidate per leaf: a TLB entry of a large page or section is found by any VA in it).
+    #[inline(always)]
+    fn record_leaf(&mut self, va: VirtAddr, global: bool, executable: bool) {
+        if global && self.st.published & SEEN_GLOBAL == 0 {
+            self.publish(SEEN_GLOBAL);
+        }
+        let all = global || self.all_asids();
+        let st = &mut self.st;
+        st.global_seen |= global;
+        st.exec_seen |= executable;
+        st.record.push(if all {
+            PendingOp::VaAllAsids(va)
+        } else {
+            PendingOp::Va(va)
+        });
+    }
+
     /// Whether this gather's flushes use all-ASID operations.
     fn all_asids(&self) -> bool {
         matches!(self.st.scope, Scope::Kernel)
@@ -35,23 +55,11 @@ impl<B: TlbBackend, M: Memory> MmuGather<'_, B, M> {
 impl<B: TlbBackend, M: Memory> UnmapSink for MmuGather<'_, B, M> {
     #[inline(always)]
     fn leaf_cleared(&mut self, leaf: ClearedLeaf) {
-        // Tested here so that the common case (published already) makes no call.
-        if leaf.global && self.st.published & SEEN_GLOBAL == 0 {
-            self.publish(SEEN_GLOBAL);
-        }
-        let all = leaf.global || self.all_asids();
-        let st = &mut self.st;
-        st.report.leaves_cleared += 1;
-        st.global_seen |= leaf.global;
-        st.exec_seen |= leaf.executable;
-        st.record.push(if all {
-            PendingOp::VaAllAsids(leaf.va)
-        } else {
-            PendingOp::Va(leaf.va)
-        });
+        self.st.report.leaves_cleared += 1;
+        self.record_leaf(leaf.va, leaf.global, leaf.executable);
         // The common case (the frame follows the previous leaf's) in a few instructions;
         // anything else takes the general path.
-        if !st.batches.extend_run(leaf.va, leaf.pa, leaf.size) {
+        if !self.st.batches.extend_run(leaf.va, leaf.pa, leaf.size) {
             self.batch(Pending::leaf(leaf.va, leaf.pa, leaf.size));
         }
     }
@@ -96,21 +104,8 @@ impl<B: TlbBackend, M: Memory> UnmapSink for MmuGather<'_, B, M> {
     fn leaf_changed(&mut self, leaf: ChangedLeaf) {
         // Invalidated exactly like a cleared leaf (same threshold, same all-ASID rule, same
         // branch-predictor rule); the frames stay mapped, so nothing joins the batch.
-        if leaf.global && self.st.published & SEEN_GLOBAL == 0 {
-            self.publish(SEEN_GLOBAL);
-        }
-        let all = leaf.global || self.all_asids();
-        let st = &mut self.st;
-        st.report.leaves_changed += 1;
-        st.global_seen |= leaf.global;
-        st.exec_seen |= leaf.executable;
-        // One invalidate per leaf, as for a cleared one: a TLB entry of a large page or
-        // section is found by any VA inside it.
-        st.record.push(if all {
-            PendingOp::VaAllAsids(leaf.va)
-        } else {
-            PendingOp::Va(leaf.va)
-        });
+        self.st.report.leaves_changed += 1;
+        self.record_leaf(leaf.va, leaf.global, leaf.executable);
     }
 
     fn flush_now(&mut self) {
