@@ -1,10 +1,15 @@
-//! `cargo xtask mutants [--file F]... [--shard K/N] [--tests FILTER] [--jobs N] [--timeout S]`:
-//! a mutation run (`cargo mutants`) over the files whose tests issue 15 asks to be tight,
-//! with the features the suite needs, then the score and every missed mutant.
+//! `cargo xtask mutants [--file F]... [--shard K/N] [--tests FILTER]... [--skip FILTER]...
+//! [--iterate] [--jobs N] [--timeout S]`: a mutation run (`cargo mutants`) over the files
+//! whose tests issue 15 asks to be tight, with the features the suite needs, then the score
+//! and every missed mutant.
 //!
 //! Not part of `cargo xtask test`: a full run takes hours on two cores. Shards (`--shard
-//! 1/4` ...) split it; `--tests` narrows the tests run per mutant (faster, but a mutant only
-//! other tests would catch then counts as missed, so the score can only come out lower).
+//! 1/4` ...) split it; `--tests` (run only tests whose names contain one of the filters) and
+//! `--skip` (leave out tests whose names contain it) narrow the tests run per mutant. That is
+//! faster, but a mutant only the left-out tests would catch then counts as missed, so the
+//! score can only come out lower. The two-pass way to a full-suite score in less time: a
+//! narrowed pass, then `--iterate` with no narrowing, which retests only the mutants the first
+//! pass did not catch (a mutant the narrowed tests catch, the whole suite catches too).
 //! Mutants that are equivalent are excluded in `.cargo/mutants.toml`, each with its reason
 //! (and listed in `mutants-equivalent.md`).
 
@@ -47,7 +52,11 @@ fn lines(path: &Path) -> Vec<String> {
 
 /// Score line and the missed mutants from a `mutants.out` directory.
 fn summarize(out: &Path) -> i32 {
-    let caught = lines(&out.join("caught.txt"));
+    // `--iterate` keeps what earlier runs caught in `previously_caught.txt`.
+    let mut caught = lines(&out.join("caught.txt"));
+    caught.extend(lines(&out.join("previously_caught.txt")));
+    caught.sort();
+    caught.dedup();
     let missed = lines(&out.join("missed.txt"));
     let timeout = lines(&out.join("timeout.txt"));
     let unviable = lines(&out.join("unviable.txt"));
@@ -82,7 +91,9 @@ fn summarize(out: &Path) -> i32 {
 pub fn cmd_mutants(args: &[String]) -> i32 {
     let mut files: Vec<String> = Vec::new();
     let mut shard: Option<String> = None;
-    let mut tests: Option<String> = None;
+    let mut tests: Vec<String> = Vec::new();
+    let mut skip: Vec<String> = Vec::new();
+    let mut iterate = false;
     let mut jobs: Option<String> = None;
     let mut timeout: Option<String> = None;
     let mut it = args.iter();
@@ -96,7 +107,12 @@ pub fn cmd_mutants(args: &[String]) -> i32 {
         let r = match a.as_str() {
             "--file" => value("--file").map(|v| files.push(v)),
             "--shard" => value("--shard").map(|v| shard = Some(v)),
-            "--tests" => value("--tests").map(|v| tests = Some(v)),
+            "--tests" => value("--tests").map(|v| tests.push(v)),
+            "--skip" => value("--skip").map(|v| skip.push(v)),
+            "--iterate" => {
+                iterate = true;
+                Ok(())
+            }
             "--jobs" => value("--jobs").map(|v| jobs = Some(v)),
             "--timeout" => value("--timeout").map(|v| timeout = Some(v)),
             _ => {
@@ -178,9 +194,17 @@ pub fn cmd_mutants(args: &[String]) -> i32 {
     if let Some(t) = &timeout {
         cmd.args(["--timeout", t]);
     }
-    if let Some(t) = &tests {
-        // Passed to the test binaries: only the tests whose names contain FILTER run.
-        cmd.args(["--", "--lib", "--", t]);
+    if iterate {
+        // Retest only what the run in the same output directory did not catch.
+        cmd.arg("--iterate");
+    }
+    if !tests.is_empty() || !skip.is_empty() {
+        // Passed to the test binaries: only the tests whose names contain one of the
+        // filters run, minus those whose names contain a `--skip` filter.
+        cmd.args(["--", "--lib", "--"]).args(&tests);
+        for s in &skip {
+            cmd.args(["--skip", s]);
+        }
     }
     println!(
         "==> cargo mutants over {} (output in {})",
