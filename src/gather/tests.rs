@@ -14,6 +14,7 @@ use std::string::String;
 use std::vec::Vec;
 
 use super::*;
+use crate::addr::PAGE_SIZE;
 use crate::sink::MapSize;
 use crate::tlb::TlbCounters;
 
@@ -337,8 +338,10 @@ const A: u8 = 7;
 
 /// Batch words a single leaf takes (its frame and its VA).
 const LEAF_WORDS: usize = 2;
-/// Single leaves one borrowed batch frame holds.
-const LEAVES_PER_FRAME: usize = ENTRIES_PER_FRAME / LEAF_WORDS;
+/// Single leaves one borrowed batch frame holds: the frame is 1024 words, a 4-word header
+/// and its entries. Written from the layout, not from `ENTRIES_PER_FRAME`, so a wrong
+/// capacity shows as a wrong count of borrowed frames.
+const LEAVES_PER_FRAME: usize = (PAGE_SIZE as usize / 4 - 4) / LEAF_WORDS;
 /// Items a gather holds before it needs a batch frame: the open run and the on-stack batch.
 const HELD: usize = LOCAL_BATCH / LEAF_WORDS + 1;
 
