@@ -384,7 +384,7 @@ impl FrameBatches {
     }
 
     /// Counts one mapped leaf into the open run if it continues it (same size, the next
-    /// VA and the next frame, the run not full, no VA wrap, a frame number a batch word can
+    /// VA and the next frame, no VA wrap, a frame number a batch word can
     /// hold: what a leaf needs to be [`Pending::packable`], given that the run's first leaf
     /// was). Returns whether it did; on `false` nothing changed. The per-leaf fast path of
     /// a gather.
@@ -399,9 +399,10 @@ impl FrameBatches {
                     && va == run.next_va
                     && va != 0
                     && pa & (PAGE_SIZE as u64 - 1) == 0
-                    && run.size == size
-                    && run.count < u32::MAX =>
+                    && run.size == size =>
             {
+                // No count check: a run never wraps the 32-bit VA space (`va != 0`), so
+                // it holds at most 2^20 leaves and `count` cannot overflow.
                 run.count += 1;
                 run.next = run.next.wrapping_add((size.bytes() >> 12) as u32);
                 run.next_va = va.wrapping_add(size.bytes() as u32);
@@ -862,6 +863,73 @@ mod tests {
                 Event::Released(0xfff0_0000, 0x1_0010_0000, 1 << 20),
             ]
         );
+    }
+
+    #[test]
+    fn a_run_stops_below_the_first_frame_a_batch_word_cannot_hold() {
+        use crate::sink::UnmapSink;
+        let log = std::rc::Rc::new(std::cell::RefCell::new(std::vec::Vec::new()));
+        let in_flight = crate::InFlight::new();
+        let mut g = crate::MmuGather::new(
+            crate::Scope::Kernel,
+            Completions(Log::default()),
+            Runs(log.clone()),
+            &in_flight,
+        );
+        // The last two frames below 2^40, then the frame at 2^40 (a PA no batch word
+        // holds), at consecutive VAs.
+        for i in 0..3u32 {
+            g.leaf_cleared(crate::ClearedLeaf {
+                va: VirtAddr::new(0x1000_0000 + i * 4096),
+                size: MapSize::Page4K,
+                pa: PhysAddr::new((1 << 40) - 2 * 4096 + u64::from(i) * 4096),
+                global: true,
+                executable: false,
+            });
+        }
+        let report = g.finish();
+        assert_eq!(report.leaves_released, 3);
+        // The frame at 2^40 is not packable: it ends the run of two before it, and is
+        // freed on its own, right after the flush that frees the run.
+        assert_eq!(report.flushes, 1);
+        assert_eq!(
+            *log.borrow(),
+            [
+                "run 0x10000000 -> 0xffffffe000 Page4K x2",
+                "run 0x10002000 -> 0x10000000000 Page4K x1",
+            ]
+        );
+    }
+
+    #[test]
+    fn is_empty_until_an_item_waits() {
+        let mut b = FrameBatches::new();
+        let mut mem = Returns(Log::default());
+        let mut report = FlushReport::default();
+        assert!(b.is_empty());
+        // A single leaf opens the run (the on-stack batch stays empty).
+        let leaf = Pending::leaf(VA, PhysAddr::new(0x4000_0000), MapSize::Page4K);
+        assert!(b.push(leaf, &mut mem, 0, &mut report).is_ok());
+        assert!(!b.is_empty());
+        // A leaf that does not continue the run closes it into the on-stack batch.
+        let other = Pending::leaf(
+            VirtAddr::new(0x10),
+            PhysAddr::new(0x5000_0000),
+            MapSize::Page4K,
+        );
+        assert!(b.push(other, &mut mem, 0, &mut report).is_ok());
+        b.drain(&mut mem, &mut report);
+        assert!(b.is_empty());
+        assert_eq!(report.leaves_released, 2);
+        // A table goes straight to the on-stack batch, with no run open.
+        let table = Pending::Table {
+            pa: PhysAddr::new(0x6000_0000),
+            frames: 1,
+        };
+        assert!(b.push(table, &mut mem, 0, &mut report).is_ok());
+        assert!(!b.is_empty());
+        b.drain(&mut mem, &mut report);
+        assert!(b.is_empty());
     }
 
     #[test]

@@ -640,6 +640,25 @@ fn table_ops_are_by_asid_in_an_asid_space_and_all_asid_for_global_tables_and_the
 }
 
 #[test]
+fn a_batch_frame_is_filled_to_its_last_word() {
+    for (n, frames) in [
+        (HELD + LEAVES_PER_FRAME, 1),
+        (HELD + LEAVES_PER_FRAME + 1, 2),
+    ] {
+        let mut r = Rig::new();
+        let f = InFlight::new();
+        let mut g = r.gather(Scope::Asid(Asid(A)), &f);
+        for i in 0..n as u32 {
+            r.page(&mut g, i << 12, A);
+        }
+        assert_eq!(g.batch_frames_held(), frames, "{n} leaves");
+        let rep = g.finish();
+        assert_eq!(rep.leaves_released as usize, n);
+        assert_eq!(rep.early_flushes, 0);
+    }
+}
+
+#[test]
 fn big_unmap_borrows_batch_frames_and_returns_them() {
     let mut r = Rig::new();
     let f = InFlight::new();
