@@ -563,7 +563,8 @@ fn release_words<M: Memory>(words: &[u32], memory: &mut M, report: &mut FlushRep
         let head = words[i];
         let n = Pending::words(head);
         let at = |k: usize| words.get(i + k).copied().unwrap_or(0);
-        let rest = [at(1), if n > 2 { at(2) } else { 0 }];
+        // A two-word entry ignores its second rest word (the next entry's head here).
+        let rest = [at(1), at(2)];
         i += n;
         Pending::decode(head, rest).release(memory, report);
     }

@@ -189,12 +189,8 @@ impl LinuxArm32Estimate {
     }
 
     fn widen(&mut self, start: u64, end: u64) {
-        if start < self.start {
-            self.start = start;
-        }
-        if end > self.end {
-            self.end = end;
-        }
+        self.start = self.start.min(start);
+        self.end = self.end.max(end);
     }
 
     fn batch_one(&mut self) {
@@ -205,7 +201,9 @@ impl LinuxArm32Estimate {
     }
 
     fn flush(&mut self) {
-        let pending = self.end > self.start;
+        // Every widening ends past 0, and a flush resets `end` to 0: a range waits
+        // exactly when `end` is not 0.
+        let pending = self.end != 0;
         if pending || self.batched > 0 {
             self.ops += if self.full_mm {
                 1

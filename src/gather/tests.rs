@@ -1006,6 +1006,68 @@ fn linux_arm32_range_ops_count_every_page_the_range_touches() {
 }
 
 #[test]
+fn linux_arm32_estimate_follows_its_policy() {
+    use crate::sink::{ChangedLeaf, ClearedLeaf, UnmapSink};
+    let cleared = |va: u32| ClearedLeaf {
+        va: VirtAddr::new(va),
+        size: MapSize::Page4K,
+        pa: PhysAddr::new(0x4000_0000),
+        global: false,
+        executable: false,
+    };
+    // Nothing reported: no flush and no operation.
+    let mut e = LinuxArm32Estimate::new(false);
+    assert_eq!((e.finish(), e.flushes()), (0, 0));
+    // Leaves 1 MiB apart, the higher first, then one inside: the range grows at both
+    // ends to [0x1000_0000, 0x1010_1000), 257 pages, in the one final flush.
+    let mut e = LinuxArm32Estimate::new(false);
+    for va in [0x1010_0000, 0x1000_0000, 0x1008_0000] {
+        e.leaf_cleared(cleared(va));
+    }
+    assert_eq!((e.ops_so_far(), e.flushes()), (0, 0));
+    assert_eq!(e.finish(), 257);
+    assert_eq!((e.ops_so_far(), e.flushes()), (257, 1));
+    // A changed leaf widens the range by its size and batches no page.
+    let mut e = LinuxArm32Estimate::new(false);
+    e.leaf_changed(ChangedLeaf {
+        va: VirtAddr::new(0x2000_0000),
+        size: MapSize::Large64K,
+        global: false,
+        executable: false,
+    });
+    assert_eq!((e.finish(), e.flushes()), (16, 1));
+    // A freed table alone is a batched page with no range: one flush of no operation.
+    let mut e = LinuxArm32Estimate::new(false);
+    e.table_memory_freed(PhysAddr::new(0x5000_0000), 1);
+    assert_eq!((e.finish(), e.flushes()), (0, 1));
+    // A classic table unlinked at 0x1030_0000 (1 MiB span) widens by the two pages
+    // around the middle of its 2 MiB pair, [0x102f_f000, 0x1030_1000); with a leaf at
+    // 0x1040_0000 the range is [0x102f_f000, 0x1040_1000), 258 pages.
+    let mut e = LinuxArm32Estimate::new(false);
+    e.table_unlinked(VirtAddr::new(0x1030_0000), 1 << 20, false);
+    e.leaf_cleared(cleared(0x1040_0000));
+    assert_eq!(e.finish(), 258);
+    // An LPAE table (2 MiB span) widens by the one page at its first VA.
+    let mut e = LinuxArm32Estimate::new(false);
+    e.table_unlinked(VirtAddr::new(0x1020_0000), 2 << 20, false);
+    e.leaf_cleared(cleared(0x1040_0000));
+    assert_eq!(e.finish(), 0x201);
+    // Full-mm mode: one ASID flush per flush, whatever the range.
+    let mut e = LinuxArm32Estimate::new(true);
+    e.leaf_cleared(cleared(0x1000_0000));
+    e.leaf_cleared(cleared(0x3000_0000));
+    assert_eq!((e.finish(), e.flushes()), (1, 1));
+    // A full batch flushes by itself: the range so far, then the rest at the end.
+    let mut e = LinuxArm32Estimate::new(false);
+    let n = LINUX_ARM32_BATCH_CAPACITY as u32;
+    for i in 0..=n {
+        e.leaf_cleared(cleared(0x1000_0000 + i * 4096));
+    }
+    assert_eq!((e.ops_so_far(), e.flushes()), (u64::from(n), 1));
+    assert_eq!((e.finish(), e.flushes()), (u64::from(n) + 1, 2));
+}
+
+#[test]
 fn linux_arm32_batch_capacity_is_the_bundle_and_nine_batch_pages() {
     // `MAX_GATHER_BATCH_COUNT` pages of 1021 entries after the 8-entry on-stack bundle.
     assert_eq!(LINUX_ARM32_BATCH_CAPACITY, 8 + 9 * 1021);
