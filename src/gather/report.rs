@@ -262,7 +262,7 @@ impl UnmapSink for LinuxArm32Estimate {
             // per page the range is the same for both halves, so widening per unlinked
             // region is equivalent.
             let base = (va.as_u64() & !((2 << 20) - 1)) + (1 << 20) - page;
-            self.widen(base, base + 2 * page);
+            self.widen(base, base + 0x2000); // two pages
         } else {
             // LPAE: one page at the freed table's address.
             self.widen(va.as_u64(), va.as_u64() + page);

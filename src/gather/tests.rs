@@ -1047,6 +1047,10 @@ fn linux_arm32_estimate_follows_its_policy() {
     e.table_unlinked(VirtAddr::new(0x1030_0000), 1 << 20, false);
     e.leaf_cleared(cleared(0x1040_0000));
     assert_eq!(e.finish(), 258);
+    // Alone, the same table is those two pages.
+    let mut e = LinuxArm32Estimate::new(false);
+    e.table_unlinked(VirtAddr::new(0x1030_0000), 1 << 20, false);
+    assert_eq!(e.finish(), 2);
     // An LPAE table (2 MiB span) widens by the one page at its first VA.
     let mut e = LinuxArm32Estimate::new(false);
     e.table_unlinked(VirtAddr::new(0x1020_0000), 2 << 20, false);
@@ -1065,6 +1069,71 @@ fn linux_arm32_estimate_follows_its_policy() {
     }
     assert_eq!((e.ops_so_far(), e.flushes()), (u64::from(n), 1));
     assert_eq!((e.finish(), e.flushes()), (u64::from(n) + 1, 2));
+}
+
+/// A sink that writes down each report it gets, tagged with its name.
+struct Calls(&'static str, Rc<RefCell<Vec<String>>>);
+
+impl crate::sink::UnmapSink for Calls {
+    fn leaf_cleared(&mut self, leaf: crate::sink::ClearedLeaf) {
+        self.1
+            .borrow_mut()
+            .push(format!("{} cleared {}", self.0, leaf.va));
+    }
+    fn table_unlinked(&mut self, va: VirtAddr, span: u64, global: bool) {
+        self.1
+            .borrow_mut()
+            .push(format!("{} unlinked {va} {span:#x} {global}", self.0));
+    }
+    fn table_memory_freed(&mut self, pa: PhysAddr, frames: usize) {
+        self.1
+            .borrow_mut()
+            .push(format!("{} freed {pa} x{frames}", self.0));
+    }
+    fn leaf_changed(&mut self, leaf: crate::sink::ChangedLeaf) {
+        self.1
+            .borrow_mut()
+            .push(format!("{} changed {}", self.0, leaf.va));
+    }
+    fn flush_now(&mut self) {
+        self.1.borrow_mut().push(format!("{} flush", self.0));
+    }
+}
+
+#[test]
+fn a_tee_forwards_every_report_to_both_sinks_in_order() {
+    use crate::sink::{ChangedLeaf, ClearedLeaf, UnmapSink};
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let mut a = Calls("a", log.clone());
+    let mut b = Calls("b", log.clone());
+    let mut tee = Tee::new(&mut a, &mut b);
+    tee.leaf_cleared(ClearedLeaf {
+        va: VirtAddr::new(0x1000),
+        size: MapSize::Page4K,
+        pa: PhysAddr::new(0x4000_0000),
+        global: false,
+        executable: false,
+    });
+    tee.table_unlinked(VirtAddr::new(0x10_0000), 1 << 20, true);
+    tee.table_memory_freed(PhysAddr::new(0x5000_0000), 1);
+    tee.leaf_changed(ChangedLeaf {
+        va: VirtAddr::new(0x2000),
+        size: MapSize::Page4K,
+        global: false,
+        executable: true,
+    });
+    tee.flush_now();
+    let want: Vec<String> = [
+        "cleared 0x00001000",
+        "unlinked 0x00100000 0x100000 true",
+        "freed 0x50000000 x1",
+        "changed 0x00002000",
+        "flush",
+    ]
+    .iter()
+    .flat_map(|e| [format!("a {e}"), format!("b {e}")])
+    .collect();
+    assert_eq!(*log.borrow(), want);
 }
 
 #[test]
