@@ -1536,3 +1536,116 @@ fn checked_reads_say_out_of_range_for_the_other_half() {
     checked_reads::<Short>();
     checked_reads::<Lpae>();
 }
+
+// ----- table emptiness ----------------------------------------------------------------
+
+/// A table below the root with one valid entry, at any index, is not empty: `free_tables`
+/// over everything keeps it and the mapping. (The emptiness test ORs the table's words
+/// together, four at a time: a wrong fold shows at some index.)
+fn free_tables_keeps_a_table_with_one_entry_anywhere<F: TestFormat>(size: MapSize, level: u8) {
+    let mem = HostMemory::new();
+    let entries = F::ENTRIES[level as usize] as u64;
+    let step = size.bytes();
+    // The table whose entries span `step` and start at 0x4000_0000.
+    for i in 0..entries {
+        let mut s = whole::<F>(&mem);
+        let va = 0x4000_0000 + i * step;
+        s.map(
+            r(va, step),
+            PhysAddr::new(0x8000_0000),
+            Attributes::KERNEL_DATA,
+            size,
+        )
+        .unwrap();
+        let tables = s.table_frames();
+        let mut rec = Rec::default();
+        assert_eq!(s.free_tables(all(), all(), &mut rec), Ok(0), "entry {i}");
+        assert_eq!(s.table_frames(), tables, "entry {i}");
+        let t = s.translate(VirtAddr::new(va as u32));
+        assert_eq!(
+            t.map(|t| t.pa),
+            Some(PhysAddr::new(0x8000_0000)),
+            "entry {i}"
+        );
+        // Unmapped, the same table is empty and goes.
+        s.unmap(r(va, step), &mut rec).unwrap();
+        assert!(
+            s.free_tables(all(), all(), &mut rec).unwrap() >= 1,
+            "entry {i}"
+        );
+        rec.flush(s.memory_mut());
+        teardown(s, &mem);
+    }
+}
+
+/// Two valid entries with the same low bits, in the first eight entries (the words the
+/// emptiness test folds together first): the table is not empty either.
+fn free_tables_keeps_a_table_with_two_entries_folded_together<F: TestFormat>() {
+    let mem = HostMemory::new();
+    for i in 0..8u64 {
+        for j in i + 1..8 {
+            let mut s = whole::<F>(&mem);
+            map_pages(&mut s, &[0x4000_0000 + i * 4096, 0x4000_0000 + j * 4096]);
+            let tables = s.table_frames();
+            let mut rec = Rec::default();
+            assert_eq!(
+                s.free_tables(all(), all(), &mut rec),
+                Ok(0),
+                "entries {i}, {j}"
+            );
+            assert_eq!(s.table_frames(), tables, "entries {i}, {j}");
+            teardown(s, &mem);
+        }
+    }
+}
+
+#[test]
+fn free_tables_keeps_a_table_with_two_entries_folded_together_short() {
+    free_tables_keeps_a_table_with_two_entries_folded_together::<Short>();
+}
+
+#[test]
+fn free_tables_keeps_a_table_with_two_entries_folded_together_lpae() {
+    free_tables_keeps_a_table_with_two_entries_folded_together::<Lpae>();
+}
+
+#[test]
+fn a_page_whose_descriptor_is_only_its_valid_bits_is_found() {
+    // Short descriptors: a global, execute-never, no-access small page of strongly-ordered
+    // memory at PA 0 is the word 0b11, exactly the valid mask of the one-mask empty test.
+    let mem = HostMemory::new();
+    let mut s = whole::<Short>(&mem);
+    let attrs = Attributes {
+        memory: MemoryType::StronglyOrdered,
+        access: Access::None,
+        execute: Execute::Never,
+        global: true,
+        shareable: false,
+    };
+    s.map(
+        r(0x4000_0000, 4096),
+        PhysAddr::new(0),
+        attrs,
+        MapSize::Page4K,
+    )
+    .unwrap();
+    let t = s.translate(VirtAddr::new(0x4000_0000));
+    assert_eq!(t.map(|t| t.pa), Some(PhysAddr::new(0)));
+    assert_eq!(sizes(&s, all()), [(0x4000_0000, MapSize::Page4K)]);
+    let mut rec = Rec::default();
+    s.unmap(all(), &mut rec).unwrap();
+    assert_eq!(rec.leaves.len(), 1);
+    rec.flush(s.memory_mut());
+    teardown(s, &mem);
+}
+
+#[test]
+fn free_tables_keeps_a_table_with_one_entry_anywhere_short() {
+    free_tables_keeps_a_table_with_one_entry_anywhere::<Short>(MapSize::Page4K, 2);
+}
+
+#[test]
+fn free_tables_keeps_a_table_with_one_entry_anywhere_lpae() {
+    free_tables_keeps_a_table_with_one_entry_anywhere::<Lpae>(MapSize::Page4K, 3);
+    free_tables_keeps_a_table_with_one_entry_anywhere::<Lpae>(MapSize::Block2M, 2);
+}

@@ -398,10 +398,13 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
                     let child = self.table_at(F::table_pa(raw));
                     let stop = end.min(next);
                     let ctx = F::table_ctx(raw);
-                    if level + 1 == F::LAST_LEVEL {
+                    // One child level for both the test and the descent (the generic walk
+                    // would also walk a last-level table, only slower).
+                    let below = level + 1;
+                    if below == F::LAST_LEVEL {
                         self.visit_last(child, ctx, va, stop, counts, f)?;
                     } else {
-                        self.visit(Table::At(child), level + 1, ctx, va, stop, counts, f)?;
+                        self.visit(Table::At(child), below, ctx, va, stop, counts, f)?;
                     }
                     va = next;
                 }
