@@ -201,7 +201,9 @@ pub fn cmd_mutants(args: &[String]) -> i32 {
     if !tests.is_empty() || !skip.is_empty() {
         // Passed to the test binaries: only the tests whose names contain one of the
         // filters run, minus those whose names contain a `--skip` filter.
-        cmd.args(["--", "--lib", "--"]).args(&tests);
+        // `--lib` for every cargo call: the build step then compiles only the unit-test
+        // binary, not the library a second time for doctests that do not run.
+        cmd.args(["--cargo-arg", "--lib", "--", "--"]).args(&tests);
         for s in &skip {
             cmd.args(["--skip", s]);
         }
