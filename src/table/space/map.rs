@@ -16,7 +16,7 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
     /// Whether `copies` entries at `level` for `va` are free: the walk reaches an invalid
     /// entry above `level`, or all of them are invalid (not a leaf, not an even empty
     /// table).
-    fn free_at(&self, va: u64, level: u8, copies: usize) -> bool {
+    pub(super) fn free_at(&self, va: u64, level: u8, copies: usize) -> bool {
         let mut t = Table::Root;
         let mut l = self.root.level;
         loop {
@@ -49,8 +49,12 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
     /// The leaf shape of the next chunk of a map at `va -> pa` ending at `end`: the
     /// largest size up to `max` that the CPU has, that VA and PA alignment and the
     /// remaining length allow, and whose entries are free.
-    fn choose(&self, va: u64, pa: u64, end: u64, max: MapSize) -> LeafShape {
+    pub(super) fn choose(&self, va: u64, pa: u64, end: u64, max: MapSize) -> LeafShape {
+        // The last shape seen: after the loop, the last of `LEAVES` (a last-level page,
+        // which the loop returns for any page chunk anyway).
+        let mut last = F::LEAVES[0];
         for &s in F::LEAVES {
+            last = s;
             if s.size > max || !self.holds(s) {
                 continue;
             }
@@ -62,7 +66,7 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
                 return s;
             }
         }
-        F::LEAVES[F::LEAVES.len() - 1]
+        last
     }
 
     /// How many consecutive chunks from `va -> pa` have shape `s` (the shape `choose` picked
@@ -73,11 +77,9 @@ impl<F: Format, M: Memory> AddressSpace<F, M> {
     /// calling `choose` once per run: `choose` at any VA inside the run would pick `s`
     /// again.
     #[inline]
-    fn run(&self, s: LeafShape, va: u64, pa: u64, end: u64, max: MapSize) -> u64 {
-        let pos = F::LEAVES
-            .iter()
-            .position(|l| l.size == s.size)
-            .unwrap_or(F::LEAVES.len() - 1);
+    pub(super) fn run(&self, s: LeafShape, va: u64, pa: u64, end: u64, max: MapSize) -> u64 {
+        // `s` is one of `LEAVES`: always found.
+        let pos = F::LEAVES.iter().position(|l| l.size == s.size).unwrap_or(0);
         let b = s.size.bytes();
         let mut stop = end;
         if s.level > self.root.level {

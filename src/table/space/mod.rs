@@ -20,6 +20,8 @@ mod free;
 mod map;
 mod protect;
 mod read;
+#[cfg(test)]
+mod run_tests;
 mod split;
 mod store;
 mod test_support;

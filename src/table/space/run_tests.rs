@@ -1,0 +1,157 @@
+//! `run` (how many chunks of one shape `map` writes in one loop) against a recount chunk
+//! by chunk from its contract, and `choose` at every chunk of the run. A run that is too
+//! long maps a chunk with the wrong shape; one that is too short only costs time, which
+//! no result shows, so only this comparison catches it.
+
+use std::vec::Vec;
+
+use super::AddressSpace;
+use crate::addr::PhysAddr;
+use crate::lpae::Lpae;
+use crate::short::host::HostMemory;
+use crate::short::Short;
+use crate::sink::MapSize;
+use crate::table::attrs::Attributes;
+use crate::table::tests::{r, TestFormat};
+use crate::table::{Format, Layout, LeafShape};
+
+impl<F: Format> AddressSpace<F, HostMemory> {
+    /// The run's length from its contract: chunks while each fits before `end`, stays in
+    /// the table of the first, does not reach a VA where the next bigger usable size could
+    /// start with this VA and PA, and (above the last level) has free entries.
+    fn run_by_chunks(&self, s: LeafShape, va: u64, pa: u64, end: u64, max: MapSize) -> u64 {
+        let b = s.size.bytes();
+        let pos = F::LEAVES.iter().position(|l| l.size == s.size).unwrap();
+        let bigger = F::LEAVES[..pos]
+            .iter()
+            .rev()
+            .find(|l| l.size <= max && self.holds(**l))
+            .map(|l| l.size.bytes())
+            .filter(|&lb| (va ^ pa).is_multiple_of(lb));
+        let parent = (s.level > self.root.level).then(|| Self::span(s.level - 1));
+        let mut k = 1;
+        loop {
+            let v = va + k * b;
+            if v + b > end
+                || parent.is_some_and(|span| v.is_multiple_of(span))
+                || bigger.is_some_and(|lb| v.is_multiple_of(lb))
+                || (s.level != F::LAST_LEVEL && !self.free_at(v, s.level, s.copies))
+            {
+                return k;
+            }
+            k += 1;
+        }
+    }
+}
+
+/// A small deterministic generator (no dependency on proptest's case count).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn runs_match_their_contract<F: TestFormat>(layout: Layout, seed: u64) {
+    let mem = HostMemory::new();
+    let mut s = AddressSpace::<F, _>::new(mem.clone(), layout, F::ALL).unwrap();
+    let (lo, hi) = layout.bounds();
+    let mut rng = Lcg(seed);
+    let sizes: Vec<MapSize> = F::LEAVES.iter().map(|l| l.size).collect();
+    // Existing leaves in a 64 MiB window, so free and taken entries both occur.
+    let base = lo.max(0x4000_0000).min(hi - (64 << 20));
+    for _ in 0..12 {
+        let size = sizes[rng.below(sizes.len() as u64) as usize];
+        let b = size.bytes();
+        let va = base + rng.below(((64 << 20) / b).max(1)) * b;
+        if va + b <= hi && s.translate(crate::VirtAddr::new(va as u32)).is_none() {
+            let _ = s.map(
+                r(va, b),
+                PhysAddr::new(0x8000_0000),
+                Attributes::KERNEL_DATA,
+                size,
+            );
+        }
+    }
+    let mut checked = 0;
+    for _ in 0..3000 {
+        // A chunk start aligned to a random size, a PA agreeing with it modulo a random
+        // size, a random end and a random largest size.
+        let a = sizes[rng.below(sizes.len() as u64) as usize].bytes();
+        let va = base + rng.below(((64 << 20) / a).max(1)) * a;
+        let agree = sizes[rng.below(sizes.len() as u64) as usize].bytes();
+        let pa = 0x1_0000_0000 + (va & (agree - 1)) + rng.below(64) * (16 << 20);
+        let end = (va + 4096 + rng.below(48 << 8) * 4096).min(hi);
+        let max = sizes[rng.below(sizes.len() as u64) as usize];
+        let shape = s.choose(va, pa, end, max);
+        let n = s.run(shape, va, pa, end, max);
+        let want = s.run_by_chunks(shape, va, pa, end, max);
+        assert_eq!(
+            n, want,
+            "run at {va:#x} -> {pa:#x}, end {end:#x}, max {max:?}, {shape:?}"
+        );
+        let b = shape.size.bytes();
+        for k in 0..n {
+            let (v, p) = (va + k * b, pa + k * b);
+            assert_eq!(
+                s.choose(v, p, end, max),
+                shape,
+                "chunk {k} of the run at {va:#x}"
+            );
+        }
+        checked += n;
+    }
+    assert!(checked > 3000, "{checked} chunks");
+}
+
+#[test]
+fn runs_match_their_contract_short() {
+    runs_match_their_contract::<Short>(Layout::Whole, 1);
+    runs_match_their_contract::<Short>(Layout::User { n: 1 }, 2);
+}
+
+#[test]
+fn runs_match_their_contract_lpae() {
+    runs_match_their_contract::<Lpae>(Layout::Whole, 3);
+    runs_match_their_contract::<Lpae>(Layout::User { n: 2 }, 4);
+}
+
+#[test]
+fn a_block_is_chosen_beside_a_table_in_the_same_gib() {
+    // LPAE, whole space: a page at 0x4000_0000 links a level-2 table for that GiB; a
+    // 2 MiB block next to it must still be chosen (the walk descends into the table to
+    // find its entry free).
+    let mem = HostMemory::new();
+    let mut s = AddressSpace::<Lpae, _>::new(mem.clone(), Layout::Whole, Lpae::ALL).unwrap();
+    let kd = Attributes::KERNEL_DATA;
+    s.map(
+        r(0x4000_0000, 4096),
+        PhysAddr::new(0x8000_0000),
+        kd,
+        MapSize::Page4K,
+    )
+    .unwrap();
+    s.map(
+        r(0x4020_0000, 2 << 20),
+        PhysAddr::new(0x8020_0000),
+        kd,
+        MapSize::Block2M,
+    )
+    .unwrap();
+    let got = crate::table::tests::sizes(&s, crate::table::tests::all());
+    assert_eq!(
+        got,
+        [
+            (0x4000_0000, MapSize::Page4K),
+            (0x4020_0000, MapSize::Block2M)
+        ]
+    );
+}
