@@ -155,3 +155,29 @@ fn a_block_is_chosen_beside_a_table_in_the_same_gib() {
         ]
     );
 }
+
+#[test]
+fn a_reserved_last_level_entry_is_stepped_over() {
+    // LPAE level 3: bits [1:0] = 0b01 is reserved (invalid) though its valid bit is set.
+    // A corrupted entry like that must read as unmapped, and walks must go past it.
+    let mem = HostMemory::new();
+    let mut s = AddressSpace::<Lpae, _>::new(mem.clone(), Layout::Whole, Lpae::ALL).unwrap();
+    let kd = Attributes::KERNEL_DATA;
+    for va in [0x4000_0000u64, 0x4000_2000] {
+        s.map(
+            r(va, 4096),
+            PhysAddr::new(0x8000_0000 + va),
+            kd,
+            MapSize::Page4K,
+        )
+        .unwrap();
+    }
+    let p = s
+        .entry_ptr_for_test(crate::VirtAddr::new(0x4000_0000))
+        .unwrap();
+    // SAFETY: an aligned level-3 entry of this space's tables; nothing walks them now.
+    unsafe { p.as_ptr().write((p.as_ptr().read() & !0b11) | 0b01) };
+    let got = crate::table::tests::sizes(&s, crate::table::tests::all());
+    assert_eq!(got, [(0x4000_2000, MapSize::Page4K)]);
+    assert!(s.translate(crate::VirtAddr::new(0x4000_0000)).is_none());
+}
