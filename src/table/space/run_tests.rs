@@ -181,3 +181,30 @@ fn a_reserved_last_level_entry_is_stepped_over() {
     assert_eq!(got, [(0x4000_2000, MapSize::Page4K)]);
     assert!(s.translate(crate::VirtAddr::new(0x4000_0000)).is_none());
 }
+
+#[test]
+fn a_range_ending_one_page_before_a_blocks_end_is_refused() {
+    // A section at [0x4010_0000, 0x4020_0000): a range that ends at 0x401f_f000 cuts it,
+    // although the page after the range's end is already past the section.
+    let mem = HostMemory::new();
+    let mut s = AddressSpace::<Short, _>::new(mem.clone(), Layout::Whole, Short::ALL).unwrap();
+    let kd = Attributes::KERNEL_DATA;
+    s.map(
+        r(0x4010_0000, 1 << 20),
+        PhysAddr::new(0x8010_0000),
+        kd,
+        MapSize::Section1M,
+    )
+    .unwrap();
+    let before = s.snapshot();
+    let mut rec = crate::table::tests::Rec::default();
+    assert_eq!(
+        s.unmap(r(0x4000_0000, 0x1f_f000), &mut rec),
+        Err(crate::table::error::UnmapError::PartialBlock {
+            va: crate::VirtAddr::new(0x4010_0000),
+            size: MapSize::Section1M
+        })
+    );
+    assert_eq!(s.snapshot(), before);
+    assert!(rec.leaves.is_empty());
+}
