@@ -208,3 +208,37 @@ fn a_range_ending_one_page_before_a_blocks_end_is_refused() {
     assert_eq!(s.snapshot(), before);
     assert!(rec.leaves.is_empty());
 }
+
+fn a_map_across_the_first_table_boundary_uses_both_tables<F: TestFormat>() {
+    // The first table below the root covers [0, span); a map from its last page into the
+    // next table's first page must write each page in its own table.
+    let mem = HostMemory::new();
+    let mut s = AddressSpace::<F, _>::new(mem.clone(), Layout::Whole, F::ALL).unwrap();
+    let span = AddressSpace::<F, HostMemory>::span(F::LAST_LEVEL - 1);
+    let pa = 0x8000_0000;
+    let kd = Attributes::KERNEL_DATA;
+    s.map(r(span - 4096, 8192), PhysAddr::new(pa), kd, MapSize::Page4K)
+        .unwrap();
+    let got = crate::table::tests::sizes(&s, crate::table::tests::all());
+    assert_eq!(
+        got,
+        [(span - 4096, MapSize::Page4K), (span, MapSize::Page4K)]
+    );
+    let at = |va: u64| s.translate(crate::VirtAddr::new(va as u32)).map(|t| t.pa);
+    assert_eq!(at(span - 4096), Some(PhysAddr::new(pa)));
+    assert_eq!(at(span), Some(PhysAddr::new(pa + 4096)));
+    // And a second map there is refused: both pages are taken.
+    assert!(s
+        .map(r(span, 4096), PhysAddr::new(pa), kd, MapSize::Page4K)
+        .is_err());
+}
+
+#[test]
+fn a_map_across_the_first_table_boundary_uses_both_tables_short() {
+    a_map_across_the_first_table_boundary_uses_both_tables::<Short>();
+}
+
+#[test]
+fn a_map_across_the_first_table_boundary_uses_both_tables_lpae() {
+    a_map_across_the_first_table_boundary_uses_both_tables::<Lpae>();
+}
