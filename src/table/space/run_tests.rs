@@ -242,3 +242,78 @@ fn a_map_across_the_first_table_boundary_uses_both_tables_short() {
 fn a_map_across_the_first_table_boundary_uses_both_tables_lpae() {
     a_map_across_the_first_table_boundary_uses_both_tables::<Lpae>();
 }
+
+/// A memory that, after `good` allocations, hands out each frame at `at(frame)` instead
+/// (a misaligned address, or the first frame past the format's table limit), and takes it
+/// back where it came from.
+struct Moved {
+    inner: HostMemory,
+    good: usize,
+    at: fn(u64) -> u64,
+    moved: Vec<(u64, u64)>,
+}
+
+// SAFETY: frames come from `HostMemory`; a moved frame is never mapped (`phys_to_virt` is
+// only asked for frames the space accepted, which are unmoved).
+unsafe impl crate::memory::Memory for Moved {
+    fn allocate_frames(&mut self, count: usize, align: usize) -> Option<PhysAddr> {
+        let f = self.inner.allocate_frames(count, align)?.as_u64();
+        if self.good == 0 {
+            let to = (self.at)(f);
+            self.moved.push((to, f));
+            return Some(PhysAddr::new(to));
+        }
+        self.good -= 1;
+        Some(PhysAddr::new(f))
+    }
+    fn free_frames(&mut self, pa: PhysAddr, count: usize) {
+        let pa = pa.as_u64();
+        let back = self.moved.iter().find(|m| m.0 == pa).map_or(pa, |m| m.1);
+        self.inner.free_frames(PhysAddr::new(back), count);
+    }
+    fn phys_to_virt(&self, pa: PhysAddr) -> core::ptr::NonNull<u8> {
+        self.inner.phys_to_virt(pa)
+    }
+}
+
+fn a_frame_the_walker_cannot_reach_is_refused_and_returned<F: TestFormat>(at: fn(u64) -> u64) {
+    let mem = HostMemory::new();
+    let moved = Moved {
+        inner: mem.clone(),
+        good: 1,
+        at,
+        moved: Vec::new(),
+    };
+    let mut s = AddressSpace::<F, _>::new(moved, Layout::Whole, F::ALL).unwrap();
+    let before = mem.outstanding();
+    let kd = Attributes::KERNEL_DATA;
+    let got = s.map(
+        r(0x4000_0000, 4096),
+        PhysAddr::new(0x8000_0000),
+        kd,
+        MapSize::Page4K,
+    );
+    assert!(
+        matches!(got, Err(crate::table::error::MapError::TableUnreachable(_))),
+        "{got:?}"
+    );
+    assert_eq!(mem.outstanding(), before, "a frame kept");
+    assert!(s.translate(crate::VirtAddr::new(0x4000_0000)).is_none());
+}
+
+#[test]
+fn a_frame_the_walker_cannot_reach_is_refused_and_returned_short() {
+    // Misaligned, and at the first frame past the 4 GiB a short table address can hold.
+    a_frame_the_walker_cannot_reach_is_refused_and_returned::<Short>(|f| f + 0x800);
+    a_frame_the_walker_cannot_reach_is_refused_and_returned::<Short>(|_| {
+        <Short as Format>::TABLE_PA_LIMIT
+    });
+}
+
+#[test]
+fn a_frame_the_walker_cannot_reach_is_refused_and_returned_lpae() {
+    a_frame_the_walker_cannot_reach_is_refused_and_returned::<Lpae>(|f| f + 0x800);
+    a_frame_the_walker_cannot_reach_is_refused_and_returned::<Lpae>(|_| {
+        <Lpae as Format>::TABLE_PA_LIMIT
+    });
+}
