@@ -231,6 +231,22 @@ fn a_map_across_the_first_table_boundary_uses_both_tables<F: TestFormat>() {
     assert!(s
         .map(r(span, 4096), PhysAddr::new(pa), kd, MapSize::Page4K)
         .is_err());
+    // With both tables there and the page past the boundary taken, the same map is
+    // refused at it, before anything is written (the plan checks each page in its own
+    // table too).
+    let mut t = AddressSpace::<F, _>::new(mem.clone(), Layout::Whole, F::ALL).unwrap();
+    for va in [span - 8192, span] {
+        t.map(r(va, 4096), PhysAddr::new(pa), kd, MapSize::Page4K)
+            .unwrap();
+    }
+    let before = t.snapshot();
+    let got = t.map(r(span - 4096, 8192), PhysAddr::new(pa), kd, MapSize::Page4K);
+    let taken = crate::VirtAddr::new(span as u32);
+    assert_eq!(
+        got,
+        Err(crate::table::error::MapError::AlreadyMapped(taken))
+    );
+    assert_eq!(t.snapshot(), before);
 }
 
 #[test]
