@@ -757,6 +757,19 @@ mod tests {
         );
     }
 
+    /// A kernel-scope gather over [`Runs`], logging into `log`.
+    fn runs_gather<'a>(
+        log: &std::rc::Rc<std::cell::RefCell<std::vec::Vec<std::string::String>>>,
+        in_flight: &'a crate::InFlight,
+    ) -> crate::MmuGather<'a, Completions, Runs> {
+        crate::MmuGather::new(
+            crate::Scope::Kernel,
+            Completions(Log::default()),
+            Runs(log.clone()),
+            in_flight,
+        )
+    }
+
     /// A memory that frees runs in one call and tells table memory apart, and logs it.
     struct Runs(std::rc::Rc<std::cell::RefCell<std::vec::Vec<std::string::String>>>);
 
@@ -794,12 +807,7 @@ mod tests {
         use crate::sink::UnmapSink;
         let log = std::rc::Rc::new(std::cell::RefCell::new(std::vec::Vec::new()));
         let in_flight = crate::InFlight::new();
-        let mut g = crate::MmuGather::new(
-            crate::Scope::Kernel,
-            Completions(Log::default()),
-            Runs(log.clone()),
-            &in_flight,
-        );
+        let mut g = runs_gather(&log, &in_flight);
         let mut leaf = |va: u32, pa: u64, size: MapSize| {
             g.leaf_cleared(crate::ClearedLeaf {
                 va: VirtAddr::new(va),
@@ -871,12 +879,7 @@ mod tests {
         use crate::sink::UnmapSink;
         let log = std::rc::Rc::new(std::cell::RefCell::new(std::vec::Vec::new()));
         let in_flight = crate::InFlight::new();
-        let mut g = crate::MmuGather::new(
-            crate::Scope::Kernel,
-            Completions(Log::default()),
-            Runs(log.clone()),
-            &in_flight,
-        );
+        let mut g = runs_gather(&log, &in_flight);
         // The last two frames below 2^40, then the frame at 2^40 (a PA no batch word
         // holds), at consecutive VAs.
         for i in 0..3u32 {
