@@ -643,11 +643,44 @@ fn run_ops<F: TestFormat>(w: Win, ops: &[Op], features: F::Features) {
                     .map(|(_, m)| m)
                     .find(|m| !m.attrs.memory.is_normal() && execute != Execute::Never)
                     .map(|m| m.va);
-                match s.protect(range, access, execute, &mut Rec::default()) {
-                    Ok(_) => {
+                let mut reports = Rec::default();
+                match s.protect(range, access, execute, &mut reports) {
+                    Ok(changed) => {
                         assert_eq!(exec_device, None, "device memory made executable");
+                        // Every leaf whose permissions change is reported once, in VA
+                        // order, with the flags its invalidate depends on; the others
+                        // are not.
+                        let mut want = Vec::new();
+                        let mut replicated = 0;
                         for m in model.range_mut(a..b).map(|(_, m)| m) {
-                            m.attrs = m.attrs.with_permissions(access, execute);
+                            let new = m.attrs.with_permissions(access, execute);
+                            if new != m.attrs {
+                                want.push(crate::ChangedLeaf {
+                                    va: m.va,
+                                    size: m.size,
+                                    global: m.attrs.global,
+                                    executable: m.attrs.execute != Execute::Never
+                                        || new.execute != Execute::Never,
+                                });
+                                replicated += usize::from(F::shape(m.size).copies > 1);
+                            }
+                            m.attrs = new;
+                        }
+                        assert_eq!(reports.changed, want);
+                        match (changed, want.first(), want.last()) {
+                            (None, None, None) => {}
+                            (Some(c), Some(f), Some(l)) => {
+                                assert_eq!(c.span.start(), f.va);
+                                assert_eq!(c.span.end().as_u64(), l.va.as_u64() + l.size.bytes());
+                                assert_eq!(c.leaves, want.len());
+                                assert_eq!(c.replicated, replicated);
+                                assert_eq!(c.split, 0);
+                                assert_eq!(c.global, want.iter().any(|l| l.global));
+                                assert_eq!(c.executable, want.iter().any(|l| l.executable));
+                            }
+                            (c, _, _) => {
+                                panic!("protect returned {c:?} for {} changes", want.len())
+                            }
                         }
                     }
                     Err(e) => {
@@ -1427,6 +1460,68 @@ fn protect_keeps_device_execute_never_short() {
 #[test]
 fn protect_keeps_device_execute_never_lpae() {
     protect_keeps_device_execute_never::<Lpae>();
+}
+
+/// Aliases of one frame with different attributes, side by side in one `protect`: each
+/// leaf gets the permissions applied to its own attributes (memory type, global-ness), and
+/// only the leaves that change are reported. Guards `Protector`'s memo of its last decision,
+/// which must be keyed on the attribute bits, not the output address the aliases share.
+fn protect_decides_each_alias_by_its_own_attributes<F: TestFormat>() {
+    let mem = HostMemory::new();
+    let mut s = whole::<F>(&mem);
+    let va = 0x1000_0000;
+    let frame = PhysAddr::new(0x4000_0000);
+    let aliases = [
+        Attributes::KERNEL_DATA,
+        Attributes {
+            access: Access::KernelRo,
+            ..Attributes::KERNEL_DATA
+        },
+        Attributes::DEVICE,
+        Attributes::KERNEL_DATA,
+        Attributes {
+            global: false,
+            ..Attributes::KERNEL_DATA
+        },
+        Attributes {
+            memory: MemoryType::NormalNonCacheable,
+            ..Attributes::KERNEL_DATA
+        },
+    ];
+    for (i, a) in aliases.iter().enumerate() {
+        s.map(r(va + i as u64 * 4096, 4096), frame, *a, MapSize::Page4K)
+            .unwrap();
+    }
+    let mut rec = Rec::default();
+    let range = r(va, aliases.len() as u64 * 4096);
+    let changed = s
+        .protect(range, Access::KernelRo, Execute::Never, &mut rec)
+        .unwrap()
+        .expect("changed");
+    let mut reported = Vec::new();
+    for (i, a) in aliases.iter().enumerate() {
+        let at = VirtAddr::new((va + i as u64 * 4096) as u32);
+        let t = s.translate(at).unwrap();
+        let want = a.with_permissions(Access::KernelRo, Execute::Never);
+        assert_eq!((t.pa, t.mapping.attrs), (frame, want), "alias {i}");
+        if want != *a {
+            reported.push((at, a.global));
+        }
+    }
+    let got: Vec<(VirtAddr, bool)> = rec.changed.iter().map(|l| (l.va, l.global)).collect();
+    assert_eq!(got, reported);
+    assert_eq!(changed.leaves, reported.len());
+    teardown(s, &mem);
+}
+
+#[test]
+fn protect_decides_each_alias_by_its_own_attributes_short() {
+    protect_decides_each_alias_by_its_own_attributes::<Short>();
+}
+
+#[test]
+fn protect_decides_each_alias_by_its_own_attributes_lpae() {
+    protect_decides_each_alias_by_its_own_attributes::<Lpae>();
 }
 
 /// `leaf_access` (the fast path's decode) agrees with the full decode for every access the
