@@ -1632,6 +1632,61 @@ fn checked_reads_say_out_of_range_for_the_other_half() {
     checked_reads::<Lpae>();
 }
 
+/// The reads at the exact edges of every layout: a space's first and last page are its
+/// own (`translate`, `translate_checked`, `lookup`, a range from its first VA or to its
+/// end), the VA just outside each edge is not, and a range reaching out is refused at its
+/// first VA outside, whichever edge it crosses.
+fn reads_at_the_edges<F: TestFormat>() {
+    let mem = HostMemory::new();
+    for layout in LAYOUTS.into_iter().filter(|l| F::layout_usable(*l)) {
+        let (lo, hi) = layout.bounds();
+        let mut s = AddressSpace::<F, _>::new(mem.clone(), layout, F::ALL).unwrap();
+        let attrs = match layout {
+            Layout::User { .. } | Layout::UserLow { .. } => Attributes::USER_DATA,
+            _ => Attributes::KERNEL_DATA,
+        };
+        for (va, pa) in [(lo, 0x1000), (hi - 4096, 0x2000)] {
+            s.map(r(va, 4096), PhysAddr::new(pa), attrs, MapSize::Page4K)
+                .unwrap();
+        }
+        for (va, pa) in [(lo, 0x1000), (hi - 1, 0x2fff)] {
+            let at = VirtAddr::new(va as u32);
+            let t = s.translate_checked(at).unwrap().expect("mapped");
+            assert_eq!(t.pa, PhysAddr::new(pa), "{layout:?} {va:#x}");
+            assert_eq!(s.lookup(at).expect("mapped").pa, t.pa, "{layout:?}");
+        }
+        let outside = [lo.checked_sub(1), (hi < 1 << 32).then_some(hi)];
+        for va in outside.into_iter().flatten() {
+            let at = VirtAddr::new(va as u32);
+            assert_eq!(s.translate_checked(at).unwrap_err().va, at, "{layout:?}");
+            assert_eq!(s.lookup(at), None, "{layout:?} {va:#x}");
+        }
+        let count = |range: VirtRange| s.mappings_checked(range).map(|m| m.count());
+        assert_eq!(count(r(lo, hi - lo)), Ok(2), "{layout:?}");
+        assert_eq!(count(r(lo, 4096)), Ok(1), "{layout:?}");
+        assert_eq!(count(r(hi - 4096, 4096)), Ok(1), "{layout:?}");
+        if lo > 0 {
+            let e = count(r(lo - 4096, hi - lo + 4096)).unwrap_err();
+            assert_eq!(e.va, VirtAddr::new((lo - 4096) as u32), "{layout:?}");
+        }
+        if hi < 1 << 32 {
+            let e = count(r(lo, hi - lo + 4096)).unwrap_err();
+            assert_eq!(e.va, VirtAddr::new(hi as u32), "{layout:?}");
+        }
+        teardown(s, &mem);
+    }
+}
+
+#[test]
+fn reads_at_the_edges_short() {
+    reads_at_the_edges::<Short>();
+}
+
+#[test]
+fn reads_at_the_edges_lpae() {
+    reads_at_the_edges::<Lpae>();
+}
+
 // ----- table emptiness ----------------------------------------------------------------
 
 /// A table below the root with one valid entry, at any index, is not empty: `free_tables`
