@@ -108,6 +108,11 @@ fn run<F: TestFormat>(
                 .unwrap()
                 .expect("changed");
             assert!(c.split >= 1, "{c:?}");
+            // What it changed: the whole range, every leaf now in it (pieces of the cut
+            // blocks and whole leaves alike), none of them global or executable.
+            assert_eq!(c.span, cut, "{c:?}");
+            assert_eq!(c.leaves, space.mappings(cut).count(), "{c:?}");
+            assert!(!c.global && !c.executable, "{c:?}");
         }
     }
     store_probe::set_mutant(Mutant::None);
@@ -208,6 +213,8 @@ fn split_every_block_size_short() {
         let b = size.bytes();
         check::<Short>(size, blocks, b / 2 + PAGE, PAGE);
         check::<Short>(size, blocks, b - 2 * PAGE, 3 * PAGE);
+        // From a block's start to one page before its end: only the end cuts.
+        check::<Short>(size, blocks, 0, b - PAGE);
     }
     // A supersection cut on a section boundary splits into sections only.
     check::<Short>(MapSize::Super16M, 1, 1 << 20, 1 << 20);
@@ -218,6 +225,89 @@ fn split_every_block_size_lpae() {
     let b = MapSize::Block2M.bytes();
     check::<Lpae>(MapSize::Block2M, 2, b / 2 + PAGE, PAGE);
     check::<Lpae>(MapSize::Block2M, 2, b - 2 * PAGE, 3 * PAGE);
+    check::<Lpae>(MapSize::Block2M, 2, 0, b - PAGE);
+}
+
+/// `protect_split` of a cut inside one global block says the change was global, and
+/// executable when the block was executable before or is after (the pieces are all the
+/// change: nothing else is in the range).
+fn protect_split_reports_global_and_executable<F: TestFormat>(size: MapSize) {
+    for (attrs, execute) in [
+        (Attributes::KERNEL_IMAGE, Execute::Never),
+        (Attributes::KERNEL_DATA, Execute::Anywhere),
+        (Attributes::KERNEL_DATA, Execute::Never),
+    ] {
+        let mem = HostMemory::new();
+        let mut space = AddressSpace::<F, _>::new(mem.clone(), Layout::Whole, F::ALL).unwrap();
+        let block = range(BASE, size.bytes());
+        space.map(block, PhysAddr::new(PA), attrs, size).unwrap();
+        let cut = range(BASE + size.bytes() / 2, PAGE);
+        let mut rec = super::tests::Rec::default();
+        let c = space
+            .protect_split(cut, Access::KernelRo, execute, &mut rec)
+            .unwrap()
+            .expect("changed");
+        let executable = attrs.execute != Execute::Never || execute != Execute::Never;
+        assert_eq!((c.split, c.leaves), (1, 1), "{c:?}");
+        assert!(c.global, "{attrs:?} {execute:?}: {c:?}");
+        assert_eq!(c.executable, executable, "{attrs:?} {execute:?}: {c:?}");
+        let t = space.translate(cut.start()).unwrap().mapping.attrs;
+        assert_eq!(t, attrs.with_permissions(Access::KernelRo, execute));
+        rec.flush(&mut mem.clone());
+        let m = space.destroy(&mut rec);
+        rec.flush(&mut m.clone());
+        assert_eq!(mem.outstanding(), 0);
+    }
+}
+
+#[test]
+fn protect_split_reports_global_and_executable_short() {
+    protect_split_reports_global_and_executable::<Short>(MapSize::Section1M);
+    protect_split_reports_global_and_executable::<Short>(MapSize::Super16M);
+}
+
+#[test]
+fn protect_split_reports_global_and_executable_lpae() {
+    protect_split_reports_global_and_executable::<Lpae>(MapSize::Block2M);
+}
+
+/// A split takes the table frames it needs and no more: two supersections cut on either
+/// side of their boundary need one L2 table each (one section of each is cut), and with
+/// an allocator that has exactly two frames to give, both splits go through.
+#[test]
+fn a_split_takes_only_the_frames_it_needs() {
+    for op in [Op::Unmap, Op::Protect] {
+        let mem = HostMemory::new();
+        let mut space =
+            AddressSpace::<Short, _>::new(mem.clone(), Layout::User { n: 1 }, Short::ALL).unwrap();
+        let all = range(BASE, 32 << 20);
+        space
+            .map(
+                all,
+                PhysAddr::new(PA),
+                Attributes::USER_DATA,
+                MapSize::Super16M,
+            )
+            .unwrap();
+        let before = mem.outstanding();
+        let cut = range(BASE + (16 << 20) - 2 * PAGE, 3 * PAGE);
+        let mut rec = super::tests::Rec::default();
+        // The third allocation from now fails.
+        mem.fail_nth(Some(3));
+        match op {
+            Op::Unmap => assert_eq!(space.unmap_split(cut, &mut rec), Ok(3)),
+            Op::Protect => {
+                let c = space
+                    .protect_split(cut, Access::UserRo, Execute::Never, &mut rec)
+                    .unwrap()
+                    .expect("changed");
+                assert_eq!(c.split, 2, "{c:?}");
+            }
+        }
+        mem.fail_nth(None);
+        assert_eq!(mem.outstanding(), before + 2, "{op:?}");
+        assert_eq!(space.table_frames(), 2, "{op:?}");
+    }
 }
 
 #[test]

@@ -333,3 +333,60 @@ fn a_frame_the_walker_cannot_reach_is_refused_and_returned_lpae() {
         <Lpae as Format>::TABLE_PA_LIMIT
     });
 }
+
+/// A split whose table frame the walker cannot reach (see [`Moved`]) is refused with
+/// `TableUnreachable` naming that frame, by `unmap_split` and `protect_split` alike, with
+/// the block as it was and the frame returned. (A plain out-of-memory answer would send a
+/// kernel to reclaim memory it does not lack.)
+fn a_split_into_an_unreachable_frame_is_refused<F: TestFormat>(block: MapSize, at: fn(u64) -> u64) {
+    use crate::table::attrs::{Access, Execute};
+    use crate::table::error::{ProtectError, UnmapError};
+    let mem = HostMemory::new();
+    let moved = Moved {
+        inner: mem.clone(),
+        good: 1,
+        at,
+        moved: Vec::new(),
+    };
+    let mut s = AddressSpace::<F, _>::new(moved, Layout::Whole, F::ALL).unwrap();
+    let va = 0x4000_0000;
+    s.map(
+        r(va, block.bytes()),
+        PhysAddr::new(0x4000_0000),
+        Attributes::KERNEL_DATA,
+        block,
+    )
+    .unwrap();
+    let before = (s.snapshot(), mem.outstanding());
+    let cut = r(va + block.bytes() / 2, 4096);
+    let mut rec = crate::table::tests::Rec::default();
+    let unreachable =
+        |pa: PhysAddr| !pa.as_u64().is_multiple_of(4096) || pa.as_u64() >= F::TABLE_PA_LIMIT;
+    match s.unmap_split(cut, &mut rec) {
+        Err(UnmapError::TableUnreachable(pa)) => assert!(unreachable(pa), "{pa:?}"),
+        got => panic!("unmap_split: {got:?}"),
+    }
+    assert!((s.snapshot(), mem.outstanding()) == before);
+    match s.protect_split(cut, Access::KernelRo, Execute::Never, &mut rec) {
+        Err(ProtectError::TableUnreachable(pa)) => assert!(unreachable(pa), "{pa:?}"),
+        got => panic!("protect_split: {got:?}"),
+    }
+    assert!((s.snapshot(), mem.outstanding()) == before);
+    assert!(rec.leaves.is_empty() && rec.changed.is_empty() && rec.flushes_now == 0);
+}
+
+#[test]
+fn a_split_into_an_unreachable_frame_is_refused_short() {
+    a_split_into_an_unreachable_frame_is_refused::<Short>(MapSize::Section1M, |f| f + 0x800);
+    a_split_into_an_unreachable_frame_is_refused::<Short>(MapSize::Super16M, |_| {
+        <Short as Format>::TABLE_PA_LIMIT
+    });
+}
+
+#[test]
+fn a_split_into_an_unreachable_frame_is_refused_lpae() {
+    a_split_into_an_unreachable_frame_is_refused::<Lpae>(MapSize::Block1G, |f| f + 0x800);
+    a_split_into_an_unreachable_frame_is_refused::<Lpae>(MapSize::Block1G, |_| {
+        <Lpae as Format>::TABLE_PA_LIMIT
+    });
+}
