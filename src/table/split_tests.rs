@@ -31,6 +31,23 @@ fn range(start: u64, len: u64) -> VirtRange {
     VirtRange::from_start_len(VirtAddr::new(start as u32), len).unwrap()
 }
 
+/// A short-descriptor user space with `[BASE, BASE + bytes)` mapped as user data in leaves
+/// of `size`, and its memory.
+fn short_user_blocks(size: MapSize, bytes: u64) -> (HostMemory, AddressSpace<Short, HostMemory>) {
+    let mem = HostMemory::new();
+    let mut space =
+        AddressSpace::<Short, _>::new(mem.clone(), Layout::User { n: 1 }, Short::ALL).unwrap();
+    space
+        .map(
+            range(BASE, bytes),
+            PhysAddr::new(PA),
+            Attributes::USER_DATA,
+            size,
+        )
+        .unwrap();
+    (mem, space)
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Op {
     Unmap,
@@ -253,10 +270,7 @@ fn protect_split_reports_global_and_executable<F: TestFormat>(size: MapSize) {
         assert_eq!(c.executable, executable, "{attrs:?} {execute:?}: {c:?}");
         let t = space.translate(cut.start()).unwrap().mapping.attrs;
         assert_eq!(t, attrs.with_permissions(Access::KernelRo, execute));
-        rec.flush(&mut mem.clone());
-        let m = space.destroy(&mut rec);
-        rec.flush(&mut m.clone());
-        assert_eq!(mem.outstanding(), 0);
+        super::tests::teardown(space, &mem);
     }
 }
 
@@ -277,18 +291,7 @@ fn protect_split_reports_global_and_executable_lpae() {
 #[test]
 fn a_split_takes_only_the_frames_it_needs() {
     for op in [Op::Unmap, Op::Protect] {
-        let mem = HostMemory::new();
-        let mut space =
-            AddressSpace::<Short, _>::new(mem.clone(), Layout::User { n: 1 }, Short::ALL).unwrap();
-        let all = range(BASE, 32 << 20);
-        space
-            .map(
-                all,
-                PhysAddr::new(PA),
-                Attributes::USER_DATA,
-                MapSize::Super16M,
-            )
-            .unwrap();
+        let (mem, mut space) = short_user_blocks(MapSize::Super16M, 32 << 20);
         let before = mem.outstanding();
         let cut = range(BASE + (16 << 20) - 2 * PAGE, 3 * PAGE);
         let mut rec = super::tests::Rec::default();
@@ -380,18 +383,8 @@ fn teeth_a_split_without_its_middle_flush_is_caught() {
 
 #[test]
 fn a_failed_table_allocation_leaves_the_block_as_it_was() {
-    let mem = HostMemory::new();
-    let mut space =
-        AddressSpace::<Short, _>::new(mem.clone(), Layout::User { n: 1 }, Short::ALL).unwrap();
+    let (mem, mut space) = short_user_blocks(MapSize::Super16M, 16 << 20);
     let all = range(BASE, 16 << 20);
-    space
-        .map(
-            all,
-            PhysAddr::new(PA),
-            Attributes::USER_DATA,
-            MapSize::Super16M,
-        )
-        .unwrap();
     let before = space.snapshot();
     let outstanding = mem.outstanding();
     let mut rec = super::tests::Rec::default();
@@ -421,18 +414,8 @@ fn a_failed_table_allocation_leaves_the_block_as_it_was() {
 
 #[test]
 fn plain_unmap_and_protect_still_refuse_partial_blocks() {
-    let mem = HostMemory::new();
-    let mut space =
-        AddressSpace::<Short, _>::new(mem.clone(), Layout::User { n: 1 }, Short::ALL).unwrap();
+    let (_mem, mut space) = short_user_blocks(MapSize::Section1M, 1 << 20);
     let all = range(BASE, 1 << 20);
-    space
-        .map(
-            all,
-            PhysAddr::new(PA),
-            Attributes::USER_DATA,
-            MapSize::Section1M,
-        )
-        .unwrap();
     let mut rec = super::tests::Rec::default();
     let cut = range(BASE + PAGE, PAGE);
     assert!(matches!(

@@ -292,7 +292,8 @@ unsafe impl crate::memory::Memory for Moved {
     }
 }
 
-fn a_frame_the_walker_cannot_reach_is_refused_and_returned<F: TestFormat>(at: fn(u64) -> u64) {
+/// A whole space over a [`Moved`] memory that moves every frame after the root's.
+fn moved_whole<F: TestFormat>(at: fn(u64) -> u64) -> (HostMemory, AddressSpace<F, Moved>) {
     let mem = HostMemory::new();
     let moved = Moved {
         inner: mem.clone(),
@@ -300,7 +301,14 @@ fn a_frame_the_walker_cannot_reach_is_refused_and_returned<F: TestFormat>(at: fn
         at,
         moved: Vec::new(),
     };
-    let mut s = AddressSpace::<F, _>::new(moved, Layout::Whole, F::ALL).unwrap();
+    (
+        mem.clone(),
+        AddressSpace::new(moved, Layout::Whole, F::ALL).unwrap(),
+    )
+}
+
+fn a_frame_the_walker_cannot_reach_is_refused_and_returned<F: TestFormat>(at: fn(u64) -> u64) {
+    let (mem, mut s) = moved_whole::<F>(at);
     let before = mem.outstanding();
     let kd = Attributes::KERNEL_DATA;
     let got = s.map(
@@ -341,14 +349,7 @@ fn a_frame_the_walker_cannot_reach_is_refused_and_returned_lpae() {
 fn a_split_into_an_unreachable_frame_is_refused<F: TestFormat>(block: MapSize, at: fn(u64) -> u64) {
     use crate::table::attrs::{Access, Execute};
     use crate::table::error::{ProtectError, UnmapError};
-    let mem = HostMemory::new();
-    let moved = Moved {
-        inner: mem.clone(),
-        good: 1,
-        at,
-        moved: Vec::new(),
-    };
-    let mut s = AddressSpace::<F, _>::new(moved, Layout::Whole, F::ALL).unwrap();
+    let (mem, mut s) = moved_whole::<F>(at);
     let va = 0x4000_0000;
     s.map(
         r(va, block.bytes()),
