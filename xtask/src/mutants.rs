@@ -9,7 +9,8 @@
 //! faster, but a mutant only the left-out tests would catch then counts as missed, so the
 //! score can only come out lower. The two-pass way to a full-suite score in less time: a
 //! narrowed pass, then `--iterate` with no narrowing, which retests only the mutants the first
-//! pass did not catch (a mutant the narrowed tests catch, the whole suite catches too).
+//! pass did not catch (a mutant the narrowed tests catch, the whole suite catches too; one
+//! that timed out is a detection too, and is not retested).
 //! Mutants that are equivalent are excluded in `.cargo/mutants.toml`, each with its reason
 //! (and listed in `mutants-equivalent.md`).
 
@@ -48,6 +49,38 @@ fn lines(path: &Path) -> Vec<String> {
         .filter(|l| !l.trim().is_empty())
         .map(str::to_string)
         .collect()
+}
+
+/// Adds the mutants that timed out in the run in `out` (a `mutants.out` directory) to its
+/// `previously_caught.txt`, which `cargo mutants --iterate` skips (it retests timeouts
+/// otherwise: each one costs the whole timeout again, for a result that cannot change from
+/// detected to missed). Returns how many were added.
+fn carry_timeouts(out: &Path) -> usize {
+    let timeout = lines(&out.join("timeout.txt"));
+    if timeout.is_empty() {
+        return 0;
+    }
+    let path = out.join("previously_caught.txt");
+    let mut kept = lines(&path);
+    kept.sort();
+    kept.dedup();
+    let before = kept.len();
+    kept.extend(timeout);
+    kept.sort();
+    kept.dedup();
+    let added = kept.len() - before;
+    let mut text = kept.join("\n");
+    text.push('\n');
+    match fs::write(&path, text) {
+        Ok(()) => added,
+        Err(e) => {
+            println!(
+                "==> cannot write {}: {e}; timeouts will be retested",
+                path.display()
+            );
+            0
+        }
+    }
 }
 
 /// Score line and the missed mutants from a `mutants.out` directory.
@@ -195,7 +228,14 @@ pub fn cmd_mutants(args: &[String]) -> i32 {
         cmd.args(["--timeout", t]);
     }
     if iterate {
-        // Retest only what the run in the same output directory did not catch.
+        // Retest only what the run in the same output directory did not catch. A timeout
+        // is a detection, and retesting it costs the whole timeout again: count it caught.
+        let carried = carry_timeouts(&out.join("mutants.out"));
+        if carried > 0 {
+            println!(
+                "==> {carried} timed-out mutants of the last run count as caught, not retested"
+            );
+        }
         cmd.arg("--iterate");
     }
     if !tests.is_empty() || !skip.is_empty() {
@@ -251,4 +291,24 @@ pub fn cmd_hostile(args: &[String]) -> i32 {
         }
     };
     i32::from(!crate::step("hostile-input harness", hostile_command(long)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iterate_counts_the_last_runs_timeouts_caught_once() {
+        let dir = std::env::temp_dir().join(format!("xtask-carry-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("previously_caught.txt"), "b\na\n").unwrap();
+        fs::write(dir.join("timeout.txt"), "c\na\n").unwrap();
+        assert_eq!(carry_timeouts(&dir), 1);
+        assert_eq!(lines(&dir.join("previously_caught.txt")), ["a", "b", "c"]);
+        // Again: nothing new.
+        assert_eq!(carry_timeouts(&dir), 0);
+        fs::remove_file(dir.join("timeout.txt")).unwrap();
+        assert_eq!(carry_timeouts(&dir), 0);
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }
