@@ -125,6 +125,44 @@ fn runs_match_their_contract_lpae() {
 }
 
 #[test]
+fn a_run_of_supersections_stops_at_an_empty_table_left_in_the_next() {
+    // Short, whole space: a page mapped and unmapped at 0x4100_0000 leaves its L2 table
+    // linked (no `free_tables`). A map of [0x4000_0000, 0x4200_0000) must take one
+    // supersection, then sections and the pages through that table: the run of
+    // supersections ends at the second one, whose 16 entries are not all free.
+    let mem = HostMemory::new();
+    let mut s = AddressSpace::<Short, _>::new(mem.clone(), Layout::Whole, Short::ALL).unwrap();
+    let kd = Attributes::KERNEL_DATA;
+    s.map(
+        r(0x4100_0000, 4096),
+        PhysAddr::new(0x8000_0000),
+        kd,
+        MapSize::Page4K,
+    )
+    .unwrap();
+    let mut rec = crate::table::tests::Rec::default();
+    s.unmap(r(0x4100_0000, 4096), &mut rec).unwrap();
+    s.map(
+        r(0x4000_0000, 32 << 20),
+        PhysAddr::new(0x8000_0000),
+        kd,
+        MapSize::Super16M,
+    )
+    .unwrap();
+    let got = crate::table::tests::sizes(&s, crate::table::tests::all());
+    let count = |size: MapSize| got.iter().filter(|(_, s)| *s == size).count();
+    assert_eq!(got[0], (0x4000_0000, MapSize::Super16M));
+    assert_eq!(count(MapSize::Super16M), 1);
+    assert_eq!(count(MapSize::Section1M), 15);
+    // The megabyte under the table: pages (or large pages) through it.
+    assert!(got
+        .iter()
+        .all(|&(va, size)| va < 0x4100_0000 || va >= 0x4110_0000 || size < MapSize::Section1M));
+    let t = s.translate(crate::VirtAddr::new(0x41ff_f000)).unwrap();
+    assert_eq!(t.pa, PhysAddr::new(0x81ff_f000));
+}
+
+#[test]
 fn a_block_is_chosen_beside_a_table_in_the_same_gib() {
     // LPAE, whole space: a page at 0x4000_0000 links a level-2 table for that GiB; a
     // 2 MiB block next to it must still be chosen (the walk descends into the table to
