@@ -162,6 +162,44 @@ fn a_run_of_supersections_stops_at_an_empty_table_left_in_the_next() {
     assert_eq!(t.pa, PhysAddr::new(0x81ff_f000));
 }
 
+/// A map over a run of pages whose fourth is taken is refused naming that page, with
+/// nothing written (the run's entries are checked one by one before any write).
+fn a_taken_page_inside_a_run_is_named<F: TestFormat>() {
+    let mem = HostMemory::new();
+    let mut s = AddressSpace::<F, _>::new(mem.clone(), Layout::Whole, F::ALL).unwrap();
+    let kd = Attributes::KERNEL_DATA;
+    s.map(
+        r(0x4000_3000, 4096),
+        PhysAddr::new(0x8000_0000),
+        kd,
+        MapSize::Page4K,
+    )
+    .unwrap();
+    let before = s.snapshot();
+    assert_eq!(
+        s.map(
+            r(0x4000_0000, 8 << 12),
+            PhysAddr::new(0x9000_0000),
+            kd,
+            MapSize::Page4K
+        ),
+        Err(crate::table::error::MapError::AlreadyMapped(
+            crate::VirtAddr::new(0x4000_3000)
+        ))
+    );
+    assert!(s.snapshot() == before);
+}
+
+#[test]
+fn a_taken_page_inside_a_run_is_named_short() {
+    a_taken_page_inside_a_run_is_named::<Short>();
+}
+
+#[test]
+fn a_taken_page_inside_a_run_is_named_lpae() {
+    a_taken_page_inside_a_run_is_named::<Lpae>();
+}
+
 #[test]
 fn a_block_is_chosen_beside_a_table_in_the_same_gib() {
     // LPAE, whole space: a page at 0x4000_0000 links a level-2 table for that GiB; a
