@@ -467,3 +467,68 @@ fn a_split_into_an_unreachable_frame_is_refused_lpae() {
         <Lpae as Format>::TABLE_PA_LIMIT
     });
 }
+
+/// A memory that counts `phys_to_virt` calls: one per table the space visits.
+struct Counting {
+    inner: HostMemory,
+    visits: core::cell::Cell<usize>,
+}
+
+// SAFETY: every call is forwarded to `HostMemory`.
+unsafe impl crate::memory::Memory for Counting {
+    fn allocate_frames(&mut self, count: usize, align: usize) -> Option<PhysAddr> {
+        self.inner.allocate_frames(count, align)
+    }
+    fn free_frames(&mut self, pa: PhysAddr, count: usize) {
+        self.inner.free_frames(pa, count);
+    }
+    fn phys_to_virt(&self, pa: PhysAddr) -> core::ptr::NonNull<u8> {
+        self.visits.set(self.visits.get() + 1);
+        self.inner.phys_to_virt(pa)
+    }
+}
+
+#[test]
+fn a_map_of_several_runs_in_one_table_visits_it_as_often_as_one_run() {
+    // Short, whole space, one L2 table already linked for [0x4000_0000, 0x4010_0000).
+    // `map` remembers the last table it planned and wrote through, so a map of four runs
+    // in that table (a page, two large pages, a page) walks to it no more often than a map
+    // of one run of pages: the cost of a map grows with the tables it touches, not with
+    // the runs.
+    let mem = HostMemory::new();
+    let counting = Counting {
+        inner: mem.clone(),
+        visits: core::cell::Cell::new(0),
+    };
+    let mut s = AddressSpace::<Short, _>::new(counting, Layout::Whole, Short::ALL).unwrap();
+    let kd = Attributes::KERNEL_DATA;
+    let mut visits = |s: &mut AddressSpace<Short, Counting>, va: u64, len: u64, max| {
+        let before = s.mem.visits.get();
+        s.map(
+            r(va, len),
+            PhysAddr::new(0x8000_0000 + va % (1 << 20)),
+            kd,
+            max,
+        )
+        .unwrap();
+        s.mem.visits.get() - before
+    };
+    visits(&mut s, 0x400f_f000, 4096, MapSize::Page4K);
+    let one_run = visits(&mut s, 0x4000_0000, 16 << 12, MapSize::Page4K);
+    let four_runs = visits(&mut s, 0x4002_f000, 0x2_2000, MapSize::Large64K);
+    let got: Vec<MapSize> = s
+        .mappings(r(0x4002_f000, 0x2_2000))
+        .map(|m| m.size)
+        .collect();
+    assert_eq!(
+        got,
+        [
+            MapSize::Page4K,
+            MapSize::Large64K,
+            MapSize::Large64K,
+            MapSize::Page4K
+        ]
+    );
+    assert!(one_run > 0);
+    assert_eq!(four_runs, one_run);
+}
