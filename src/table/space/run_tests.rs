@@ -502,7 +502,7 @@ fn a_map_of_several_runs_in_one_table_visits_it_as_often_as_one_run() {
     };
     let mut s = AddressSpace::<Short, _>::new(counting, Layout::Whole, Short::ALL).unwrap();
     let kd = Attributes::KERNEL_DATA;
-    let mut visits = |s: &mut AddressSpace<Short, Counting>, va: u64, len: u64, max| {
+    let visits = |s: &mut AddressSpace<Short, Counting>, va: u64, len: u64, max| {
         let before = s.mem.visits.get();
         s.map(
             r(va, len),
