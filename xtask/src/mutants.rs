@@ -14,6 +14,7 @@
 //! Mutants that are equivalent are excluded in `.cargo/mutants.toml`, each with its reason
 //! (and listed in `mutants-equivalent.md`).
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -61,16 +62,11 @@ fn carry_timeouts(out: &Path) -> usize {
         return 0;
     }
     let path = out.join("previously_caught.txt");
-    let mut kept = lines(&path);
-    kept.sort();
-    kept.dedup();
+    let mut kept: BTreeSet<String> = lines(&path).into_iter().collect();
     let before = kept.len();
     kept.extend(timeout);
-    kept.sort();
-    kept.dedup();
     let added = kept.len() - before;
-    let mut text = kept.join("\n");
-    text.push('\n');
+    let text: String = kept.iter().map(|m| format!("{m}\n")).collect();
     match fs::write(&path, text) {
         Ok(()) => added,
         Err(e) => {
