@@ -255,7 +255,7 @@ fn protect_split_reports_global_and_executable<F: TestFormat>(size: MapSize) {
         (Attributes::KERNEL_DATA, Execute::Never),
     ] {
         let mem = HostMemory::new();
-        let mut space = AddressSpace::<F, _>::new(mem.clone(), Layout::Whole, F::ALL).unwrap();
+        let mut space = crate::table::tests::whole::<F>(&mem);
         let block = range(BASE, size.bytes());
         space.map(block, PhysAddr::new(PA), attrs, size).unwrap();
         let cut = range(BASE + size.bytes() / 2, PAGE);
@@ -317,7 +317,7 @@ fn a_split_takes_only_the_frames_it_needs() {
 fn split_of_a_one_gib_block() {
     let mem = HostMemory::new();
     let tlb = SharedTlbModel::new();
-    let mut space = AddressSpace::<Lpae, _>::new(mem.clone(), Layout::Whole, Lpae::ALL).unwrap();
+    let mut space = crate::table::tests::whole::<Lpae>(&mem);
     let gib = range(0x4000_0000, 1 << 30);
     space
         .map(
@@ -451,7 +451,7 @@ fn a_pxn_conflict_of_the_new_table_is_refused_before_anything_is_written() {
     // executable needs an L2 table with PXN set, which the rest (executable by the
     // kernel) cannot live in.
     let mem = HostMemory::new();
-    let mut space = AddressSpace::<Short, _>::new(mem.clone(), Layout::Whole, Short::ALL).unwrap();
+    let mut space = crate::table::tests::whole::<Short>(&mem);
     let all = range(BASE, 1 << 20);
     space
         .map(

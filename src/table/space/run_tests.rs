@@ -131,7 +131,7 @@ fn a_run_of_supersections_stops_at_an_empty_table_left_in_the_next() {
     // supersection, then sections and the pages through that table: the run of
     // supersections ends at the second one, whose 16 entries are not all free.
     let mem = HostMemory::new();
-    let mut s = AddressSpace::<Short, _>::new(mem.clone(), Layout::Whole, Short::ALL).unwrap();
+    let mut s = crate::table::tests::whole::<Short>(&mem);
     let kd = Attributes::KERNEL_DATA;
     s.map(
         r(0x4100_0000, 4096),
@@ -166,7 +166,7 @@ fn a_run_of_supersections_stops_at_an_empty_table_left_in_the_next() {
 /// nothing written (the run's entries are checked one by one before any write).
 fn a_taken_page_inside_a_run_is_named<F: TestFormat>() {
     let mem = HostMemory::new();
-    let mut s = AddressSpace::<F, _>::new(mem.clone(), Layout::Whole, F::ALL).unwrap();
+    let mut s = crate::table::tests::whole::<F>(&mem);
     let kd = Attributes::KERNEL_DATA;
     s.map(
         r(0x4000_3000, 4096),
@@ -206,7 +206,7 @@ fn a_block_is_chosen_beside_a_table_in_the_same_gib() {
     // 2 MiB block next to it must still be chosen (the walk descends into the table to
     // find its entry free).
     let mem = HostMemory::new();
-    let mut s = AddressSpace::<Lpae, _>::new(mem.clone(), Layout::Whole, Lpae::ALL).unwrap();
+    let mut s = crate::table::tests::whole::<Lpae>(&mem);
     let kd = Attributes::KERNEL_DATA;
     s.map(
         r(0x4000_0000, 4096),
@@ -237,7 +237,7 @@ fn a_reserved_last_level_entry_is_stepped_over() {
     // LPAE level 3: bits [1:0] = 0b01 is reserved (invalid) though its valid bit is set.
     // A corrupted entry like that must read as unmapped, and walks must go past it.
     let mem = HostMemory::new();
-    let mut s = AddressSpace::<Lpae, _>::new(mem.clone(), Layout::Whole, Lpae::ALL).unwrap();
+    let mut s = crate::table::tests::whole::<Lpae>(&mem);
     let kd = Attributes::KERNEL_DATA;
     for va in [0x4000_0000u64, 0x4000_2000] {
         s.map(
@@ -263,7 +263,7 @@ fn a_range_ending_one_page_before_a_blocks_end_is_refused() {
     // A section at [0x4010_0000, 0x4020_0000): a range that ends at 0x401f_f000 cuts it,
     // although the page after the range's end is already past the section.
     let mem = HostMemory::new();
-    let mut s = AddressSpace::<Short, _>::new(mem.clone(), Layout::Whole, Short::ALL).unwrap();
+    let mut s = crate::table::tests::whole::<Short>(&mem);
     let kd = Attributes::KERNEL_DATA;
     s.map(
         r(0x4010_0000, 1 << 20),
@@ -289,7 +289,7 @@ fn a_map_across_the_first_table_boundary_uses_both_tables<F: TestFormat>() {
     // The first table below the root covers [0, span); a map from its last page into the
     // next table's first page must write each page in its own table.
     let mem = HostMemory::new();
-    let mut s = AddressSpace::<F, _>::new(mem.clone(), Layout::Whole, F::ALL).unwrap();
+    let mut s = crate::table::tests::whole::<F>(&mem);
     let span = AddressSpace::<F, HostMemory>::span(F::LAST_LEVEL - 1);
     let pa = 0x8000_0000;
     let kd = Attributes::KERNEL_DATA;
@@ -310,7 +310,7 @@ fn a_map_across_the_first_table_boundary_uses_both_tables<F: TestFormat>() {
     // With both tables there and the page past the boundary taken, the same map is
     // refused at it, before anything is written (the plan checks each page in its own
     // table too).
-    let mut t = AddressSpace::<F, _>::new(mem.clone(), Layout::Whole, F::ALL).unwrap();
+    let mut t = crate::table::tests::whole::<F>(&mem);
     for va in [span - 8192, span] {
         t.map(r(va, 4096), PhysAddr::new(pa), kd, MapSize::Page4K)
             .unwrap();
